@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# iotconn build entry point.
+#   ./build.sh          install what is missing, build libiotconn and iotconn-hubsim into build/
+#   ./build.sh test     build, then run every test suite
+#   ./build.sh demo     build, then run the device demo against the local hub emulator
+#   ./build.sh bench    build, then run the benchmarks (results in bench/results/)
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+BUILD="$ROOT/build"
+export PATH="/usr/local/go/bin:$PATH"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# apt packages the build and the tests need; installed only when missing, so a second run changes nothing.
+APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates)
+
+deps() {
+	local missing=()
+	for p in "${APT_PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		say "installing apt packages: ${missing[*]}"
+		local sudo=""
+		[ "$(id -u)" -eq 0 ] || sudo=sudo
+		$sudo apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+	fi
+	command -v go >/dev/null || { echo "Go 1.22+ is required (https://go.dev/dl)"; exit 1; }
+	say "downloading Go modules"
+	go mod download
+}
+
+build() {
+	deps
+	say "building iotconn-hubsim"
+	mkdir -p "$BUILD/bin"
+	go build -trimpath -o "$BUILD/bin/iotconn-hubsim" ./hubsim/cmd/iotconn-hubsim
+}
+
+test_go() {
+	say "go vet and gofmt"
+	go vet ./...
+	local unformatted
+	unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './build/*'))
+	[ -z "$unformatted" ] || { echo "gofmt would change: $unformatted"; exit 1; }
+	say "go test -race"
+	go test -race -count=1 -timeout 15m ./...
+}
+
+test_all() {
+	build
+	test_go
+	say "official Azure IoT SDKs against hubsim"
+	bash tests/sdk/run.sh
+}
+
+case "${1:-build}" in
+build) build ;;
+deps) deps ;;
+test) test_all ;;
+demo) build && bash examples/demo.sh ;;
+bench) build && bash bench/run.sh ;;
+*)
+	echo "usage: $0 [build|test|demo|bench|deps]" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,105 @@
+package core
+
+// This file is the engine's public contract, used by capi/ and the tests. The engine issue (#3) implements it;
+// signatures here change only together with capi/.
+
+import (
+	"time"
+
+	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/retry"
+)
+
+// DispatchMode chooses which thread runs the application's handlers.
+type DispatchMode int
+
+const (
+	// DispatchThread: a goroutine owned by the client runs the handlers (the C default).
+	DispatchThread DispatchMode = 0
+	// DispatchPoll: handlers run only inside Poll, on the caller's thread (Python and C# bindings).
+	DispatchPoll DispatchMode = 1
+)
+
+// TransportKind selects the wire protocol.
+type TransportKind int
+
+const (
+	TransportMQTT   TransportKind = 0
+	TransportMQTTWS TransportKind = 1 // MQTT over WebSocket (wss://host/$iothub/websocket)
+	TransportAMQP   TransportKind = 2 // reserved for the AMQP issue; Create returns CodeInvalidArgument until then
+)
+
+// Options configure a client. The zero value of every field means "the default" noted beside it.
+type Options struct {
+	Transport        TransportKind
+	CAFile           string        // PEM file of trusted roots; "" and CAPEM empty = system roots
+	CAPEM            []byte        // PEM bytes of trusted roots, added to CAFile's
+	CertFile         string        // X.509 client certificate (PEM), with x509=true in the connection string
+	KeyFile          string        // its private key (PEM)
+	KeepAlive        time.Duration // default 240 s, capped at 1177 s
+	SASLifetime      time.Duration // default 1 h
+	SASRenewMargin   time.Duration // renew this long before expiry; default 10 % of the lifetime
+	QueueMaxMessages int           // outbound queue bound; default 10000
+	QueueMaxBytes    int64         // default 64 MiB
+	OperationTimeout time.Duration // connect and send give up after this; default 4 min
+	Dispatch         DispatchMode
+	RetryPolicy      retry.Policy // default retry.DefaultExponential()
+	Clock            clock.Clock  // default the real clock; tests inject a fake
+}
+
+// Property is one application property of a message; order is kept on the wire.
+type Property struct {
+	Key, Value string
+}
+
+// Message is a device-to-cloud (send) or cloud-to-device (received) message.
+type Message struct {
+	Payload         []byte
+	MessageID       string // $.mid; the engine generates a unique one when empty
+	CorrelationID   string // $.cid
+	ContentType     string // $.ct
+	ContentEncoding string // $.ce
+	Properties      []Property
+}
+
+// SendResult is how a send ended; every accepted message gets exactly one.
+type SendResult int
+
+const (
+	SendDelivered SendResult = 0 // the hub acknowledged it (PUBACK)
+	SendExpired   SendResult = 1 // its time-to-live or the operation timeout passed before delivery
+	SendFailed    SendResult = 2 // a fatal error or close ended it; Err says which
+)
+
+// Handlers are the application's callbacks. Any may be nil. They run on the dispatch thread chosen by
+// Options.Dispatch and may call Send and Close on the same client.
+type Handlers struct {
+	OnStatus       func(status ConnectionStatus, reason ConnectionStatusChangeReason)
+	OnMessage      func(msg *Message)
+	OnSendComplete func(id uint64, result SendResult, err *Error) // err is nil when delivered
+	OnLog          func(level LogLevel, msg string)
+}
+
+// LogLevel of an OnLog event.
+type LogLevel int
+
+const (
+	LogError LogLevel = 0
+	LogWarn  LogLevel = 1
+	LogInfo  LogLevel = 2
+	LogDebug LogLevel = 3
+)
+
+// The Client methods below are safe for concurrent use from any goroutine, including from inside handlers.
+//
+//	NewClient(connectionString string, opts Options) (*Client, error)  // validates; does not connect
+//	(*Client).SetHandlers(h Handlers)                                   // before Connect; later calls replace them
+//	(*Client).SetRetryPolicy(p retry.Policy) error
+//	(*Client).Connect(ctx context.Context) error  // blocks until Connected, a fatal error, the policy giving up,
+//	                                              // ctx, or OperationTimeout; the engine then keeps the link up
+//	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
+//	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
+//	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
+//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent
+//
+// Errors returned are *Error.

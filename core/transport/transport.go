@@ -1,0 +1,116 @@
+// Package transport is the boundary between the engine and a wire protocol. It is shaped for one MQTT connection
+// per device and for AMQP's several devices on one connection with CBS tokens; nothing MQTT-specific is here.
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind classifies a transport failure; the engine maps a kind to transient or fatal and to a status reason.
+type Kind int
+
+const (
+	KindNetwork        Kind = iota + 1 // DNS, refused, unreachable, TLS handshake to nowhere
+	KindProtocol                       // unexpected close, malformed packet, keep-alive timeout
+	KindAuth                           // wrong key, expired or wrongly scoped token
+	KindDeviceDisabled                 // device disabled
+	KindDeviceNotFound                 // device unknown to the hub
+	KindThrottled                      // too many requests; RetryAfter may say how long
+	KindQuota                          // daily quota exceeded
+	KindServerBusy                     // the hub is busy or unavailable
+	KindTooLarge                       // message over the hub's limit
+	KindTimeout                        // an operation got no answer in time
+)
+
+var kindNames = map[Kind]string{
+	KindNetwork: "network", KindProtocol: "protocol", KindAuth: "auth", KindDeviceDisabled: "device disabled",
+	KindDeviceNotFound: "device not found", KindThrottled: "throttled", KindQuota: "quota exceeded",
+	KindServerBusy: "server busy", KindTooLarge: "message too large", KindTimeout: "timeout",
+}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind %d", int(k))
+}
+
+// Error is what a transport returns for every failure.
+type Error struct {
+	Kind       Kind
+	Op         string        // "connect", "send", "subscribe", "connection lost", ...
+	RetryAfter time.Duration // a server's requested wait, 0 if none
+	Err        error
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return e.Op + ": " + e.Kind.String()
+	}
+	return e.Op + ": " + e.Kind.String() + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// KindOf returns the kind of err, or KindProtocol for an error a transport did not classify.
+func KindOf(err error) Kind {
+	var te *Error
+	if errors.As(err, &te) {
+		return te.Kind
+	}
+	return KindProtocol
+}
+
+// Message is a message as the transport carries it.
+type Message struct {
+	Payload         []byte
+	MessageID       string
+	CorrelationID   string
+	ContentType     string
+	ContentEncoding string
+	Properties      [][2]string // application properties in order
+}
+
+// DialParams say whom to connect as and how.
+type DialParams struct {
+	Host      string // host[:port] of the hub or gateway
+	DeviceID  string
+	ModuleID  string
+	Token     string      // SAS token; "" with X.509
+	TLS       *tls.Config // roots, client certificate, ServerName
+	KeepAlive time.Duration
+	WebSocket bool
+	Handler   Handler
+}
+
+// Handler receives what arrives unasked. Calls come from transport goroutines and must not block.
+type Handler interface {
+	// OnMessage delivers a cloud-to-device message.
+	OnMessage(m *Message)
+	// OnConnectionLost reports, once per Conn, that it died; the engine decides what happens next.
+	OnConnectionLost(err *Error)
+}
+
+// Dialer opens device connections. An AMQP dialer may multiplex several devices on one connection.
+type Dialer interface {
+	Dial(ctx context.Context, p DialParams) (Conn, error)
+}
+
+// Conn is one device's live link.
+type Conn interface {
+	// Send publishes m and returns at once; done is called exactly once, from a transport goroutine, with nil when
+	// the hub acknowledged it or with an *Error. Calls may be pipelined.
+	Send(m *Message, done func(err error))
+	// RenewToken hands a fresh SAS token to a live link. It returns ErrRenewNeedsReconnect where the protocol
+	// cannot do that in place (MQTT): the engine then reconnects with the new token.
+	RenewToken(ctx context.Context, token string) error
+	// Close ends the link without reporting OnConnectionLost; pending sends get done(err) with KindProtocol.
+	Close() error
+}
+
+// ErrRenewNeedsReconnect is returned by RenewToken on protocols that authenticate only at connect.
+var ErrRenewNeedsReconnect = errors.New("token renewal needs a reconnect")

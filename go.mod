@@ -1,0 +1,3 @@
+module github.com/iotconn/iotconn
+
+go 1.26.8
