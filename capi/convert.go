@@ -1,0 +1,187 @@
+package main
+
+// Conversions between the header's structs and the engine's types. Structs are read in place in C memory: a Go
+// copy could hold an application's arbitrary user value in a pointer-typed field, which Go forbids.
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../include
+#define IOTCONN_CAPI_BUILD
+#include <stdlib.h>
+#include "iotconn.h"
+*/
+import "C"
+
+import (
+	"time"
+	"unsafe"
+
+	"github.com/iotconn/iotconn/core"
+	"github.com/iotconn/iotconn/core/retry"
+)
+
+// checkSize validates the size field that starts every struct of the header. Only the first version of each
+// struct exists, so its size must match exactly; when fields are appended, smaller sizes become valid and the
+// missing fields take their defaults.
+func checkSize(p unsafe.Pointer, want uintptr, what string) *core.Error {
+	if size := uintptr(*(*C.size_t)(p)); size != want {
+		return core.Errorf(core.CodeInvalidArgument, "%s size is %d, want %d (use the header's %s_INIT)",
+			what, size, want, what)
+	}
+	return nil
+}
+
+// defaultOptions is IOTCONN_OPTIONS_INIT, used when the caller passes NULL.
+var defaultOptions = &C.iotconn_options_t{size: C.size_t(unsafe.Sizeof(C.iotconn_options_t{}))}
+
+func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
+	o := defaultOptions
+	if p != nil {
+		if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_OPTIONS"); err != nil {
+			return core.Options{}, err
+		}
+		o = p
+	}
+	switch o.dispatch {
+	case C.IOTCONN_DISPATCH_THREAD, C.IOTCONN_DISPATCH_POLL:
+	default:
+		return core.Options{}, core.Errorf(core.CodeInvalidArgument, "unknown dispatch mode %d", int(o.dispatch))
+	}
+	if o.transport < 0 {
+		return core.Options{}, core.Errorf(core.CodeInvalidArgument, "unknown transport %d", int(o.transport))
+	}
+	opts := core.Options{
+		Transport:        core.TransportKind(o.transport),
+		CAFile:           C.GoString(o.ca_file),
+		CertFile:         C.GoString(o.cert_file),
+		KeyFile:          C.GoString(o.key_file),
+		KeepAlive:        time.Duration(o.keepalive_s) * time.Second,
+		SASLifetime:      time.Duration(o.sas_lifetime_s) * time.Second,
+		SASRenewMargin:   time.Duration(o.sas_renew_margin_s) * time.Second,
+		QueueMaxMessages: int(o.queue_max_messages),
+		QueueMaxBytes:    int64(min(uint64(o.queue_max_bytes), 1<<62)),
+		OperationTimeout: time.Duration(o.operation_timeout_ms) * time.Millisecond,
+		Dispatch:         core.DispatchMode(o.dispatch),
+	}
+	if o.ca_pem != nil {
+		opts.CAPEM = []byte(C.GoString(o.ca_pem))
+	}
+	return opts, nil
+}
+
+// goMessage copies a C message into Go memory.
+func goMessage(p *C.iotconn_message_t) (*core.Message, *core.Error) {
+	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_MESSAGE"); err != nil {
+		return nil, err
+	}
+	m := p
+	if m.payload == nil && m.payload_len != 0 {
+		return nil, core.Errorf(core.CodeInvalidArgument, "payload is NULL but payload_len is %d", m.payload_len)
+	}
+	if m.properties == nil && m.property_count != 0 {
+		return nil, core.Errorf(core.CodeInvalidArgument, "properties is NULL but property_count is %d",
+			m.property_count)
+	}
+	msg := &core.Message{
+		MessageID:       C.GoString(m.message_id),
+		CorrelationID:   C.GoString(m.correlation_id),
+		ContentType:     C.GoString(m.content_type),
+		ContentEncoding: C.GoString(m.content_encoding),
+	}
+	if m.payload_len > 0 {
+		msg.Payload = append([]byte(nil), unsafe.Slice((*byte)(m.payload), m.payload_len)...)
+	}
+	if m.property_count > 0 {
+		props := unsafe.Slice(m.properties, m.property_count)
+		msg.Properties = make([]core.Property, len(props))
+		for i, p := range props {
+			if p.key == nil || p.value == nil {
+				return nil, core.Errorf(core.CodeInvalidArgument, "property %d has a NULL key or value", i)
+			}
+			msg.Properties[i] = core.Property{Key: C.GoString(p.key), Value: C.GoString(p.value)}
+		}
+	}
+	return msg, nil
+}
+
+// cMessage lays m out in one malloc'd block (struct, property array, then strings and payload), so one free
+// releases it. The payload is followed by a NUL byte for the convenience of text payloads.
+func cMessage(m *core.Message) *C.iotconn_message_t {
+	const msgSize, propSize = unsafe.Sizeof(C.iotconn_message_t{}), unsafe.Sizeof(C.iotconn_property_t{})
+	strs := []string{m.MessageID, m.CorrelationID, m.ContentType, m.ContentEncoding}
+	for _, p := range m.Properties {
+		strs = append(strs, p.Key, p.Value)
+	}
+	total := msgSize + uintptr(len(m.Properties))*propSize + uintptr(len(m.Payload)) + 1
+	for _, s := range strs {
+		total += uintptr(len(s)) + 1
+	}
+	block := C.calloc(1, C.size_t(total))
+	if block == nil {
+		panic("iotconn: out of memory")
+	}
+	buf := unsafe.Slice((*byte)(block), total)
+	off := msgSize + uintptr(len(m.Properties))*propSize
+	put := func(b []byte) *C.char { // copies b and a NUL at off
+		p := &buf[off]
+		off += uintptr(copy(buf[off:], b)) + 1
+		return (*C.char)(unsafe.Pointer(p))
+	}
+	cm := (*C.iotconn_message_t)(block)
+	cm.size = C.size_t(msgSize)
+	cm.payload = unsafe.Pointer(put(m.Payload))
+	cm.payload_len = C.size_t(len(m.Payload))
+	cm.message_id = put([]byte(m.MessageID))
+	cm.correlation_id = put([]byte(m.CorrelationID))
+	cm.content_type = put([]byte(m.ContentType))
+	cm.content_encoding = put([]byte(m.ContentEncoding))
+	if len(m.Properties) > 0 {
+		props := unsafe.Slice((*C.iotconn_property_t)(unsafe.Pointer(&buf[msgSize])), len(m.Properties))
+		for i, p := range m.Properties {
+			props[i].key = put([]byte(p.Key))
+			props[i].value = put([]byte(p.Value))
+		}
+		cm.properties = &props[0]
+		cm.property_count = C.size_t(len(props))
+	}
+	return cm
+}
+
+// goPolicy turns a C retry policy into the engine's.
+func goPolicy(p *C.iotconn_retry_policy_t) (retry.Policy, *core.Error) {
+	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_RETRY_POLICY"); err != nil {
+		return nil, err
+	}
+	rp := p
+	switch rp.kind {
+	case C.IOTCONN_RETRY_NONE:
+		return retry.NoRetry{}, nil
+	case C.IOTCONN_RETRY_CUSTOM:
+		if rp.custom == nil {
+			return nil, core.Errorf(core.CodeInvalidArgument, "custom retry policy without a callback")
+		}
+		f := fnRef{fn: uintptr(unsafe.Pointer(rp.custom)), user: uintptr(rp.user)}
+		return retry.Custom(f.retry), nil
+	case C.IOTCONN_RETRY_EXPONENTIAL:
+		var jitter retry.Jitter
+		switch rp.jitter {
+		case C.IOTCONN_JITTER_DEFAULT:
+			jitter = retry.JitterDefault
+		case C.IOTCONN_JITTER_FULL:
+			jitter = retry.JitterFull
+		default:
+			return nil, core.Errorf(core.CodeInvalidArgument, "unknown jitter mode %d", int(rp.jitter))
+		}
+		if rp.retry_count < C.IOTCONN_RETRY_UNLIMITED {
+			return nil, core.Errorf(core.CodeInvalidArgument, "retry_count %d is below IOTCONN_RETRY_UNLIMITED",
+				int(rp.retry_count))
+		}
+		if rp.min_backoff_ms > rp.max_backoff_ms {
+			return nil, core.Errorf(core.CodeInvalidArgument, "min_backoff_ms %d is above max_backoff_ms %d",
+				uint32(rp.min_backoff_ms), uint32(rp.max_backoff_ms))
+		}
+		ms := func(v C.uint32_t) time.Duration { return time.Duration(v) * time.Millisecond }
+		return retry.NewExponential(int(rp.retry_count), ms(rp.min_backoff_ms), ms(rp.max_backoff_ms),
+			ms(rp.delta_backoff_ms), jitter), nil
+	}
+	return nil, core.Errorf(core.CodeInvalidArgument, "unknown retry policy kind %d", int(rp.kind))
+}

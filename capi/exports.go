@@ -1,0 +1,273 @@
+package main
+
+// The //export wrappers: each validates its arguments, recovers panics into IOTCONN_EINTERNAL and calls the
+// engine. The preamble may only declare (cgo's rule for files with //export).
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../include
+#define IOTCONN_CAPI_BUILD
+#include "iotconn.h"
+*/
+import "C"
+
+import (
+	"context"
+	"time"
+	"unsafe"
+
+	"github.com/iotconn/iotconn/core"
+)
+
+func fail(err *core.Error) C.int {
+	setLastError(err.Error())
+	return -C.int(err.Code)
+}
+
+// failErr reports an error returned by the engine.
+func failErr(err error) C.int {
+	setLastError(err.Error())
+	return errorCode(err)
+}
+
+func invalid(format string, args ...any) C.int {
+	return fail(core.Errorf(core.CodeInvalidArgument, format, args...))
+}
+
+// recoverTo turns a panic in an export into IOTCONN_EINTERNAL: a Go panic must never unwind into C.
+func recoverTo(rc *C.int) {
+	if r := recover(); r != nil {
+		*rc = fail(core.Errorf(core.CodeInternal, "panic: %v", r))
+	}
+}
+
+func msDuration(ms C.uint32_t) time.Duration { return time.Duration(ms) * time.Millisecond }
+
+// Static strings for the *_str functions, made once; C callers never free them.
+var (
+	statusStrs, reasonStrs, codeStrs []*C.char
+	unknownStr                       = C.CString("Unknown")
+	unknownCodeStr                   = C.CString("unknown error")
+)
+
+func init() {
+	for s := core.StatusDisconnected; s <= core.StatusDisabled; s++ {
+		statusStrs = append(statusStrs, C.CString(s.String()))
+	}
+	for r := core.ReasonConnectionOk; r <= core.ReasonClientClose; r++ {
+		reasonStrs = append(reasonStrs, C.CString(r.String()))
+	}
+	for c := core.CodeOK; c <= core.CodeThrottled; c++ {
+		codeStrs = append(codeStrs, C.CString(c.String()))
+	}
+}
+
+func pick(strs []*C.char, i C.int, unknown *C.char) *C.char {
+	if i >= 0 && int(i) < len(strs) {
+		return strs[i]
+	}
+	return unknown
+}
+
+//export iotconn_strerror
+func iotconn_strerror(code C.int) *C.char { return pick(codeStrs, -code, unknownCodeStr) }
+
+//export iotconn_status_str
+func iotconn_status_str(status C.int) *C.char { return pick(statusStrs, status, unknownStr) }
+
+//export iotconn_reason_str
+func iotconn_reason_str(reason C.int) *C.char { return pick(reasonStrs, reason, unknownStr) }
+
+//export iotconn_client_create
+func iotconn_client_create(connStr *C.char, opts *C.iotconn_options_t, out **C.iotconn_client_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if connStr == nil || out == nil {
+		return invalid("connection_string and out_client must not be NULL")
+	}
+	o, cerr := goOptions(opts)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	c, err := core.NewClient(C.GoString(connStr), o)
+	if err != nil {
+		return failErr(err)
+	}
+	h, e := addClient(c)
+	c.SetHandlers(e.handlers())
+	*out = handleOf(h)
+	return 0
+}
+
+//export iotconn_client_destroy
+func iotconn_client_destroy(client *C.iotconn_client_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if inCallback() {
+		return fail(core.Errorf(core.CodeState, "iotconn_client_destroy called from inside a callback"))
+	}
+	e, cerr := removeClient(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	for _, slot := range []*atomicFn{&e.status, &e.message, &e.send, &e.log} {
+		slot.Store(nil)
+	}
+	if err := e.client.Close(); err != nil {
+		return failErr(err)
+	}
+	return 0
+}
+
+//export iotconn_connect
+func iotconn_connect(client *C.iotconn_client_t, timeoutMS C.uint32_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	ctx := context.Background()
+	if timeoutMS > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, msDuration(timeoutMS))
+		defer cancel()
+	}
+	if err := e.client.Connect(ctx); err != nil {
+		return failErr(err)
+	}
+	return 0
+}
+
+//export iotconn_send
+func iotconn_send(client *C.iotconn_client_t, msg *C.iotconn_message_t, outID *C.uint64_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if msg == nil {
+		return invalid("msg must not be NULL")
+	}
+	m, cerr := goMessage(msg)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if len(m.Payload) == 0 {
+		return invalid("the payload is empty")
+	}
+	id, err := e.client.Send(m)
+	if err != nil {
+		return failErr(err)
+	}
+	if outID != nil {
+		*outID = C.uint64_t(id)
+	}
+	return 0
+}
+
+//export iotconn_set_retry_policy
+func iotconn_set_retry_policy(client *C.iotconn_client_t, policy *C.iotconn_retry_policy_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if policy == nil {
+		return invalid("policy must not be NULL")
+	}
+	p, cerr := goPolicy(policy)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if err := e.client.SetRetryPolicy(p); err != nil {
+		return failErr(err)
+	}
+	return 0
+}
+
+// registerExport is the body of the iotconn_register_*_callback exports.
+func registerExport(client *C.iotconn_client_t, slot func(*entry) *atomicFn, fn unsafe.Pointer,
+	user C.uintptr_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	register(slot(e), uintptr(fn), uintptr(user))
+	return 0
+}
+
+//export iotconn_register_status_callback
+func iotconn_register_status_callback(client *C.iotconn_client_t, cb C.iotconn_status_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.status }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_message_callback
+func iotconn_register_message_callback(client *C.iotconn_client_t, cb C.iotconn_message_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.message }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_send_callback
+func iotconn_register_send_callback(client *C.iotconn_client_t, cb C.iotconn_send_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.send }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_log_callback
+func iotconn_register_log_callback(client *C.iotconn_client_t, cb C.iotconn_log_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.log }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_poll
+func iotconn_poll(client *C.iotconn_client_t, timeoutMS C.uint32_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	n, err := e.client.Poll(msDuration(timeoutMS))
+	if err != nil {
+		return failErr(err)
+	}
+	return C.int(min(n, 1<<30))
+}
+
+//export iotconn_get_status
+func iotconn_get_status(client *C.iotconn_client_t, status *C.iotconn_status_t, reason *C.iotconn_reason_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	s, r := e.client.Status()
+	if status != nil {
+		*status = C.iotconn_status_t(s)
+	}
+	if reason != nil {
+		*reason = C.iotconn_reason_t(r)
+	}
+	return 0
+}
+
+//export iotconn_close
+func iotconn_close(client *C.iotconn_client_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if err := e.client.Close(); err != nil {
+		return failErr(err)
+	}
+	return 0
+}
+
+//export iotconn_message_copy
+func iotconn_message_copy(msg *C.iotconn_message_t, out **C.iotconn_message_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if msg == nil || out == nil {
+		return invalid("msg and out_copy must not be NULL")
+	}
+	m, cerr := goMessage(msg)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	*out = cMessage(m)
+	return 0
+}

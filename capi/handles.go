@@ -1,0 +1,91 @@
+package main
+
+import (
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/iotconn/iotconn/core"
+)
+
+// A handle given to C is an id with handleTag set, never a Go pointer (the C side may keep it anywhere and Go
+// may not hand out its pointers). The tag puts every handle outside any address a process can map, so a stray or
+// foreign pointer is never mistaken for one, and a destroyed id is never reused.
+const handleTag = uintptr(1) << (unsafe.Sizeof(uintptr(0))*8 - 2)
+
+var (
+	clients      sync.Map // handle value -> *entry
+	lastID       atomic.Uintptr
+	errBadHandle = core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign client handle")
+)
+
+// entry is one client and the C callbacks registered on it. The engine's handlers are installed once at creation
+// and read the current registration on every event, so registering is just a store.
+type entry struct {
+	client                *core.Client
+	status, message, send atomicFn
+	log                   atomicFn
+}
+
+func (e *entry) handlers() core.Handlers {
+	return core.Handlers{
+		OnStatus: func(s core.ConnectionStatus, r core.ConnectionStatusChangeReason) {
+			if f := e.status.Load(); f != nil {
+				f.status(s, r)
+			}
+		},
+		OnMessage: func(m *core.Message) {
+			if f := e.message.Load(); f != nil {
+				f.message(m)
+			}
+		},
+		OnSendComplete: func(id uint64, result core.SendResult, err *core.Error) {
+			if f := e.send.Load(); f != nil {
+				f.sendComplete(id, result, err)
+			}
+		},
+		OnLog: func(level core.LogLevel, msg string) {
+			if f := e.log.Load(); f != nil {
+				f.log(level, msg)
+			}
+		},
+	}
+}
+
+// register stores (or with fn 0 removes) a callback.
+func register(slot *atomicFn, fn, user uintptr) {
+	if fn == 0 {
+		slot.Store(nil)
+		return
+	}
+	slot.Store(&fnRef{fn: fn, user: user})
+}
+
+func addClient(c *core.Client) (uintptr, *entry) {
+	e := &entry{client: c}
+	h := handleTag | lastID.Add(1)
+	clients.Store(h, e)
+	return h, e
+}
+
+func lookup(h uintptr) (*entry, *core.Error) {
+	if h&handleTag != 0 {
+		if e, ok := clients.Load(h); ok {
+			return e.(*entry), nil
+		}
+	}
+	return nil, errBadHandle
+}
+
+// removeClient takes the handle out of the table; only one caller gets the entry.
+func removeClient(h uintptr) (*entry, *core.Error) {
+	if h&handleTag != 0 {
+		if e, ok := clients.LoadAndDelete(h); ok {
+			return e.(*entry), nil
+		}
+	}
+	return nil, errBadHandle
+}
+
+// atomicFn holds one registered callback; nil when none.
+type atomicFn = atomic.Pointer[fnRef]

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/iotconn/iotconn/core"
+)
+
+// headerValues returns every "PREFIX_NAME = value" or "#define PREFIX_NAME value" of include/iotconn.h.
+func headerValues(t *testing.T, prefix string) map[string]int {
+	t.Helper()
+	src, err := os.ReadFile("../include/iotconn.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^\s*(?:#define\s+)?` + prefix + `(\w+)\s*=?\s*\(?(-?\d+)\)?,?\s*(?:/\*.*)?$`)
+	out := map[string]int{}
+	for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+		v, err := strconv.Atoi(m[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[m[1]] = v
+	}
+	if len(out) == 0 {
+		t.Fatalf("no %s values in the header", prefix)
+	}
+	return out
+}
+
+// The header is the source of truth for the enum names and numbers; the engine's must match it exactly.
+func TestHeaderStatusAndReasonMatchEngine(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		n      int
+		name   func(v int) string
+	}{
+		{"IOTCONN_STATUS_", 4, func(v int) string { return core.ConnectionStatus(v).String() }},
+		{"IOTCONN_REASON_", 8, func(v int) string { return core.ConnectionStatusChangeReason(v).String() }},
+	} {
+		vals := headerValues(t, tc.prefix)
+		if len(vals) != tc.n {
+			t.Errorf("%s: %d values in the header, want %d", tc.prefix, len(vals), tc.n)
+		}
+		for name, v := range vals {
+			if got := strings.ToUpper(tc.name(v)); got != name {
+				t.Errorf("%s%s = %d, but the engine names %d %q", tc.prefix, name, v, v, got)
+			}
+		}
+	}
+}
+
+func TestHeaderErrorCodesMatchEngine(t *testing.T) {
+	vals := headerValues(t, "IOTCONN_E")
+	if len(vals) != int(core.CodeThrottled) {
+		t.Errorf("%d error codes in the header, want %d", len(vals), int(core.CodeThrottled))
+	}
+	seen := map[int]bool{}
+	for name, v := range vals {
+		if v >= 0 || v < -int(core.CodeThrottled) || seen[v] {
+			t.Errorf("IOTCONN_E%s = %d: not a distinct negated engine code", name, v)
+		}
+		seen[v] = true
+	}
+	want := map[string]core.Code{
+		"INVAL": core.CodeInvalidArgument, "BADHANDLE": core.CodeBadHandle, "CLOSED": core.CodeClosed,
+		"QUEUEFULL": core.CodeQueueFull, "TIMEOUT": core.CodeTimeout, "AUTH": core.CodeAuth,
+		"DISABLED": core.CodeDeviceDisabled, "RETRYEXPIRED": core.CodeRetryExpired, "TOOLARGE": core.CodeTooLarge,
+		"NETWORK": core.CodeNetwork, "STATE": core.CodeState, "INTERNAL": core.CodeInternal,
+		"PROTOCOL": core.CodeProtocol, "THROTTLED": core.CodeThrottled,
+	}
+	for name, code := range want {
+		if v, ok := vals[name]; !ok || v != -int(code) {
+			t.Errorf("IOTCONN_E%s = %d (present %v), want %d", name, v, ok, -int(code))
+		}
+	}
+}
+
+func TestHeaderAPIEnumsMatchEngine(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   map[string]int
+	}{
+		{"IOTCONN_DISPATCH_", map[string]int{"THREAD": int(core.DispatchThread), "POLL": int(core.DispatchPoll)}},
+		{"IOTCONN_TRANSPORT_", map[string]int{"MQTT": int(core.TransportMQTT), "MQTT_WS": int(core.TransportMQTTWS),
+			"AMQP": int(core.TransportAMQP)}},
+		{"IOTCONN_SEND_", map[string]int{"DELIVERED": int(core.SendDelivered), "EXPIRED": int(core.SendExpired),
+			"FAILED": int(core.SendFailed)}},
+		{"IOTCONN_LOG_", map[string]int{"ERROR": int(core.LogError), "WARN": int(core.LogWarn),
+			"INFO": int(core.LogInfo), "DEBUG": int(core.LogDebug)}},
+	} {
+		got := headerValues(t, tc.prefix)
+		if len(got) != len(tc.want) {
+			t.Errorf("%s: header has %v, want %v", tc.prefix, got, tc.want)
+		}
+		for name, v := range tc.want {
+			if got[name] != v {
+				t.Errorf("%s%s = %d, want %d", tc.prefix, name, got[name], v)
+			}
+		}
+	}
+}

@@ -1,0 +1,295 @@
+/*
+ * iotconn.h - the C interface of libiotconn, one Azure IoT Hub device-connectivity engine.
+ *
+ * This header is written by hand and is the source of truth for every number in it: the Go engine, the Python
+ * and C# bindings each have a test that compares their names and values with this file.
+ *
+ * Conventions
+ *   - Functions return int: 0 (IOTCONN_OK) or more on success, a negative IOTCONN_E* code on failure. After a
+ *     failure, iotconn_last_error() on the same thread says what went wrong.
+ *   - Structs passed in (options, messages, retry policies) start with a `size` field: set it with the
+ *     matching *_INIT macro so that fields appended later keep old programs working.
+ *   - Pointers passed in are borrowed: the library copies what it keeps before the call returns, unless a
+ *     function says otherwise. Pointers handed to callbacks are valid only until the callback returns.
+ *   - Callbacks take a trailing `void *user`, the value given when they were registered.
+ *   - Every function is safe to call from any thread, and from inside the library's callbacks, unless its
+ *     comment says otherwise.
+ *
+ * Limits of any Go shared library: do not fork() after loading it (posix_spawn and fork+exec are fine), do not
+ * unload it (dlclose), and load at most one Go runtime per process.
+ */
+#ifndef IOTCONN_H
+#define IOTCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- version ------------------------------------------------------------------------------------------------ */
+
+#define IOTCONN_VERSION_MAJOR 1
+#define IOTCONN_VERSION_MINOR 0
+#define IOTCONN_VERSION_PATCH 0
+#define IOTCONN_VERSION_STRING "1.0.0"
+/* One number for compile-time comparisons: 0xMMmmpp. */
+#define IOTCONN_VERSION_NUMBER \
+	((IOTCONN_VERSION_MAJOR << 16) | (IOTCONN_VERSION_MINOR << 8) | IOTCONN_VERSION_PATCH)
+
+/* ---- enums (values are fixed forever; new ones are only appended) --------------------------------------------- */
+
+/* The state of a client's connection as the application sees it. */
+typedef enum iotconn_status {
+	IOTCONN_STATUS_DISCONNECTED = 0,
+	IOTCONN_STATUS_CONNECTED = 1,
+	IOTCONN_STATUS_DISCONNECTED_RETRYING = 2,
+	IOTCONN_STATUS_DISABLED = 3
+} iotconn_status_t;
+
+/* Why the status last changed. */
+typedef enum iotconn_reason {
+	IOTCONN_REASON_CONNECTION_OK = 0,
+	IOTCONN_REASON_EXPIRED_SAS_TOKEN = 1,
+	IOTCONN_REASON_DEVICE_DISABLED = 2,
+	IOTCONN_REASON_BAD_CREDENTIAL = 3,
+	IOTCONN_REASON_RETRY_EXPIRED = 4,
+	IOTCONN_REASON_NO_NETWORK = 5,
+	IOTCONN_REASON_COMMUNICATION_ERROR = 6,
+	IOTCONN_REASON_CLIENT_CLOSE = 7
+} iotconn_reason_t;
+
+/* ---- error codes ---------------------------------------------------------------------------------------------- */
+
+#define IOTCONN_OK 0
+#define IOTCONN_EINVAL (-1)         /* bad argument: NULL, bad size, malformed connection string or option */
+#define IOTCONN_EBADHANDLE (-2)     /* unknown, destroyed or foreign client handle */
+#define IOTCONN_ECLOSED (-3)        /* the client was closed */
+#define IOTCONN_EQUEUEFULL (-4)     /* the outbound queue is at its message-count or byte limit */
+#define IOTCONN_ETIMEOUT (-5)       /* the operation timeout (or the connect timeout) elapsed */
+#define IOTCONN_EAUTH (-6)          /* bad credential: wrong key, expired or wrongly scoped token */
+#define IOTCONN_EDISABLED (-7)      /* the device is disabled or unknown to the hub */
+#define IOTCONN_ERETRYEXPIRED (-8)  /* the retry policy gave up */
+#define IOTCONN_ETOOLARGE (-9)      /* payload or message over the hub's limit */
+#define IOTCONN_ENETWORK (-10)      /* network-level failure: DNS, refused, unreachable */
+#define IOTCONN_ESTATE (-11)        /* not allowed in the current state or dispatch mode */
+#define IOTCONN_EINTERNAL (-12)     /* a bug in the library: please report it with iotconn_last_error() */
+#define IOTCONN_EPROTOCOL (-13)     /* the peer broke the protocol or closed the connection */
+#define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device and retrying gave up */
+
+/* ---- enums of the API ---------------------------------------------------------------------------------------- */
+
+/* iotconn_options_t.transport */
+#define IOTCONN_TRANSPORT_MQTT 0    /* MQTT over TLS, port 8883 (default) */
+#define IOTCONN_TRANSPORT_MQTT_WS 1 /* MQTT over WebSocket over TLS, port 443 */
+#define IOTCONN_TRANSPORT_AMQP 2    /* reserved: iotconn_client_create returns IOTCONN_EINVAL for now */
+
+/* iotconn_options_t.dispatch: which thread runs the callbacks. */
+#define IOTCONN_DISPATCH_THREAD 0 /* a library thread calls them (default) */
+#define IOTCONN_DISPATCH_POLL 1   /* they run only inside iotconn_poll(), on the thread that calls it */
+
+/* The `result` of a send completion: every message iotconn_send() accepted ends in exactly one of these. */
+#define IOTCONN_SEND_DELIVERED 0 /* the hub acknowledged it */
+#define IOTCONN_SEND_EXPIRED 1   /* the operation timeout passed before delivery */
+#define IOTCONN_SEND_FAILED 2    /* a fatal error or close ended it; the error code says which */
+
+/* The `level` of a log callback. */
+#define IOTCONN_LOG_ERROR 0
+#define IOTCONN_LOG_WARN 1
+#define IOTCONN_LOG_INFO 2
+#define IOTCONN_LOG_DEBUG 3
+
+/* iotconn_retry_policy_t.kind */
+#define IOTCONN_RETRY_EXPONENTIAL 0 /* exponential back-off with jitter (the default policy) */
+#define IOTCONN_RETRY_NONE 1        /* never retry: the first failure is final */
+#define IOTCONN_RETRY_CUSTOM 2      /* ask the application's callback */
+
+/* iotconn_retry_policy_t.jitter */
+#define IOTCONN_JITTER_DEFAULT 0 /* a random 80-120 % of the delta is added per attempt, as in the .NET SDK */
+#define IOTCONN_JITTER_FULL 1    /* a random delay between 0 and the exponential one (fleets that drop together) */
+
+/* iotconn_retry_policy_t.retry_count: retry forever. */
+#define IOTCONN_RETRY_UNLIMITED (-1)
+
+/* ---- types -------------------------------------------------------------------------------------------------- */
+
+/* A client: one device identity and its connection. Opaque; never dereferenced, not even by the library. */
+typedef struct iotconn_client iotconn_client_t;
+
+/* Options of iotconn_client_create(). Zero (or NULL) in any field means the default noted beside it. */
+typedef struct iotconn_options {
+	size_t size;                   /* sizeof(iotconn_options_t); set by IOTCONN_OPTIONS_INIT */
+	int transport;                 /* IOTCONN_TRANSPORT_*; default MQTT */
+	const char *ca_file;           /* PEM file of trusted roots; with ca_pem NULL too: the system roots */
+	const char *ca_pem;            /* PEM text of trusted roots, added to ca_file's */
+	const char *cert_file;         /* X.509 client certificate (PEM), with x509=true in the connection string */
+	const char *key_file;          /* its private key (PEM) */
+	uint32_t keepalive_s;          /* MQTT keep-alive; default 240, capped at 1177 */
+	uint32_t sas_lifetime_s;       /* lifetime of generated SAS tokens; default 3600 */
+	uint32_t sas_renew_margin_s;   /* renew this long before expiry; default 10 % of the lifetime */
+	uint32_t queue_max_messages;   /* outbound queue bound in messages; default 10000 */
+	uint64_t queue_max_bytes;      /* outbound queue bound in payload bytes; default 64 MiB */
+	uint32_t operation_timeout_ms; /* connect and send give up after this; default 240000 (4 min) */
+	int dispatch;                  /* IOTCONN_DISPATCH_*; default THREAD */
+} iotconn_options_t;
+
+#define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD}
+
+/* One application property of a message (key and value are NUL-terminated UTF-8). */
+typedef struct iotconn_property {
+	const char *key;
+	const char *value;
+} iotconn_property_t;
+
+/* A device-to-cloud message (iotconn_send) or a cloud-to-device message (the message callback). */
+typedef struct iotconn_message {
+	size_t size;                          /* sizeof(iotconn_message_t); set by IOTCONN_MESSAGE_INIT */
+	const void *payload;                  /* the body; may be NULL only when payload_len is 0 */
+	size_t payload_len;                   /* bytes in payload; iotconn_send() needs at least one */
+	const char *message_id;               /* NULL: the library generates a unique one */
+	const char *correlation_id;           /* may be NULL */
+	const char *content_type;             /* e.g. "application/json"; may be NULL */
+	const char *content_encoding;         /* e.g. "utf-8"; may be NULL */
+	const iotconn_property_t *properties; /* property_count entries; order is kept; may be NULL when count is 0 */
+	size_t property_count;
+} iotconn_message_t;
+
+#define IOTCONN_MESSAGE_INIT {sizeof(iotconn_message_t), NULL, 0, NULL, NULL, NULL, NULL, NULL, 0}
+
+/*
+ * A custom retry policy: the library calls it after attempt number `attempt` (1 for the first failure) failed
+ * with `error_code` (an IOTCONN_E* code) and `error_message` (valid during the call only). Return nonzero to try
+ * again after *delay_ms milliseconds, 0 to give up (the client then ends Disconnected / Retry_Expired).
+ * In IOTCONN_DISPATCH_THREAD mode a library thread calls it; in IOTCONN_DISPATCH_POLL mode it runs only inside
+ * iotconn_poll(), on the polling thread, so a reconnect waits for the application to poll.
+ * It must not block for long and must not call iotconn_client_destroy().
+ */
+typedef int (*iotconn_retry_cb)(uint32_t attempt, int error_code, const char *error_message, uint32_t *delay_ms,
+				void *user);
+
+/* A retry policy for iotconn_set_retry_policy(). Durations are in milliseconds. */
+typedef struct iotconn_retry_policy {
+	size_t size;               /* sizeof(iotconn_retry_policy_t); set by IOTCONN_RETRY_POLICY_INIT */
+	int kind;                  /* IOTCONN_RETRY_EXPONENTIAL, _NONE or _CUSTOM */
+	int32_t retry_count;       /* EXPONENTIAL: attempts before giving up; IOTCONN_RETRY_UNLIMITED = forever */
+	uint32_t min_backoff_ms;   /* EXPONENTIAL: the smallest delay */
+	uint32_t max_backoff_ms;   /* EXPONENTIAL: the largest delay */
+	uint32_t delta_backoff_ms; /* EXPONENTIAL: the growth step */
+	int jitter;                /* EXPONENTIAL: IOTCONN_JITTER_DEFAULT or IOTCONN_JITTER_FULL */
+	iotconn_retry_cb custom;   /* CUSTOM: the callback; must not be NULL */
+	void *user;                /* CUSTOM: handed to the callback; owned by the application */
+} iotconn_retry_policy_t;
+
+/* The default policy, as in the .NET SDK: unlimited, 100 ms to 10 s, 100 ms delta, default jitter. */
+#define IOTCONN_RETRY_POLICY_INIT {sizeof(iotconn_retry_policy_t), IOTCONN_RETRY_EXPONENTIAL, \
+				   IOTCONN_RETRY_UNLIMITED, 100, 10000, 100, IOTCONN_JITTER_DEFAULT, NULL, NULL}
+
+/* Called once per status change, in order. */
+typedef void (*iotconn_status_cb)(iotconn_status_t status, iotconn_reason_t reason, void *user);
+
+/* Called for each cloud-to-device message. `msg` and everything it points to belong to the library and are valid
+ * until the callback returns; keep a copy with iotconn_message_copy(). */
+typedef void (*iotconn_message_cb)(const iotconn_message_t *msg, void *user);
+
+/* Called exactly once for each message iotconn_send() accepted: `id` is the id it returned, `result` one of
+ * IOTCONN_SEND_*, `error_code` 0 when delivered, else an IOTCONN_E* code; iotconn_last_error() inside the
+ * callback gives its message. */
+typedef void (*iotconn_send_cb)(uint64_t id, int result, int error_code, void *user);
+
+/* Called with the library's log lines; `message` is valid until the callback returns. */
+typedef void (*iotconn_log_cb)(int level, const char *message, void *user);
+
+/* ---- functions ---------------------------------------------------------------------------------------------- */
+
+/* The library's capi layer compiles this header with IOTCONN_CAPI_BUILD: cgo writes its own prototypes for the
+ * functions it exports (without const), and a test compares both against the library's exported symbols. */
+#ifndef IOTCONN_CAPI_BUILD
+
+/* The library's version string, e.g. "1.0.0" (static storage: do not free). Stores the numbers in the non-NULL
+ * arguments. Compare with IOTCONN_VERSION_* to detect a library older than the header. Thread-safe. */
+const char *iotconn_version(int *major, int *minor, int *patch);
+
+/* The message of the last failed call made on this thread (thread-local storage owned by the library: valid
+ * until the next iotconn_* call on this thread; do not free). "" when there was none. Successful calls do not
+ * clear it. Thread-safe. */
+const char *iotconn_last_error(void);
+
+/* A short static description of an IOTCONN_E* code ("queue full"); never NULL, do not free. Thread-safe. */
+const char *iotconn_strerror(int code);
+
+/* The enum names exactly as in the .NET SDK ("Disconnected_Retrying", "Bad_Credential"), or "Unknown".
+ * Static storage: do not free. Thread-safe. */
+const char *iotconn_status_str(int status);
+const char *iotconn_reason_str(int reason);
+
+/* Creates a client for a device connection string ("HostName=...;DeviceId=...;SharedAccessKey=..."); it does not
+ * connect. `opts` may be NULL for all defaults; both strings and the struct are copied. On success stores the new
+ * handle in *out_client and returns 0; destroy it with iotconn_client_destroy(). Thread-safe.
+ * Errors: IOTCONN_EINVAL (NULL argument, bad opts->size, malformed connection string or option). */
+int iotconn_client_create(const char *connection_string, const iotconn_options_t *opts,
+			  iotconn_client_t **out_client);
+
+/* Closes the client if needed (as iotconn_close), waits until no callback of it runs any more, and frees it.
+ * The handle is invalid afterwards: using it again gives IOTCONN_EBADHANDLE, including a second destroy.
+ * Registered `user` pointers are not touched; the application frees them after this returns.
+ * Thread-safe, but not from inside one of this client's callbacks (IOTCONN_ESTATE): close there, destroy later. */
+int iotconn_client_destroy(iotconn_client_t *client);
+
+/* Connects and blocks until the client is Connected (0), a fatal error (IOTCONN_EAUTH, IOTCONN_EDISABLED, ...),
+ * the retry policy gives up (IOTCONN_ERETRYEXPIRED), or timeout_ms passes (IOTCONN_ETIMEOUT; 0 = the options'
+ * operation timeout). Once connected, the library keeps the connection up by itself; status changes arrive on
+ * the status callback. IOTCONN_ESTATE if already connected or connecting. Thread-safe. In POLL mode with a
+ * custom retry policy, another thread must poll while this blocks. */
+int iotconn_connect(iotconn_client_t *client, uint32_t timeout_ms);
+
+/* Queues a message and returns at once; `msg` and all it points to are copied. Stores the message's id (1, 2,
+ * ... per client) in *out_id when out_id is not NULL. The send callback later reports its one completion.
+ * Messages sent while disconnected wait in the outbound queue and go out in order after reconnecting.
+ * Thread-safe. Errors: IOTCONN_EINVAL (NULL msg, bad msg->size, empty payload, NULL property key or value),
+ * IOTCONN_ETOOLARGE, IOTCONN_EQUEUEFULL, IOTCONN_ECLOSED. */
+int iotconn_send(iotconn_client_t *client, const iotconn_message_t *msg, uint64_t *out_id);
+
+/* Replaces the retry policy (the default is IOTCONN_RETRY_POLICY_INIT's). `policy` is copied; for CUSTOM, the
+ * callback and its `user` must stay valid until the client is destroyed or the policy replaced. Thread-safe.
+ * Errors: IOTCONN_EINVAL (NULL, bad size or kind, min > max, CUSTOM without a callback). */
+int iotconn_set_retry_policy(iotconn_client_t *client, const iotconn_retry_policy_t *policy);
+
+/* Register (or, with cb NULL, remove) a callback; the last registration wins. `user` is handed to it untouched
+ * and stays owned by the application; keep it valid until the client is destroyed or the callback replaced.
+ * Register before iotconn_connect() to see every event. Callbacks run on a library thread (DISPATCH_THREAD) or
+ * inside iotconn_poll() (DISPATCH_POLL), one at a time per client, and may call iotconn_send and iotconn_close
+ * on the same client. Thread-safe. */
+int iotconn_register_status_callback(iotconn_client_t *client, iotconn_status_cb cb, void *user);
+int iotconn_register_message_callback(iotconn_client_t *client, iotconn_message_cb cb, void *user);
+int iotconn_register_send_callback(iotconn_client_t *client, iotconn_send_cb cb, void *user);
+int iotconn_register_log_callback(iotconn_client_t *client, iotconn_log_cb cb, void *user);
+
+/* DISPATCH_POLL only: runs the client's pending callbacks on the calling thread, waiting up to timeout_ms for the
+ * first one (0 = do not wait). Returns how many callbacks ran (>= 0), or IOTCONN_ESTATE in DISPATCH_THREAD mode.
+ * Call it from one thread at a time per client. */
+int iotconn_poll(iotconn_client_t *client, uint32_t timeout_ms);
+
+/* Stores the current status and reason in the non-NULL arguments. Thread-safe. */
+int iotconn_get_status(iotconn_client_t *client, iotconn_status_t *status, iotconn_reason_t *reason);
+
+/* Closes the connection: the status becomes Disabled / Client_Close, messages not yet delivered complete with
+ * IOTCONN_SEND_FAILED / IOTCONN_ECLOSED, and later sends return IOTCONN_ECLOSED. Idempotent; the handle stays
+ * valid until iotconn_client_destroy(). Thread-safe, also from inside the client's callbacks. */
+int iotconn_close(iotconn_client_t *client);
+
+/* Copies a message (for example one handed to the message callback) into one block the caller owns: free it
+ * with iotconn_free(*out_copy). Thread-safe. Errors: IOTCONN_EINVAL. */
+int iotconn_message_copy(const iotconn_message_t *msg, iotconn_message_t **out_copy);
+
+/* Frees memory the library handed over (iotconn_message_copy). NULL is a no-op. Thread-safe. */
+void iotconn_free(void *ptr);
+
+#endif /* IOTCONN_CAPI_BUILD */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IOTCONN_H */
