@@ -1,0 +1,332 @@
+package hubsim
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// defaultMethodTimeout applies when a method call gives no ?timeout=.
+const defaultMethodTimeout = 30 * time.Second
+
+// maxControlBody bounds request bodies of the control API.
+const maxControlBody = 1 << 20
+
+func (h *Hub) startControl(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /devices", h.handleListDevices)
+	mux.HandleFunc("POST /devices", h.handleAddDevice)
+	mux.HandleFunc("GET /devices/{id}", h.handleGetDevice)
+	mux.HandleFunc("PATCH /devices/{id}", h.handlePatchDevice)
+	mux.HandleFunc("GET /devices/{id}/messages", h.handleMessages)
+	mux.HandleFunc("POST /devices/{id}/c2d", h.handleC2D)
+	mux.HandleFunc("GET /devices/{id}/twin", h.handleGetTwin)
+	mux.HandleFunc("PATCH /devices/{id}/twin/desired", h.handlePatchDesired)
+	mux.HandleFunc("POST /devices/{id}/methods/{name}", h.handleMethod)
+	mux.HandleFunc("POST /faults", h.handleFault)
+	h.control = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	h.controlURL = "http://" + ln.Addr().String()
+	srv := h.control
+	if !h.spawn(func() { _ = srv.Serve(ln) }) {
+		_ = ln.Close()
+		return ErrClosed
+	}
+	return nil
+}
+
+type deviceJSON struct {
+	Device
+	ConnectionString string `json:"connectionString"`
+}
+
+func (h *Hub) deviceJSON(d Device) deviceJSON {
+	return deviceJSON{Device: d, ConnectionString: h.connectionString(d)}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	status := http.StatusBadRequest
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrNotConnected):
+		status = http.StatusNotFound
+	case errors.Is(err, ErrExists):
+		status = http.StatusConflict
+	case errors.Is(err, ErrMethodTimeout):
+		status = http.StatusGatewayTimeout
+	case errors.Is(err, ErrClosed):
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// readJSON decodes a bounded JSON body, rejecting unknown fields so typos are reported.
+func readJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxControlBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body: %w", err)
+	}
+	return nil
+}
+
+func readBody(r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxControlBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxControlBody {
+		return nil, errors.New("request body exceeds 1 MiB")
+	}
+	return b, nil
+}
+
+func (h *Hub) handleListDevices(w http.ResponseWriter, _ *http.Request) {
+	out := []deviceJSON{}
+	for _, d := range h.Devices() {
+		out = append(out, h.deviceJSON(d))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Hub) handleAddDevice(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID     string `json:"id"`
+		Key    string `json:"key"`
+		Status string `json:"status"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	enabled, err := parseStatus(req.Status)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if _, err := h.AddDevice(req.ID, req.Key); err != nil {
+		writeError(w, err)
+		return
+	}
+	if !enabled {
+		if err := h.SetDeviceEnabled(req.ID, false); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	d, err := h.Device(req.ID)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, h.deviceJSON(d))
+}
+
+func parseStatus(s string) (enabled bool, err error) {
+	switch s {
+	case "", StatusEnabled:
+		return true, nil
+	case StatusDisabled:
+		return false, nil
+	}
+	return false, fmt.Errorf("status must be %q or %q, got %q", StatusEnabled, StatusDisabled, s)
+}
+
+func (h *Hub) handleGetDevice(w http.ResponseWriter, r *http.Request) {
+	d, err := h.Device(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h.deviceJSON(d))
+}
+
+func (h *Hub) handlePatchDevice(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Status string `json:"status"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Status == "" {
+		writeError(w, errors.New(`"status" is required`))
+		return
+	}
+	enabled, err := parseStatus(req.Status)
+	if err == nil {
+		err = h.SetDeviceEnabled(r.PathValue("id"), enabled)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	h.handleGetDevice(w, r)
+}
+
+type messageJSON struct {
+	Payload         []byte            `json:"payload"`
+	MessageID       string            `json:"messageId"`
+	CorrelationID   string            `json:"correlationId"`
+	ContentType     string            `json:"contentType"`
+	ContentEncoding string            `json:"contentEncoding"`
+	Properties      map[string]string `json:"properties"`
+	ArrivedAt       string            `json:"arrivedAt"`
+}
+
+func (h *Hub) handleMessages(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := h.Device(id); err != nil {
+		writeError(w, err)
+		return
+	}
+	out := []messageJSON{}
+	for _, m := range h.Messages(id) {
+		out = append(out, messageJSON{
+			Payload: m.Payload, MessageID: m.MessageID, CorrelationID: m.CorrelationID, ContentType: m.ContentType,
+			ContentEncoding: m.ContentEncoding, Properties: m.Properties, ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Hub) handleC2D(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Payload         *string           `json:"payload"`
+		PayloadBase64   *string           `json:"payloadBase64"`
+		MessageID       string            `json:"messageId"`
+		CorrelationID   string            `json:"correlationId"`
+		ContentType     string            `json:"contentType"`
+		ContentEncoding string            `json:"contentEncoding"`
+		Properties      map[string]string `json:"properties"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	m := C2DMessage{MessageID: req.MessageID, CorrelationID: req.CorrelationID, ContentType: req.ContentType,
+		ContentEncoding: req.ContentEncoding, Properties: req.Properties}
+	switch {
+	case req.Payload != nil && req.PayloadBase64 != nil:
+		writeError(w, errors.New(`give "payload" or "payloadBase64", not both`))
+		return
+	case req.Payload != nil:
+		m.Payload = []byte(*req.Payload)
+	case req.PayloadBase64 != nil:
+		b, err := base64.StdEncoding.DecodeString(*req.PayloadBase64)
+		if err != nil {
+			writeError(w, fmt.Errorf("payloadBase64: %w", err))
+			return
+		}
+		m.Payload = b
+	}
+	if err := h.SendC2D(r.PathValue("id"), m); err != nil {
+		writeError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func writeRawJSON(w http.ResponseWriter, status int, doc []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(doc)
+}
+
+func (h *Hub) handleGetTwin(w http.ResponseWriter, r *http.Request) {
+	doc, err := h.Twin(r.PathValue("id"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeRawJSON(w, http.StatusOK, doc)
+}
+
+func (h *Hub) handlePatchDesired(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r)
+	if err == nil {
+		body, err = h.UpdateDesired(r.PathValue("id"), body)
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeRawJSON(w, http.StatusOK, body)
+}
+
+func (h *Hub) handleMethod(w http.ResponseWriter, r *http.Request) {
+	timeout := defaultMethodTimeout
+	if s := r.URL.Query().Get("timeout"); s != "" {
+		secs, err := strconv.ParseFloat(s, 64)
+		if err != nil || secs <= 0 || secs > 3600 {
+			writeError(w, fmt.Errorf("timeout must be seconds in (0, 3600], got %q", s))
+			return
+		}
+		timeout = time.Duration(secs * float64(time.Second))
+	}
+	payload, err := readBody(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(payload) == 0 {
+		payload = []byte("null")
+	}
+	if !json.Valid(payload) {
+		writeError(w, errors.New("method payload must be JSON"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	res, err := h.InvokeMethod(ctx, r.PathValue("id"), r.PathValue("name"), payload)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	answer := json.RawMessage(res.Payload)
+	if len(res.Payload) == 0 {
+		answer = json.RawMessage("null")
+	} else if !json.Valid(res.Payload) {
+		answer, _ = json.Marshal(string(res.Payload))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": res.Status, "payload": answer})
+}
+
+type faultJSON struct {
+	Kind    FaultKind `json:"kind"`
+	Device  string    `json:"device,omitempty"`
+	Seconds float64   `json:"seconds,omitempty"`
+	Rate    int       `json:"rate,omitempty"`
+	Addr    string    `json:"addr,omitempty"`
+}
+
+func (h *Hub) handleFault(w http.ResponseWriter, r *http.Request) {
+	var req faultJSON
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	f := Fault{Kind: req.Kind, Device: req.Device, Duration: time.Duration(req.Seconds * float64(time.Second)),
+		Rate: req.Rate, Addr: req.Addr}
+	if err := h.Fault(f); err != nil {
+		writeError(w, err)
+		return
+	}
+	req.Addr = h.Addr()
+	writeJSON(w, http.StatusOK, req)
+}

@@ -1,0 +1,261 @@
+package hubsim
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// FaultKind names a fault; the strings are also the control API's "kind" values.
+type FaultKind string
+
+// Fault kinds.
+const (
+	FaultKillTCP          FaultKind = "kill-tcp"          // cut a device's TCP connection (all when Device is ""), no goodbye
+	FaultShutdownListener FaultKind = "shutdown-listener" // close listeners and connections cleanly; reopen after Duration
+	FaultHubDown          FaultKind = "hub-down"          // cut every connection and refuse connects for Duration
+	FaultBlackhole        FaultKind = "blackhole"         // accept but never answer, and stall live traffic, for Duration
+	FaultThrottle         FaultKind = "throttle"          // allow Rate connects per second (0 lifts it), for Duration or until changed
+	FaultExpireToken      FaultKind = "expire-token"      // treat the device's token as expired now: drop its connection
+	FaultRotateKey        FaultKind = "rotate-key"        // give the device new keys and drop its connection
+	FaultDisableDevice    FaultKind = "disable-device"    // disable the device and drop its connection
+	FaultMovePort         FaultKind = "move-port"         // move the TLS MQTT listener to Addr ("" = a free port)
+	FaultRestart          FaultKind = "restart"           // restart the hub: drop everything, reload the registry, reopen
+)
+
+// Fault is one fault to inject.
+type Fault struct {
+	Kind     FaultKind
+	Device   string
+	Duration time.Duration
+	Rate     int
+	Addr     string
+}
+
+// Fault injects f. Timed faults return at once and end on their own; Close ends them early.
+func (h *Hub) Fault(f Fault) error {
+	select {
+	case <-h.done:
+		return ErrClosed
+	default:
+	}
+	if f.Duration < 0 || f.Rate < 0 {
+		return errors.New("fault duration and rate must not be negative")
+	}
+	if err := h.applyFault(f); err != nil {
+		return err
+	}
+	h.events.emit(Event{Kind: EventFault, Device: f.Device, Reason: describeFault(f, h.Addr())})
+	return nil
+}
+
+func describeFault(f Fault, addr string) string {
+	s := string(f.Kind)
+	if f.Duration > 0 {
+		s += " for " + f.Duration.String()
+	}
+	switch f.Kind {
+	case FaultThrottle:
+		s += fmt.Sprintf(" at %d connects/s", f.Rate)
+	case FaultMovePort:
+		s += " to " + addr
+	}
+	return s
+}
+
+func (h *Hub) applyFault(f Fault) error {
+	needDevice := func() (*session, error) {
+		if _, err := h.Device(f.Device); err != nil {
+			return nil, err
+		}
+		return h.sessionOf(f.Device), nil
+	}
+	switch f.Kind {
+	case FaultKillTCP:
+		if f.Device == "" {
+			h.killConns(false)
+			return nil
+		}
+		s, err := needDevice()
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
+		}
+		h.dropSession(s, "fault kill-tcp", false)
+	case FaultExpireToken:
+		s, err := needDevice()
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
+		}
+		h.dropSession(s, "sas token expired (fault expire-token)", false)
+	case FaultRotateKey:
+		return h.rotateKey(f.Device)
+	case FaultDisableDevice:
+		return h.SetDeviceEnabled(f.Device, false)
+	case FaultThrottle:
+		var until time.Time
+		if f.Duration > 0 {
+			until = time.Now().Add(f.Duration)
+		}
+		h.gate.setThrottle(f.Rate, until)
+	case FaultBlackhole:
+		if f.Duration <= 0 {
+			return errors.New("blackhole needs a duration")
+		}
+		h.gate.startBlackhole()
+		h.after(f.Duration, h.gate.endBlackhole)
+	case FaultHubDown:
+		if f.Duration <= 0 {
+			return errors.New("hub-down needs a duration")
+		}
+		h.stopListeners(false)
+		h.after(f.Duration, h.reopenListeners)
+	case FaultShutdownListener:
+		h.stopListeners(true)
+		if f.Duration == 0 {
+			h.reopenListeners()
+		} else {
+			h.after(f.Duration, h.reopenListeners)
+		}
+	case FaultMovePort:
+		return h.movePort(f.Addr)
+	case FaultRestart:
+		return h.restart()
+	default:
+		return fmt.Errorf("unknown fault kind %q", f.Kind)
+	}
+	return nil
+}
+
+// after runs fn once d has passed, unless the hub closes first.
+func (h *Hub) after(d time.Duration, fn func()) {
+	h.spawn(func() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			fn()
+		case <-h.done:
+		}
+	})
+}
+
+func (h *Hub) listeners() []*listener {
+	var out []*listener
+	for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// stopListeners closes every device listener and connection.
+func (h *Hub) stopListeners(graceful bool) {
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	for _, l := range h.listeners() {
+		l.shut()
+	}
+	h.killConns(graceful)
+}
+
+func (h *Hub) reopenListeners() {
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	for _, l := range h.listeners() {
+		if err := h.open(l); err != nil {
+			h.events.logf("reopening %s listener on %s: %v", l.name, l.address(), err)
+		}
+	}
+}
+
+// movePort moves the TLS MQTT listener, as a failover to another hub address would.
+func (h *Hub) movePort(addr string) error {
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	old := h.mqtts.address()
+	h.mqtts.shut()
+	h.killConns(false, h.mqtts.name)
+	h.mqtts.addr.Store(addr)
+	if err := h.open(h.mqtts); err != nil {
+		h.mqtts.addr.Store(old)
+		if reopenErr := h.open(h.mqtts); reopenErr != nil {
+			h.events.logf("reopening mqtts listener on %s: %v", old, reopenErr)
+		}
+		return fmt.Errorf("moving the MQTT listener to %s: %w", addr, err)
+	}
+	return nil
+}
+
+// restart drops every connection and MQTT session, reloads the registry from disk and reopens on the same ports.
+// Recorded telemetry and queued C2D messages survive, as IoT Hub's do.
+func (h *Hub) restart() error {
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	for _, l := range h.listeners() {
+		l.shut()
+	}
+	h.killConns(false)
+	reg, err := loadRegistry(h.cfg.Dir)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.reg = reg
+	h.mu.Unlock()
+	if err := h.mqtt.reset(); err != nil {
+		return err
+	}
+	for _, l := range h.listeners() {
+		if err := h.open(l); err != nil {
+			return fmt.Errorf("reopening %s listener on %s: %w", l.name, l.address(), err)
+		}
+	}
+	return nil
+}
+
+// injectFromMessage honours the fault-injection properties Azure's SDK end-to-end tests send in telemetry: after
+// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), and its connects are
+// refused, without CONNACK, for DurationInSecs.
+func (h *Hub) injectFromMessage(id string, props map[string]string) {
+	op := props[faultPropType]
+	graceful := false
+	switch op {
+	case "KillTcp":
+	case "ShutDownMqtt":
+		graceful = true
+	default:
+		h.events.logf("fault injection %s from %s ignored: not an MQTT fault", op, id)
+		return
+	}
+	delay := secondsProp(props[faultPropDelaySecs])
+	duration := secondsProp(props[faultPropDurationSec])
+	h.events.emit(Event{Kind: EventFault, Device: id, Reason: fmt.Sprintf("%s requested by message (delay %s, duration %s)", op, delay, duration)})
+	h.after(delay, func() {
+		h.mu.Lock()
+		h.refused[id] = time.Now().Add(duration)
+		s := h.sessions[id]
+		h.mu.Unlock()
+		if s != nil {
+			h.dropSession(s, "fault injection "+op, graceful)
+		}
+	})
+}
+
+func secondsProp(v string) time.Duration {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(n) * time.Second
+}

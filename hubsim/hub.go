@@ -1,0 +1,714 @@
+// Package hubsim is a local Azure IoT Hub for development and tests: MQTT over TLS with SAS authentication, a
+// persisted device registry, telemetry recording, C2D, twins, direct methods and fault injection.
+//
+// Layers: registry.go (devices), auth.go (credentials), record.go (telemetry and events), twin.go, the hub core
+// (this file: sessions, C2D queues, methods), faults.go and listen.go (accept-side faults) know no protocol; mqtt.go
+// maps MQTT onto them and control.go serves the HTTP control API.
+package hubsim
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iotconn/iotconn/core/iothub"
+)
+
+// Config configures a hub. Addresses bind 127.0.0.1 in tests; ":0" ports pick a free one.
+type Config struct {
+	Dir         string        // state dir: CA + server cert + registry; created if missing
+	MQTTAddr    string        // MQTT over TLS; "" = 127.0.0.1:8883
+	TCPAddr     string        // optional plain MQTT; "" = off
+	WSAddr      string        // optional MQTT over WebSocket (TLS, path /$iothub/websocket); "" = off
+	ControlAddr string        // HTTP control API; "" = off
+	ClockSkew   time.Duration // tolerated SAS expiry skew
+	TokenGrace  time.Duration // a live connection is dropped this long after its token expired
+	Log         io.Writer     // one line per connect/disconnect/reject/fault; nil = discard
+}
+
+// DefaultMQTTAddr is where the TLS MQTT listener binds when Config.MQTTAddr is empty.
+const DefaultMQTTAddr = "127.0.0.1:8883"
+
+// Errors of the Go API; the control API maps them to HTTP statuses.
+var (
+	ErrNotFound        = errors.New("no such device")
+	ErrExists          = errors.New("device already exists")
+	ErrNotConnected    = errors.New("device is not connected or does not listen for this request")
+	ErrMethodTimeout   = errors.New("device did not answer the method in time")
+	ErrClosed          = errors.New("hub is closed")
+	errDeviceIDInvalid = errors.New("invalid device id")
+)
+
+// hostNames are the names the hub answers to in user names and token scopes; its certificate covers them.
+var hostNames = []string{"localhost", "127.0.0.1", "::1"}
+
+// Hub is a running emulator.
+type Hub struct {
+	cfg     Config
+	tlsConf *tls.Config
+	events  *eventBus
+	rec     *recorder
+	gate    *gate
+	done    chan struct{}
+	wg      sync.WaitGroup
+
+	closeOnce sync.Once
+	connMu    sync.Mutex
+	conns     map[*hubConn]struct{}
+	closing   bool
+
+	mqtts, tcp, ws *listener
+	control        *http.Server
+	controlURL     string
+	mqtt           *mqttFront
+	opMu           sync.Mutex // serialises listener-moving faults (restart, move-port, hub-down)
+
+	mu       sync.Mutex
+	reg      *registry
+	sessions map[string]*session // the live session of each identity
+	live     map[link]*session   // every attached link, including replaced ones not yet gone
+	connects map[string]int
+	c2d      map[string][]*c2dItem
+	methods  map[string]chan MethodResult
+	refused  map[string]time.Time // identity -> connects refused until (fault-injection duration)
+	nextRID  uint64
+}
+
+// link is one live device connection as the hub core sees it; each transport implements it.
+type link interface {
+	// drop ends the connection: graceful lets the protocol close cleanly, otherwise the socket is reset.
+	drop(graceful bool)
+	// listensC2D reports whether the device subscribed to its C2D messages.
+	listensC2D() bool
+	sendC2D(m C2DMessage) error
+	sendTwinResponse(rid string, status, version int, body []byte)
+	sendDesired(version int, patch []byte)
+	// sendMethod returns false when the device does not listen for method calls.
+	sendMethod(name, rid string, payload []byte) bool
+}
+
+// session is an authenticated connection of an identity.
+type session struct {
+	id         identity
+	link       link
+	remote     string
+	done       chan struct{} // closed when the link is gone
+	dropReason string        // why the hub ended it; "" when the device or the network did
+}
+
+// Start creates the state directory if needed, loads the registry and opens the listeners.
+func Start(cfg Config) (*Hub, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("hubsim: Config.Dir is required")
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dir = dir
+	if cfg.MQTTAddr == "" {
+		cfg.MQTTAddr = DefaultMQTTAddr
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("hubsim: state dir: %w", err)
+	}
+	tlsConf, err := loadOrCreateTLS(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hubsim: certificates: %w", err)
+	}
+	reg, err := loadRegistry(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hubsim: %w", err)
+	}
+	h := &Hub{
+		cfg: cfg, tlsConf: tlsConf, events: newEventBus(cfg.Log), rec: newRecorder(), gate: newGate(),
+		done: make(chan struct{}), conns: map[*hubConn]struct{}{}, reg: reg,
+		sessions: map[string]*session{}, live: map[link]*session{}, connects: map[string]int{},
+		c2d: map[string][]*c2dItem{}, methods: map[string]chan MethodResult{}, refused: map[string]time.Time{},
+	}
+	if h.mqtt, err = newMQTTFront(h); err != nil {
+		return nil, err
+	}
+	h.mqtts = h.newListener("mqtts", cfg.MQTTAddr, func(hc *hubConn) {
+		tc := tls.Server(hc, h.tlsConf)
+		hc.setTop(tc)
+		h.mqtt.serve("mqtts", tc)
+	})
+	toOpen := []*listener{h.mqtts}
+	if cfg.TCPAddr != "" {
+		h.tcp = h.newListener("tcp", cfg.TCPAddr, func(hc *hubConn) { h.mqtt.serve("tcp", hc) })
+		toOpen = append(toOpen, h.tcp)
+	}
+	if cfg.WSAddr != "" {
+		h.ws = h.newListener("ws", cfg.WSAddr, h.serveWebSocket)
+		toOpen = append(toOpen, h.ws)
+	}
+	for _, l := range toOpen {
+		if err := h.open(l); err != nil {
+			_ = h.Close()
+			return nil, fmt.Errorf("hubsim: %s listener on %s: %w", l.name, l.address(), err)
+		}
+	}
+	if cfg.ControlAddr != "" {
+		if err := h.startControl(cfg.ControlAddr); err != nil {
+			_ = h.Close()
+			return nil, fmt.Errorf("hubsim: control API on %s: %w", cfg.ControlAddr, err)
+		}
+	}
+	return h, nil
+}
+
+func (h *Hub) newListener(name, addr string, serve func(*hubConn)) *listener {
+	l := &listener{name: name, serve: serve}
+	l.addr.Store(addr)
+	return l
+}
+
+// spawn runs fn in a goroutine Close waits for; once Close has begun it runs nothing and returns false.
+func (h *Hub) spawn(fn func()) bool {
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// Close stops the listeners, cuts every connection and waits for every goroutine of the hub.
+func (h *Hub) Close() error {
+	h.closeOnce.Do(func() {
+		close(h.done)
+		h.connMu.Lock()
+		h.closing = true
+		h.connMu.Unlock()
+		if h.control != nil {
+			// Shutdown waits for running handlers; a method call in progress returns once done is closed.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = h.control.Shutdown(ctx)
+			cancel()
+		}
+		for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
+			if l != nil {
+				l.shut()
+			}
+		}
+		h.killConns(false)
+		h.gate.endBlackhole()
+	})
+	h.wg.Wait()
+	return nil
+}
+
+// Addr is the TLS MQTT listener's address.
+func (h *Hub) Addr() string { return h.mqtts.address() }
+
+// TCPAddr is the plain MQTT listener's address, "" when off.
+func (h *Hub) TCPAddr() string { return listenerAddr(h.tcp) }
+
+// WSAddr is the MQTT-over-WebSocket listener's address, "" when off.
+func (h *Hub) WSAddr() string { return listenerAddr(h.ws) }
+
+func listenerAddr(l *listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.address()
+}
+
+// ControlURL is the control API's base URL, "" when off.
+func (h *Hub) ControlURL() string { return h.controlURL }
+
+// CAFile is the path of the CA certificate clients must trust.
+func (h *Hub) CAFile() string { return filepath.Join(h.cfg.Dir, caCertFile) }
+
+// HostName is the HostName of connection strings: "localhost", with the port unless it is 8883.
+func (h *Hub) HostName() string {
+	_, port, _ := net.SplitHostPort(h.Addr())
+	if port == "8883" {
+		return "localhost"
+	}
+	return "localhost:" + port
+}
+
+// AddDevice registers an enabled device; key "" draws a random 32-byte key.
+func (h *Hub) AddDevice(id, key string) (Device, error) {
+	if strings.Contains(id, "/") {
+		return Device{}, fmt.Errorf("%w: %q contains '/'", errDeviceIDInvalid, id)
+	}
+	return h.addIdentity(id, key, true)
+}
+
+// AddModule registers an enabled module identity of an existing device.
+func (h *Hub) AddModule(deviceID, moduleID, key string) (Device, error) {
+	if err := validateDeviceID(moduleID); err != nil {
+		return Device{}, fmt.Errorf("module: %w", err)
+	}
+	h.mu.Lock()
+	_, ok := h.reg.devices[deviceID]
+	h.mu.Unlock()
+	if !ok {
+		return Device{}, fmt.Errorf("%w: %s", ErrNotFound, deviceID)
+	}
+	return h.addIdentity(deviceID+"/"+moduleID, key, true)
+}
+
+func (h *Hub) addIdentity(id, key string, enabled bool) (Device, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec, err := h.reg.add(id, key, enabled)
+	if err != nil {
+		return Device{}, err
+	}
+	if err := h.reg.save(); err != nil {
+		delete(h.reg.devices, id)
+		return Device{}, fmt.Errorf("saving registry: %w", err)
+	}
+	return h.deviceLocked(rec), nil
+}
+
+// Device returns a registered identity ("device" or "device/module") with its connection state.
+func (h *Hub) Device(id string) (Device, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec, ok := h.reg.devices[id]
+	if !ok {
+		return Device{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return h.deviceLocked(rec), nil
+}
+
+// Devices lists every registered identity, sorted by id.
+func (h *Hub) Devices() []Device {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Device
+	for _, id := range h.reg.ids() {
+		out = append(out, h.deviceLocked(h.reg.devices[id]))
+	}
+	return out
+}
+
+func (h *Hub) deviceLocked(rec *deviceRecord) Device {
+	status := StatusEnabled
+	if rec.Disabled {
+		status = StatusDisabled
+	}
+	return Device{
+		ID: rec.ID, PrimaryKey: rec.PrimaryKey, SecondaryKey: rec.SecondaryKey, Status: status,
+		Connected: h.sessions[rec.ID] != nil, Connections: h.connects[rec.ID],
+	}
+}
+
+// ConnectionString returns the device's connection string with its primary key.
+func (h *Hub) ConnectionString(id string) (string, error) {
+	dev, err := h.Device(id)
+	if err != nil {
+		return "", err
+	}
+	return h.connectionString(dev), nil
+}
+
+func (h *Hub) connectionString(dev Device) string {
+	d, m, _ := strings.Cut(dev.ID, "/")
+	cs := "HostName=" + h.HostName() + ";DeviceId=" + d
+	if m != "" {
+		cs += ";ModuleId=" + m
+	}
+	return cs + ";SharedAccessKey=" + dev.PrimaryKey
+}
+
+// SetDeviceEnabled enables or disables an identity; disabling drops its live connection, as IoT Hub does.
+func (h *Hub) SetDeviceEnabled(id string, enabled bool) error {
+	h.mu.Lock()
+	rec, ok := h.reg.devices[id]
+	if !ok {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	rec.Disabled = !enabled
+	err := h.reg.save()
+	s := h.sessions[id]
+	h.mu.Unlock()
+	if !enabled && s != nil {
+		h.dropSession(s, "device disabled", false)
+	}
+	return err
+}
+
+// rotateKey gives an identity new primary and secondary keys and drops its live connection.
+func (h *Hub) rotateKey(id string) error {
+	h.mu.Lock()
+	rec, ok := h.reg.devices[id]
+	if !ok {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	rec.PrimaryKey, rec.SecondaryKey = randomKey(), randomKey()
+	err := h.reg.save()
+	s := h.sessions[id]
+	h.mu.Unlock()
+	if s != nil {
+		h.dropSession(s, "device keys rotated", false)
+	}
+	return err
+}
+
+// Messages returns every D2C message received from an identity, in arrival order.
+func (h *Hub) Messages(id string) []D2CMessage { return h.rec.list(id) }
+
+// WaitMessages waits until at least n messages arrived from the identity, or ctx ends.
+func (h *Hub) WaitMessages(ctx context.Context, id string, n int) ([]D2CMessage, error) {
+	return h.rec.wait(ctx, id, n)
+}
+
+// Events subscribes to connect, disconnect, reject and fault events; call the func to unsubscribe. A subscriber
+// that falls more than 1024 events behind loses the overflow.
+func (h *Hub) Events() (<-chan Event, func()) { return h.events.subscribe() }
+
+// authenticate checks a connect's credentials against the registry and the fault state.
+func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
+	host, id, err := parseUsername(c.username, c.clientID)
+	if err != nil {
+		return id, time.Time{}, reject(rejectBadUsernameOrPassword, err.Error())
+	}
+	if !hostMatches(host, hostNames) {
+		return id, time.Time{}, reject(rejectBadUsernameOrPassword, "user name host "+host+" is not this hub")
+	}
+	if c.clientID != id.String() {
+		return id, time.Time{}, reject(rejectIdentifier, fmt.Sprintf("client id %q does not match user name identity %q", c.clientID, id))
+	}
+	tok, err := iothub.ParseSAS(c.password)
+	if err != nil {
+		return id, time.Time{}, reject(rejectBadUsernameOrPassword, "password: "+err.Error())
+	}
+	h.mu.Lock()
+	rec, ok := h.reg.devices[id.String()]
+	var keys []string
+	var disabled bool
+	if ok {
+		keys, disabled = []string{rec.PrimaryKey, rec.SecondaryKey}, rec.Disabled
+	}
+	refusedUntil := h.refused[id.String()]
+	h.mu.Unlock()
+	if !ok {
+		return id, time.Time{}, reject(rejectIdentifier, "device "+id.String()+" is not registered")
+	}
+	now := time.Now()
+	if r := checkToken(tok, id, keys, hostNames, now, h.cfg.ClockSkew); r != nil {
+		return id, time.Time{}, r
+	}
+	if disabled {
+		return id, time.Time{}, reject(rejectDisabled, "device "+id.String()+" is disabled")
+	}
+	if now.Before(refusedUntil) {
+		return id, time.Time{}, reject(rejectUnavailable, "fault injection: connects refused until "+refusedUntil.Format(time.RFC3339))
+	}
+	return id, tok.Expiry, nil
+}
+
+// attach makes l the identity's live session, dropping the previous one (one connection per device), and drops it
+// once its token expires.
+func (h *Hub) attach(id identity, l link, remote string, tokenExpiry time.Time) *session {
+	key := id.String()
+	s := &session{id: id, link: l, remote: remote, done: make(chan struct{})}
+	h.mu.Lock()
+	old := h.sessions[key]
+	h.sessions[key] = s
+	h.live[l] = s
+	h.connects[key]++
+	if old != nil && old.dropReason == "" {
+		old.dropReason = "replaced by a new connection of the same device"
+	}
+	h.mu.Unlock()
+	if old != nil {
+		old.link.drop(false)
+	}
+	h.events.emit(Event{Kind: EventConnect, Device: key, Remote: remote})
+	deadline := tokenExpiry.Add(h.cfg.ClockSkew + h.cfg.TokenGrace)
+	h.spawn(func() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			h.dropSession(s, "sas token expired", false)
+		case <-s.done:
+		case <-h.done:
+		}
+	})
+	return s
+}
+
+// detach forgets a link that is gone; cause is the transport's view, used when the hub did not end it itself.
+func (h *Hub) detach(l link, cause string) {
+	h.mu.Lock()
+	s, ok := h.live[l]
+	if !ok {
+		h.mu.Unlock()
+		return
+	}
+	delete(h.live, l)
+	key := s.id.String()
+	if h.sessions[key] == s {
+		delete(h.sessions, key)
+	}
+	for _, it := range h.c2d[key] {
+		if it.sentOn == s {
+			it.sentOn = nil
+		}
+	}
+	reason := s.dropReason
+	h.mu.Unlock()
+	close(s.done)
+	if reason == "" {
+		reason = cause
+	}
+	h.events.emit(Event{Kind: EventDisconnect, Device: key, Remote: s.remote, Reason: reason})
+}
+
+// dropSession ends a session for reason, unless something else ended it first.
+func (h *Hub) dropSession(s *session, reason string, graceful bool) {
+	h.markDrop(s, reason)
+	s.link.drop(graceful)
+}
+
+// markDrop records why the hub is about to end a session.
+func (h *Hub) markDrop(s *session, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.dropReason == "" {
+		s.dropReason = reason
+	}
+}
+
+func (h *Hub) sessionOf(id string) *session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions[id]
+}
+
+// receiveD2C records a telemetry message and acts on Azure's fault-injection properties.
+func (h *Hub) receiveD2C(id identity, m D2CMessage) {
+	h.rec.add(id.String(), m)
+	if op := m.Properties[faultPropType]; op != "" {
+		h.injectFromMessage(id.String(), m.Properties)
+	}
+}
+
+// C2DMessage is a cloud-to-device message.
+type C2DMessage struct {
+	Payload         []byte
+	MessageID       string // generated when empty
+	CorrelationID   string
+	ContentType     string
+	ContentEncoding string
+	Properties      map[string]string
+}
+
+// c2dItem is a queued C2D message; sentOn is the session it is in flight on, nil when waiting.
+type c2dItem struct {
+	msg    C2DMessage
+	sentOn *session
+}
+
+// SendC2D queues a C2D message; it is delivered at QoS 1 now if the device listens, else when it reconnects, and
+// stays queued until the device acknowledges it.
+func (h *Hub) SendC2D(id string, m C2DMessage) error {
+	if m.MessageID == "" {
+		m.MessageID = newMessageID()
+	}
+	h.mu.Lock()
+	if _, ok := h.reg.devices[id]; !ok {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	h.c2d[id] = append(h.c2d[id], &c2dItem{msg: m})
+	h.mu.Unlock()
+	h.flushC2D(id)
+	return nil
+}
+
+// flushC2D sends the identity's queued C2D messages that are not in flight on its live session.
+func (h *Hub) flushC2D(id string) {
+	s := h.sessionOf(id)
+	if s == nil || !s.link.listensC2D() {
+		return
+	}
+	h.mu.Lock()
+	var batch []*c2dItem
+	for _, it := range h.c2d[id] {
+		if it.sentOn != s {
+			it.sentOn = s
+			batch = append(batch, it)
+		}
+	}
+	h.mu.Unlock()
+	for _, it := range batch {
+		if err := s.link.sendC2D(it.msg); err != nil {
+			h.mu.Lock()
+			if it.sentOn == s {
+				it.sentOn = nil
+			}
+			h.mu.Unlock()
+		}
+	}
+}
+
+// c2dCompleted removes an acknowledged C2D message from the queue.
+func (h *Hub) c2dCompleted(id, messageID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	q := h.c2d[id]
+	for i, it := range q {
+		if it.msg.MessageID == messageID && it.sentOn != nil {
+			h.c2d[id] = append(q[:i:i], q[i+1:]...)
+			return
+		}
+	}
+}
+
+// PendingC2D is the number of C2D messages queued for an identity and not yet acknowledged.
+func (h *Hub) PendingC2D(id string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.c2d[id])
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func newMessageID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Twin returns the identity's twin document {"desired":{..,"$version":n},"reported":{..,"$version":n}}.
+func (h *Hub) Twin(id string) ([]byte, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec, ok := h.reg.devices[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return rec.Twin.document(), nil
+}
+
+// UpdateDesired merges a desired-properties patch, notifies the device if it listens, and returns the twin.
+func (h *Hub) UpdateDesired(id string, patch []byte) ([]byte, error) {
+	h.mu.Lock()
+	rec, ok := h.reg.devices[id]
+	if !ok {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	version, note, err := rec.Twin.patchDesired(patch)
+	if err != nil {
+		h.mu.Unlock()
+		return nil, err
+	}
+	doc := rec.Twin.document()
+	saveErr := h.reg.save()
+	s := h.sessions[id]
+	h.mu.Unlock()
+	if s != nil {
+		s.link.sendDesired(version, note)
+	}
+	return doc, saveErr
+}
+
+// twinGet answers a device's twin GET.
+func (h *Hub) twinGet(id identity) []byte {
+	doc, err := h.Twin(id.String())
+	if err != nil {
+		return []byte("{}")
+	}
+	return doc
+}
+
+// patchReported merges a device's reported-properties patch; it returns the new version, or an error for a bad patch.
+func (h *Hub) patchReported(id identity, body []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rec, ok := h.reg.devices[id.String()]
+	if !ok {
+		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	v, err := rec.Twin.patchReported(body)
+	if err != nil {
+		return 0, err
+	}
+	if err := h.reg.save(); err != nil {
+		h.events.logf("saving registry: %v", err)
+	}
+	return v, nil
+}
+
+// MethodResult is a device's answer to a direct method.
+type MethodResult struct {
+	Status  int
+	Payload []byte
+}
+
+// InvokeMethod calls a direct method on a connected device and waits for its answer until ctx ends.
+func (h *Hub) InvokeMethod(ctx context.Context, id, name string, payload []byte) (MethodResult, error) {
+	h.mu.Lock()
+	s := h.sessions[id]
+	h.nextRID++
+	rid := strconv.FormatUint(h.nextRID, 16)
+	answer := make(chan MethodResult, 1)
+	h.methods[rid] = answer
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.methods, rid)
+		h.mu.Unlock()
+	}()
+	if s == nil || !s.link.sendMethod(name, rid, payload) {
+		return MethodResult{}, fmt.Errorf("%w: %s", ErrNotConnected, id)
+	}
+	select {
+	case r := <-answer:
+		return r, nil
+	case <-ctx.Done():
+		return MethodResult{}, fmt.Errorf("%w: method %s on %s: %v", ErrMethodTimeout, name, id, ctx.Err())
+	case <-h.done:
+		return MethodResult{}, ErrClosed
+	}
+}
+
+// methodResponse delivers a device's method answer to the waiting caller, if any.
+func (h *Hub) methodResponse(rid string, status int, payload []byte) {
+	h.mu.Lock()
+	answer := h.methods[rid]
+	h.mu.Unlock()
+	if answer != nil {
+		select {
+		case answer <- MethodResult{Status: status, Payload: payload}:
+		default:
+		}
+	}
+}
