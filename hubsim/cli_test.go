@@ -150,7 +150,7 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 		fields[k] = v
 	}
 	h := &Hub{cfg: Config{Dir: dir}} // only for caPool(CAFile)
-	opts := paho.NewClientOptions().AddBroker("ssl://127.0.0.1:"+port).SetClientID("d1").
+	opts := paho.NewClientOptions().AddBroker("ssl://127.0.0.1:" + port).SetClientID("d1").
 		SetUsername(iothub.Username(fields["HostName"], "d1", "")).
 		SetPassword(sasToken(t, iothub.ResourceURI(fields["HostName"], "d1", ""), fields["SharedAccessKey"], time.Now().Add(time.Hour))).
 		SetTLSConfig(&tls.Config{RootCAs: caPool(t, h), ServerName: "localhost"}).SetAutoReconnect(false).SetConnectRetry(false)
