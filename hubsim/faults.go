@@ -109,7 +109,10 @@ func (h *Hub) applyFault(f Fault) error {
 			return errors.New("blackhole needs a duration")
 		}
 		h.gate.startBlackhole()
-		h.after(f.Duration, h.gate.endBlackhole)
+		h.after(f.Duration, func() {
+			h.gate.endBlackhole()
+			h.events.emit(Event{Kind: EventFault, Reason: "blackhole ended"})
+		})
 	case FaultHubDown:
 		if f.Duration <= 0 {
 			return errors.New("hub-down needs a duration")
@@ -166,6 +169,7 @@ func (h *Hub) stopListeners(graceful bool) {
 	h.killConns(graceful)
 }
 
+// reopenListeners ends hub-down and shutdown-listener; the fault event tells waiters the hub is back.
 func (h *Hub) reopenListeners() {
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
@@ -174,6 +178,7 @@ func (h *Hub) reopenListeners() {
 			h.events.logf("reopening %s listener on %s: %v", l.name, l.address(), err)
 		}
 	}
+	h.events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
 }
 
 // movePort moves the TLS MQTT listener, as a failover to another hub address would.

@@ -237,3 +237,23 @@ func TestRegistryAndCAPersistAcrossStarts(t *testing.T) {
 		t.Fatalf("connection string %q, %v", cs, err)
 	}
 }
+
+func TestWebSocketListener(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.WSAddr = "127.0.0.1:0" })
+	d := addDevice(t, h, "d1")
+	dv, code, err := connect(t, h, validCreds(t, h, d), "wss://"+h.WSAddr()+"/$iothub/websocket")
+	if err != nil {
+		t.Fatalf("WebSocket connect refused with %d: %v", code, err)
+	}
+	dv.publish(t, iothub.TelemetryTopic("d1", "", "k=v"), 1, []byte("over ws"))
+	if msgs, err := h.WaitMessages(ctxLimit(t), "d1", 1); err != nil || string(msgs[0].Payload) != "over ws" {
+		t.Fatalf("ws telemetry %+v, %v", msgs, err)
+	}
+	if err := h.Fault(Fault{Kind: FaultKillTCP, Device: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	dv.waitLost(t)
+	if _, _, err := connect(t, h, validCreds(t, h, d), "wss://"+h.WSAddr()+"/elsewhere"); err == nil {
+		t.Fatal("WebSocket upgrade on a wrong path succeeded")
+	}
+}
