@@ -19,7 +19,6 @@ type credentials struct {
 	clientID string
 	username string
 	password string
-	remote   string
 }
 
 // rejectKind classifies a refused connect; each transport maps it to its own code (MQTT: see mqttConnackCode).

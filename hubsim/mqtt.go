@@ -133,7 +133,6 @@ func (k *mqttHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	id, expiry, r := h.authenticate(credentials{
 		clientID: clientID, username: string(pk.Connect.Username), password: string(pk.Connect.Password),
-		remote: cl.Net.Remote,
 	})
 	if r != nil {
 		return refuse(r)
@@ -199,7 +198,7 @@ func (k *mqttHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		case len(pk.Payload) > maxD2CSize:
 			violation = fmt.Sprintf("message of %d bytes exceeds the 256 KB limit", len(pk.Payload))
 		}
-		if _, bag, ok := l.telemetryBag(pk.TopicName); ok && violation == "" {
+		if bag, ok := l.telemetryBag(pk.TopicName); ok && violation == "" {
 			if _, err := iothub.DecodeProperties(bag); err != nil {
 				violation = "bad property bag: " + err.Error()
 			}
@@ -248,7 +247,7 @@ func (k *mqttHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		}
 		h.methodResponse(ridOf(topic), code, pk.Payload)
 	default:
-		if _, bag, ok := l.telemetryBag(topic); ok {
+		if bag, ok := l.telemetryBag(topic); ok {
 			h.receiveD2C(l.id, d2cFromBag(pk.Payload, bag))
 		}
 	}
@@ -331,25 +330,17 @@ type mqttLink struct {
 
 func (l *mqttLink) current() *session { return l.session.Load() }
 
-func (l *mqttLink) ownPrefix() string {
-	if l.id.module == "" {
-		return "devices/" + l.id.device + "/"
-	}
-	return "devices/" + l.id.device + "/modules/" + l.id.module + "/"
-}
-
 // telemetryBag returns the property bag of a telemetry topic of this identity.
-func (l *mqttLink) telemetryBag(topic string) (prefix, bag string, ok bool) {
+func (l *mqttLink) telemetryBag(topic string) (bag string, ok bool) {
 	base := iothub.TelemetryTopic(l.id.device, l.id.module, "")
 	if topic == strings.TrimSuffix(base, "/") {
-		return base, "", true
+		return "", true
 	}
-	bag, ok = strings.CutPrefix(topic, base)
-	return base, bag, ok
+	return strings.CutPrefix(topic, base)
 }
 
 func (l *mqttLink) mayPublish(topic string) bool {
-	if _, _, ok := l.telemetryBag(topic); ok {
+	if _, ok := l.telemetryBag(topic); ok {
 		return true
 	}
 	for _, p := range []string{topicTwinGet, topicTwinReported, topicMethodsRes} {
@@ -365,7 +356,7 @@ func (l *mqttLink) maySubscribe(filter string) bool {
 	if l.id.module == "" {
 		own = append(own, iothub.C2DPrefix(l.id.device))
 	} else {
-		own = append(own, l.ownPrefix()+"inputs/")
+		own = append(own, "devices/"+l.id.device+"/modules/"+l.id.module+"/inputs/")
 	}
 	for _, p := range own {
 		if strings.HasPrefix(filter, p) || filter+"/" == p {
