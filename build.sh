@@ -14,7 +14,8 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 say() { printf '\n==> %s\n' "$*"; }
 
 # apt packages the build and the tests need; installed only when missing, so a second run changes nothing.
-APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates)
+# binutils: nm/readelf (ABI test); curl, jq: the demo; mosquitto, openssl: the benchmark's second broker.
+APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates binutils curl jq mosquitto openssl)
 
 deps() {
 	local missing=()
@@ -35,9 +36,9 @@ deps() {
 
 build() {
 	deps
-	say "building iotconn-hubsim"
-	mkdir -p "$BUILD/bin"
-	go build -trimpath -o "$BUILD/bin/iotconn-hubsim" ./hubsim/cmd/iotconn-hubsim
+	say "building libiotconn.so, iotconn-hubsim, the C examples and tests (cmake, into build/)"
+	cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >/dev/null
+	cmake --build "$BUILD" -j "$(nproc)"
 }
 
 test_go() {
@@ -50,9 +51,15 @@ test_go() {
 	go test -race -count=1 -timeout 15m ./...
 }
 
+test_c() {
+	say "C tests (CTest): ABI symbols, misuse, status sequences, dispatch modes, retry policy, stress, install"
+	ctest --test-dir "$BUILD" --output-on-failure
+}
+
 test_all() {
 	build
 	test_go
+	test_c
 	say "official Azure IoT SDKs against hubsim"
 	bash tests/sdk/run.sh
 }
