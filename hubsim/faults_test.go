@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -386,4 +387,46 @@ func TestFaultInjectionMessageProperties(t *testing.T) {
 	if n := len(h.Messages("d1")); n != 2 {
 		t.Fatalf("%d fault messages recorded, want 2", n)
 	}
+}
+
+func TestCloseEndsFaultsCallsAndConnections(t *testing.T) {
+	h, err := Start(Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", ControlAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := addDevice(t, h, "d1")
+	dv := mustConnect(t, h, d)
+	dv.subscribe(t, "$iothub/methods/POST/#", 0)
+	called := make(chan error, 1)
+	go func() {
+		_, err := h.InvokeMethod(context.Background(), "d1", "never", nil)
+		called <- err
+	}()
+	dv.waitMsg(t, "$iothub/methods/POST/never/")
+	if err := h.Fault(Fault{Kind: FaultBlackhole, Duration: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	held, err := net.DialTimeout("tcp", h.TCPAddr(), waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-called:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("pending method call ended with %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("pending method call still waiting after Close")
+	}
+	if err := readEnd(t, held); err == nil {
+		t.Fatal("connection held by the blackhole survived Close")
+	}
+	if err := h.Fault(Fault{Kind: FaultKillTCP}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("fault after Close: %v", err)
+	}
+	// goleak in TestMain checks that no goroutine of the hub is left.
 }

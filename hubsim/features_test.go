@@ -177,3 +177,28 @@ func TestProtocolViolationsCloseTheConnection(t *testing.T) {
 		t.Fatalf("%d messages recorded from violating publishes", n)
 	}
 }
+
+func TestPersistentSessionKeepsSubscriptions(t *testing.T) {
+	h := startHub(t, nil)
+	d := addDevice(t, h, "d1")
+	keep := false
+	cr := validCreds(t, h, d)
+	cr.clean = &keep
+	first, _, err := connect(t, h, cr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.subscribe(t, iothub.C2DPrefix("d1")+"#", 1)
+	first.client.Disconnect(0)
+	second, _, err := connect(t, h, cr, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No new SUBSCRIBE: the session's subscription still routes C2D to the device.
+	if err := h.SendC2D("d1", C2DMessage{Payload: []byte("resumed")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := second.waitMsg(t, iothub.C2DPrefix("d1")); string(m.Payload()) != "resumed" {
+		t.Fatalf("got %q", m.Payload())
+	}
+}

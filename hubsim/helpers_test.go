@@ -79,6 +79,7 @@ type creds struct {
 	clientID, username, password string
 	clean                        *bool
 	autoAckOff                   bool
+	will                         string // will topic; payload "last words"
 }
 
 func validCreds(t *testing.T, h *Hub, d Device) creds {
@@ -107,6 +108,9 @@ func connect(t *testing.T, h *Hub, c creds, broker string) (*dev, byte, error) {
 		SetAutoAckDisabled(c.autoAckOff).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { d.lost <- err }).
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { d.msgs <- m })
+	if c.will != "" {
+		opts.SetWill(c.will, "last words", 1, false)
+	}
 	d.client = paho.NewClient(opts)
 	tok := d.client.Connect()
 	if !tok.WaitTimeout(waitLimit) {

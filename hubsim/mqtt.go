@@ -108,6 +108,7 @@ func (k *mqttHook) Provides(b byte) bool {
 	return bytes.IndexByte([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnSubscribed,
+		mqtt.OnWill,
 	}, b) >= 0
 }
 
@@ -252,6 +253,18 @@ func (k *mqttHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		}
 	}
 	return pk, packets.CodeSuccessIgnore
+}
+
+// OnWill records a will message as telemetry, as IoT Hub does, when the connection ends without DISCONNECT.
+func (k *mqttHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	if l := k.f.link(cl); l != nil {
+		if bag, ok := l.telemetryBag(will.TopicName); ok {
+			if _, err := iothub.DecodeProperties(bag); err == nil {
+				k.f.hub.receiveD2C(l.id, d2cFromBag(will.Payload, bag))
+			}
+		}
+	}
+	return will, nil
 }
 
 func (k *mqttHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, _ []byte) {

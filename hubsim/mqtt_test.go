@@ -257,3 +257,22 @@ func TestWebSocketListener(t *testing.T) {
 		t.Fatal("WebSocket upgrade on a wrong path succeeded")
 	}
 }
+
+func TestWillMessageRecordedAsTelemetry(t *testing.T) {
+	h := startHub(t, nil)
+	d := addDevice(t, h, "d1")
+	cr := validCreds(t, h, d)
+	cr.will = iothub.TelemetryTopic("d1", "", "reason=gone")
+	dv, code, err := connect(t, h, cr, "")
+	if err != nil {
+		t.Fatalf("refused with %d: %v", code, err)
+	}
+	if err := h.Fault(Fault{Kind: FaultKillTCP, Device: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	dv.waitLost(t)
+	msgs, err := h.WaitMessages(ctxLimit(t), "d1", 1)
+	if err != nil || string(msgs[0].Payload) != "last words" || msgs[0].Properties["reason"] != "gone" {
+		t.Fatalf("will: %+v, %v", msgs, err)
+	}
+}
