@@ -7,6 +7,13 @@ import (
 	"time"
 )
 
+// Telemetry application properties of Azure's SDK end-to-end fault injection.
+const (
+	faultPropType        = "AzIoTHub_FaultOperationType"
+	faultPropDelaySecs   = "AzIoTHub_FaultOperationDelayInSecs"
+	faultPropDurationSec = "AzIoTHub_FaultOperationDurationInSecs"
+)
+
 // FaultKind names a fault; the strings are also the control API's "kind" values.
 type FaultKind string
 

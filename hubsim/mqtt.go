@@ -24,15 +24,12 @@ const maxD2CSize = 256 * 1024
 
 // IoT Hub topics outside a device's own devices/{id}/ tree.
 const (
-	topicTwinGet         = "$iothub/twin/GET/"
-	topicTwinReported    = "$iothub/twin/PATCH/properties/reported/"
-	topicTwinRes         = "$iothub/twin/res/"
-	topicTwinDesired     = "$iothub/twin/PATCH/properties/desired/"
-	topicMethodsPost     = "$iothub/methods/POST/"
-	topicMethodsRes      = "$iothub/methods/res/"
-	faultPropType        = "AzIoTHub_FaultOperationType"
-	faultPropDelaySecs   = "AzIoTHub_FaultOperationDelayInSecs"
-	faultPropDurationSec = "AzIoTHub_FaultOperationDurationInSecs"
+	topicTwinGet      = "$iothub/twin/GET/"
+	topicTwinReported = "$iothub/twin/PATCH/properties/reported/"
+	topicTwinRes      = "$iothub/twin/res/"
+	topicTwinDesired  = "$iothub/twin/PATCH/properties/desired/"
+	topicMethodsPost  = "$iothub/methods/POST/"
+	topicMethodsRes   = "$iothub/methods/res/"
 )
 
 // mqttConnackCode is the MQTT 3.1.1 CONNACK return code for each rejection (README: CONNACK table), given as the
