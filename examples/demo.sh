@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The device demo (./build.sh demo): hubsim, the C telemetry example, a TCP kill and a 5 s hub outage, then the
+# status transitions the device saw and a delivery summary computed from the hub's own record.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+HUBSIM=$BUILD/bin/iotconn-hubsim
+DEVICE_APP=$BUILD/telemetry
+COUNT=${DEMO_COUNT:-150}
+INTERVAL_MS=${DEMO_INTERVAL_MS:-100}
+DEVICE=demo-device
+
+say() { printf '\n==> %s\n' "$*"; }
+tmp=$(mktemp -d)
+hub_pid="" dev_pid="" drain_pid=""
+cleanup() {
+	for pid in $dev_pid $hub_pid; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+	done
+	[ -z "$drain_pid" ] || wait "$drain_pid" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+say "starting hubsim (the local IoT Hub emulator)"
+mkfifo "$tmp/hub.out"
+"$HUBSIM" --dir "$tmp/hub" --mqtt 127.0.0.1:0 --control 127.0.0.1:0 --device "$DEVICE" >"$tmp/hub.out" &
+hub_pid=$!
+exec 3<"$tmp/hub.out"
+control="" ca="" conn=""
+while IFS= read -r -t 60 line <&3; do
+	echo "  $line"
+	case $line in
+	"hubsim: control "*) control=${line#hubsim: control } ;;
+	"hubsim: ca "*) ca=${line#hubsim: ca } ;;
+	"hubsim: device $DEVICE "*) conn=${line#hubsim: device "$DEVICE" } ;;
+	"hubsim: ready") break ;;
+	esac
+done
+[ -n "$control" ] && [ -n "$ca" ] && [ -n "$conn" ] || { echo "hubsim did not start" >&2; exit 1; }
+# Keep reading hubsim's log (it blocks on a full pipe otherwise); the reader ends when hubsim exits.
+sed -u 's/^/  /' <&3 >"$tmp/hub.log" &
+drain_pid=$!
+exec 3<&-
+
+# wait_for PATTERN: until the device app printed a line matching PATTERN (bounded: 120 s, or the app exiting).
+wait_for() {
+	timeout 120 tail --pid="$dev_pid" -n +1 -f "$tmp/device.log" | grep -q -m1 -- "$1" ||
+		{ echo "the device never printed '$1'" >&2; exit 1; }
+}
+fault() {
+	say "injecting fault: $1"
+	curl -fsS -X POST -H 'Content-Type: application/json' -d "$1" "$control/faults" >/dev/null
+}
+
+say "starting the device app: $COUNT messages, one every $INTERVAL_MS ms"
+: >"$tmp/device.log"
+"$DEVICE_APP" "$conn" "$ca" "$COUNT" "$INTERVAL_MS" > >(tee -a "$tmp/device.log" | grep -E '^(status|failed|client)') 2>&1 &
+dev_pid=$!
+
+wait_for "delivered: id=$((COUNT / 8))"
+fault "{\"kind\":\"kill-tcp\",\"device\":\"$DEVICE\"}"
+wait_for "delivered: id=$((COUNT * 3 / 8))"
+fault '{"kind":"hub-down","seconds":5}'
+
+app_status=0
+wait "$dev_pid" || app_status=$?
+dev_pid=""
+
+say "status transitions the device saw"
+grep '^status:' "$tmp/device.log" | sed 's/^status: /  /'
+
+say "summary (from the hub's record: GET /devices/$DEVICE/messages, distinct message ids)"
+grep -o 'sent: id=[0-9]* telemetry-[0-9]*' "$tmp/device.log" | awk '{print $3}' | sort -u >"$tmp/sent.ids"
+curl -fsS "$control/devices/$DEVICE/messages" | jq -r '.[].messageId' | sort -u >"$tmp/hub.ids"
+sent=$(wc -l <"$tmp/sent.ids")
+delivered=$(comm -12 "$tmp/sent.ids" "$tmp/hub.ids" | wc -l)
+lost=$(comm -23 "$tmp/sent.ids" "$tmp/hub.ids" | wc -l)
+records=$(curl -fsS "$control/devices/$DEVICE/messages" | jq length)
+connections=$(curl -fsS "$control/devices/$DEVICE" | jq .connections)
+echo "  hub: $records telemetry records (duplicates from at-least-once resends included), $connections connections"
+echo "sent=$sent delivered=$delivered lost=$lost"
+[ "$lost" -eq 0 ] && [ "$sent" -eq "$COUNT" ] && [ "$app_status" -eq 0 ]
