@@ -107,10 +107,10 @@ func iotconn_client_destroy(client *C.iotconn_client_t) (rc C.int) {
 	if cerr != nil {
 		return fail(cerr)
 	}
-	for _, slot := range []*atomicFn{&e.status, &e.message, &e.send, &e.log} {
-		slot.Store(nil)
-	}
-	if err := e.client.Close(); err != nil {
+	// Close first, so that the final events (Disabled / Client_Close, failed sends) still reach the callbacks.
+	err := e.client.Close()
+	e.unregisterAll()
+	if err != nil {
 		return failErr(err)
 	}
 	return 0

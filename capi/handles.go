@@ -25,29 +25,56 @@ type entry struct {
 	client                *core.Client
 	status, message, send atomicFn
 	log                   atomicFn
+
+	// Callbacks running now; destroy waits for zero after unregistering them all, so that no callback runs
+	// (and touches the application's user data) once iotconn_client_destroy has returned.
+	mu       sync.Mutex
+	idle     sync.Cond
+	inflight int
+}
+
+// call runs fn with the callback registered in slot, if any, counted in inflight.
+func (e *entry) call(slot *atomicFn, fn func(*fnRef)) {
+	e.mu.Lock()
+	e.inflight++
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		if e.inflight--; e.inflight == 0 {
+			e.idle.Broadcast()
+		}
+		e.mu.Unlock()
+	}()
+	if f := slot.Load(); f != nil {
+		fn(f)
+	}
+}
+
+// unregisterAll removes every callback and waits until those already running have returned.
+func (e *entry) unregisterAll() {
+	for _, slot := range []*atomicFn{&e.status, &e.message, &e.send, &e.log} {
+		slot.Store(nil)
+	}
+	e.mu.Lock()
+	for e.inflight > 0 {
+		e.idle.Wait()
+	}
+	e.mu.Unlock()
 }
 
 func (e *entry) handlers() core.Handlers {
 	return core.Handlers{
 		OnStatus: func(s core.ConnectionStatus, r core.ConnectionStatusChangeReason) {
-			if f := e.status.Load(); f != nil {
-				f.status(s, r)
-			}
+			e.call(&e.status, func(f *fnRef) { f.status(s, r) })
 		},
 		OnMessage: func(m *core.Message) {
-			if f := e.message.Load(); f != nil {
-				f.message(m)
-			}
+			e.call(&e.message, func(f *fnRef) { f.message(m) })
 		},
 		OnSendComplete: func(id uint64, result core.SendResult, err *core.Error) {
-			if f := e.send.Load(); f != nil {
-				f.sendComplete(id, result, err)
-			}
+			e.call(&e.send, func(f *fnRef) { f.sendComplete(id, result, err) })
 		},
 		OnLog: func(level core.LogLevel, msg string) {
-			if f := e.log.Load(); f != nil {
-				f.log(level, msg)
-			}
+			e.call(&e.log, func(f *fnRef) { f.log(level, msg) })
 		},
 	}
 }
@@ -63,6 +90,7 @@ func register(slot *atomicFn, fn, user uintptr) {
 
 func addClient(c *core.Client) (uintptr, *entry) {
 	e := &entry{client: c}
+	e.idle.L = &e.mu
 	h := handleTag | lastID.Add(1)
 	clients.Store(h, e)
 	return h, e

@@ -232,9 +232,11 @@ int iotconn_client_create(const char *connection_string, const iotconn_options_t
 			  iotconn_client_t **out_client);
 
 /* Closes the client if needed (as iotconn_close), waits until no callback of it runs any more, and frees it.
- * The handle is invalid afterwards: using it again gives IOTCONN_EBADHANDLE, including a second destroy.
- * Registered `user` pointers are not touched; the application frees them after this returns.
- * Thread-safe, but not from inside one of this client's callbacks (IOTCONN_ESTATE): close there, destroy later. */
+ * In DISPATCH_THREAD mode the final events of the close still reach the callbacks; in DISPATCH_POLL mode, close
+ * and poll first to see them. The handle is invalid afterwards: using it again gives IOTCONN_EBADHANDLE, including
+ * a second destroy. Registered `user` pointers are not touched; the application frees them after this returns.
+ * Thread-safe, but not from inside any iotconn callback (IOTCONN_ESTATE): close there, destroy later, and not
+ * while another thread still uses the handle. */
 int iotconn_client_destroy(iotconn_client_t *client);
 
 /* Connects and blocks until the client is Connected (0), a fatal error (IOTCONN_EAUTH, IOTCONN_EDISABLED, ...),
