@@ -67,7 +67,7 @@ static void cond_init_monotonic(pthread_cond_t *c)
 /* Parses one line hubsim printed. Called with h->mu held. */
 static void hubsim_line(hubsim_t *h, const char *line)
 {
-	char a[512], b[512];
+	char a[64], b[512];
 	int port;
 	if (sscanf(line, "hubsim: mqtts %63s", h->mqtt_addr) == 1)
 		return;
@@ -77,7 +77,7 @@ static void hubsim_line(hubsim_t *h, const char *line)
 	}
 	if (sscanf(line, "hubsim: ca %511s", h->ca_file) == 1)
 		return;
-	if (sscanf(line, "hubsim: device %511s %511s", a, b) == 2 && h->ndevices < HUB_MAX_DEVICES) {
+	if (sscanf(line, "hubsim: device %63s %511s", a, b) == 2 && h->ndevices < HUB_MAX_DEVICES) {
 		snprintf(h->device_id[h->ndevices], sizeof h->device_id[0], "%s", a);
 		snprintf(h->conn_str[h->ndevices], sizeof h->conn_str[0], "%s", b);
 		h->ndevices++;
