@@ -159,6 +159,7 @@ func TestProtocolViolationsCloseTheConnection(t *testing.T) {
 		{"QoS 2 publish", func(dv *dev) { dv.client.Publish(iothub.TelemetryTopic("d1", "", ""), 2, false, "x") }, "QoS 2"},
 		{"foreign telemetry topic", func(dv *dev) { dv.client.Publish(iothub.TelemetryTopic("d2", "", ""), 0, false, "x") }, "may not use"},
 		{"foreign subscription", func(dv *dev) { dv.client.Subscribe(iothub.C2DPrefix("d2")+"#", 1, nil) }, "may not use"},
+		{"wildcard over other devices", func(dv *dev) { dv.client.Subscribe("devices/+/messages/devicebound/#", 1, nil) }, "may not use"},
 		{"message over 256 KB", func(dv *dev) {
 			dv.client.Publish(iothub.TelemetryTopic("d1", "", ""), 1, false, bytes.Repeat([]byte("x"), 256*1024+1))
 		}, "256 KB"},

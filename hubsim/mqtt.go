@@ -361,14 +361,14 @@ func (l *mqttLink) mayPublish(topic string) bool {
 	return false
 }
 
+// maySubscribe allows the $iothub request topics and filters inside the identity's own topic tree; SDKs differ
+// here (the C# SDK subscribes to devices/{d}/modules/{m}/#), and nothing but the hub publishes anyway.
 func (l *mqttLink) maySubscribe(filter string) bool {
-	own := []string{topicTwinRes, topicTwinDesired, topicMethodsPost}
-	if l.id.module == "" {
-		own = append(own, iothub.C2DPrefix(l.id.device))
-	} else {
-		own = append(own, "devices/"+l.id.device+"/modules/"+l.id.module+"/inputs/")
+	own := "devices/" + l.id.device + "/"
+	if l.id.module != "" {
+		own += "modules/" + l.id.module + "/"
 	}
-	for _, p := range own {
+	for _, p := range []string{topicTwinRes, topicTwinDesired, topicMethodsPost, own} {
 		if strings.HasPrefix(filter, p) || filter+"/" == p {
 			return true
 		}

@@ -114,6 +114,8 @@ func TestModuleIdentityConnects(t *testing.T) {
 	if err != nil {
 		t.Fatalf("module refused with %d: %v", code, err)
 	}
+	dv.subscribe(t, "devices/d1/modules/m1/#", 1) // as the C# SDK does
+	dv.subscribe(t, "$iothub/methods/POST/#", 0)
 	dv.publish(t, iothub.TelemetryTopic("d1", "m1", "k=v"), 1, []byte("from module"))
 	msgs, err := h.WaitMessages(ctxLimit(t), "d1/m1", 1)
 	if err != nil || string(msgs[0].Payload) != "from module" || msgs[0].Properties["k"] != "v" {
