@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 // waitLimit bounds every wait of these tests.
 const waitLimit = 10 * time.Second
 
-func startHub(t *testing.T, mod func(*Config)) *Hub {
+func startHub(t testing.TB, mod func(*Config)) *Hub {
 	t.Helper()
 	cfg := Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0"}
 	if mod != nil {
@@ -36,7 +36,7 @@ func startHub(t *testing.T, mod func(*Config)) *Hub {
 	return h
 }
 
-func addDevice(t *testing.T, h *Hub, id string) Device {
+func addDevice(t testing.TB, h *Hub, id string) Device {
 	t.Helper()
 	d, err := h.AddDevice(id, "")
 	if err != nil {
@@ -45,7 +45,7 @@ func addDevice(t *testing.T, h *Hub, id string) Device {
 	return d
 }
 
-func sasToken(t *testing.T, resource, key string, expiry time.Time) string {
+func sasToken(t testing.TB, resource, key string, expiry time.Time) string {
 	t.Helper()
 	tok, err := iothub.BuildSAS(resource, key, "", expiry)
 	if err != nil {
@@ -54,7 +54,7 @@ func sasToken(t *testing.T, resource, key string, expiry time.Time) string {
 	return tok
 }
 
-func caPool(t *testing.T, h *Hub) *x509.CertPool {
+func caPool(t testing.TB, h *Hub) *x509.CertPool {
 	t.Helper()
 	pem, err := os.ReadFile(h.CAFile())
 	if err != nil {
@@ -82,7 +82,7 @@ type creds struct {
 	will                         string // will topic; payload "last words"
 }
 
-func validCreds(t *testing.T, h *Hub, d Device) creds {
+func validCreds(t testing.TB, h *Hub, d Device) creds {
 	return creds{
 		clientID: d.ID,
 		username: iothub.Username(h.HostName(), d.ID, ""),
@@ -91,7 +91,7 @@ func validCreds(t *testing.T, h *Hub, d Device) creds {
 }
 
 // connect dials the hub's TLS listener (or the broker URL given) and returns the device and the CONNACK code.
-func connect(t *testing.T, h *Hub, c creds, broker string) (*dev, byte, error) {
+func connect(t testing.TB, h *Hub, c creds, broker string) (*dev, byte, error) {
 	t.Helper()
 	if broker == "" {
 		broker = "ssl://" + h.Addr()
@@ -124,7 +124,7 @@ func connect(t *testing.T, h *Hub, c creds, broker string) (*dev, byte, error) {
 	return d, ct.ReturnCode(), nil
 }
 
-func mustConnect(t *testing.T, h *Hub, d Device) *dev {
+func mustConnect(t testing.TB, h *Hub, d Device) *dev {
 	t.Helper()
 	c, code, err := connect(t, h, validCreds(t, h, d), "")
 	if err != nil {
@@ -133,7 +133,7 @@ func mustConnect(t *testing.T, h *Hub, d Device) *dev {
 	return c
 }
 
-func (d *dev) subscribe(t *testing.T, filter string, qos byte) {
+func (d *dev) subscribe(t testing.TB, filter string, qos byte) {
 	t.Helper()
 	tok := d.client.Subscribe(filter, qos, nil)
 	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
@@ -141,7 +141,7 @@ func (d *dev) subscribe(t *testing.T, filter string, qos byte) {
 	}
 }
 
-func (d *dev) publish(t *testing.T, topic string, qos byte, payload []byte) {
+func (d *dev) publish(t testing.TB, topic string, qos byte, payload []byte) {
 	t.Helper()
 	tok := d.client.Publish(topic, qos, false, payload)
 	if !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
@@ -150,7 +150,7 @@ func (d *dev) publish(t *testing.T, topic string, qos byte, payload []byte) {
 }
 
 // waitLost waits until the hub dropped the connection.
-func (d *dev) waitLost(t *testing.T) error {
+func (d *dev) waitLost(t testing.TB) error {
 	t.Helper()
 	select {
 	case err := <-d.lost:
@@ -162,7 +162,7 @@ func (d *dev) waitLost(t *testing.T) error {
 }
 
 // waitMsg waits for a message on a topic with the given prefix.
-func (d *dev) waitMsg(t *testing.T, prefix string) paho.Message {
+func (d *dev) waitMsg(t testing.TB, prefix string) paho.Message {
 	t.Helper()
 	deadline := time.After(waitLimit)
 	for {
@@ -179,7 +179,7 @@ func (d *dev) waitMsg(t *testing.T, prefix string) paho.Message {
 }
 
 // waitEvent waits for an event matching ok.
-func waitEvent(t *testing.T, events <-chan Event, ok func(Event) bool) Event {
+func waitEvent(t testing.TB, events <-chan Event, ok func(Event) bool) Event {
 	t.Helper()
 	deadline := time.After(waitLimit)
 	for {
@@ -195,7 +195,7 @@ func waitEvent(t *testing.T, events <-chan Event, ok func(Event) bool) Event {
 	}
 }
 
-func ctxLimit(t *testing.T) context.Context {
+func ctxLimit(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)
 	return ctx
