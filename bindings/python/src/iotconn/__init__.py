@@ -1,0 +1,68 @@
+"""iotconn: an Azure IoT Hub device client for Python, on the libiotconn engine (ctypes over include/iotconn.h).
+
+    from iotconn import IoTHubDeviceClient, Message
+
+    with IoTHubDeviceClient.create_from_connection_string(cs, ca_file="ca.pem") as client:
+        client.on_connection_state_change = lambda status, reason: print(status.name, reason.name)
+        client.connect(timeout=60)
+        client.send_message(Message('{"t": 21.5}', content_type="application/json"), wait=True)
+"""
+
+from ._native import load_library
+from .client import IoTHubDeviceClient
+from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, SendResult, Transport
+from .errors import (
+    BadHandleError,
+    ClientClosedError,
+    CredentialError,
+    DeviceDisabledError,
+    ErrorCode,
+    InternalError,
+    InvalidArgumentError,
+    IoTConnError,
+    LibraryError,
+    MessageTooLargeError,
+    NetworkError,
+    OperationTimeoutError,
+    ProtocolError,
+    QueueFullError,
+    RetryExpiredError,
+    StateError,
+    ThrottledError,
+)
+from .message import Message
+from .retry import CustomRetryPolicy, ExponentialBackoff, NoRetry, RetryPolicy
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "BadHandleError",
+    "ClientClosedError",
+    "ConnectionStatus",
+    "ConnectionStatusChangeReason",
+    "CredentialError",
+    "CustomRetryPolicy",
+    "DeviceDisabledError",
+    "ErrorCode",
+    "ExponentialBackoff",
+    "InternalError",
+    "InvalidArgumentError",
+    "IoTConnError",
+    "IoTHubDeviceClient",
+    "Jitter",
+    "LibraryError",
+    "Message",
+    "MessageTooLargeError",
+    "NetworkError",
+    "NoRetry",
+    "OperationTimeoutError",
+    "ProtocolError",
+    "QueueFullError",
+    "RetryExpiredError",
+    "RetryPolicy",
+    "SendResult",
+    "StateError",
+    "ThrottledError",
+    "Transport",
+    "load_library",
+]

@@ -1,0 +1,188 @@
+"""The asyncio client: iotconn.aio.IoTHubDeviceClient.
+
+The same engine and dispatcher thread as iotconn.IoTHubDeviceClient; handlers (plain functions or coroutine
+functions) are handed to the event loop the client was created on and run there, in order. A custom retry
+policy still runs on the dispatcher thread: the reconnect waits for its answer, so it must be a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+from typing import Any, Callable, Optional, Set, Tuple, Union
+
+from ..client import IoTHubDeviceClient as _SyncClient
+from ..client import raise_for_result
+from ..enums import ConnectionStatus, ConnectionStatusChangeReason, SendResult
+from ..errors import ErrorCode, IoTConnError, OperationTimeoutError
+from ..message import Message, Payload
+from ..retry import CustomRetryPolicy, RetryPolicy, Seconds, to_ms
+
+log = logging.getLogger("iotconn")
+
+__all__ = ["IoTHubDeviceClient"]
+
+
+class _LoopHandlers:
+    """The application's handlers and the loop they run on. The dispatcher reaches the handlers through this
+    object only, so that an abandoned client can still be collected."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.handlers: dict = {}
+        self.tasks: Set["asyncio.Task[Any]"] = set()
+
+    def forwarder(self, name: str) -> Callable[..., None]:
+        """A plain handler for the sync client that hands each event to the loop."""
+
+        def forward(*args: Any) -> None:
+            if self.handlers.get(name) is None:
+                return
+            try:
+                self.loop.call_soon_threadsafe(self._run, name, args)
+            except RuntimeError:  # the loop is closed
+                log.warning("iotconn: %s dropped: the event loop is closed", name)
+
+        return forward
+
+    def _run(self, name: str, args: Tuple[Any, ...]) -> None:
+        handler = self.handlers.get(name)
+        if handler is None:
+            return
+        try:
+            result = handler(*args)
+        except Exception:
+            log.exception("iotconn: the %s handler raised", name)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+            self.tasks.add(task)
+            task.add_done_callback(functools.partial(self._finished, name))
+
+    def _finished(self, name: str, task: "asyncio.Task[Any]") -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("iotconn: the %s handler raised", name, exc_info=task.exception())
+
+
+def _settle(future: "asyncio.Future[Any]", value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+class IoTHubDeviceClient:
+    """The asyncio flavour of iotconn.IoTHubDeviceClient: awaitable connect, send_message and shutdown; an
+    async context manager. Create it inside a running event loop; its handlers run on that loop."""
+
+    def __init__(self, sync_client: _SyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        """Use create_from_connection_string()."""
+        self._sync = sync_client
+        self._loop = loop
+        self._handlers = _LoopHandlers(loop)
+        sync_client.on_connection_state_change = self._handlers.forwarder("on_connection_state_change")
+        sync_client.on_message_received = self._handlers.forwarder("on_message_received")
+        sync_client.on_send_complete = self._handlers.forwarder("on_send_complete")
+
+    @classmethod
+    def create_from_connection_string(cls, connection_string: str, **options: Any) -> "IoTHubDeviceClient":
+        """Takes the options of iotconn.IoTHubDeviceClient.create_from_connection_string. Must be called with an
+        event loop running (inside a coroutine)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "create the iotconn.aio client inside a running event loop (its handlers run on that loop)"
+            ) from None
+        return cls(_SyncClient.create_from_connection_string(connection_string, **options), loop)
+
+    def _handler(self, name: str) -> Optional[Callable[..., Any]]:
+        return self._handlers.handlers.get(name)
+
+    def _set_handler(self, name: str, handler: Optional[Callable[..., Any]]) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"{name} must be callable or None, not {type(handler).__name__}")
+        self._handlers.handlers[name] = handler
+
+    @property
+    def on_connection_state_change(self) -> Optional[Callable[[ConnectionStatus, ConnectionStatusChangeReason], Any]]:
+        """handler(status, reason); a plain function or a coroutine function, run on the event loop."""
+        return self._handler("on_connection_state_change")
+
+    @on_connection_state_change.setter
+    def on_connection_state_change(self, handler: Optional[Callable[..., Any]]) -> None:
+        self._set_handler("on_connection_state_change", handler)
+
+    @property
+    def on_message_received(self) -> Optional[Callable[[Message], Any]]:
+        """handler(message); a plain function or a coroutine function, run on the event loop."""
+        return self._handler("on_message_received")
+
+    @on_message_received.setter
+    def on_message_received(self, handler: Optional[Callable[..., Any]]) -> None:
+        self._set_handler("on_message_received", handler)
+
+    @property
+    def on_send_complete(self) -> Optional[Callable[[int, SendResult], Any]]:
+        """handler(message_id, result); a plain function or a coroutine function, run on the event loop."""
+        return self._handler("on_send_complete")
+
+    @on_send_complete.setter
+    def on_send_complete(self, handler: Optional[Callable[..., Any]]) -> None:
+        self._set_handler("on_send_complete", handler)
+
+    def set_retry_policy(self, policy: Union[RetryPolicy, CustomRetryPolicy]) -> None:
+        """As the sync client's; a custom policy must be a plain (not async) function: it runs on the dispatcher
+        thread and returns at once."""
+        if inspect.iscoroutinefunction(policy):
+            raise TypeError("a custom retry policy must be a plain function: the reconnect waits for its answer")
+        self._sync.set_retry_policy(policy)
+
+    async def connect(self, timeout: Optional[Seconds] = None) -> None:
+        """Connects (in an executor thread, the loop keeps running). Raises as the sync connect()."""
+        await self._loop.run_in_executor(None, functools.partial(self._sync.connect, timeout))
+
+    async def send_message(
+        self, message: Union[Message, Payload], wait: bool = False, timeout: Optional[Seconds] = None
+    ) -> int:
+        """Queues a message and returns its id; with wait=True (or a timeout) waits, without blocking the loop,
+        until the hub acknowledged it, raising as the sync send_message()."""
+        core = self._sync._core
+        if not wait and timeout is None:
+            return core.send(message)
+        wait_s = None if timeout is None else to_ms("timeout", timeout) / 1000
+        loop = self._loop
+        future: "asyncio.Future[Tuple[SendResult, Optional[IoTConnError]]]" = loop.create_future()
+
+        def finished(result: SendResult, error: Optional[IoTConnError]) -> None:
+            loop.call_soon_threadsafe(_settle, future, (result, error))
+
+        message_id = core.send(message, finished)
+        try:
+            result, error = await asyncio.wait_for(future, wait_s)
+        except asyncio.TimeoutError:
+            core.forget(message_id)
+            raise OperationTimeoutError(
+                ErrorCode.ETIMEOUT, f"message {message_id} was not delivered within {timeout} s; it stays queued"
+            ) from None
+        raise_for_result(message_id, result, error)
+        return message_id
+
+    async def shutdown(self) -> None:
+        """Closes and frees the client (see the sync shutdown()); the last handlers still run on the loop."""
+        await self._loop.run_in_executor(None, self._sync.shutdown)
+
+    @property
+    def connected(self) -> bool:
+        return self._sync.connected
+
+    @property
+    def connection_status(self) -> Tuple[ConnectionStatus, ConnectionStatusChangeReason]:
+        return self._sync.connection_status
+
+    async def __aenter__(self) -> "IoTHubDeviceClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.shutdown()

@@ -1,0 +1,437 @@
+"""IoTHubDeviceClient: a device's connection to IoT Hub, through libiotconn.
+
+Threads: the client is created in the library's POLL dispatch mode and owns one Python thread, the dispatcher,
+that calls iotconn_poll in a loop. Every handler and a custom retry policy run there, inside iotconn_poll; no
+thread created by the Go runtime ever runs Python code. shutdown() closes the client, lets the dispatcher run the
+last events (Disabled / CLIENT_CLOSE, failed completions), then stops and joins it and frees the handle.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import weakref
+from enum import IntEnum
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
+
+from . import _native
+from .enums import ConnectionStatus, ConnectionStatusChangeReason, SendResult, Transport
+from .errors import (
+    ClientClosedError,
+    ErrorCode,
+    IoTConnError,
+    OperationTimeoutError,
+    StateError,
+    error_for,
+)
+from .message import Message, Payload, from_c, to_c
+from .retry import CustomRetryPolicy, RetryPolicy, Seconds, to_ms
+
+log = logging.getLogger("iotconn")
+native_log = logging.getLogger("iotconn.native")
+
+StatusHandler = Callable[[ConnectionStatus, ConnectionStatusChangeReason], Any]
+MessageHandler = Callable[[Message], Any]
+SendCompleteHandler = Callable[[int, SendResult], Any]
+# Called on the dispatcher thread when a send someone waits for completes: (result, error or None).
+SendWaiter = Callable[[SendResult, Optional[IoTConnError]], None]
+
+# How long one iotconn_poll waits for an event; a stop request is seen within this time at the latest.
+_POLL_MS = 200
+# After close: poll until an iotconn_poll with this wait runs nothing (at most _DRAIN_ROUNDS times).
+_DRAIN_WAIT_MS = 50
+_DRAIN_ROUNDS = 100
+
+_LOG_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
+
+E = TypeVar("E", bound=IntEnum)
+
+
+def _enum(cls: Type[E], value: int) -> Union[E, int]:
+    """The enum member, or the plain int for a value a newer library appended."""
+    try:
+        return cls(value)
+    except ValueError:
+        return value
+
+
+def _run_handler(name: str, handler: Optional[Callable[..., Any]], *args: Any) -> None:
+    """Runs a user handler; what it raises is logged and never reaches the dispatcher."""
+    if handler is None:
+        return
+    try:
+        handler(*args)
+    except Exception:
+        log.exception("iotconn: the %s handler raised", name)
+
+
+class _Core:
+    """The native side of one client: handle, callbacks, dispatcher. It holds no reference to the
+    IoTHubDeviceClient, so an abandoned client can be collected (its finalizer then shuts this down)."""
+
+    def __init__(self, lib: _native.Library, handle: int) -> None:
+        self.lib = lib
+        self.handle: Optional[int] = handle
+        self.on_status: Optional[StatusHandler] = None
+        self.on_message: Optional[MessageHandler] = None
+        self.on_send_complete: Optional[SendCompleteHandler] = None
+        self.retry_policy: Optional[CustomRetryPolicy] = None
+        # Guards `handle` against destruction during a send, and `waiters`, so that a completion that comes before
+        # send() registered its waiter cannot be missed.
+        self.lock = threading.Lock()
+        self.waiters: Dict[int, SendWaiter] = {}
+        self.stop = threading.Event()
+        # The ctypes callback objects stay referenced here for the life of the core, i.e. past destroy: native
+        # code may call them until iotconn_client_destroy returns.
+        self.status_cb = _native.STATUS_CB(self._status)
+        self.message_cb = _native.MESSAGE_CB(self._message)
+        self.send_cb = _native.SEND_CB(self._send_complete)
+        self.log_cb = _native.LOG_CB(self._log)
+        self.retry_cb = _native.RETRY_CB(self._retry)
+        try:
+            lib.check(lib.register_status_callback(handle, self.status_cb, None))
+            lib.check(lib.register_message_callback(handle, self.message_cb, None))
+            lib.check(lib.register_send_callback(handle, self.send_cb, None))
+            lib.check(lib.register_log_callback(handle, self.log_cb, None))
+        except IoTConnError:
+            lib.client_destroy(handle)
+            self.handle = None
+            raise
+        self.thread = threading.Thread(target=self._dispatch, name="iotconn-dispatcher", daemon=True)
+        self.thread.start()
+
+    # ---- the dispatcher ---------------------------------------------------------------------------------------
+
+    def on_dispatcher(self) -> bool:
+        return threading.get_ident() == self.thread.ident
+
+    def _dispatch(self) -> None:
+        handle = self.handle
+        try:
+            while not self.stop.is_set():
+                rc = self.lib.poll(handle, _POLL_MS)
+                if rc < 0:
+                    log.error("iotconn: iotconn_poll failed, the dispatcher stops: %s", self._error(rc))
+                    return
+            for _ in range(_DRAIN_ROUNDS):
+                if self.lib.poll(handle, _DRAIN_WAIT_MS) <= 0:
+                    break
+        finally:
+            self._destroy()
+
+    def _destroy(self) -> None:
+        # Runs on the dispatcher thread once it polls no more, so no callback of this client runs meanwhile.
+        with self.lock:
+            handle, self.handle = self.handle, None
+            waiters, self.waiters = self.waiters, {}
+            if handle is not None:
+                rc = self.lib.client_destroy(handle)
+                if rc < 0:
+                    log.error("iotconn: iotconn_client_destroy failed: %s", self._error(rc))
+        closed = ClientClosedError(ErrorCode.ECLOSED, "the client was shut down before the message completed")
+        for waiter in waiters.values():
+            _run_handler("send waiter", waiter, SendResult.FAILED, closed)
+
+    def _error(self, rc: int) -> IoTConnError:
+        return error_for(rc, (self.lib.last_error() or b"").decode("utf-8", "replace"))
+
+    # ---- callbacks (they run inside iotconn_poll, on the dispatcher thread) --------------------------------------
+
+    def _status(self, status: int, reason: int, _user: Any) -> None:
+        _run_handler(
+            "on_connection_state_change",
+            self.on_status,
+            _enum(ConnectionStatus, status),
+            _enum(ConnectionStatusChangeReason, reason),
+        )
+
+    def _message(self, cmsg: Any, _user: Any) -> None:
+        if self.on_message is None:
+            return
+        try:
+            message = from_c(cmsg.contents)
+        except Exception:
+            log.exception("iotconn: cannot read a received message")
+            return
+        _run_handler("on_message_received", self.on_message, message)
+
+    def _send_complete(self, message_id: int, result: int, code: int, _user: Any) -> None:
+        send_result = _enum(SendResult, result)
+        # The library set iotconn_last_error() on this thread for this completion.
+        error = self._error(code) if code else None
+        if error is not None:
+            log.warning("iotconn: message %d ended %s: %s", message_id, getattr(send_result, "name", result), error)
+        with self.lock:
+            waiter = self.waiters.pop(message_id, None)
+        _run_handler("send waiter", waiter, send_result, error)
+        _run_handler("on_send_complete", self.on_send_complete, message_id, send_result)
+
+    def _log(self, level: int, text: Optional[bytes], _user: Any) -> None:
+        py_level = _LOG_LEVELS.get(level, logging.DEBUG)
+        if native_log.isEnabledFor(py_level):
+            native_log.log(py_level, "%s", (text or b"").decode("utf-8", "replace"))
+
+    def _retry(self, attempt: int, code: int, text: Optional[bytes], delay_ms: Any, _user: Any) -> int:
+        policy = self.retry_policy
+        if policy is None:
+            return 0
+        error = error_for(code, (text or b"").decode("utf-8", "replace"))
+        try:
+            again, delay = policy(attempt, error)
+            delay_ms[0] = to_ms("the retry policy's delay", delay)
+        except Exception:
+            log.exception("iotconn: the custom retry policy failed at attempt %d; not retrying", attempt)
+            return 0
+        return 1 if again else 0
+
+    # ---- calls from the application ---------------------------------------------------------------------------
+
+    def live_handle(self) -> int:
+        handle = self.handle
+        if handle is None:
+            raise ClientClosedError(ErrorCode.ECLOSED, "the client was shut down")
+        return handle
+
+    def send(self, message: Union[Message, Payload], waiter: Optional[SendWaiter] = None) -> int:
+        cmsg = to_c(message)
+        out_id = ctypes.c_uint64()
+        with self.lock:
+            rc = self.lib.send(self.live_handle(), ctypes.byref(cmsg), ctypes.byref(out_id))
+            if rc < 0:
+                self.lib.fail(rc)
+            if waiter is not None:
+                self.waiters[out_id.value] = waiter
+        return out_id.value
+
+    def forget(self, message_id: int) -> None:
+        with self.lock:
+            self.waiters.pop(message_id, None)
+
+    def shutdown(self) -> None:
+        handle = self.handle
+        if handle is not None:
+            rc = self.lib.close(handle)
+            if rc < 0 and rc != ErrorCode.EBADHANDLE:
+                log.error("iotconn: iotconn_close failed: %s", self._error(rc))
+        self.stop.set()
+        # From inside a handler the dispatcher finishes (and frees the handle) once the handler returns.
+        if not self.on_dispatcher():
+            self.thread.join()
+
+
+def _check_handler(name: str, handler: Any) -> Any:
+    if handler is not None and not callable(handler):
+        raise TypeError(f"{name} must be callable or None, not {type(handler).__name__}")
+    return handler
+
+
+def _optional_ms(what: str, value: Optional[Seconds]) -> int:
+    # 0 means "the library's default" in the header, so a zero duration asked for is sent as 1 ms.
+    return 0 if value is None else max(1, to_ms(what, value))
+
+
+def _optional_uint(what: str, value: Optional[int], limit: int) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+        raise ValueError(f"{what} must be an int between 1 and {limit}, not {value!r}")
+    return value
+
+
+def _path(what: str, value: Optional[str]) -> Optional[bytes]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str, not {type(value).__name__}")
+    return value.encode()
+
+
+class IoTHubDeviceClient:
+    """A device client, in the manner of azure.iot.device.IoTHubDeviceClient.
+
+    Create it with create_from_connection_string(), set the handlers, connect(), send_message(), shutdown()
+    (or use it as a context manager). Handlers are attributes:
+
+        client.on_connection_state_change = lambda status, reason: ...
+        client.on_message_received = lambda message: ...
+        client.on_send_complete = lambda message_id, result: ...
+
+    They run one at a time, in order, on the client's dispatcher thread; what they raise is logged (logger
+    "iotconn"). They may call send_message (without wait) and shutdown.
+    """
+
+    def __init__(self, core: _Core) -> None:
+        """Use create_from_connection_string()."""
+        self._core = core
+        self._finalizer = weakref.finalize(self, core.shutdown)
+
+    @classmethod
+    def create_from_connection_string(
+        cls,
+        connection_string: str,
+        *,
+        ca_file: Optional[str] = None,
+        server_verification_cert: Optional[str] = None,
+        x509_cert_file: Optional[str] = None,
+        x509_key_file: Optional[str] = None,
+        transport: Transport = Transport.MQTT,
+        keep_alive: Optional[int] = None,
+        sastoken_ttl: Optional[int] = None,
+        sastoken_renew_margin: Optional[int] = None,
+        queue_max_messages: Optional[int] = None,
+        queue_max_bytes: Optional[int] = None,
+        operation_timeout: Optional[Seconds] = None,
+        library: Optional[str] = None,
+    ) -> "IoTHubDeviceClient":
+        """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
+
+        ca_file / server_verification_cert: trusted roots as a PEM file / PEM text (default: the system roots).
+        keep_alive, sastoken_ttl, sastoken_renew_margin: seconds. operation_timeout: seconds or timedelta, for
+        connect and for each message. None leaves the library's default (see include/iotconn.h).
+        library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
+        Raises InvalidArgumentError for a malformed connection string or option.
+        """
+        if not isinstance(connection_string, str):
+            raise TypeError(f"connection_string must be str, not {type(connection_string).__name__}")
+        lib = _native.load_library(library)
+        opts = _native.Options(ctypes.sizeof(_native.Options))
+        opts.transport = int(Transport(transport))
+        opts.ca_file = _path("ca_file", ca_file)
+        opts.ca_pem = _path("server_verification_cert", server_verification_cert)
+        opts.cert_file = _path("x509_cert_file", x509_cert_file)
+        opts.key_file = _path("x509_key_file", x509_key_file)
+        opts.keepalive_s = _optional_uint("keep_alive", keep_alive, 2**32 - 1)
+        opts.sas_lifetime_s = _optional_uint("sastoken_ttl", sastoken_ttl, 2**32 - 1)
+        opts.sas_renew_margin_s = _optional_uint("sastoken_renew_margin", sastoken_renew_margin, 2**32 - 1)
+        opts.queue_max_messages = _optional_uint("queue_max_messages", queue_max_messages, 2**32 - 1)
+        opts.queue_max_bytes = _optional_uint("queue_max_bytes", queue_max_bytes, 2**64 - 1)
+        opts.operation_timeout_ms = _optional_ms("operation_timeout", operation_timeout)
+        opts.dispatch = _native.DISPATCH_POLL
+        handle = ctypes.c_void_p()
+        lib.check(lib.client_create(connection_string.encode(), ctypes.byref(opts), ctypes.byref(handle)))
+        return cls(_Core(lib, handle.value or 0))
+
+    # ---- handlers -------------------------------------------------------------------------------------------------
+
+    @property
+    def on_connection_state_change(self) -> Optional[StatusHandler]:
+        """handler(status: ConnectionStatus, reason: ConnectionStatusChangeReason), once per change, in order."""
+        return self._core.on_status
+
+    @on_connection_state_change.setter
+    def on_connection_state_change(self, handler: Optional[StatusHandler]) -> None:
+        self._core.on_status = _check_handler("on_connection_state_change", handler)
+
+    @property
+    def on_message_received(self) -> Optional[MessageHandler]:
+        """handler(message: Message) for each cloud-to-device message; message.data is bytes."""
+        return self._core.on_message
+
+    @on_message_received.setter
+    def on_message_received(self, handler: Optional[MessageHandler]) -> None:
+        self._core.on_message = _check_handler("on_message_received", handler)
+
+    @property
+    def on_send_complete(self) -> Optional[SendCompleteHandler]:
+        """handler(message_id: int, result: SendResult), exactly once per message send_message accepted."""
+        return self._core.on_send_complete
+
+    @on_send_complete.setter
+    def on_send_complete(self, handler: Optional[SendCompleteHandler]) -> None:
+        self._core.on_send_complete = _check_handler("on_send_complete", handler)
+
+    # ---- operations -----------------------------------------------------------------------------------------------
+
+    def set_retry_policy(self, policy: Union[RetryPolicy, CustomRetryPolicy]) -> None:
+        """ExponentialBackoff(...), NoRetry(), or a callable policy(attempt, error) -> (retry, delay_seconds)
+        that runs on the dispatcher thread (see iotconn.retry)."""
+        core = self._core
+        if isinstance(policy, RetryPolicy):
+            native = policy._struct()
+        elif callable(policy):
+            native = _native.RetryPolicy(ctypes.sizeof(_native.RetryPolicy), _native.RETRY_CUSTOM)
+            native.custom = core.retry_cb
+            # Set before the library can ask it.
+            core.retry_policy = policy
+        else:
+            raise TypeError(f"policy must be a RetryPolicy or a callable, not {type(policy).__name__}")
+        core.lib.check(core.lib.set_retry_policy(core.live_handle(), ctypes.byref(native)))
+        if isinstance(policy, RetryPolicy):
+            core.retry_policy = None
+
+    def connect(self, timeout: Optional[Seconds] = None) -> None:
+        """Blocks until connected. Raises CredentialError, DeviceDisabledError, RetryExpiredError,
+        OperationTimeoutError (after `timeout`, default the operation timeout), ... Once connected, the library
+        keeps the connection up; changes arrive at on_connection_state_change."""
+        core = self._core
+        if core.on_dispatcher():
+            raise StateError(ErrorCode.ESTATE, "connect() inside a handler would block the dispatcher it needs")
+        core.lib.check(core.lib.connect(core.live_handle(), _optional_ms("timeout", timeout)))
+
+    def send_message(
+        self, message: Union[Message, Payload], wait: bool = False, timeout: Optional[Seconds] = None
+    ) -> int:
+        """Queues a message (Message, str or bytes) and returns its id (1, 2, ... per client); its completion
+        arrives at on_send_complete. With wait=True (or a timeout), blocks until the hub acknowledged it and
+        raises the error it failed with, or OperationTimeoutError when `timeout` passes first (the message then
+        stays queued). Raises MessageTooLargeError, QueueFullError, ClientClosedError, InvalidArgumentError."""
+        core = self._core
+        if not wait and timeout is None:
+            return core.send(message)
+        if core.on_dispatcher():
+            raise StateError(ErrorCode.ESTATE, "waiting for a delivery inside a handler would block the dispatcher")
+        wait_s = None if timeout is None else to_ms("timeout", timeout) / 1000
+        done = threading.Event()
+        outcome: List[Tuple[SendResult, Optional[IoTConnError]]] = []
+
+        def finished(result: SendResult, error: Optional[IoTConnError]) -> None:
+            outcome.append((result, error))
+            done.set()
+
+        message_id = core.send(message, finished)
+        if not done.wait(wait_s):
+            core.forget(message_id)
+            raise OperationTimeoutError(
+                ErrorCode.ETIMEOUT, f"message {message_id} was not delivered within {timeout} s; it stays queued"
+            )
+        raise_for_result(message_id, *outcome[0])
+        return message_id
+
+    def shutdown(self) -> None:
+        """Closes the connection (status DISABLED / CLIENT_CLOSE; undelivered messages complete FAILED), runs the
+        last handlers, stops the dispatcher and frees the native client. Idempotent; later calls raise
+        ClientClosedError."""
+        self._finalizer()
+
+    @property
+    def connected(self) -> bool:
+        """True while the status is CONNECTED (False after shutdown)."""
+        if self._core.handle is None:
+            return False
+        return self.connection_status[0] == ConnectionStatus.CONNECTED
+
+    @property
+    def connection_status(self) -> Tuple[ConnectionStatus, ConnectionStatusChangeReason]:
+        """The current (status, reason)."""
+        core = self._core
+        status, reason = ctypes.c_int(), ctypes.c_int()
+        core.lib.check(core.lib.get_status(core.live_handle(), ctypes.byref(status), ctypes.byref(reason)))
+        return _enum(ConnectionStatus, status.value), _enum(ConnectionStatusChangeReason, reason.value)
+
+    def __enter__(self) -> "IoTHubDeviceClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+def raise_for_result(message_id: int, result: SendResult, error: Optional[IoTConnError]) -> None:
+    """Raises the error a completion that was not a delivery carries."""
+    if result == SendResult.DELIVERED:
+        return
+    if error is None:
+        code = ErrorCode.ETIMEOUT if result == SendResult.EXPIRED else ErrorCode.EINTERNAL
+        error = error_for(code, f"message {message_id} ended {getattr(result, 'name', result)}")
+    raise error
+

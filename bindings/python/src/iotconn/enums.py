@@ -1,0 +1,51 @@
+"""The enums of include/iotconn.h: same names (upper case, without the IOTCONN_ prefix) and the same numbers.
+
+tests/python/test_parity.py checks every name and value against the header.
+"""
+
+from enum import IntEnum
+
+
+class ConnectionStatus(IntEnum):
+    """The state of a client's connection as the application sees it (iotconn_status_t)."""
+
+    DISCONNECTED = 0
+    CONNECTED = 1
+    DISCONNECTED_RETRYING = 2
+    DISABLED = 3
+
+
+class ConnectionStatusChangeReason(IntEnum):
+    """Why the status last changed (iotconn_reason_t)."""
+
+    CONNECTION_OK = 0
+    EXPIRED_SAS_TOKEN = 1
+    DEVICE_DISABLED = 2
+    BAD_CREDENTIAL = 3
+    RETRY_EXPIRED = 4
+    NO_NETWORK = 5
+    COMMUNICATION_ERROR = 6
+    CLIENT_CLOSE = 7
+
+
+class Transport(IntEnum):
+    """The wire protocol (IOTCONN_TRANSPORT_*)."""
+
+    MQTT = 0
+    MQTT_WS = 1
+    AMQP = 2
+
+
+class SendResult(IntEnum):
+    """How a sent message ended (IOTCONN_SEND_*): every accepted message gets exactly one."""
+
+    DELIVERED = 0
+    EXPIRED = 1
+    FAILED = 2
+
+
+class Jitter(IntEnum):
+    """How ExponentialBackoff randomises its delays (IOTCONN_JITTER_*)."""
+
+    DEFAULT = 0
+    FULL = 1
