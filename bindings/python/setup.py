@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_py import build_py
 
@@ -42,15 +42,18 @@ class BuildPyWithLibrary(build_py):
         target.chmod(0o755)
 
 
-class PlatformWheel(bdist_wheel):
-    """The Python code runs on any Python 3; the bundled library ties the wheel to the platform only."""
+class WithNativeLibrary(Distribution):
+    """The bundled library makes the package platform-specific (installed to platlib, wheel not pure)."""
 
-    def finalize_options(self):
-        super().finalize_options()
-        self.root_is_pure = False
+    def has_ext_modules(self):
+        return True
+
+
+class PlatformWheel(bdist_wheel):
+    """The Python code runs on any Python 3 (ctypes, no extension module): only the platform is in the tag."""
 
     def get_tag(self):
         return "py3", "none", f"linux_{platform.machine()}"
 
 
-setup(cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel})
+setup(distclass=WithNativeLibrary, cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel})

@@ -107,6 +107,11 @@ class Hub:
                 self.proc.wait(timeout=10)
         self._reader.join(timeout=10)
 
+    def wrong_key_connection_string(self, device: str = DEVICE) -> str:
+        """The device's connection string with a well-formed key the hub does not know."""
+        prefix, _key = self.connection_strings[device].split("SharedAccessKey=", 1)
+        return prefix + "SharedAccessKey=" + base64.b64encode(b"not the key of this device, 32b!").decode()
+
     def request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.control_url + path, data=data, method=method)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The Python binding's tests (./build.sh test runs this after the build): builds the wheel around
+# build/libiotconn.so.1, installs it into a virtualenv under build/, and runs pytest on tests/python against real
+# iotconn-hubsim processes. Idempotent: the virtualenv and pytest are made once and reused.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${IOTCONN_BUILD_DIR:-$PWD/build}
+VENV="$BUILD/python-venv"
+DIST="$BUILD/python-dist"
+PYTHON=${PYTHON:-python3}
+
+for need in "$BUILD/libiotconn.so.1" "$BUILD/bin/iotconn-hubsim"; do
+	[ -e "$need" ] || { echo "$need is missing: run ./build.sh first" >&2; exit 1; }
+done
+
+if [ ! -x "$VENV/bin/python" ]; then
+	echo "==> python: virtualenv $VENV"
+	"$PYTHON" -m venv "$VENV"
+fi
+VPY="$VENV/bin/python"
+"$VPY" -c 'import pytest' 2>/dev/null || "$VPY" -m pip install -q --disable-pip-version-check 'pytest>=7'
+
+echo "==> python: building the wheel (bundles $BUILD/libiotconn.so.1)"
+rm -rf "$DIST"
+IOTCONN_LIBRARY="$BUILD/libiotconn.so.1" "$VPY" -m pip wheel -q --disable-pip-version-check --no-deps -w "$DIST" \
+	./bindings/python
+wheel=$(ls "$DIST"/iotconn-*.whl)
+"$VPY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
+
+echo "==> python: pytest tests/python (installed wheel: $(basename "$wheel"))"
+IOTCONN_WHEEL="$wheel" IOTCONN_BUILD_DIR="$BUILD" "$VPY" -m pytest -q -p no:cacheprovider tests/python "$@"

@@ -1,0 +1,98 @@
+"""A small device app (the Python twin of examples/c/telemetry.c): connects with a device connection string,
+sends a telemetry message every interval, and prints every connection status change and every send completion.
+At the end it waits for the outstanding completions, shuts down, and prints what it saw.
+
+    python telemetry.py CONNECTION_STRING [CA_FILE] [COUNT] [INTERVAL_MS]
+
+CA_FILE is the PEM of the hub's CA (hubsim prints it); "-" or absent means the system roots.
+"""
+
+import json
+import sys
+import threading
+import time
+
+import iotconn
+from iotconn import IoTHubDeviceClient, Message, SendResult
+
+
+class Tally:
+    """What the handlers saw; they run on the client's dispatcher thread."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.sent = self.delivered = self.failed = 0
+
+    def on_status(self, status: iotconn.ConnectionStatus, reason: iotconn.ConnectionStatusChangeReason) -> None:
+        print(f"status: {status.name} / {reason.name}", flush=True)
+
+    def on_send_complete(self, message_id: int, result: SendResult) -> None:
+        if result == SendResult.DELIVERED:
+            print(f"delivered: id={message_id}", flush=True)
+        else:
+            print(f"failed: id={message_id} result={result.name}", flush=True)
+        with self.cond:
+            if result == SendResult.DELIVERED:
+                self.delivered += 1
+            else:
+                self.failed += 1
+            self.cond.notify_all()
+
+    def on_message(self, message: Message) -> None:
+        print(f"c2d: {message.data.decode('utf-8', 'replace')}", flush=True)
+
+
+def main(argv: list) -> int:
+    if len(argv) < 2:
+        print(f"usage: {argv[0]} CONNECTION_STRING [CA_FILE] [COUNT] [INTERVAL_MS]", file=sys.stderr)
+        return 2
+    ca_file = argv[2] if len(argv) > 2 and argv[2] != "-" else None
+    count = int(argv[3]) if len(argv) > 3 else 20
+    interval = int(argv[4]) / 1000 if len(argv) > 4 else 1.0
+
+    tally = Tally()
+    try:
+        client = IoTHubDeviceClient.create_from_connection_string(argv[1], ca_file=ca_file)
+    except iotconn.IoTConnError as exc:
+        print(f"create: {exc}", file=sys.stderr)
+        return 1
+    with client:
+        client.on_connection_state_change = tally.on_status
+        client.on_send_complete = tally.on_send_complete
+        client.on_message_received = tally.on_message
+        try:
+            client.connect(timeout=60)
+        except iotconn.IoTConnError as exc:
+            print(f"connect: {exc}", file=sys.stderr)
+            return 1
+        for i in range(1, count + 1):
+            payload = json.dumps({"seq": i, "temperature": round(20.0 + (i % 50) / 10, 1)})
+            message = Message(
+                payload,
+                message_id=f"telemetry-{i}",
+                content_type="application/json",
+                content_encoding="utf-8",
+                custom_properties={"seq": str(i)},
+            )
+            try:
+                message_id = client.send_message(message)
+            except iotconn.IoTConnError as exc:
+                print(f"send {i}: {exc}", file=sys.stderr)
+                continue
+            with tally.cond:
+                tally.sent += 1
+            print(f"sent: id={message_id} {message.message_id}", flush=True)
+            if i < count:
+                time.sleep(interval)
+
+        # Every accepted message ends in exactly one completion; wait for them (bounded).
+        with tally.cond:
+            tally.cond.wait_for(lambda: tally.delivered + tally.failed >= tally.sent, timeout=120)
+            sent, delivered, failed = tally.sent, tally.delivered, tally.failed
+
+    print(f"client: sent={sent} delivered={delivered} failed={failed}")
+    return 0 if delivered == sent else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
