@@ -4,12 +4,12 @@ import asyncio
 import threading
 
 import pytest
-from conftest import DEVICE, EVENT_TIMEOUT
 
 import iotconn
 import iotconn.aio
 from iotconn import ConnectionStatus as S
 from iotconn import ConnectionStatusChangeReason as R
+from support import DEVICE, EVENT_TIMEOUT
 
 
 def test_async_client_connects_sends_receives_and_runs_handlers_on_the_loop(hub):
@@ -37,7 +37,10 @@ def test_async_client_connects_sends_receives_and_runs_handlers_on_the_loop(hub)
             assert message.data == b"to the loop" and thread_id == loop_thread
         # shutdown's last handlers were queued on the loop before shutdown returned, so they ran already
         assert [(s, r) for s, r, _ in statuses] == [(S.CONNECTED, R.CONNECTION_OK), (S.DISABLED, R.CLIENT_CLOSE)]
-        assert [(i, r) for i, r, _ in completions] == [(1, iotconn.SendResult.DELIVERED), (2, iotconn.SendResult.DELIVERED)]
+        assert [(i, r) for i, r, _ in completions] == [
+            (1, iotconn.SendResult.DELIVERED),
+            (2, iotconn.SendResult.DELIVERED),
+        ]
         assert {t for *_, t in statuses + completions} == {loop_thread}
         with pytest.raises(iotconn.ClientClosedError):
             await client.send_message("late")

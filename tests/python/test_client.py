@@ -5,11 +5,11 @@ import threading
 import time
 
 import pytest
-from conftest import DEVICE, Recorder
 
 import iotconn
 from iotconn import ConnectionStatus as S
 from iotconn import ConnectionStatusChangeReason as R
+from support import DEVICE, Recorder
 
 CONNECTED = (S.CONNECTED, R.CONNECTION_OK)
 

@@ -5,10 +5,10 @@ from enum import IntEnum
 from typing import Dict, Type
 
 import pytest
-from conftest import HEADER
 
 import iotconn
 from iotconn import _native
+from support import HEADER
 
 HEADER_TEXT = HEADER.read_text()
 

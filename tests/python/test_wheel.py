@@ -8,7 +8,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import DEVICE, REPO
+
+from support import DEVICE, REPO
 
 WHEEL_TAG = f"py3-none-linux_{platform.machine()}"
 
@@ -43,18 +44,36 @@ def test_device_app_runs_from_the_wheel_in_a_fresh_virtualenv(wheel, hub, tmp_pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)], check=True, timeout=300)
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--no-index", "--no-deps", str(wheel)], check=True, timeout=300
+    )
     # Nothing points at the source tree or build/: the app must find the bundled library.
     env = {k: v for k, v in os.environ.items() if k not in ("IOTCONN_LIBRARY", "PYTHONPATH", "VIRTUAL_ENV")}
     where = subprocess.run(
         [python, "-c", "import iotconn; print(iotconn.load_library().path)"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert where.stdout.strip().startswith(str(venv))
 
     app = subprocess.run(
-        [python, str(REPO / "examples" / "python" / "telemetry.py"), hub.connection_strings[DEVICE], hub.ca_file, "3", "0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+        [
+            python,
+            str(REPO / "examples" / "python" / "telemetry.py"),
+            hub.connection_strings[DEVICE],
+            hub.ca_file,
+            "3",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert app.returncode == 0, app.stdout + app.stderr
     lines = app.stdout.splitlines()

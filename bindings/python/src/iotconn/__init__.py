@@ -1,11 +1,11 @@
 """iotconn: an Azure IoT Hub device client for Python, on the libiotconn engine (ctypes over include/iotconn.h).
 
-    from iotconn import IoTHubDeviceClient, Message
+from iotconn import IoTHubDeviceClient, Message
 
-    with IoTHubDeviceClient.create_from_connection_string(cs, ca_file="ca.pem") as client:
-        client.on_connection_state_change = lambda status, reason: print(status.name, reason.name)
-        client.connect(timeout=60)
-        client.send_message(Message('{"t": 21.5}', content_type="application/json"), wait=True)
+with IoTHubDeviceClient.create_from_connection_string(cs, ca_file="ca.pem") as client:
+    client.on_connection_state_change = lambda status, reason: print(status.name, reason.name)
+    client.connect(timeout=60)
+    client.send_message(Message('{"t": 21.5}', content_type="application/json"), wait=True)
 """
 
 from ._native import load_library

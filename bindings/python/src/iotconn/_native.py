@@ -206,4 +206,4 @@ def _bundled_path() -> str:
             f"{BUNDLED_NAME} is not bundled in this iotconn package (a source checkout?): install the wheel "
             "(pip install ./bindings/python), or set IOTCONN_LIBRARY or pass library= to the path of libiotconn.so"
         )
-    return os.fspath(resource)
+    return str(resource)

@@ -13,7 +13,7 @@ import logging
 import threading
 import weakref
 from enum import IntEnum
-from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _native
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, SendResult, Transport
@@ -417,7 +417,11 @@ class IoTHubDeviceClient:
         core = self._core
         status, reason = ctypes.c_int(), ctypes.c_int()
         core.lib.check(core.lib.get_status(core.live_handle(), ctypes.byref(status), ctypes.byref(reason)))
-        return _enum(ConnectionStatus, status.value), _enum(ConnectionStatusChangeReason, reason.value)
+        # A value a newer library appended stays a plain int.
+        return cast(
+            Tuple[ConnectionStatus, ConnectionStatusChangeReason],
+            (_enum(ConnectionStatus, status.value), _enum(ConnectionStatusChangeReason, reason.value)),
+        )
 
     def __enter__(self) -> "IoTHubDeviceClient":
         return self
@@ -434,4 +438,3 @@ def raise_for_result(message_id: int, result: SendResult, error: Optional[IoTCon
         code = ErrorCode.ETIMEOUT if result == SendResult.EXPIRED else ErrorCode.EINTERNAL
         error = error_for(code, f"message {message_id} ended {getattr(result, 'name', result)}")
     raise error
-

@@ -128,4 +128,3 @@ _CLASSES: Dict[int, Type[IoTConnError]] = {
 def error_for(code: int, message: str = "") -> IoTConnError:
     """The exception for an IOTCONN_E* code: its own class, or IoTConnError for a code this package does not know."""
     return _CLASSES.get(code, IoTConnError)(code, message)
-

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 from ..client import IoTHubDeviceClient as _SyncClient
 from ..client import raise_for_result
@@ -31,7 +31,7 @@ class _LoopHandlers:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.handlers: dict = {}
+        self.handlers: Dict[str, Optional[Callable[..., Any]]] = {}
         self.tasks: Set["asyncio.Task[Any]"] = set()
 
     def forwarder(self, name: str) -> Callable[..., None]:
