@@ -6,8 +6,9 @@ from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
 
-import iotconn
 from support import DEVICE, Hub
+
+import iotconn
 
 
 @pytest.fixture

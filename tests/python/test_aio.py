@@ -5,11 +5,12 @@ import threading
 
 import pytest
 
+from support import DEVICE, EVENT_TIMEOUT
+
 import iotconn
 import iotconn.aio
 from iotconn import ConnectionStatus as S
 from iotconn import ConnectionStatusChangeReason as R
-from support import DEVICE, EVENT_TIMEOUT
 
 
 def test_async_client_connects_sends_receives_and_runs_handlers_on_the_loop(hub):

@@ -6,10 +6,11 @@ import time
 
 import pytest
 
+from support import DEVICE, Recorder
+
 import iotconn
 from iotconn import ConnectionStatus as S
 from iotconn import ConnectionStatusChangeReason as R
-from support import DEVICE, Recorder
 
 CONNECTED = (S.CONNECTED, R.CONNECTION_OK)
 

@@ -6,9 +6,10 @@ from typing import Dict, Type
 
 import pytest
 
+from support import HEADER
+
 import iotconn
 from iotconn import _native
-from support import HEADER
 
 HEADER_TEXT = HEADER.read_text()
 
