@@ -18,11 +18,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 	"$PYTHON" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
-"$VPY" -c 'import pytest' 2>/dev/null || "$VPY" -m pip install -q --disable-pip-version-check 'pytest>=7'
+# pytest, and setuptools for building the wheel without an isolated build environment (no download per run).
+"$VPY" - <<'PY' 2>/dev/null || "$VPY" -m pip install -q --disable-pip-version-check 'pytest>=7' 'setuptools>=70.1'
+import pytest, setuptools
+assert tuple(int(p) for p in setuptools.__version__.split(".")[:2]) >= (70, 1)
+PY
 
 echo "==> python: building the wheel (bundles $BUILD/libiotconn.so.1)"
 rm -rf "$DIST"
-IOTCONN_LIBRARY="$BUILD/libiotconn.so.1" "$VPY" -m pip wheel -q --disable-pip-version-check --no-deps -w "$DIST" \
+IOTCONN_LIBRARY="$BUILD/libiotconn.so.1" "$VPY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$DIST" \
 	./bindings/python
 wheel=$(ls "$DIST"/iotconn-*.whl)
 "$VPY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
