@@ -9,6 +9,7 @@ SDK="$ROOT/tests/sdk"
 VENV="$ROOT/build/sdk-venv"
 HUBSIM="$ROOT/build/bin/iotconn-hubsim"
 export PATH="/usr/local/go/bin:$PATH"
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 export HUBSIM_BIN="$HUBSIM"
 
 say() { printf -- '--> %s\n' "$*"; }
