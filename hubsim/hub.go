@@ -82,6 +82,7 @@ type Hub struct {
 	live     map[link]*session   // every attached link, including replaced ones not yet gone
 	connects map[string]int
 	c2d      map[string][]*c2dItem
+	c2dAcked chan struct{} // closed and replaced whenever a C2D message completes
 	methods  map[string]chan MethodResult
 	refused  map[string]time.Time // identity -> connects refused until (fault-injection duration)
 	nextRID  uint64
@@ -137,7 +138,7 @@ func Start(cfg Config) (*Hub, error) {
 		cfg: cfg, tlsConf: tlsConf, events: newEventBus(cfg.Log), rec: newRecorder(), gate: newGate(),
 		done: make(chan struct{}), conns: map[*hubConn]struct{}{}, reg: reg,
 		sessions: map[string]*session{}, live: map[link]*session{}, connects: map[string]int{},
-		c2d: map[string][]*c2dItem{}, methods: map[string]chan MethodResult{}, refused: map[string]time.Time{},
+		c2d: map[string][]*c2dItem{}, c2dAcked: make(chan struct{}), methods: map[string]chan MethodResult{}, refused: map[string]time.Time{},
 	}
 	if h.mqtt, err = newMQTTFront(h); err != nil {
 		return nil, err
@@ -313,7 +314,7 @@ func (h *Hub) deviceLocked(rec *deviceRecord) Device {
 	}
 	return Device{
 		ID: rec.ID, PrimaryKey: rec.PrimaryKey, SecondaryKey: rec.SecondaryKey, Status: status,
-		Connected: h.sessions[rec.ID] != nil, Connections: h.connects[rec.ID],
+		Connected: h.sessions[rec.ID] != nil, Connections: h.connects[rec.ID], PendingC2D: len(h.c2d[rec.ID]),
 	}
 }
 
@@ -579,6 +580,8 @@ func (h *Hub) c2dCompleted(id, messageID string) {
 	for i, it := range q {
 		if it.msg.MessageID == messageID && it.sentOn != nil {
 			h.c2d[id] = append(q[:i:i], q[i+1:]...)
+			close(h.c2dAcked)
+			h.c2dAcked = make(chan struct{})
 			return
 		}
 	}
@@ -589,6 +592,23 @@ func (h *Hub) PendingC2D(id string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.c2d[id])
+}
+
+// WaitC2DDelivered waits until every C2D message queued for the identity has been acknowledged, or ctx ends.
+func (h *Hub) WaitC2DDelivered(ctx context.Context, id string) error {
+	for {
+		h.mu.Lock()
+		pending, acked := len(h.c2d[id]), h.c2dAcked
+		h.mu.Unlock()
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-acked:
+		case <-ctx.Done():
+			return fmt.Errorf("%d C2D messages for %s not acknowledged: %w", pending, id, ctx.Err())
+		}
+	}
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -23,6 +23,7 @@ type Device struct {
 	Status       string `json:"status"` // "enabled" or "disabled"
 	Connected    bool   `json:"connected"`
 	Connections  int    `json:"connections"` // accepted connects since the hub started
+	PendingC2D   int    `json:"pendingC2D"`  // C2D messages queued and not yet acknowledged
 }
 
 // Device status strings, as IoT Hub's registry spells them.
