@@ -400,9 +400,11 @@ class IoTHubDeviceClient:
 
     def shutdown(self) -> None:
         """Closes the connection (status DISABLED / CLIENT_CLOSE; undelivered messages complete FAILED), runs the
-        last handlers, stops the dispatcher and frees the native client. Idempotent; later calls raise
-        ClientClosedError."""
-        self._finalizer()
+        last handlers, stops the dispatcher and frees the native client. Idempotent; other calls then raise
+        ClientClosedError. From inside a handler it returns at once; the dispatcher finishes after the handler."""
+        # The finalizer only covers clients that are never shut down; this path always waits (off the dispatcher).
+        self._finalizer.detach()
+        self._core.shutdown()
 
     @property
     def connected(self) -> bool:
