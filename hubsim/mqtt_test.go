@@ -146,12 +146,13 @@ func TestOneConnectionPerDevice(t *testing.T) {
 }
 
 func TestTokenExpiryDropsLiveConnection(t *testing.T) {
+	t.Parallel() // waits out a timed fault
 	h := startHub(t, func(c *Config) { c.TokenGrace = 200 * time.Millisecond })
 	d := addDevice(t, h, "d1")
 	events, cancel := h.Events()
 	defer cancel()
 	cr := validCreds(t, h, d)
-	cr.password = sasToken(t, iothub.ResourceURI(h.HostName(), "d1", ""), d.PrimaryKey, time.Now().Add(2*time.Second))
+	cr.password = sasToken(t, iothub.ResourceURI(h.HostName(), "d1", ""), d.PrimaryKey, time.Now().Add(3*time.Second))
 	dv, code, err := connect(t, h, cr, "")
 	if err != nil {
 		t.Fatalf("refused with %d: %v", code, err)
