@@ -279,3 +279,24 @@ func TestWillMessageRecordedAsTelemetry(t *testing.T) {
 		t.Fatalf("will: %+v, %v", msgs, err)
 	}
 }
+
+func TestStartErrors(t *testing.T) {
+	if _, err := Start(Config{MQTTAddr: "127.0.0.1:0"}); err == nil {
+		t.Error("started without a state dir")
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, registryFile), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Start(Config{Dir: bad, MQTTAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "registry") {
+		t.Errorf("corrupt registry: %v", err)
+	}
+	h := startHub(t, nil)
+	// The TLS listener binds, then the busy plain port fails: Start cleans up what it opened.
+	if _, err := Start(Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0", TCPAddr: h.Addr()}); err == nil {
+		t.Error("started on a busy port")
+	}
+	if _, err := Start(Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0", ControlAddr: h.Addr()}); err == nil {
+		t.Error("control API started on a busy port")
+	}
+}
