@@ -242,8 +242,9 @@ int iotconn_client_destroy(iotconn_client_t *client);
 /* Connects and blocks until the client is Connected (0), a fatal error (IOTCONN_EAUTH, IOTCONN_EDISABLED, ...),
  * the retry policy gives up (IOTCONN_ERETRYEXPIRED), or timeout_ms passes (IOTCONN_ETIMEOUT; 0 = the options'
  * operation timeout). Once connected, the library keeps the connection up by itself; status changes arrive on
- * the status callback. IOTCONN_ESTATE if already connected or connecting. Thread-safe. In POLL mode with a
- * custom retry policy, another thread must poll while this blocks. */
+ * the status callback. Returns 0 at once when already connected; IOTCONN_ECLOSED after iotconn_close().
+ * Thread-safe. In POLL mode with a custom retry policy, another thread must poll while this blocks (the policy
+ * runs inside iotconn_poll()). */
 int iotconn_connect(iotconn_client_t *client, uint32_t timeout_ms);
 
 /* Queues a message and returns at once; `msg` and all it points to are copied. Stores the message's id (1, 2,
@@ -269,8 +270,9 @@ int iotconn_register_send_callback(iotconn_client_t *client, iotconn_send_cb cb,
 int iotconn_register_log_callback(iotconn_client_t *client, iotconn_log_cb cb, void *user);
 
 /* DISPATCH_POLL only: runs the client's pending callbacks on the calling thread, waiting up to timeout_ms for the
- * first one (0 = do not wait). Returns how many callbacks ran (>= 0), or IOTCONN_ESTATE in DISPATCH_THREAD mode.
- * Call it from one thread at a time per client. */
+ * first one (0 = do not wait). Returns how many callbacks ran (>= 0); IOTCONN_ECLOSED once the client is closed
+ * and its final events were all delivered (stop polling then); IOTCONN_ESTATE in DISPATCH_THREAD mode.
+ * Concurrent calls on one client run one after the other. */
 int iotconn_poll(iotconn_client_t *client, uint32_t timeout_ms);
 
 /* Stores the current status and reason in the non-NULL arguments. Thread-safe. */
