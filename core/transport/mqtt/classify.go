@@ -1,0 +1,87 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/iotconn/iotconn/core/transport"
+)
+
+// connackKinds is the one table from CONNACK return codes to failure kinds. It agrees with IoT Hub and with
+// hubsim/README.md: 5 for a wrong key, expired or wrongly scoped token; 4 for a malformed user name or password;
+// 2 for an unknown device or a client id not matching it; 3 for a disabled device (as Azure's C SDK reads it).
+var connackKinds = map[byte]transport.Kind{
+	1: transport.KindProtocol, // unacceptable protocol version: only a broken client gets it
+	2: transport.KindDeviceNotFound,
+	3: transport.KindDeviceDisabled,
+	4: transport.KindAuth,
+	5: transport.KindAuth,
+}
+
+var connackNames = map[byte]string{
+	1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
+	4: "bad user name or password", 5: "not authorized",
+}
+
+// dialError marks a failure before the MQTT handshake began (TCP, TLS or WebSocket), already classified.
+type dialError struct {
+	kind transport.Kind
+	err  error
+}
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// classifyDial sorts a TCP/TLS/WebSocket dial failure. Certificate problems are fatal (KindAuth): retrying
+// cannot fix an untrusted hub or a client certificate the hub refuses. Everything else is the network.
+func classifyDial(err error) *dialError {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
+		return &dialError{transport.KindAuth, fmt.Errorf("hub certificate not trusted: %w", err)}
+	case errors.As(err, &alert) && (alert == 42 || alert == 43 || alert == 44 || alert == 45 || alert == 46 ||
+		alert == 48 || alert == 116): // bad/unsupported/revoked/expired/unknown certificate, unknown CA, certificate required
+		return &dialError{transport.KindAuth, fmt.Errorf("hub refused the client certificate: %w", err)}
+	}
+	return &dialError{transport.KindNetwork, err}
+}
+
+// connectError classifies a failed MQTT connect: the CONNACK code when there was one, else how the dial or the
+// handshake failed.
+func connectError(ctx context.Context, code byte, err error) *transport.Error {
+	if kind, ok := connackKinds[code]; ok {
+		return &transport.Error{Kind: kind, Op: "connect",
+			Err: fmt.Errorf("CONNACK %d (%s)", code, connackNames[code])}
+	}
+	var de *dialError
+	var ne net.Error
+	switch {
+	case errors.As(err, &de):
+		return &transport.Error{Kind: de.kind, Op: "connect", Err: de.err}
+	case ctx.Err() != nil:
+		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: ctx.Err()}
+	case errors.As(err, &ne) && ne.Timeout():
+		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", err)}
+	}
+	// The hub took the connection and closed it without a CONNACK: throttling or a protocol failure.
+	return &transport.Error{Kind: transport.KindProtocol, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", err)}
+}
+
+// lostError classifies the end of a live link. A drop (EOF, reset, missed keep-alive) is a protocol failure:
+// the network was there a moment ago, and the next dial tells whether it still is.
+func lostError(err error) *transport.Error {
+	if err == nil {
+		err = errors.New("connection closed")
+	}
+	return &transport.Error{Kind: transport.KindProtocol, Op: "connection lost", Err: err}
+}
