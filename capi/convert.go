@@ -73,25 +73,24 @@ func goMessage(p *C.iotconn_message_t) (*core.Message, *core.Error) {
 	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_MESSAGE"); err != nil {
 		return nil, err
 	}
-	m := p
-	if m.payload == nil && m.payload_len != 0 {
-		return nil, core.Errorf(core.CodeInvalidArgument, "payload is NULL but payload_len is %d", m.payload_len)
+	if p.payload == nil && p.payload_len != 0 {
+		return nil, core.Errorf(core.CodeInvalidArgument, "payload is NULL but payload_len is %d", p.payload_len)
 	}
-	if m.properties == nil && m.property_count != 0 {
+	if p.properties == nil && p.property_count != 0 {
 		return nil, core.Errorf(core.CodeInvalidArgument, "properties is NULL but property_count is %d",
-			m.property_count)
+			p.property_count)
 	}
 	msg := &core.Message{
-		MessageID:       C.GoString(m.message_id),
-		CorrelationID:   C.GoString(m.correlation_id),
-		ContentType:     C.GoString(m.content_type),
-		ContentEncoding: C.GoString(m.content_encoding),
+		MessageID:       C.GoString(p.message_id),
+		CorrelationID:   C.GoString(p.correlation_id),
+		ContentType:     C.GoString(p.content_type),
+		ContentEncoding: C.GoString(p.content_encoding),
 	}
-	if m.payload_len > 0 {
-		msg.Payload = append([]byte(nil), unsafe.Slice((*byte)(m.payload), m.payload_len)...)
+	if p.payload_len > 0 {
+		msg.Payload = append([]byte(nil), unsafe.Slice((*byte)(p.payload), p.payload_len)...)
 	}
-	if m.property_count > 0 {
-		props := unsafe.Slice(m.properties, m.property_count)
+	if p.property_count > 0 {
+		props := unsafe.Slice(p.properties, p.property_count)
 		msg.Properties = make([]core.Property, len(props))
 		for i, p := range props {
 			if p.key == nil || p.value == nil {
@@ -151,37 +150,23 @@ func goPolicy(p *C.iotconn_retry_policy_t) (retry.Policy, *core.Error) {
 	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_RETRY_POLICY"); err != nil {
 		return nil, err
 	}
-	rp := p
-	switch rp.kind {
+	switch p.kind {
 	case C.IOTCONN_RETRY_NONE:
 		return retry.NoRetry{}, nil
 	case C.IOTCONN_RETRY_CUSTOM:
-		if rp.custom == nil {
+		if p.custom == nil {
 			return nil, core.Errorf(core.CodeInvalidArgument, "custom retry policy without a callback")
 		}
-		f := fnRef{fn: uintptr(unsafe.Pointer(rp.custom)), user: uintptr(rp.user)}
+		f := fnRef{fn: uintptr(unsafe.Pointer(p.custom)), user: uintptr(p.user)}
 		return retry.Custom(f.retry), nil
 	case C.IOTCONN_RETRY_EXPONENTIAL:
-		var jitter retry.Jitter
-		switch rp.jitter {
-		case C.IOTCONN_JITTER_DEFAULT:
-			jitter = retry.JitterDefault
-		case C.IOTCONN_JITTER_FULL:
-			jitter = retry.JitterFull
-		default:
-			return nil, core.Errorf(core.CodeInvalidArgument, "unknown jitter mode %d", int(rp.jitter))
-		}
-		if rp.retry_count < C.IOTCONN_RETRY_UNLIMITED {
-			return nil, core.Errorf(core.CodeInvalidArgument, "retry_count %d is below IOTCONN_RETRY_UNLIMITED",
-				int(rp.retry_count))
-		}
-		if rp.min_backoff_ms > rp.max_backoff_ms {
-			return nil, core.Errorf(core.CodeInvalidArgument, "min_backoff_ms %d is above max_backoff_ms %d",
-				uint32(rp.min_backoff_ms), uint32(rp.max_backoff_ms))
-		}
 		ms := func(v C.uint32_t) time.Duration { return time.Duration(v) * time.Millisecond }
-		return retry.NewExponential(int(rp.retry_count), ms(rp.min_backoff_ms), ms(rp.max_backoff_ms),
-			ms(rp.delta_backoff_ms), jitter), nil
+		exp, err := retry.NewExponential(int(p.retry_count), ms(p.min_backoff_ms), ms(p.max_backoff_ms),
+			ms(p.delta_backoff_ms), retry.Jitter(p.jitter))
+		if err != nil {
+			return nil, &core.Error{Code: core.CodeInvalidArgument, Msg: err.Error(), Err: err}
+		}
+		return exp, nil
 	}
-	return nil, core.Errorf(core.CodeInvalidArgument, "unknown retry policy kind %d", int(rp.kind))
+	return nil, core.Errorf(core.CodeInvalidArgument, "unknown retry policy kind %d", int(p.kind))
 }

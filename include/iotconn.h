@@ -106,8 +106,8 @@ typedef enum iotconn_reason {
 #define IOTCONN_RETRY_CUSTOM 2      /* ask the application's callback */
 
 /* iotconn_retry_policy_t.jitter */
-#define IOTCONN_JITTER_DEFAULT 0 /* a random 80-120 % of the delta is added per attempt, as in the .NET SDK */
-#define IOTCONN_JITTER_FULL 1    /* a random delay between 0 and the exponential one (fleets that drop together) */
+#define IOTCONN_JITTER_DEFAULT 0 /* the .NET SDK's: the growth step is scaled by a random 0.8-1.2 */
+#define IOTCONN_JITTER_FULL 1    /* uniform between min and the exponential delay (fleets that drop together) */
 
 /* iotconn_retry_policy_t.retry_count: retry forever. */
 #define IOTCONN_RETRY_UNLIMITED (-1)
