@@ -68,7 +68,7 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	return opts, nil
 }
 
-// goMessage copies a C message into Go memory.
+// goMessage reads a C message; its payload still points into the caller's memory (see below).
 func goMessage(p *C.iotconn_message_t) (*core.Message, *core.Error) {
 	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_MESSAGE"); err != nil {
 		return nil, err
@@ -87,7 +87,8 @@ func goMessage(p *C.iotconn_message_t) (*core.Message, *core.Error) {
 		ContentEncoding: C.GoString(p.content_encoding),
 	}
 	if p.payload_len > 0 {
-		msg.Payload = append([]byte(nil), unsafe.Slice((*byte)(p.payload), p.payload_len)...)
+		// Borrowed, not copied: the engine's Send copies what it keeps before returning (core/api.go).
+		msg.Payload = unsafe.Slice((*byte)(p.payload), p.payload_len)
 	}
 	if p.property_count > 0 {
 		props := unsafe.Slice(p.properties, p.property_count)

@@ -26,24 +26,24 @@ type entry struct {
 	status, message, send atomicFn
 	log                   atomicFn
 
-	// Callbacks running now; destroy waits for zero after unregistering them all, so that no callback runs
-	// (and touches the application's user data) once iotconn_client_destroy has returned.
-	mu       sync.Mutex
-	idle     sync.Cond
-	inflight int
+	// Callbacks running now. Destroy sets destroying, unregisters every callback and waits for inflight to
+	// reach zero, so that no callback runs (and touches the application's user data) once
+	// iotconn_client_destroy has returned. The lock is taken only while a destroy waits.
+	inflight   atomic.Int64
+	destroying atomic.Bool
+	mu         sync.Mutex
+	idle       sync.Cond
 }
 
 // call runs fn with the callback registered in slot, if any, counted in inflight.
 func (e *entry) call(slot *atomicFn, fn func(*fnRef)) {
-	e.mu.Lock()
-	e.inflight++
-	e.mu.Unlock()
+	e.inflight.Add(1)
 	defer func() {
-		e.mu.Lock()
-		if e.inflight--; e.inflight == 0 {
+		if e.inflight.Add(-1) == 0 && e.destroying.Load() {
+			e.mu.Lock()
 			e.idle.Broadcast()
+			e.mu.Unlock()
 		}
-		e.mu.Unlock()
 	}()
 	if f := slot.Load(); f != nil {
 		fn(f)
@@ -52,11 +52,12 @@ func (e *entry) call(slot *atomicFn, fn func(*fnRef)) {
 
 // unregisterAll removes every callback and waits until those already running have returned.
 func (e *entry) unregisterAll() {
+	e.destroying.Store(true)
 	for _, slot := range []*atomicFn{&e.status, &e.message, &e.send, &e.log} {
 		slot.Store(nil)
 	}
 	e.mu.Lock()
-	for e.inflight > 0 {
+	for e.inflight.Load() > 0 {
 		e.idle.Wait()
 	}
 	e.mu.Unlock()

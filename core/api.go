@@ -98,6 +98,7 @@ const (
 //	(*Client).Connect(ctx context.Context) error  // blocks until Connected, a fatal error, the policy giving up,
 //	                                              // ctx, or OperationTimeout; the engine then keeps the link up
 //	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
+//	                                                    // and copies what it keeps: msg may be reused at once
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
 //	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent

@@ -15,7 +15,7 @@
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-static unsigned long completed, failed;
+static unsigned long completed, failed, target;
 
 static void on_send(uint64_t id, int result, int error_code, void *user)
 {
@@ -23,7 +23,8 @@ static void on_send(uint64_t id, int result, int error_code, void *user)
 	pthread_mutex_lock(&mu);
 	completed++;
 	failed += result != IOTCONN_SEND_DELIVERED;
-	pthread_cond_signal(&cond);
+	if (completed == target) /* wake the sender once per round, not per message */
+		pthread_cond_signal(&cond);
 	pthread_mutex_unlock(&mu);
 }
 
@@ -63,7 +64,7 @@ int main(int argc, char **argv)
 	int status = 0;
 	for (int r = 1; r <= rounds && status == 0; r++) {
 		pthread_mutex_lock(&mu);
-		unsigned long target = completed + n;
+		target = completed + n;
 		pthread_mutex_unlock(&mu);
 		double start = now_s();
 		for (unsigned long i = 0; i < n; i++) {
