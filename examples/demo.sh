@@ -45,7 +45,7 @@ exec 3<&-
 
 # wait_for PATTERN: until the device app printed a line matching PATTERN (bounded: 120 s, or the app exiting).
 wait_for() {
-	timeout 120 tail --pid="$dev_pid" -n +1 -f "$tmp/device.log" | grep -q -m1 -- "$1" ||
+	grep -q -m1 -- "$1" < <(timeout 120 tail --pid="$dev_pid" -n +1 -f "$tmp/device.log") ||
 		{ echo "the device never printed '$1'" >&2; exit 1; }
 }
 fault() {
@@ -58,9 +58,9 @@ say "starting the device app: $COUNT messages, one every $INTERVAL_MS ms"
 "$DEVICE_APP" "$conn" "$ca" "$COUNT" "$INTERVAL_MS" > >(tee -a "$tmp/device.log" | grep -E '^(status|failed|client)') 2>&1 &
 dev_pid=$!
 
-wait_for "delivered: id=$((COUNT / 8))"
+wait_for "^delivered: id=$((COUNT / 8))$"
 fault "{\"kind\":\"kill-tcp\",\"device\":\"$DEVICE\"}"
-wait_for "delivered: id=$((COUNT * 3 / 8))"
+wait_for "^delivered: id=$((COUNT * 3 / 8))$"
 fault '{"kind":"hub-down","seconds":5}'
 
 app_status=0
