@@ -59,10 +59,13 @@ func TestFakeNextTimerReportsRequestedDurations(t *testing.T) {
 	f := NewFake(time.Unix(0, 0))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		f.NewTimer(250 * time.Millisecond)
 		f.NewTimer(7 * time.Second)
 	}()
+	defer func() { <-done }()
 	for _, want := range []time.Duration{250 * time.Millisecond, 7 * time.Second} {
 		got, err := f.NextTimer(ctx)
 		if err != nil || got != want {
@@ -73,6 +76,28 @@ func TestFakeNextTimerReportsRequestedDurations(t *testing.T) {
 	defer cancelShort()
 	if _, err := f.NextTimer(short); err == nil {
 		t.Fatal("NextTimer returned without a new timer")
+	}
+}
+
+func TestFakeKeepsTheNewestRecordsWhenNobodyReads(t *testing.T) {
+	f := NewFake(time.Unix(0, 0))
+	const extra = 5
+	timers := make([]Timer, 0, createdBacklog+extra)
+	for i := range createdBacklog + extra {
+		timers = append(timers, f.NewTimer(time.Duration(i+1)*time.Millisecond)) // never blocks without a reader
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if got, err := f.NextTimer(ctx); err != nil || got != (extra+1)*time.Millisecond {
+		t.Fatalf("oldest kept record = %v, %v; want %v", got, err, (extra+1)*time.Millisecond)
+	}
+	f.Advance(time.Hour)
+	for i, tm := range timers { // dropping a record never drops its timer
+		select {
+		case <-tm.C():
+		default:
+			t.Fatalf("timer %d did not fire", i)
+		}
 	}
 }
 
