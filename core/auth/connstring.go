@@ -26,7 +26,8 @@ type ConnectionString struct {
 	X509                  bool   // authenticate with a client certificate
 }
 
-// Key names as Azure spells them; they are matched case-insensitively, as the SDKs' samples vary in case (x509).
+// Key names as Azure spells them. They match case-insensitively, as in Azure's own parsers (the SDKs build the
+// key map with StringComparer.OrdinalIgnoreCase) and because samples vary in case (x509, X509).
 const (
 	keyHostName              = "HostName"
 	keyDeviceID              = "DeviceId"
