@@ -1,0 +1,376 @@
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotconn/iotconn/core/auth"
+	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/mqtt"
+)
+
+// Defaults and limits; Options' zero values mean these.
+const (
+	DefaultKeepAlive        = 240 * time.Second
+	MaxKeepAlive            = 1177 * time.Second // IoT Hub closes idle MQTT links after 1177 s
+	DefaultSASLifetime      = time.Hour
+	DefaultQueueMaxMessages = 10000
+	DefaultQueueMaxBytes    = 64 << 20
+	DefaultOperationTimeout = 4 * time.Minute
+	MaxPayload              = 256 << 10 // IoT Hub's device-to-cloud message limit
+)
+
+// Client is one device's connection to IoT Hub. See api.go for the contract of its methods.
+type Client struct {
+	opts   Options
+	cs     *auth.ConnectionString
+	cred   auth.Credential
+	tls    *tls.Config
+	dialer transport.Dialer
+	clk    clock.Clock
+	events *eventQueue
+
+	mu       sync.Mutex
+	cur      state
+	handlers Handlers
+	policy   retry.Policy
+	closed   bool
+	nextID   uint64
+	// midPrefix makes generated $.mid values unique across clients and restarts: 130 random bits, then the id.
+	midPrefix string
+	pending   map[uint64]*outMessage // accepted, not yet completed
+	queue     []*outMessage          // waiting to be sent, in id order; completed entries are skipped
+	bytes     int64                  // payload bytes of pending messages
+
+	connectReqs chan *connectRequest
+	kick        chan struct{} // capacity 1: "the queue changed"
+	lost        chan lostLink
+	stopCtx     context.Context // ended by Close; aborts a dial or renewal in progress
+	stopCancel  context.CancelFunc
+	stop        <-chan struct{} // stopCtx.Done()
+	loopDone    chan struct{}
+
+	dispatcherDone chan struct{} // closed when the thread-mode dispatcher ends; nil in poll mode
+	dispatcherID   atomic.Uint64
+	pollMu         sync.Mutex
+	closeOnce      sync.Once
+}
+
+// outMessage is an accepted message until its one completion.
+type outMessage struct {
+	id       uint64
+	wire     transport.Message
+	size     int64
+	deadline time.Time
+	inFlight bool
+	done     bool
+}
+
+// NewClient validates the connection string and options; it does not connect.
+func NewClient(connectionString string, opts Options) (*Client, error) {
+	return newClient(connectionString, opts, nil)
+}
+
+// newClient lets tests supply the transport.
+func newClient(connectionString string, opts Options, dialer transport.Dialer) (*Client, error) {
+	cs, err := auth.ParseConnectionString(connectionString)
+	if err != nil {
+		return nil, &Error{Code: CodeInvalidArgument, Msg: "connection string: " + err.Error(), Err: err}
+	}
+	if err := applyDefaults(&opts); err != nil {
+		return nil, err
+	}
+	cred, err := auth.NewCredential(cs, opts.SASLifetime)
+	if err != nil {
+		return nil, &Error{Code: CodeInvalidArgument, Msg: err.Error(), Err: err}
+	}
+	tlsConf, err := buildTLS(cs, &opts)
+	if err != nil {
+		return nil, err
+	}
+	if dialer == nil {
+		dialer = mqtt.NewDialer()
+	}
+	c := &Client{
+		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
+		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: opts.RetryPolicy,
+		pending: map[uint64]*outMessage{}, midPrefix: rand.Text() + ".",
+		connectReqs: make(chan *connectRequest), kick: make(chan struct{}, 1), lost: make(chan lostLink, 4),
+		loopDone: make(chan struct{}),
+	}
+	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
+	c.stop = c.stopCtx.Done()
+	go c.loop()
+	if opts.Dispatch == DispatchThread {
+		c.dispatcherDone = make(chan struct{})
+		go c.runDispatcher()
+	}
+	return c, nil
+}
+
+func applyDefaults(o *Options) error {
+	switch {
+	case o.Transport == TransportAMQP:
+		return Errorf(CodeInvalidArgument, "the AMQP transport is not available yet; use MQTT or MQTT over WebSocket")
+	case o.Transport != TransportMQTT && o.Transport != TransportMQTTWS:
+		return Errorf(CodeInvalidArgument, "unknown transport %d", o.Transport)
+	case o.Dispatch != DispatchThread && o.Dispatch != DispatchPoll:
+		return Errorf(CodeInvalidArgument, "unknown dispatch mode %d", o.Dispatch)
+	case o.KeepAlive < 0 || o.SASLifetime < 0 || o.SASRenewMargin < 0 || o.OperationTimeout < 0:
+		return Errorf(CodeInvalidArgument, "durations must not be negative")
+	case o.QueueMaxMessages < 0 || o.QueueMaxBytes < 0:
+		return Errorf(CodeInvalidArgument, "queue limits must not be negative")
+	}
+	if o.KeepAlive == 0 {
+		o.KeepAlive = DefaultKeepAlive
+	}
+	o.KeepAlive = min(o.KeepAlive, MaxKeepAlive)
+	if o.SASLifetime == 0 {
+		o.SASLifetime = DefaultSASLifetime
+	}
+	if o.SASRenewMargin == 0 {
+		o.SASRenewMargin = o.SASLifetime / 10
+	}
+	if o.SASRenewMargin >= o.SASLifetime {
+		return Errorf(CodeInvalidArgument, "SAS renewal margin %v must be shorter than the token lifetime %v",
+			o.SASRenewMargin, o.SASLifetime)
+	}
+	if o.QueueMaxMessages == 0 {
+		o.QueueMaxMessages = DefaultQueueMaxMessages
+	}
+	if o.QueueMaxBytes == 0 {
+		o.QueueMaxBytes = DefaultQueueMaxBytes
+	}
+	if o.OperationTimeout == 0 {
+		o.OperationTimeout = DefaultOperationTimeout
+	}
+	if o.RetryPolicy == nil {
+		o.RetryPolicy = retry.DefaultExponential()
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real()
+	}
+	return nil
+}
+
+func buildTLS(cs *auth.ConnectionString, o *Options) (*tls.Config, error) {
+	host := cs.ConnectHost()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+	if o.CAFile != "" || len(o.CAPEM) > 0 {
+		pool := x509.NewCertPool()
+		if o.CAFile != "" {
+			pem, err := os.ReadFile(o.CAFile)
+			if err != nil {
+				return nil, Errorf(CodeInvalidArgument, "CA file: %v", err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, Errorf(CodeInvalidArgument, "CA file %s holds no PEM certificate", o.CAFile)
+			}
+		}
+		if len(o.CAPEM) > 0 && !pool.AppendCertsFromPEM(o.CAPEM) {
+			return nil, Errorf(CodeInvalidArgument, "CA PEM holds no certificate")
+		}
+		conf.RootCAs = pool
+	}
+	switch {
+	case cs.X509 && (o.CertFile == "" || o.KeyFile == ""):
+		return nil, Errorf(CodeInvalidArgument, "x509=true needs a client certificate and key file")
+	case !cs.X509 && (o.CertFile != "" || o.KeyFile != ""):
+		return nil, Errorf(CodeInvalidArgument, "a client certificate needs x509=true in the connection string")
+	case cs.X509:
+		cert, err := auth.LoadClientCertificate(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, &Error{Code: CodeInvalidArgument, Msg: err.Error(), Err: err}
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
+}
+
+// SetHandlers replaces the application's callbacks; events already queued go to the new ones.
+func (c *Client) SetHandlers(h Handlers) {
+	c.mu.Lock()
+	c.handlers = h
+	c.mu.Unlock()
+}
+
+// SetRetryPolicy replaces the retry policy; it applies from the next failure on.
+func (c *Client) SetRetryPolicy(p retry.Policy) error {
+	if p == nil {
+		return Errorf(CodeInvalidArgument, "retry policy is nil")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return Errorf(CodeClosed, "client closed")
+	}
+	c.policy = p
+	return nil
+}
+
+func (c *Client) currentPolicy() retry.Policy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.policy
+}
+
+// Status returns the current status and the reason of its last change.
+func (c *Client) Status() (ConnectionStatus, ConnectionStatusChangeReason) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur.status, c.cur.reason
+}
+
+// Send accepts msg for delivery and returns its id at once. Exactly one completion follows: Delivered when the
+// hub acknowledged it, Expired when OperationTimeout passed first, or Failed with the code of a fatal disconnect
+// (the queue is emptied then, so the app knows at once) or of Close. Messages accepted while disconnected wait
+// and go out in order once connected; a message whose acknowledgement was lost with a link is sent again with
+// the same $.mid, so delivery is at least once.
+func (c *Client) Send(msg *Message) (uint64, error) {
+	if msg == nil {
+		return 0, Errorf(CodeInvalidArgument, "message is nil")
+	}
+	if len(msg.Payload) > MaxPayload {
+		return 0, Errorf(CodeTooLarge, "payload is %d bytes; IoT Hub accepts at most %d", len(msg.Payload), MaxPayload)
+	}
+	wire := transport.Message{
+		Payload:   append([]byte(nil), msg.Payload...),
+		MessageID: msg.MessageID, CorrelationID: msg.CorrelationID,
+		ContentType: msg.ContentType, ContentEncoding: msg.ContentEncoding,
+	}
+	if len(msg.Properties) > 0 {
+		wire.Properties = make([][2]string, len(msg.Properties))
+		for i, p := range msg.Properties {
+			if p.Key == "" {
+				return 0, Errorf(CodeInvalidArgument, "property %d has an empty key", i)
+			}
+			wire.Properties[i] = [2]string{p.Key, p.Value}
+		}
+	}
+	size := int64(len(wire.Payload))
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return 0, Errorf(CodeClosed, "client closed")
+	case len(c.pending) >= c.opts.QueueMaxMessages:
+		c.mu.Unlock()
+		return 0, Errorf(CodeQueueFull, "%d messages are waiting (the limit)", len(c.pending))
+	case c.bytes+size > c.opts.QueueMaxBytes:
+		c.mu.Unlock()
+		return 0, Errorf(CodeQueueFull, "%d bytes are waiting; %d more would pass the limit of %d",
+			c.bytes, size, c.opts.QueueMaxBytes)
+	}
+	c.nextID++
+	m := &outMessage{id: c.nextID, wire: wire, size: size, deadline: c.clk.Now().Add(c.opts.OperationTimeout)}
+	if m.wire.MessageID == "" {
+		m.wire.MessageID = c.midPrefix + strconv.FormatUint(m.id, 10)
+	}
+	c.pending[m.id] = m
+	c.queue = append(c.queue, m)
+	c.bytes += size
+	c.mu.Unlock()
+	c.poke()
+	return m.id, nil
+}
+
+func (c *Client) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// complete ends a pending message with its one completion; later calls for the same message do nothing.
+func (c *Client) complete(m *outMessage, result SendResult, err *Error) {
+	c.mu.Lock()
+	if m.done {
+		c.mu.Unlock()
+		return
+	}
+	m.done = true
+	delete(c.pending, m.id)
+	c.bytes -= m.size
+	c.mu.Unlock()
+	c.events.push(event{kind: evSendComplete, id: m.id, result: result, err: err})
+}
+
+// Connect links the client to the hub and returns once it is connected, or with an *Error when a fatal error
+// happened, the retry policy gave up, ctx ended or OperationTimeout passed (then the client stops trying and is
+// Disconnected/Retry_Expired). Once connected, the engine keeps the link up by itself. Connecting an already
+// connected client returns nil at once.
+func (c *Client) Connect(ctx context.Context) error {
+	req := &connectRequest{ctx: ctx, result: make(chan error, 1)}
+	select {
+	case c.connectReqs <- req:
+	case <-c.stop:
+		return Errorf(CodeClosed, "client closed")
+	case <-ctx.Done():
+		return &Error{Code: CodeTimeout, Msg: "connect: " + ctx.Err().Error(), Err: ctx.Err()}
+	}
+	return <-req.result
+}
+
+// Close ends the link, fails every pending message with CodeClosed, moves to Disabled/Client_Close and stops
+// every goroutine of the client. In thread dispatch mode it returns after the last handler ran, unless it is
+// called from a handler, where it returns at once and the dispatcher ends after that handler. Idempotent.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		c.stopCancel()
+	})
+	<-c.loopDone
+	if c.dispatcherDone != nil && c.dispatcherID.Load() != goroutineID() {
+		<-c.dispatcherDone
+	}
+	return nil
+}
+
+// transition moves the status machine and emits its one event. It refuses transitions the table does not list.
+func (c *Client) transition(to ConnectionStatus, reason ConnectionStatusChangeReason) {
+	next := state{to, reason}
+	c.mu.Lock()
+	if !transitionAllowed(c.cur, next) {
+		c.mu.Unlock()
+		return
+	}
+	c.cur = next
+	c.events.push(event{kind: evStatus, state: next}) // under the lock, so events keep the order of changes
+	c.mu.Unlock()
+}
+
+func (c *Client) logf(level LogLevel, format string, args ...any) {
+	c.events.push(event{kind: evLog, level: level, text: fmt.Sprintf(format, args...)})
+}
+
+// goroutineID returns the id of the calling goroutine. Close needs it to know whether it runs on the dispatcher
+// it would otherwise wait for; Go offers no other way to ask.
+func goroutineID() uint64 {
+	var buf [32]byte
+	n := runtime.Stack(buf[:], false) // "goroutine 123 [running]:..."
+	s := string(buf[len("goroutine "):n])
+	for i := 0; i < len(s); i++ {
+		if s[i] == ' ' {
+			id, _ := strconv.ParseUint(s[:i], 10, 64)
+			return id
+		}
+	}
+	return 0
+}

@@ -1,0 +1,678 @@
+package core
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/iothub"
+	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/transport"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitLimit = 10 * time.Second
+
+var testKey = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+
+func testConnStr() string {
+	return "HostName=localhost:18883;DeviceId=dev1;SharedAccessKey=" + testKey
+}
+
+type completion struct {
+	id     uint64
+	result SendResult
+	code   Code
+}
+
+// recorder collects what a client's handlers see.
+type recorder struct {
+	states      chan state
+	completions chan completion
+	messages    chan *Message
+}
+
+func newRecorder() *recorder {
+	return &recorder{states: make(chan state, 100), completions: make(chan completion, 20000),
+		messages: make(chan *Message, 100)}
+}
+
+func (r *recorder) handlers() Handlers {
+	return Handlers{
+		OnStatus:  func(s ConnectionStatus, why ConnectionStatusChangeReason) { r.states <- state{s, why} },
+		OnMessage: func(m *Message) { r.messages <- m },
+		OnSendComplete: func(id uint64, res SendResult, err *Error) {
+			c := completion{id: id, result: res}
+			if err != nil {
+				c.code = err.Code
+			}
+			r.completions <- c
+		},
+	}
+}
+
+func (r *recorder) expectStates(t *testing.T, want ...state) {
+	t.Helper()
+	for _, w := range want {
+		select {
+		case got := <-r.states:
+			if got != w {
+				t.Fatalf("status %v/%v, want %v/%v", got.status, got.reason, w.status, w.reason)
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("no status event; want %v/%v", w.status, w.reason)
+		}
+	}
+}
+
+func (r *recorder) expectCompletions(t *testing.T, n int) []completion {
+	t.Helper()
+	out := make([]completion, 0, n)
+	for len(out) < n {
+		select {
+		case c := <-r.completions:
+			out = append(out, c)
+		case <-time.After(waitLimit):
+			t.Fatalf("%d of %d completions", len(out), n)
+		}
+	}
+	return out
+}
+
+func (r *recorder) expectNoMoreCompletions(t *testing.T) {
+	t.Helper()
+	select {
+	case c := <-r.completions:
+		t.Fatalf("extra completion %+v", c)
+	default:
+	}
+}
+
+func newTestClient(t *testing.T, d transport.Dialer, opts Options) (*Client, *recorder) {
+	t.Helper()
+	c, err := newClient(testConnStr(), opts, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRecorder()
+	c.SetHandlers(r.handlers())
+	t.Cleanup(func() { c.Close() })
+	return c, r
+}
+
+func connect(t *testing.T, c *Client) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	return c.Connect(ctx)
+}
+
+func codeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeOK
+}
+
+var (
+	connected = state{StatusConnected, ReasonConnectionOk}
+	disabled  = state{StatusDisabled, ReasonClientClose}
+)
+
+func TestTransitionTableIsWalked(t *testing.T) {
+	statuses := []ConnectionStatus{StatusDisconnected, StatusConnected, StatusDisconnectedRetrying, StatusDisabled}
+	var all []state
+	for _, s := range statuses {
+		for r := ReasonConnectionOk; r <= ReasonClientClose; r++ {
+			all = append(all, state{s, r})
+		}
+	}
+	c, _ := newTestClient(t, newFakeDialer(), Options{Dispatch: DispatchPoll})
+	var moves, refusals int
+	for _, from := range all {
+		for _, to := range all {
+			c.mu.Lock()
+			c.cur = from
+			c.mu.Unlock()
+			before := len(c.events.items)
+			c.transition(to.status, to.reason)
+			got, _ := c.Status()
+			emitted := len(c.events.items) - before
+			if transitionAllowed(from, to) {
+				moves++
+				if got != to.status || emitted != 1 {
+					t.Fatalf("%v -> %v: status %v, %d events", from, to, got, emitted)
+				}
+			} else {
+				refusals++
+				if got != from.status || emitted != 0 {
+					t.Fatalf("refused %v -> %v changed status to %v or emitted %d events", from, to, got, emitted)
+				}
+			}
+		}
+	}
+	// Spot checks of the table's shape.
+	for _, bad := range [][2]state{
+		{connected, connected},
+		{{StatusDisabled, ReasonClientClose}, connected},
+		{{StatusDisconnected, ReasonConnectionOk}, {StatusConnected, ReasonNoNetwork}},
+		{connected, {StatusDisconnectedRetrying, ReasonBadCredential}},
+	} {
+		if transitionAllowed(bad[0], bad[1]) {
+			t.Errorf("table allows %v -> %v", bad[0], bad[1])
+		}
+	}
+	if moves == 0 || refusals == 0 {
+		t.Fatalf("walked %d moves, %d refusals", moves, refusals)
+	}
+	c.mu.Lock()
+	c.cur = state{StatusDisconnected, ReasonConnectionOk} // let Close walk to Disabled
+	c.mu.Unlock()
+}
+
+func TestConnectSendClose(t *testing.T) {
+	d := newFakeDialer()
+	c, r := newTestClient(t, d, Options{})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	if err := connect(t, c); err != nil {
+		t.Fatalf("second Connect: %v", err)
+	}
+	for i := 1; i <= 3; i++ {
+		id, err := c.Send(&Message{Payload: []byte("hi"), Properties: []Property{{"k", fmt.Sprint(i)}}})
+		if err != nil || id != uint64(i) {
+			t.Fatalf("Send = %d, %v", id, err)
+		}
+	}
+	for i, comp := range r.expectCompletions(t, 3) {
+		if comp.id != uint64(i+1) || comp.result != SendDelivered {
+			t.Fatalf("completion %d: %+v", i, comp)
+		}
+	}
+	sent := d.conn(0).sent
+	if len(sent) != 3 || sent[2].Properties[0] != [2]string{"k", "3"} || sent[0].MessageID == "" ||
+		sent[0].MessageID == sent[1].MessageID {
+		t.Fatalf("wire messages %+v", sent)
+	}
+	if p := d.conn(0).params; p.DeviceID != "dev1" || p.Host != "localhost:18883" || p.KeepAlive != DefaultKeepAlive ||
+		p.TLS.ServerName != "localhost" || !strings.HasPrefix(p.Token, "SharedAccessSignature ") {
+		t.Fatalf("dial params %+v", p)
+	}
+	c.Close()
+	r.expectStates(t, disabled)
+	if err := c.Close(); err != nil {
+		t.Fatal("second Close:", err)
+	}
+	if _, err := c.Send(&Message{Payload: []byte("late")}); codeOf(err) != CodeClosed {
+		t.Fatalf("Send after Close: %v", err)
+	}
+	if err := connect(t, c); codeOf(err) != CodeClosed {
+		t.Fatalf("Connect after Close: %v", err)
+	}
+}
+
+func TestLostLinkResendsUnacknowledgedInOrderOnce(t *testing.T) {
+	d := newFakeDialer()
+	d.manual = true
+	c, r := newTestClient(t, d, Options{RetryPolicy: retry.Custom(func(int, error) (bool, time.Duration) { return true, 0 })})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	for i := 0; i < 5; i++ {
+		if _, err := c.Send(&Message{Payload: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := d.conn(0)
+	waitFor(t, func() bool { return len(first.sentIDs()) == 5 })
+	first.kill(transport.KindProtocol)
+	r.expectStates(t, state{StatusDisconnectedRetrying, ReasonCommunicationError}, connected)
+	second := d.conn(1)
+	waitFor(t, func() bool { return len(second.sentIDs()) == 5 })
+	if fmt.Sprint(second.sentIDs()) != fmt.Sprint(first.sentIDs()) {
+		t.Fatalf("resent %v, first sent %v", second.sentIDs(), first.sentIDs())
+	}
+	second.ackAll()
+	first.ackAll() // late acknowledgements of the dead link must not complete anything twice
+	for i, comp := range r.expectCompletions(t, 5) {
+		if comp.id != uint64(i+1) || comp.result != SendDelivered {
+			t.Fatalf("completion %+v", comp)
+		}
+	}
+	r.expectNoMoreCompletions(t)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(time.Millisecond) // polling a fake's state; no event exists to wait on
+	}
+}
+
+func TestFatalKindsStopAtOnceAndFailPending(t *testing.T) {
+	for _, tc := range []struct {
+		kind   transport.Kind
+		reason ConnectionStatusChangeReason
+		code   Code
+	}{
+		{transport.KindAuth, ReasonBadCredential, CodeAuth},
+		{transport.KindDeviceDisabled, ReasonDeviceDisabled, CodeDeviceDisabled},
+		{transport.KindDeviceNotFound, ReasonDeviceDisabled, CodeDeviceDisabled},
+		{transport.KindUntrusted, ReasonCommunicationError, CodeProtocol},
+	} {
+		t.Run(tc.kind.String(), func(t *testing.T) {
+			d := newFakeDialer()
+			d.fallback = &transport.Error{Kind: tc.kind, Op: "connect"}
+			c, r := newTestClient(t, d, Options{})
+			for i := 0; i < 2; i++ {
+				if _, err := c.Send(&Message{Payload: []byte("x")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := connect(t, c); codeOf(err) != tc.code {
+				t.Fatalf("Connect: %v, want code %v", err, tc.code)
+			}
+			r.expectStates(t, state{StatusDisconnected, tc.reason})
+			for _, comp := range r.expectCompletions(t, 2) {
+				if comp.result != SendFailed || comp.code != tc.code {
+					t.Fatalf("completion %+v", comp)
+				}
+			}
+			if d.dials != 1 {
+				t.Fatalf("%d dials; a fatal error must not be retried", d.dials)
+			}
+		})
+	}
+}
+
+func TestNoRetryAndFinitePolicyEndInRetryExpired(t *testing.T) {
+	finite, err := retry.NewExponential(3, 0, 0, 0, retry.JitterDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		policy retry.Policy
+		dials  int
+	}{"NoRetry": {retry.NoRetry{}, 1}, "three retries": {finite, 4}} {
+		t.Run(name, func(t *testing.T) {
+			fake := clock.NewFake(time.Unix(1700000000, 0))
+			d := newFakeDialer()
+			d.fallback = &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
+			c, r := newTestClient(t, d, Options{RetryPolicy: tc.policy, Clock: fake})
+			res := make(chan error, 1)
+			go func() { res <- connect(t, c) }()
+			advanceTimers(t, fake, tc.dials-1)
+			if err := <-res; codeOf(err) != CodeRetryExpired {
+				t.Fatalf("Connect: %v", err)
+			}
+			if tc.dials > 1 {
+				r.expectStates(t, state{StatusDisconnectedRetrying, ReasonNoNetwork})
+			}
+			r.expectStates(t, state{StatusDisconnected, ReasonRetryExpired})
+			if d.dials != tc.dials {
+				t.Fatalf("%d dials, want %d", d.dials, tc.dials)
+			}
+		})
+	}
+}
+
+// advanceTimers lets n back-off timers elapse and returns the delays they asked for.
+func advanceTimers(t *testing.T, fake *clock.Fake, n int) []time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	delays := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		d, err := fake.NextTimer(ctx)
+		if err != nil {
+			t.Fatalf("timer %d: %v", i, err)
+		}
+		delays = append(delays, d)
+		fake.Advance(d)
+	}
+	return delays
+}
+
+func TestHubDownAtStartThenUp(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	refused := &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
+	d := newFakeDialer(refused, refused)
+	c, r := newTestClient(t, d, Options{Clock: fake})
+	res := make(chan error, 1)
+	go func() { res <- connect(t, c) }()
+	advanceTimers(t, fake, 2)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, state{StatusDisconnectedRetrying, ReasonNoNetwork}, connected)
+}
+
+// delaysFor runs a client whose every dial fails with err and returns the first n delays the engine waited.
+func delaysFor(t *testing.T, policy retry.Policy, err error, n int) []time.Duration {
+	t.Helper()
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	d := newFakeDialer()
+	d.fallback = err
+	c, _ := newTestClient(t, d, Options{RetryPolicy: policy, Clock: fake, OperationTimeout: 1000 * time.Hour})
+	go connect(t, c)
+	delays := advanceTimers(t, fake, n)
+	c.Close()
+	return delays
+}
+
+func TestDelaysFollowThePolicies(t *testing.T) {
+	network := &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
+	t.Run("exponential with jitter", func(t *testing.T) {
+		p, err := retry.NewExponential(retry.Unlimited, 2*time.Second, 60*time.Second, time.Second, retry.JitterDefault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for sample := 0; sample < 5; sample++ {
+			for i, got := range delaysFor(t, p, network, 8) {
+				steps := time.Duration(1<<i - 1)
+				lo, hi := min(2*time.Second+steps*800*time.Millisecond, time.Minute), min(2*time.Second+steps*1200*time.Millisecond, time.Minute)
+				if got < lo || got > hi {
+					t.Fatalf("attempt %d waited %v, want [%v, %v]", i+1, got, lo, hi)
+				}
+			}
+		}
+	})
+	t.Run("full jitter", func(t *testing.T) {
+		p, err := retry.NewExponential(retry.Unlimited, 2*time.Second, 60*time.Second, time.Second, retry.JitterFull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		distinct := map[time.Duration]bool{}
+		for sample := 0; sample < 5; sample++ {
+			for i, got := range delaysFor(t, p, network, 6) {
+				hi := min(2*time.Second+time.Duration(1<<i-1)*time.Second, time.Minute)
+				if got < time.Second || got > hi {
+					t.Fatalf("attempt %d waited %v, want [1s guard, %v]", i+1, got, hi)
+				}
+				distinct[got] = true
+			}
+		}
+		if len(distinct) < 10 {
+			t.Fatalf("only %d distinct delays in 30 samples: no jitter", len(distinct))
+		}
+	})
+	t.Run("one second guard", func(t *testing.T) {
+		zero := retry.Custom(func(int, error) (bool, time.Duration) { return true, 0 })
+		for i, got := range delaysFor(t, zero, network, 5) {
+			if got != retry.MinAttemptSpacing {
+				t.Fatalf("attempt %d waited %v after an instant failure, want %v", i+1, got, retry.MinAttemptSpacing)
+			}
+		}
+		for i, got := range delaysFor(t, retry.DefaultExponential(), network, 3) {
+			if got != retry.MinAttemptSpacing { // 100 ms + up to 3 * 120 ms stays under the guard
+				t.Fatalf("default policy attempt %d waited %v, want the 1 s guard", i+1, got)
+			}
+		}
+	})
+	t.Run("custom policy delays are kept", func(t *testing.T) {
+		var attempts []int
+		var mu sync.Mutex
+		custom := retry.Custom(func(a int, err error) (bool, time.Duration) {
+			mu.Lock()
+			attempts = append(attempts, a)
+			mu.Unlock()
+			return true, time.Duration(a) * 3 * time.Second
+		})
+		for i, got := range delaysFor(t, custom, network, 4) {
+			if want := time.Duration(i+1) * 3 * time.Second; got != want {
+				t.Fatalf("attempt %d waited %v, want %v", i+1, got, want)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if fmt.Sprint(attempts[:4]) != "[1 2 3 4]" {
+			t.Fatalf("policy asked with attempts %v", attempts)
+		}
+	})
+	t.Run("throttling schedule", func(t *testing.T) {
+		throttled := &transport.Error{Kind: transport.KindThrottled, Op: "connect"}
+		for i, got := range delaysFor(t, retry.DefaultExponential(), throttled, 6) {
+			steps := time.Duration(1<<i - 1)
+			lo, hi := min(10*time.Second+steps*4*time.Second, time.Minute), min(10*time.Second+steps*6*time.Second, time.Minute)
+			if got < lo || got > hi {
+				t.Fatalf("throttled attempt %d waited %v, want [%v, %v]", i+1, got, lo, hi)
+			}
+		}
+		after := &transport.Error{Kind: transport.KindThrottled, Op: "connect", RetryAfter: 17 * time.Second}
+		for _, got := range delaysFor(t, retry.DefaultExponential(), after, 3) {
+			if got != 17*time.Second {
+				t.Fatalf("waited %v; the server's retry-after of 17s must win", got)
+			}
+		}
+	})
+}
+
+func TestPollModeRunsHandlersAndCustomPolicyOnTheCaller(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	d := newFakeDialer(&transport.Error{Kind: transport.KindNetwork, Op: "connect"})
+	caller := goroutineID()
+	var onWrongThread []string
+	var asked int
+	policy := retry.Custom(func(a int, err error) (bool, time.Duration) {
+		asked++
+		if goroutineID() != caller {
+			onWrongThread = append(onWrongThread, "policy")
+		}
+		return true, 5 * time.Second
+	})
+	c, err := newClient(testConnStr(), Options{Dispatch: DispatchPoll, RetryPolicy: policy, Clock: fake}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []state
+	c.SetHandlers(Handlers{OnStatus: func(s ConnectionStatus, r ConnectionStatusChangeReason) {
+		if goroutineID() != caller {
+			onWrongThread = append(onWrongThread, "status")
+		}
+		seen = append(seen, state{s, r})
+	}})
+	res := make(chan error, 1)
+	go func() { res <- connect(t, c) }()
+	for asked == 0 { // the policy question waits in the queue until this goroutine polls
+		if _, err := c.Poll(waitLimit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	advanceTimers(t, fake, 1)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for {
+		_, err := c.Poll(waitLimit)
+		if codeOf(err) == CodeClosed {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []state{{StatusDisconnectedRetrying, ReasonNoNetwork}, connected, disabled}
+	if fmt.Sprint(seen) != fmt.Sprint(want) || len(onWrongThread) > 0 {
+		t.Fatalf("saw %v (want %v); ran off the polling goroutine: %v", seen, want, onWrongThread)
+	}
+	thread, _ := newTestClient(t, newFakeDialer(), Options{})
+	if _, err := thread.Poll(0); codeOf(err) != CodeState {
+		t.Fatalf("Poll in thread mode: %v", err)
+	}
+}
+
+func TestCloseFromInsideStatusHandler(t *testing.T) {
+	c, err := newClient(testConnStr(), Options{}, newFakeDialer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan struct{})
+	states := make(chan state, 10)
+	c.SetHandlers(Handlers{OnStatus: func(s ConnectionStatus, r ConnectionStatusChangeReason) {
+		states <- state{s, r}
+		if s == StatusConnected {
+			c.Close()
+			close(returned)
+		}
+	}})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-returned:
+	case <-time.After(waitLimit):
+		t.Fatal("Close called from the status handler did not return")
+	}
+	if got := <-states; got != connected {
+		t.Fatalf("first %v", got)
+	}
+	select {
+	case got := <-states:
+		if got != disabled {
+			t.Fatalf("final %v", got)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no Disabled event after Close from a handler")
+	}
+	c.Close() // from outside: waits for the dispatcher to end
+}
+
+func TestSendValidationAndQueueLimits(t *testing.T) {
+	c, r := newTestClient(t, newFakeDialer(), Options{QueueMaxMessages: 2, QueueMaxBytes: 10})
+	if _, err := c.Send(nil); codeOf(err) != CodeInvalidArgument {
+		t.Fatalf("nil: %v", err)
+	}
+	if _, err := c.Send(&Message{Payload: make([]byte, MaxPayload+1)}); codeOf(err) != CodeTooLarge {
+		t.Fatalf("oversized: %v", err)
+	}
+	if _, err := c.Send(&Message{Payload: []byte("x"), Properties: []Property{{"", "v"}}}); codeOf(err) != CodeInvalidArgument {
+		t.Fatalf("empty property key: %v", err)
+	}
+	if _, err := c.Send(&Message{Payload: make([]byte, 11)}); codeOf(err) != CodeQueueFull {
+		t.Fatalf("over the byte limit: %v", err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := c.Send(&Message{Payload: []byte("abc")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Send(&Message{Payload: []byte("abc")}); codeOf(err) != CodeQueueFull {
+		t.Fatalf("over the count limit: %v", err)
+	}
+	c.Close()
+	for _, comp := range r.expectCompletions(t, 2) {
+		if comp.result != SendFailed || comp.code != CodeClosed {
+			t.Fatalf("completion after Close %+v", comp)
+		}
+	}
+}
+
+func TestUndeliveredMessagesExpire(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	c, r := newTestClient(t, newFakeDialer(), Options{Clock: fake, OperationTimeout: time.Minute})
+	if _, err := c.Send(&Message{Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	advanceTimers(t, fake, 1)
+	if comp := r.expectCompletions(t, 1)[0]; comp.result != SendExpired || comp.code != CodeTimeout {
+		t.Fatalf("%+v", comp)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	for name, o := range map[string]Options{
+		"amqp":        {Transport: TransportAMQP},
+		"transport":   {Transport: 9},
+		"dispatch":    {Dispatch: 5},
+		"negative":    {KeepAlive: -1},
+		"margin":      {SASLifetime: time.Minute, SASRenewMargin: time.Minute},
+		"queue":       {QueueMaxMessages: -1},
+		"ca file":     {CAFile: "/nonexistent/ca.pem"},
+		"ca pem":      {CAPEM: []byte("not pem")},
+		"client cert": {CertFile: "c.pem", KeyFile: "k.pem"},
+	} {
+		if _, err := newClient(testConnStr(), o, newFakeDialer()); codeOf(err) != CodeInvalidArgument {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := NewClient("HostName=;DeviceId=", Options{}); codeOf(err) != CodeInvalidArgument {
+		t.Errorf("bad connection string: %v", err)
+	}
+	c, err := newClient(testConnStr(), Options{KeepAlive: time.Hour}, newFakeDialer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.opts.KeepAlive != MaxKeepAlive {
+		t.Fatalf("keep-alive %v not capped", c.opts.KeepAlive)
+	}
+}
+
+func TestRenewalReconnectsWithoutLosingMessages(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0)) // whole seconds, as SAS expiries are
+	d := newFakeDialer()
+	d.manual = true
+	c, r := newTestClient(t, d, Options{Clock: fake, SASLifetime: time.Hour, SASRenewMargin: 6 * time.Minute, OperationTimeout: 2 * time.Hour})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if renewIn, err := fake.NextTimer(ctx); err != nil || renewIn != 54*time.Minute {
+		t.Fatalf("renewal timer %v, %v; want 54m", renewIn, err)
+	}
+	if _, err := c.Send(&Message{Payload: []byte("during renewal")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(d.conn(0).sentIDs()) == 1 })
+	fake.Advance(54 * time.Minute)
+	r.expectStates(t, state{StatusDisconnectedRetrying, ReasonExpiredSASToken}, connected)
+	second := d.conn(1)
+	waitFor(t, func() bool { return len(second.sentIDs()) == 1 })
+	second.ackAll()
+	if comp := r.expectCompletions(t, 1)[0]; comp.result != SendDelivered {
+		t.Fatalf("%+v", comp)
+	}
+	tok, err := iothub.ParseSAS(second.params.Token)
+	if err != nil || !tok.Expiry.After(fake.Now().Add(59*time.Minute)) {
+		t.Fatalf("second link's token %v, %v is not fresh", tok, err)
+	}
+}
+
+func TestUserTokenThatCannotBeRenewedEndsExpired(t *testing.T) {
+	fake := clock.NewFake(time.Now())
+	token, err := iothub.BuildSAS("localhost:18883/devices/dev1", testKey, "", fake.Now().Add(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newClient("HostName=localhost:18883;DeviceId=dev1;SharedAccessSignature="+token, Options{Clock: fake}, newFakeDialer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := newRecorder()
+	c.SetHandlers(r.handlers())
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	advanceTimers(t, fake, 1)
+	r.expectStates(t, connected, state{StatusDisconnected, ReasonExpiredSASToken})
+}

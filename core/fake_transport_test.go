@@ -1,0 +1,117 @@
+package core
+
+import (
+	"context"
+	"sync"
+
+	"github.com/iotconn/iotconn/core/transport"
+)
+
+// fakeDialer is a scripted transport: each Dial takes the next scripted error (nil = success) or, with the
+// script exhausted, fallback.
+type fakeDialer struct {
+	mu       sync.Mutex
+	script   []error
+	fallback error
+	dials    int
+	conns    []*fakeConn
+	manual   bool // when set, connections do not acknowledge sends by themselves
+	dialed   chan int
+}
+
+func newFakeDialer(script ...error) *fakeDialer {
+	return &fakeDialer{script: script, dialed: make(chan int, 1000)}
+}
+
+func (d *fakeDialer) Dial(ctx context.Context, p transport.DialParams) (transport.Conn, error) {
+	d.mu.Lock()
+	d.dials++
+	n := d.dials
+	err := d.fallback
+	if len(d.script) > 0 {
+		err, d.script = d.script[0], d.script[1:]
+	}
+	var conn *fakeConn
+	if err == nil {
+		conn = &fakeConn{params: p, manual: d.manual}
+		d.conns = append(d.conns, conn)
+	}
+	d.mu.Unlock()
+	d.dialed <- n
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (d *fakeDialer) conn(i int) *fakeConn {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conns[i]
+}
+
+type fakeConn struct {
+	params transport.DialParams
+	manual bool
+
+	mu      sync.Mutex
+	sent    []transport.Message
+	waiting []func(error)
+	closed  bool
+}
+
+func (c *fakeConn) Send(m *transport.Message, done func(error)) {
+	c.mu.Lock()
+	c.sent = append(c.sent, *m)
+	if c.manual || c.closed {
+		c.waiting = append(c.waiting, done)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	done(nil)
+}
+
+// ackAll acknowledges every send still waiting.
+func (c *fakeConn) ackAll() {
+	c.mu.Lock()
+	w := c.waiting
+	c.waiting = nil
+	c.mu.Unlock()
+	for _, done := range w {
+		done(nil)
+	}
+}
+
+func (c *fakeConn) sentIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := make([]string, len(c.sent))
+	for i, m := range c.sent {
+		ids[i] = m.MessageID
+	}
+	return ids
+}
+
+// kill reports the link lost as a transport would.
+func (c *fakeConn) kill(kind transport.Kind) {
+	c.params.Handler.OnConnectionLost(&transport.Error{Kind: kind, Op: "connection lost"})
+}
+
+func (c *fakeConn) RenewToken(ctx context.Context, token string) error {
+	return transport.ErrRenewNeedsReconnect
+}
+
+func (c *fakeConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	w := c.waiting
+	c.waiting = nil
+	c.mu.Unlock()
+	for _, done := range w {
+		done(&transport.Error{Kind: transport.KindProtocol, Op: "send", Err: errClosedConn})
+	}
+	return nil
+}
+
+var errClosedConn = context.Canceled

@@ -1,0 +1,513 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/iotconn/iotconn/core/auth"
+	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/transport"
+)
+
+// dialTimeout bounds one connection attempt; the retry policy decides about the next.
+const dialTimeout = 30 * time.Second
+
+type connectRequest struct {
+	ctx    context.Context
+	result chan error // capacity 1
+}
+
+// connectWaiters are the Connect calls waiting for a link. The first one's context and the operation timeout
+// counted from it bound the attempts made while anyone waits.
+type connectWaiters struct {
+	reqs     []*connectRequest
+	deadline time.Time
+}
+
+func (w *connectWaiters) add(req *connectRequest, now time.Time, timeout time.Duration) {
+	if len(w.reqs) == 0 {
+		w.deadline = now.Add(timeout)
+	}
+	w.reqs = append(w.reqs, req)
+}
+
+func (w *connectWaiters) waiting() bool { return len(w.reqs) > 0 }
+
+// ctxDone is the first waiter's cancellation, nil when nobody waits.
+func (w *connectWaiters) ctxDone() <-chan struct{} {
+	if len(w.reqs) == 0 {
+		return nil
+	}
+	return w.reqs[0].ctx.Done()
+}
+
+func (w *connectWaiters) expired(now time.Time) bool {
+	return len(w.reqs) > 0 && (w.reqs[0].ctx.Err() != nil || !now.Before(w.deadline))
+}
+
+func (w *connectWaiters) answer(err error) {
+	for _, r := range w.reqs {
+		r.result <- err
+	}
+	w.reqs = nil
+}
+
+type lostLink struct {
+	gen uint64
+	err error
+}
+
+// linkHandler receives what one connection reports; gen tells a stale connection's reports from the live one's.
+type linkHandler struct {
+	c   *Client
+	gen uint64
+}
+
+func (h linkHandler) OnMessage(m *transport.Message) {
+	msg := &Message{
+		Payload: m.Payload, MessageID: m.MessageID, CorrelationID: m.CorrelationID,
+		ContentType: m.ContentType, ContentEncoding: m.ContentEncoding,
+	}
+	for _, p := range m.Properties {
+		msg.Properties = append(msg.Properties, Property{Key: p[0], Value: p[1]})
+	}
+	h.c.events.push(event{kind: evMessage, msg: msg})
+}
+
+func (h linkHandler) OnConnectionLost(err *transport.Error) {
+	lost := lostLink{gen: h.gen, err: errors.New("connection lost")}
+	if err != nil {
+		lost.err = err
+	}
+	select {
+	case h.c.lost <- lost:
+	case <-h.c.stop:
+	}
+}
+
+// loopState is owned by the loop goroutine: the live connection and the timers.
+type loopState struct {
+	conn      transport.Conn
+	gen       uint64
+	expiry    clock.Timer // fires at the earliest send deadline
+	renew     clock.Timer // fires when the token must be renewed (or, if it cannot be, when it expires)
+	tokenExp  time.Time
+	renewable bool
+	waiters   connectWaiters
+}
+
+func timerC(t clock.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C()
+}
+
+func stopTimer(t *clock.Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
+	}
+}
+
+// loop is the client's one supervisor goroutine: it owns the link and every timer, so the status machine
+// changes from one place only.
+func (c *Client) loop() {
+	var ls loopState
+	defer close(c.loopDone)
+	defer c.shutdown(&ls)
+	for {
+		select {
+		case <-c.stop:
+			return
+		case req := <-c.connectReqs:
+			ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
+			if !c.link(&ls) {
+				return
+			}
+		case <-c.kick:
+			c.armExpiry(&ls)
+		case <-timerC(ls.expiry):
+			c.expire(&ls)
+		}
+	}
+}
+
+// link connects and keeps the link up until a fatal error or the retry policy ends it (true) or Close (false).
+func (c *Client) link(ls *loopState) bool {
+	attempt := 0
+	for {
+		attemptStart := c.clk.Now()
+		err := c.dial(ls)
+		if err == nil {
+			attempt = 0
+			c.transition(StatusConnected, ReasonConnectionOk)
+			ls.waiters.answer(nil)
+			c.flush(ls)
+			var stopped bool
+			if err, stopped = c.serve(ls); stopped {
+				return false
+			}
+			c.dropConn(ls)
+			if errors.Is(err, errRenewal) {
+				c.transition(StatusDisconnectedRetrying, ReasonExpiredSASToken)
+				continue // a fresh token, at once: a renewal is not a failure
+			}
+			attemptStart = c.clk.Now()
+		}
+		if errors.Is(err, auth.ErrTokenExpired) {
+			return c.giveUp(ls, ReasonExpiredSASToken, &Error{Code: CodeAuth, Msg: err.Error(), Err: err})
+		}
+		kind := transport.KindOf(err)
+		cls := classify(kind)
+		if cls.fatal {
+			return c.giveUp(ls, cls.reason, &Error{Code: cls.code, Msg: err.Error(), Err: err})
+		}
+		if ls.waiters.expired(c.clk.Now()) {
+			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
+		}
+		attempt++
+		again, delay, stopped := c.askPolicy(attempt, &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind)
+		if stopped {
+			return false
+		}
+		if !again {
+			return c.giveUp(ls, ReasonRetryExpired, &Error{Code: CodeRetryExpired,
+				Msg: "retry policy gave up after " + strconv.Itoa(attempt) + " failures; last error: " + err.Error(), Err: err})
+		}
+		delay = retry.Spaced(attemptStart, c.clk.Now(), delay)
+		c.transition(StatusDisconnectedRetrying, cls.reason)
+		c.logf(LogWarn, "attempt %d failed (%v); next in %v", attempt, err, delay)
+		switch c.backoff(ls, delay) {
+		case waitStopped:
+			return false
+		case waitTimedOut:
+			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
+		}
+	}
+}
+
+func connectTimedOut(last error) *Error {
+	return &Error{Code: CodeTimeout, Msg: "connect timed out; last error: " + last.Error(), Err: last}
+}
+
+// dial makes one connection attempt with a fresh token. Close aborts it.
+func (c *Client) dial(ls *loopState) error {
+	now := c.clk.Now()
+	token, exp, err := c.cred.Token(now)
+	if err != nil {
+		return err
+	}
+	timeout := dialTimeout
+	if ls.waiters.waiting() {
+		timeout = min(timeout, max(ls.waiters.deadline.Sub(now), time.Millisecond))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stopOnClose := context.AfterFunc(c.stopCtx, cancel)
+	defer stopOnClose()
+	if w := ls.waiters; w.waiting() {
+		stopOnCancel := context.AfterFunc(w.reqs[0].ctx, cancel)
+		defer stopOnCancel()
+	}
+	ls.gen++
+	conn, err := c.dialer.Dial(ctx, transport.DialParams{
+		Host: c.cs.ConnectHost(), HubHost: c.cs.HostName, DeviceID: c.cs.DeviceID, ModuleID: c.cs.ModuleID,
+		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: c.opts.Transport == TransportMQTTWS,
+		Handler: linkHandler{c: c, gen: ls.gen},
+	})
+	if err != nil {
+		return err
+	}
+	ls.conn, ls.tokenExp, ls.renewable = conn, exp, c.cred.Renewable()
+	c.armRenew(ls)
+	return nil
+}
+
+var errRenewal = errors.New("token renewal needs a new connection")
+
+// serve runs while connected. It returns the error that ended the link, or stopped=true on Close.
+func (c *Client) serve(ls *loopState) (err error, stopped bool) {
+	for {
+		select {
+		case <-c.stop:
+			return nil, true
+		case l := <-c.lost:
+			if l.gen == ls.gen {
+				return l.err, false
+			}
+		case req := <-c.connectReqs:
+			req.result <- nil
+		case <-c.kick:
+			c.flush(ls)
+			c.armExpiry(ls)
+		case <-timerC(ls.expiry):
+			c.expire(ls)
+		case <-timerC(ls.renew):
+			ls.renew = nil
+			if err := c.renewToken(ls); err != nil {
+				return err, false
+			}
+		}
+	}
+}
+
+// renewToken hands a fresh token to the live link, or reports that the link must be replaced.
+func (c *Client) renewToken(ls *loopState) error {
+	if !ls.renewable {
+		return auth.ErrTokenExpired
+	}
+	token, exp, err := c.cred.Token(c.clk.Now())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.stopCtx, dialTimeout)
+	defer cancel()
+	switch err := ls.conn.RenewToken(ctx, token); {
+	case errors.Is(err, transport.ErrRenewNeedsReconnect):
+		return errRenewal
+	case err != nil:
+		return err
+	}
+	ls.tokenExp = exp
+	c.armRenew(ls)
+	c.logf(LogInfo, "SAS token renewed in place")
+	return nil
+}
+
+// armRenew sets the renewal timer SASRenewMargin before the token expires; a token that cannot be renewed
+// gets a timer at its expiry instead, which then ends the link.
+func (c *Client) armRenew(ls *loopState) {
+	stopTimer(&ls.renew)
+	if ls.tokenExp.IsZero() {
+		return // X.509: nothing expires
+	}
+	at := ls.tokenExp
+	if ls.renewable {
+		at = at.Add(-c.opts.SASRenewMargin)
+	}
+	ls.renew = c.clk.NewTimer(at.Sub(c.clk.Now()))
+}
+
+type waitResult int
+
+const (
+	waitElapsed waitResult = iota
+	waitStopped
+	waitTimedOut
+)
+
+// backoff waits delay between attempts while keeping the queue's deadlines and taking Connect calls. A Connect
+// waiting here gives up at its deadline instead of sleeping past it.
+func (c *Client) backoff(ls *loopState, delay time.Duration) waitResult {
+	t := c.clk.NewTimer(delay)
+	defer t.Stop()
+	var deadline clock.Timer
+	armDeadline := func() {
+		if ls.waiters.waiting() && ls.waiters.deadline.Before(c.clk.Now().Add(delay)) {
+			deadline = c.clk.NewTimer(ls.waiters.deadline.Sub(c.clk.Now()))
+		}
+	}
+	armDeadline()
+	defer func() { stopTimer(&deadline) }()
+	for {
+		select {
+		case <-c.stop:
+			return waitStopped
+		case <-t.C():
+			return waitElapsed
+		case <-ls.waiters.ctxDone():
+			return waitTimedOut
+		case <-timerC(deadline):
+			return waitTimedOut
+		case req := <-c.connectReqs:
+			first := !ls.waiters.waiting()
+			ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
+			if first {
+				armDeadline()
+			}
+		case <-c.kick:
+			c.armExpiry(ls)
+		case <-timerC(ls.expiry):
+			c.expire(ls)
+		}
+	}
+}
+
+// askPolicy asks the retry policy about attempt. An application's policy is asked inside Poll, on the
+// application's thread, in poll mode. Built-in policies wait the slower throttling schedule after throttling and
+// quota errors; a server's retry-after wins over any policy's delay.
+func (c *Client) askPolicy(attempt int, err error, kind transport.Kind) (again bool, delay time.Duration, stopped bool) {
+	p := c.currentPolicy()
+	builtin := false
+	switch p.(type) {
+	case *retry.Exponential, retry.NoRetry:
+		builtin = true
+	}
+	if !builtin && c.opts.Dispatch == DispatchPoll {
+		q := &retryQuestion{policy: p, attempt: attempt, lastErr: err, answer: make(chan retryAnswer, 1)}
+		c.events.push(event{kind: evRetryQuestion, question: q})
+		select {
+		case a := <-q.answer:
+			again, delay = a.retry, a.delay
+		case <-c.stop:
+			return false, 0, true
+		}
+	} else {
+		again, delay = p.ShouldRetry(attempt, err)
+	}
+	if !again {
+		return false, 0, false
+	}
+	var after time.Duration
+	var te *transport.Error
+	if errors.As(err, &te) {
+		after = te.RetryAfter
+	}
+	switch {
+	case after > 0:
+		delay = after
+	case builtin && (kind == transport.KindThrottled || kind == transport.KindQuota):
+		delay = retry.ThrottleDelay(attempt, 0, nil)
+	}
+	return true, max(delay, 0), false
+}
+
+// giveUp ends the link for good: Disconnected with reason, every pending message failed with err, every
+// waiting Connect answered with err.
+func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err *Error) bool {
+	c.dropConn(ls)
+	c.transition(StatusDisconnected, reason)
+	c.logf(LogError, "%v", err)
+	c.failAll(err)
+	ls.waiters.answer(err)
+	return true
+}
+
+// dropConn closes the live connection and puts its unacknowledged messages back at the front of the queue.
+func (c *Client) dropConn(ls *loopState) {
+	stopTimer(&ls.renew)
+	if ls.conn == nil {
+		return
+	}
+	ls.conn.Close()
+	ls.conn = nil
+	c.mu.Lock()
+	var back []*outMessage
+	for _, m := range c.pending {
+		if m.inFlight {
+			m.inFlight = false
+			back = append(back, m)
+		}
+	}
+	slices.SortFunc(back, byID)
+	c.queue = append(back, c.queue...)
+	c.mu.Unlock()
+}
+
+// flush hands every queued message to the live connection without waiting for acknowledgements.
+func (c *Client) flush(ls *loopState) {
+	if ls.conn == nil {
+		return
+	}
+	c.mu.Lock()
+	batch := c.queue
+	c.queue = nil
+	n := 0
+	for _, m := range batch {
+		if !m.done {
+			m.inFlight = true
+			batch[n] = m
+			n++
+		}
+	}
+	c.mu.Unlock()
+	for _, m := range batch[:n] {
+		c.sendOne(ls.conn, m)
+	}
+}
+
+func (c *Client) sendOne(conn transport.Conn, m *outMessage) {
+	conn.Send(&m.wire, func(err error) {
+		if err == nil {
+			c.complete(m, SendDelivered, nil)
+		} // a failed send ends its link; the message goes out again on the next one, its deadline still bounds it
+	})
+}
+
+// armExpiry sets the expiry timer to the earliest deadline among pending messages.
+func (c *Client) armExpiry(ls *loopState) {
+	if ls.expiry != nil {
+		return
+	}
+	c.mu.Lock()
+	var first time.Time
+	for _, m := range c.pending {
+		if first.IsZero() || m.deadline.Before(first) {
+			first = m.deadline
+		}
+	}
+	c.mu.Unlock()
+	if !first.IsZero() {
+		ls.expiry = c.clk.NewTimer(first.Sub(c.clk.Now()))
+	}
+}
+
+// expire completes every message whose deadline passed with SendExpired.
+func (c *Client) expire(ls *loopState) {
+	ls.expiry = nil
+	now := c.clk.Now()
+	c.mu.Lock()
+	var due []*outMessage
+	for _, m := range c.pending {
+		if !m.deadline.After(now) {
+			due = append(due, m)
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(due, byID)
+	for _, m := range due {
+		c.complete(m, SendExpired, Errorf(CodeTimeout, "not delivered within the operation timeout %v", c.opts.OperationTimeout))
+	}
+	c.armExpiry(ls)
+}
+
+// failAll completes every pending message with SendFailed and err, oldest first.
+func (c *Client) failAll(err *Error) {
+	c.mu.Lock()
+	all := make([]*outMessage, 0, len(c.pending))
+	for _, m := range c.pending {
+		all = append(all, m)
+	}
+	c.queue = nil
+	c.mu.Unlock()
+	slices.SortFunc(all, byID)
+	for _, m := range all {
+		c.complete(m, SendFailed, err)
+	}
+}
+
+// shutdown is the loop's last act on Close.
+func (c *Client) shutdown(ls *loopState) {
+	c.dropConn(ls)
+	stopTimer(&ls.expiry)
+	closed := Errorf(CodeClosed, "client closed")
+	c.failAll(closed)
+	ls.waiters.answer(closed)
+	c.transition(StatusDisabled, ReasonClientClose)
+	c.events.finish()
+}
+
+func byID(a, b *outMessage) int {
+	switch {
+	case a.id < b.id:
+		return -1
+	case a.id > b.id:
+		return 1
+	}
+	return 0
+}
