@@ -60,6 +60,8 @@ test_all() {
 	build
 	test_go
 	test_c
+	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, wheel"
+	bash bindings/python/run-tests.sh
 	say "official Azure IoT SDKs against hubsim"
 	bash tests/sdk/run.sh
 }

@@ -16,6 +16,15 @@ import iotconn
 from iotconn import IoTHubDeviceClient, Message, SendResult
 
 
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Prints one whole line: handlers and the main thread print at the same time."""
+    with _print_lock:
+        print(line, flush=True)
+
+
 class Tally:
     """What the handlers saw; they run on the client's dispatcher thread."""
 
@@ -24,13 +33,13 @@ class Tally:
         self.sent = self.delivered = self.failed = 0
 
     def on_status(self, status: iotconn.ConnectionStatus, reason: iotconn.ConnectionStatusChangeReason) -> None:
-        print(f"status: {status.name} / {reason.name}", flush=True)
+        say(f"status: {status.name} / {reason.name}")
 
     def on_send_complete(self, message_id: int, result: SendResult) -> None:
         if result == SendResult.DELIVERED:
-            print(f"delivered: id={message_id}", flush=True)
+            say(f"delivered: id={message_id}")
         else:
-            print(f"failed: id={message_id} result={result.name}", flush=True)
+            say(f"failed: id={message_id} result={result.name}")
         with self.cond:
             if result == SendResult.DELIVERED:
                 self.delivered += 1
@@ -39,7 +48,7 @@ class Tally:
             self.cond.notify_all()
 
     def on_message(self, message: Message) -> None:
-        print(f"c2d: {message.data.decode('utf-8', 'replace')}", flush=True)
+        say(f"c2d: {message.data.decode('utf-8', 'replace')}")
 
 
 def main(argv: list) -> int:
@@ -81,7 +90,7 @@ def main(argv: list) -> int:
                 continue
             with tally.cond:
                 tally.sent += 1
-            print(f"sent: id={message_id} {message.message_id}", flush=True)
+            say(f"sent: id={message_id} {message.message_id}")
             if i < count:
                 time.sleep(interval)
 
