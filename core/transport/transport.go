@@ -24,12 +24,14 @@ const (
 	KindServerBusy                     // the hub is busy or unavailable
 	KindTooLarge                       // message over the hub's limit
 	KindTimeout                        // an operation got no answer in time
+	KindUntrusted                      // the server's TLS certificate failed verification
 )
 
 var kindNames = map[Kind]string{
 	KindNetwork: "network", KindProtocol: "protocol", KindAuth: "auth", KindDeviceDisabled: "device disabled",
 	KindDeviceNotFound: "device not found", KindThrottled: "throttled", KindQuota: "quota exceeded",
 	KindServerBusy: "server busy", KindTooLarge: "message too large", KindTimeout: "timeout",
+	KindUntrusted: "server not trusted",
 }
 
 func (k Kind) String() string {
@@ -78,6 +80,7 @@ type Message struct {
 // DialParams say whom to connect as and how.
 type DialParams struct {
 	Host      string // host[:port] of the hub or gateway
+	HubHost   string // the hub's host[:port] (HostName) when Host is a gateway; "" = Host
 	DeviceID  string
 	ModuleID  string
 	Token     string      // SAS token; "" with X.509
