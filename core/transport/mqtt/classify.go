@@ -36,8 +36,8 @@ type dialError struct {
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// classifyDial sorts a TCP/TLS/WebSocket dial failure. Certificate problems are fatal (KindAuth): retrying
-// cannot fix an untrusted hub or a client certificate the hub refuses. Everything else is the network.
+// classifyDial sorts a TCP/TLS/WebSocket dial failure: an untrusted hub certificate and a client certificate
+// the hub refuses are told apart from the network, because retrying cannot fix them.
 func classifyDial(err error) *dialError {
 	var (
 		verify   *tls.CertificateVerificationError
@@ -48,7 +48,7 @@ func classifyDial(err error) *dialError {
 	)
 	switch {
 	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
-		return &dialError{transport.KindAuth, fmt.Errorf("hub certificate not trusted: %w", err)}
+		return &dialError{transport.KindUntrusted, fmt.Errorf("hub certificate not trusted: %w", err)}
 	case errors.As(err, &alert) && (alert == 42 || alert == 43 || alert == 44 || alert == 45 || alert == 46 ||
 		alert == 48 || alert == 116): // bad/unsupported/revoked/expired/unknown certificate, unknown CA, certificate required
 		return &dialError{transport.KindAuth, fmt.Errorf("hub refused the client certificate: %w", err)}

@@ -111,7 +111,10 @@ func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.Client
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName, _, _ = net.SplitHostPort(host)
 	}
-	hubHost := p.Host // the user name names the hub as the connection string does, port included
+	hubHost := p.HubHost
+	if hubHost == "" {
+		hubHost = p.Host
+	}
 	return paho.NewClientOptions().
 		AddBroker(broker.String()).
 		SetClientID(iothub.ClientID(p.DeviceID, p.ModuleID)).

@@ -215,7 +215,7 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 		"unknown":       {unknown, transport.KindDeviceNotFound},
 		"refused":       {refused, transport.KindNetwork},
 		"dns":           {dns, transport.KindNetwork},
-		"untrusted hub": {untrusted, transport.KindAuth},
+		"untrusted hub": {untrusted, transport.KindUntrusted},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c, err := dial(tc.p)
