@@ -280,22 +280,11 @@ func (k *mqttHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 // d2cFromBag splits a telemetry property bag into system properties and application properties.
 func d2cFromBag(payload []byte, bag string) D2CMessage {
 	pairs, _ := iothub.DecodeProperties(bag) // validated in OnPacketRead
-	m := D2CMessage{Payload: append([]byte(nil), payload...), Properties: map[string]string{}, ArrivedAt: time.Now()}
-	for _, p := range pairs {
-		switch p[0] {
-		case iothub.PropMessageID:
-			m.MessageID = p[1]
-		case iothub.PropCorrelationID:
-			m.CorrelationID = p[1]
-		case iothub.PropContentType:
-			m.ContentType = p[1]
-		case iothub.PropContentEncoding:
-			m.ContentEncoding = p[1]
-		default:
-			if !strings.HasPrefix(p[0], "$.") {
-				m.Properties[p[0]] = p[1]
-			}
-		}
+	sys, app := iothub.SplitProperties(pairs)
+	m := D2CMessage{Payload: append([]byte(nil), payload...), MessageID: sys.MessageID, CorrelationID: sys.CorrelationID,
+		ContentType: sys.ContentType, ContentEncoding: sys.ContentEncoding, Properties: map[string]string{}, ArrivedAt: time.Now()}
+	for _, p := range app {
+		m.Properties[p[0]] = p[1]
 	}
 	return m
 }

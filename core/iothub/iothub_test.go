@@ -86,3 +86,14 @@ func TestPropertyBagRoundTrip(t *testing.T) {
 
 // URL-encoded "dzJAnPFJ90MvI/GTgtJmLmYOGV7pECdQmoFOEm5tODc=".
 const sasVectorSig = "dzJAnPFJ90MvI%2FGTgtJmLmYOGV7pECdQmoFOEm5tODc%3D"
+
+func TestSplitProperties(t *testing.T) {
+	sys, app := SplitProperties([][2]string{
+		{"$.mid", "m1"}, {"b", "2"}, {"$.cid", "c1"}, {"$.to", "/devices/d"}, {"$.ct", "application/json"},
+		{"iothub-ack", "full"}, {"$.ce", "utf-8"}, {"a", "1"},
+	})
+	want := SystemProperties{MessageID: "m1", CorrelationID: "c1", ContentType: "application/json", ContentEncoding: "utf-8"}
+	if sys != want || !reflect.DeepEqual(app, [][2]string{{"b", "2"}, {"a", "1"}}) {
+		t.Fatalf("got %+v %q", sys, app)
+	}
+}

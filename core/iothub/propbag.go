@@ -58,3 +58,32 @@ func DecodeProperties(bag string) ([][2]string, error) {
 	}
 	return out, nil
 }
+
+// SystemProperties are the system properties of a message that iotconn carries.
+type SystemProperties struct {
+	MessageID, CorrelationID, ContentType, ContentEncoding string
+}
+
+// SplitProperties separates a decoded property bag into the system properties above and the application
+// properties, in order. Other system keys ("$." and the reserved "iothub-" prefix) are dropped.
+func SplitProperties(pairs [][2]string) (SystemProperties, [][2]string) {
+	var sys SystemProperties
+	var app [][2]string
+	for _, p := range pairs {
+		switch p[0] {
+		case PropMessageID:
+			sys.MessageID = p[1]
+		case PropCorrelationID:
+			sys.CorrelationID = p[1]
+		case PropContentType:
+			sys.ContentType = p[1]
+		case PropContentEncoding:
+			sys.ContentEncoding = p[1]
+		default:
+			if !strings.HasPrefix(p[0], "$.") && !strings.HasPrefix(p[0], "iothub-") {
+				app = append(app, p)
+			}
+		}
+	}
+	return sys, app
+}

@@ -168,22 +168,10 @@ func (c *conn) onC2D(_ paho.Client, m paho.Message) {
 	out := &transport.Message{Payload: m.Payload()}
 	bag, _ := strings.CutPrefix(m.Topic(), c.c2dPrefix)
 	props, _ := iothub.DecodeProperties(bag)
-	for _, kv := range props {
-		switch kv[0] {
-		case iothub.PropMessageID:
-			out.MessageID = kv[1]
-		case iothub.PropCorrelationID:
-			out.CorrelationID = kv[1]
-		case iothub.PropContentType:
-			out.ContentType = kv[1]
-		case iothub.PropContentEncoding:
-			out.ContentEncoding = kv[1]
-		default:
-			if !strings.HasPrefix(kv[0], "$.") && !strings.HasPrefix(kv[0], "iothub-") {
-				out.Properties = append(out.Properties, kv)
-			}
-		}
-	}
+	var sys iothub.SystemProperties
+	sys, out.Properties = iothub.SplitProperties(props)
+	out.MessageID, out.CorrelationID, out.ContentType, out.ContentEncoding =
+		sys.MessageID, sys.CorrelationID, sys.ContentType, sys.ContentEncoding
 	c.handler.OnMessage(out)
 }
 
