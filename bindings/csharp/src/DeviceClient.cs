@@ -1,0 +1,340 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Threading;
+using System.Threading.Tasks;
+
+namespace Iotconn
+{
+    /// <summary>
+    /// A device's connection to IoT Hub through libiotconn.
+    /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher,
+    /// that calls iotconn_poll in a loop; every handler runs there. No thread created by the Go runtime ever runs
+    /// managed code (Mono hangs at exit otherwise).
+    /// </summary>
+    public sealed class DeviceClient : IDisposable
+    {
+        // How long one iotconn_poll waits; a stop request is seen within this time at the latest.
+        private const uint PollMs = 200;
+        // After close: poll until a poll with this wait runs nothing, at most DrainRounds times.
+        private const uint DrainWaitMs = 50;
+        private const int DrainRounds = 100;
+
+        private readonly ClientHandle handle;
+        private readonly Thread dispatcher;
+        private readonly object sendLock = new object();
+        private readonly Dictionary<ulong, TaskCompletionSource<bool>> pendingSends =
+            new Dictionary<ulong, TaskCompletionSource<bool>>();
+        private volatile bool stopRequested;
+        private volatile bool closed;
+
+        // Native code may call these until iotconn_client_destroy returns, so they live as long as the client.
+        private readonly NativeMethods.StatusCallback statusCallback;
+        private readonly NativeMethods.MessageCallback messageCallback;
+        private readonly NativeMethods.SendCallback sendCallback;
+        private readonly NativeMethods.LogCallback logCallback;
+
+        private volatile ConnectionStatusChangesHandler statusHandler;
+        private volatile Func<Message, object, Task> messageHandler;
+        private volatile object messageHandlerContext;
+
+        private DeviceClient(ClientHandle handle)
+        {
+            this.handle = handle;
+            statusCallback = OnStatus;
+            messageCallback = OnMessage;
+            sendCallback = OnSendComplete;
+            logCallback = OnLog;
+            Check(NativeMethods.iotconn_register_status_callback(handle, statusCallback, IntPtr.Zero));
+            Check(NativeMethods.iotconn_register_message_callback(handle, messageCallback, IntPtr.Zero));
+            Check(NativeMethods.iotconn_register_send_callback(handle, sendCallback, IntPtr.Zero));
+            Check(NativeMethods.iotconn_register_log_callback(handle, logCallback, IntPtr.Zero));
+            dispatcher = new Thread(Dispatch) { Name = "iotconn-dispatcher", IsBackground = true };
+            dispatcher.Start();
+        }
+
+        /// <summary>Creates a client for a device connection string; it does not connect.</summary>
+        public static DeviceClient CreateFromConnectionString(string connectionString, TransportType transport,
+            ClientOptions options = null)
+        {
+            if (connectionString == null)
+            {
+                throw new ArgumentNullException("connectionString");
+            }
+            options = options ?? new ClientOptions();
+            var native = new NativeMethods.Options
+            {
+                Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.Options))),
+                Transport = (int)transport,
+                Dispatch = NativeMethods.DispatchPoll,
+            };
+            if (options.OperationTimeout.HasValue)
+            {
+                native.OperationTimeoutMs = ToMs("OperationTimeout", options.OperationTimeout.Value);
+            }
+            byte[] caFile = NativeMethods.ToUtf8(options.CaFile);
+            GCHandle pinned = GCHandle.Alloc(caFile, GCHandleType.Pinned);
+            ClientHandle handle;
+            int rc;
+            try
+            {
+                native.CaFile = caFile == null ? IntPtr.Zero : pinned.AddrOfPinnedObject();
+                rc = NativeMethods.iotconn_client_create(NativeMethods.ToUtf8(connectionString), ref native,
+                    out handle);
+                if (rc < 0)
+                {
+                    throw IotconnException.FromLastError(rc);
+                }
+            }
+            finally
+            {
+                pinned.Free();
+            }
+            try
+            {
+                return new DeviceClient(handle);
+            }
+            catch
+            {
+                handle.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>Handler of status changes; runs on the dispatcher thread. Set it before OpenAsync.</summary>
+        public void SetConnectionStatusChangesHandler(ConnectionStatusChangesHandler handler)
+        {
+            statusHandler = handler;
+        }
+
+        /// <summary>Handler of cloud-to-device messages (null removes it); runs on the dispatcher thread.</summary>
+        public Task SetReceiveMessageHandlerAsync(Func<Message, object, Task> handler, object userContext,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            messageHandlerContext = userContext;
+            messageHandler = handler;
+            return Task.FromResult(true);
+        }
+
+        /// <summary>Connects; completes once Connected, or fails with the reason the library gave up.</summary>
+        public Task OpenAsync(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            ThrowIfClosed();
+            // iotconn_connect blocks: run it on a pool thread (a managed thread calling out, never called into).
+            return Task.Run(() => Check(NativeMethods.iotconn_connect(handle, 0)), cancellationToken);
+        }
+
+        /// <summary>Queues a message; completes when the hub acknowledged it, fails when it expired or failed.</summary>
+        public Task SendEventAsync(Message message)
+        {
+            if (message == null)
+            {
+                throw new ArgumentNullException("message");
+            }
+            ThrowIfClosed();
+            // Continuations run elsewhere so that user code awaiting a send never blocks the dispatcher.
+            var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            using (NativeMessage native = message.ToNative())
+            {
+                // Held across the send so that a completion that comes before registration cannot be missed.
+                lock (sendLock)
+                {
+                    ulong id;
+                    Check(NativeMethods.iotconn_send(handle, ref native.Value, out id));
+                    pendingSends[id] = completion;
+                }
+            }
+            return completion.Task;
+        }
+
+        /// <summary>Closes the connection, lets the last events run, stops the dispatcher and frees the client.</summary>
+        public Task CloseAsync(CancellationToken cancellationToken = default(CancellationToken))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (Thread.CurrentThread == dispatcher)
+            {
+                // From inside a handler: the dispatcher finishes once the handler returns.
+                Shutdown();
+                return Task.FromResult(true);
+            }
+            return Task.Run(() => Shutdown());
+        }
+
+        public void Dispose()
+        {
+            Shutdown();
+        }
+
+        private void Shutdown()
+        {
+            if (!closed)
+            {
+                closed = true;
+                int rc = NativeMethods.iotconn_close(handle);
+                if (rc < 0)
+                {
+                    Trace.TraceError("iotconn: iotconn_close failed: " + IotconnException.FromLastError(rc).Message);
+                }
+            }
+            stopRequested = true;
+            if (Thread.CurrentThread != dispatcher)
+            {
+                dispatcher.Join();
+            }
+        }
+
+        private void Dispatch()
+        {
+            try
+            {
+                while (!stopRequested)
+                {
+                    int rc = NativeMethods.iotconn_poll(handle, PollMs);
+                    if (rc == NativeMethods.ErrClosed)
+                    {
+                        break;
+                    }
+                    if (rc < 0)
+                    {
+                        Trace.TraceError("iotconn: iotconn_poll failed, the dispatcher stops: " +
+                            IotconnException.FromLastError(rc).Message);
+                        return;
+                    }
+                }
+                for (int round = 0; round < DrainRounds; round++)
+                {
+                    if (NativeMethods.iotconn_poll(handle, DrainWaitMs) <= 0)
+                    {
+                        break;
+                    }
+                }
+            }
+            finally
+            {
+                Release();
+            }
+        }
+
+        // Runs on the dispatcher once it polls no more, so no callback of this client runs meanwhile.
+        private void Release()
+        {
+            handle.Dispose();
+            List<TaskCompletionSource<bool>> orphans;
+            lock (sendLock)
+            {
+                orphans = new List<TaskCompletionSource<bool>>(pendingSends.Values);
+                pendingSends.Clear();
+            }
+            foreach (var orphan in orphans)
+            {
+                orphan.TrySetException(new IotconnException(NativeMethods.ErrClosed,
+                    "the client was shut down before the message completed"));
+            }
+        }
+
+        // ---- callbacks: they run inside iotconn_poll, on the dispatcher thread ----
+
+        private void OnStatus(int status, int reason, IntPtr user)
+        {
+            var handler = statusHandler;
+            if (handler != null)
+            {
+                RunHandler("connection status", () => handler((ConnectionStatus)status,
+                    (ConnectionStatusChangeReason)reason));
+            }
+        }
+
+        private void OnMessage(IntPtr message, IntPtr user)
+        {
+            var handler = messageHandler;
+            if (handler == null)
+            {
+                return;
+            }
+            object context = messageHandlerContext;
+            RunHandler("receive message", () =>
+            {
+                Task task = handler(Message.FromNative(message), context);
+                if (task != null)
+                {
+                    task.ContinueWith(t => Trace.TraceError("iotconn: the receive message handler failed: " +
+                        t.Exception), TaskContinuationOptions.OnlyOnFaulted);
+                }
+            });
+        }
+
+        private void OnSendComplete(ulong id, int result, int errorCode, IntPtr user)
+        {
+            // The library set iotconn_last_error() on this thread for this completion.
+            string error = errorCode != 0 ? NativeMethods.LastError() : null;
+            TaskCompletionSource<bool> completion;
+            lock (sendLock)
+            {
+                if (!pendingSends.TryGetValue(id, out completion))
+                {
+                    return;
+                }
+                pendingSends.Remove(id);
+            }
+            if (result == NativeMethods.SendDelivered)
+            {
+                completion.TrySetResult(true);
+            }
+            else
+            {
+                completion.TrySetException(new IotconnException(errorCode, error));
+            }
+        }
+
+        private static void OnLog(int level, IntPtr message, IntPtr user)
+        {
+            // Errors and warnings only: the library's info and debug lines are for its own tests.
+            if (level <= 1)
+            {
+                Trace.TraceWarning("iotconn: " + NativeMethods.FromUtf8(message));
+            }
+        }
+
+        private static void RunHandler(string name, Action action)
+        {
+            try
+            {
+                action();
+            }
+            catch (Exception e)
+            {
+                // A failing handler must never kill the dispatcher.
+                Trace.TraceError("iotconn: the " + name + " handler threw: " + e);
+            }
+        }
+
+        private void ThrowIfClosed()
+        {
+            if (closed)
+            {
+                throw new ObjectDisposedException("DeviceClient", "the client was closed");
+            }
+        }
+
+        private static void Check(int rc)
+        {
+            if (rc < 0)
+            {
+                throw IotconnException.FromLastError(rc);
+            }
+        }
+
+        private static uint ToMs(string what, TimeSpan value)
+        {
+            double ms = Math.Ceiling(value.TotalMilliseconds);
+            if (ms < 1 || ms > uint.MaxValue)
+            {
+                throw new ArgumentOutOfRangeException(what, value, what + " must be between 1 ms and 49 days");
+            }
+            return (uint)ms;
+        }
+    }
+}

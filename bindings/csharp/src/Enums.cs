@@ -1,0 +1,34 @@
+namespace Iotconn
+{
+    /// <summary>The connection's state as the application sees it (iotconn_status_t; values fixed forever).</summary>
+    public enum ConnectionStatus
+    {
+        Disconnected = 0,
+        Connected = 1,
+        Disconnected_Retrying = 2,
+        Disabled = 3,
+    }
+
+    /// <summary>Why the status last changed (iotconn_reason_t; values fixed forever).</summary>
+    public enum ConnectionStatusChangeReason
+    {
+        Connection_Ok = 0,
+        Expired_SAS_Token = 1,
+        Device_Disabled = 2,
+        Bad_Credential = 3,
+        Retry_Expired = 4,
+        No_Network = 5,
+        Communication_Error = 6,
+        Client_Close = 7,
+    }
+
+    /// <summary>The protocol to the hub (IOTCONN_TRANSPORT_*).</summary>
+    public enum TransportType
+    {
+        Mqtt = 0,
+        Mqtt_WebSocket_Only = 1,
+    }
+
+    /// <summary>Called on the binding's dispatcher thread for each status change, in order.</summary>
+    public delegate void ConnectionStatusChangesHandler(ConnectionStatus status, ConnectionStatusChangeReason reason);
+}

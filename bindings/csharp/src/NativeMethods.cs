@@ -1,0 +1,156 @@
+// P/Invoke declarations of include/iotconn.h (linux-x64 layouts: size_t and pointers are 8 bytes).
+using System;
+using System.Runtime.InteropServices;
+using System.Text;
+
+namespace Iotconn
+{
+    internal static class NativeMethods
+    {
+        private const string Library = "iotconn";
+
+        internal const int DispatchPoll = 1;
+        internal const int SendDelivered = 0;
+
+        internal const int ErrInval = -1;
+        internal const int ErrClosed = -3;
+
+        [StructLayout(LayoutKind.Explicit, Size = 80)]
+        internal struct Options
+        {
+            [FieldOffset(0)] public UIntPtr Size;
+            [FieldOffset(8)] public int Transport;
+            [FieldOffset(16)] public IntPtr CaFile;
+            [FieldOffset(24)] public IntPtr CaPem;
+            [FieldOffset(32)] public IntPtr CertFile;
+            [FieldOffset(40)] public IntPtr KeyFile;
+            [FieldOffset(48)] public uint KeepaliveS;
+            [FieldOffset(52)] public uint SasLifetimeS;
+            [FieldOffset(56)] public uint SasRenewMarginS;
+            [FieldOffset(60)] public uint QueueMaxMessages;
+            [FieldOffset(64)] public ulong QueueMaxBytes;
+            [FieldOffset(72)] public uint OperationTimeoutMs;
+            [FieldOffset(76)] public int Dispatch;
+        }
+
+        [StructLayout(LayoutKind.Explicit, Size = 16)]
+        internal struct Property
+        {
+            [FieldOffset(0)] public IntPtr Key;
+            [FieldOffset(8)] public IntPtr Value;
+        }
+
+        [StructLayout(LayoutKind.Explicit, Size = 72)]
+        internal struct CMessage
+        {
+            [FieldOffset(0)] public UIntPtr Size;
+            [FieldOffset(8)] public IntPtr Payload;
+            [FieldOffset(16)] public UIntPtr PayloadLen;
+            [FieldOffset(24)] public IntPtr MessageId;
+            [FieldOffset(32)] public IntPtr CorrelationId;
+            [FieldOffset(40)] public IntPtr ContentType;
+            [FieldOffset(48)] public IntPtr ContentEncoding;
+            [FieldOffset(56)] public IntPtr Properties;
+            [FieldOffset(64)] public UIntPtr PropertyCount;
+        }
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void StatusCallback(int status, int reason, IntPtr user);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void MessageCallback(IntPtr message, IntPtr user);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void SendCallback(ulong id, int result, int errorCode, IntPtr user);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void LogCallback(int level, IntPtr message, IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr iotconn_version(out int major, out int minor, out int patch);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr iotconn_last_error();
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr iotconn_strerror(int code);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr iotconn_status_str(int status);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern IntPtr iotconn_reason_str(int reason);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_client_create(byte[] connectionString, ref Options options,
+            out ClientHandle client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_client_destroy(IntPtr client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_connect(ClientHandle client, uint timeoutMs);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_send(ClientHandle client, ref CMessage message, out ulong id);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_status_callback(ClientHandle client, StatusCallback cb,
+            IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_message_callback(ClientHandle client, MessageCallback cb,
+            IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_send_callback(ClientHandle client, SendCallback cb, IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_log_callback(ClientHandle client, LogCallback cb, IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_poll(ClientHandle client, uint timeoutMs);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_close(ClientHandle client);
+
+        /// <summary>A NUL-terminated UTF-8 C string as a managed string (null for NULL).</summary>
+        internal static string FromUtf8(IntPtr text)
+        {
+            if (text == IntPtr.Zero)
+            {
+                return null;
+            }
+            int length = 0;
+            while (Marshal.ReadByte(text, length) != 0)
+            {
+                length++;
+            }
+            var bytes = new byte[length];
+            Marshal.Copy(text, bytes, 0, length);
+            return Encoding.UTF8.GetString(bytes);
+        }
+
+        /// <summary>A string as NUL-terminated UTF-8 bytes (null for null).</summary>
+        internal static byte[] ToUtf8(string text)
+        {
+            if (text == null)
+            {
+                return null;
+            }
+            if (text.IndexOf('\0') >= 0)
+            {
+                throw new ArgumentException("strings passed to iotconn must not contain NUL characters");
+            }
+            var bytes = new byte[Encoding.UTF8.GetByteCount(text) + 1];
+            Encoding.UTF8.GetBytes(text, 0, text.Length, bytes, 0);
+            return bytes;
+        }
+
+        /// <summary>The last error message of this thread; read it right after the failed call.</summary>
+        internal static string LastError()
+        {
+            return FromUtf8(iotconn_last_error()) ?? "";
+        }
+    }
+}
