@@ -2,13 +2,38 @@ using System;
 
 namespace Iotconn
 {
-    /// <summary>Options of DeviceClient.CreateFromConnectionString; null or zero means the library's default.</summary>
+    /// <summary>Options of DeviceClient.CreateFromConnectionString (iotconn_options_t); null means the library's
+    /// default.</summary>
     public sealed class ClientOptions
     {
-        /// <summary>PEM file of the trusted roots (null: the system roots).</summary>
+        /// <summary>PEM file of the trusted roots (with CaPem null too: the system roots).</summary>
         public string CaFile { get; set; }
 
-        /// <summary>Connect and send give up after this (null: the library's 4 minutes).</summary>
+        /// <summary>PEM text of trusted roots, added to CaFile's.</summary>
+        public string CaPem { get; set; }
+
+        /// <summary>X.509 client certificate (PEM) for a connection string with x509=true.</summary>
+        public string CertificateFile { get; set; }
+
+        /// <summary>The private key (PEM) of CertificateFile.</summary>
+        public string KeyFile { get; set; }
+
+        /// <summary>MQTT keep-alive in seconds (default 240, capped at 1177 by the library).</summary>
+        public int? KeepAliveInSeconds { get; set; }
+
+        /// <summary>Lifetime of the SAS tokens the client generates (default 1 hour).</summary>
+        public TimeSpan? SasTokenTimeToLive { get; set; }
+
+        /// <summary>Renew a token this long before it expires (default 10 % of its lifetime).</summary>
+        public TimeSpan? SasTokenRenewalMargin { get; set; }
+
+        /// <summary>Bound of the outbound queue in messages (default 10000).</summary>
+        public int? QueueMaxMessages { get; set; }
+
+        /// <summary>Bound of the outbound queue in payload bytes (default 64 MiB).</summary>
+        public long? QueueMaxBytes { get; set; }
+
+        /// <summary>Connect and send give up after this (default 4 minutes).</summary>
         public TimeSpan? OperationTimeout { get; set; }
     }
 }

@@ -34,10 +34,12 @@ namespace Iotconn
         private readonly NativeMethods.MessageCallback messageCallback;
         private readonly NativeMethods.SendCallback sendCallback;
         private readonly NativeMethods.LogCallback logCallback;
+        private readonly NativeMethods.RetryCallback retryCallback;
 
         private volatile ConnectionStatusChangesHandler statusHandler;
         private volatile Func<Message, object, Task> messageHandler;
         private volatile object messageHandlerContext;
+        private volatile IRetryPolicy customRetryPolicy;
 
         private DeviceClient(ClientHandle handle)
         {
@@ -46,6 +48,7 @@ namespace Iotconn
             messageCallback = OnMessage;
             sendCallback = OnSendComplete;
             logCallback = OnLog;
+            retryCallback = OnRetry;
             Check(NativeMethods.iotconn_register_status_callback(handle, statusCallback, IntPtr.Zero));
             Check(NativeMethods.iotconn_register_message_callback(handle, messageCallback, IntPtr.Zero));
             Check(NativeMethods.iotconn_register_send_callback(handle, sendCallback, IntPtr.Zero));
@@ -54,42 +57,42 @@ namespace Iotconn
             dispatcher.Start();
         }
 
+        /// <summary>Creates a client for a device connection string, with MQTT; it does not connect.</summary>
+        public static DeviceClient CreateFromConnectionString(string connectionString)
+        {
+            return CreateFromConnectionString(connectionString, TransportType.Mqtt, null);
+        }
+
         /// <summary>Creates a client for a device connection string; it does not connect.</summary>
-        public static DeviceClient CreateFromConnectionString(string connectionString, TransportType transport,
-            ClientOptions options = null)
+        public static DeviceClient CreateFromConnectionString(string connectionString, TransportType transportType)
+        {
+            return CreateFromConnectionString(connectionString, transportType, null);
+        }
+
+        /// <summary>Creates a client for a device connection string with options (null: all defaults); it does
+        /// not connect.</summary>
+        public static DeviceClient CreateFromConnectionString(string connectionString, TransportType transportType,
+            ClientOptions options)
         {
             if (connectionString == null)
             {
                 throw new ArgumentNullException("connectionString");
             }
-            options = options ?? new ClientOptions();
-            var native = new NativeMethods.Options
+            if (!Enum.IsDefined(typeof(TransportType), transportType))
             {
-                Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.Options))),
-                Transport = (int)transport,
-                Dispatch = NativeMethods.DispatchPoll,
-            };
-            if (options.OperationTimeout.HasValue)
-            {
-                native.OperationTimeoutMs = ToMs("OperationTimeout", options.OperationTimeout.Value);
+                throw new ArgumentOutOfRangeException("transportType", transportType, "unknown transport type");
             }
-            byte[] caFile = NativeMethods.ToUtf8(options.CaFile);
-            GCHandle pinned = GCHandle.Alloc(caFile, GCHandleType.Pinned);
+            NativeMethods.EnsureCompatible();
             ClientHandle handle;
-            int rc;
-            try
+            using (var blocks = new NativeBlocks())
             {
-                native.CaFile = caFile == null ? IntPtr.Zero : pinned.AddrOfPinnedObject();
-                rc = NativeMethods.iotconn_client_create(NativeMethods.ToUtf8(connectionString), ref native,
+                NativeMethods.Options native = ToNative(options ?? new ClientOptions(), transportType, blocks);
+                int rc = NativeMethods.iotconn_client_create(NativeMethods.ToUtf8(connectionString), ref native,
                     out handle);
                 if (rc < 0)
                 {
                     throw IotconnException.FromLastError(rc);
                 }
-            }
-            finally
-            {
-                pinned.Free();
             }
             try
             {
@@ -100,6 +103,51 @@ namespace Iotconn
                 handle.Dispose();
                 throw;
             }
+        }
+
+        private static NativeMethods.Options ToNative(ClientOptions options, TransportType transportType,
+            NativeBlocks blocks)
+        {
+            return new NativeMethods.Options
+            {
+                Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.Options))),
+                Transport = (int)transportType,
+                CaFile = blocks.Utf8(options.CaFile),
+                CaPem = blocks.Utf8(options.CaPem),
+                CertFile = blocks.Utf8(options.CertificateFile),
+                KeyFile = blocks.Utf8(options.KeyFile),
+                KeepaliveS = Positive("KeepAliveInSeconds", options.KeepAliveInSeconds),
+                SasLifetimeS = Seconds("SasTokenTimeToLive", options.SasTokenTimeToLive),
+                SasRenewMarginS = Seconds("SasTokenRenewalMargin", options.SasTokenRenewalMargin),
+                QueueMaxMessages = Positive("QueueMaxMessages", options.QueueMaxMessages),
+                QueueMaxBytes = options.QueueMaxBytes.HasValue
+                    ? (ulong)Positive("QueueMaxBytes", options.QueueMaxBytes.Value, long.MaxValue) : 0,
+                OperationTimeoutMs = options.OperationTimeout.HasValue
+                    ? (uint)Positive("OperationTimeout", (long)Math.Ceiling(options.OperationTimeout.Value
+                        .TotalMilliseconds), uint.MaxValue) : 0,
+                Dispatch = NativeMethods.DispatchPoll,
+            };
+        }
+
+        private static uint Positive(string what, int? value)
+        {
+            return value.HasValue ? (uint)Positive(what, value.Value, int.MaxValue) : 0;
+        }
+
+        private static uint Seconds(string what, TimeSpan? value)
+        {
+            return value.HasValue ? (uint)Positive(what, (long)Math.Ceiling(value.Value.TotalSeconds), uint.MaxValue)
+                : 0;
+        }
+
+        // Zero means "the default" to the library, so an explicit value must be at least 1.
+        private static long Positive(string what, long value, long max)
+        {
+            if (value < 1 || value > max)
+            {
+                throw new ArgumentOutOfRangeException(what, value, what + " must be between 1 and " + max);
+            }
+            return value;
         }
 
         /// <summary>Handler of status changes; runs on the dispatcher thread. Set it before OpenAsync.</summary>
@@ -116,6 +164,65 @@ namespace Iotconn
             messageHandlerContext = userContext;
             messageHandler = handler;
             return Task.FromResult(true);
+        }
+
+        /// <summary>The loaded libiotconn's version, e.g. "1.0.0".</summary>
+        public static string LibraryVersion
+        {
+            get { return NativeMethods.Version(); }
+        }
+
+        /// <summary>
+        /// Replaces the retry policy (the default is the .NET SDK's: ExponentialBackoff(int.MaxValue, 100 ms, 10 s,
+        /// 100 ms)). ExponentialBackoff and NoRetry run inside the library; any other IRetryPolicy is asked on the
+        /// dispatcher thread after each failed attempt.
+        /// </summary>
+        public void SetRetryPolicy(IRetryPolicy retryPolicy)
+        {
+            if (retryPolicy == null)
+            {
+                throw new ArgumentNullException("retryPolicy");
+            }
+            ThrowIfClosed();
+            var native = new NativeMethods.RetryPolicy
+            {
+                Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.RetryPolicy))),
+            };
+            var exponential = retryPolicy as ExponentialBackoff;
+            if (exponential != null)
+            {
+                native.Kind = NativeMethods.RetryExponential;
+                native.RetryCount = exponential.RetryCount;
+                native.MinBackoffMs = exponential.MinBackoffMs;
+                native.MaxBackoffMs = exponential.MaxBackoffMs;
+                native.DeltaBackoffMs = exponential.DeltaBackoffMs;
+            }
+            else if (retryPolicy is NoRetry)
+            {
+                native.Kind = NativeMethods.RetryNone;
+            }
+            else
+            {
+                native.Kind = NativeMethods.RetryCustom;
+                native.Custom = Marshal.GetFunctionPointerForDelegate(retryCallback);
+            }
+            bool custom = native.Kind == NativeMethods.RetryCustom;
+            IRetryPolicy previous = customRetryPolicy;
+            if (custom)
+            {
+                // In place before the library may ask it: the dispatcher may be polling.
+                customRetryPolicy = retryPolicy;
+            }
+            int rc = NativeMethods.iotconn_set_retry_policy(handle, ref native);
+            if (rc < 0)
+            {
+                customRetryPolicy = previous;
+                throw IotconnException.FromLastError(rc);
+            }
+            if (!custom)
+            {
+                customRetryPolicy = null;
+            }
         }
 
         /// <summary>Connects; completes once Connected, or fails with the reason the library gave up.</summary>
@@ -193,7 +300,7 @@ namespace Iotconn
                 while (!stopRequested)
                 {
                     int rc = NativeMethods.iotconn_poll(handle, PollMs);
-                    if (rc == NativeMethods.ErrClosed)
+                    if (rc == (int)ErrorCode.Closed)
                     {
                         break;
                     }
@@ -230,7 +337,7 @@ namespace Iotconn
             }
             foreach (var orphan in orphans)
             {
-                orphan.TrySetException(new IotconnException(NativeMethods.ErrClosed,
+                orphan.TrySetException(new IotconnException(ErrorCode.Closed,
                     "the client was shut down before the message completed"));
             }
         }
@@ -285,16 +392,44 @@ namespace Iotconn
             }
             else
             {
-                completion.TrySetException(new IotconnException(errorCode, error));
+                completion.TrySetException(new IotconnException((ErrorCode)errorCode, error));
             }
         }
 
         private static void OnLog(int level, IntPtr message, IntPtr user)
         {
             // Errors and warnings only: the library's info and debug lines are for its own tests.
-            if (level <= 1)
+            if (level <= NativeMethods.LogWarn)
             {
                 Trace.TraceWarning("iotconn: " + NativeMethods.FromUtf8(message));
+            }
+        }
+
+        private int OnRetry(uint attempt, int errorCode, IntPtr errorMessage, IntPtr delayMs, IntPtr user)
+        {
+            var policy = customRetryPolicy;
+            if (policy == null)
+            {
+                return 0;
+            }
+            try
+            {
+                TimeSpan interval;
+                var error = new IotconnException((ErrorCode)errorCode, NativeMethods.FromUtf8(errorMessage));
+                // The library counts attempts from 1, the .NET SDK's policies count retries from 0.
+                if (!policy.ShouldRetry((int)attempt - 1, error, out interval))
+                {
+                    return 0;
+                }
+                Marshal.WriteInt32(delayMs, unchecked((int)ExponentialBackoff.Milliseconds("retryInterval",
+                    interval)));
+                return 1;
+            }
+            catch (Exception e)
+            {
+                // A failing policy must never kill the dispatcher: the client gives up (Retry_Expired).
+                Trace.TraceError("iotconn: the retry policy threw at retry " + (attempt - 1) + ", not retrying: " + e);
+                return 0;
             }
         }
 

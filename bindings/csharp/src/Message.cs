@@ -4,10 +4,16 @@ using System.Runtime.InteropServices;
 
 namespace Iotconn
 {
-    /// <summary>A device-to-cloud or cloud-to-device message.</summary>
-    public sealed class Message
+    /// <summary>A device-to-cloud or cloud-to-device message (Microsoft.Azure.Devices.Client.Message's names).
+    /// It holds no unmanaged resources: it is IDisposable only so that the .NET SDK's `using (var message = ...)`
+    /// compiles unchanged.</summary>
+    public sealed class Message : IDisposable
     {
         private readonly byte[] body;
+
+        public Message() : this(new byte[0])
+        {
+        }
 
         public Message(byte[] body)
         {
@@ -31,6 +37,10 @@ namespace Iotconn
         public byte[] GetBytes()
         {
             return (byte[])body.Clone();
+        }
+
+        public void Dispose()
+        {
         }
 
         /// <summary>Copies a message the library handed to a callback (valid only during the callback).</summary>
@@ -70,7 +80,7 @@ namespace Iotconn
     /// <summary>An iotconn_message_t and the unmanaged blocks it points to; Dispose frees them all.</summary>
     internal sealed class NativeMessage : IDisposable
     {
-        private readonly List<IntPtr> blocks = new List<IntPtr>();
+        private readonly NativeBlocks blocks = new NativeBlocks();
 
         public NativeMethods.CMessage Value;
 
@@ -79,27 +89,27 @@ namespace Iotconn
             try
             {
                 Value.Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.CMessage)));
-                Value.Payload = Copy(body);
+                Value.Payload = blocks.Copy(body);
                 Value.PayloadLen = new UIntPtr((uint)body.Length);
-                Value.MessageId = Copy(NativeMethods.ToUtf8(message.MessageId));
-                Value.CorrelationId = Copy(NativeMethods.ToUtf8(message.CorrelationId));
-                Value.ContentType = Copy(NativeMethods.ToUtf8(message.ContentType));
-                Value.ContentEncoding = Copy(NativeMethods.ToUtf8(message.ContentEncoding));
+                Value.MessageId = blocks.Utf8(message.MessageId);
+                Value.CorrelationId = blocks.Utf8(message.CorrelationId);
+                Value.ContentType = blocks.Utf8(message.ContentType);
+                Value.ContentEncoding = blocks.Utf8(message.ContentEncoding);
                 if (message.Properties.Count > 0)
                 {
                     int stride = Marshal.SizeOf(typeof(NativeMethods.Property));
-                    IntPtr array = Allocate(stride * message.Properties.Count);
+                    IntPtr array = blocks.Allocate(stride * message.Properties.Count);
                     int index = 0;
                     foreach (var pair in message.Properties)
                     {
-                        if (pair.Key == null || pair.Value == null)
+                        if (pair.Value == null)
                         {
-                            throw new ArgumentException("message property keys and values must not be null");
+                            throw new ArgumentException("message property '" + pair.Key + "' has a null value");
                         }
                         var property = new NativeMethods.Property
                         {
-                            Key = Copy(NativeMethods.ToUtf8(pair.Key)),
-                            Value = Copy(NativeMethods.ToUtf8(pair.Value)),
+                            Key = blocks.Utf8(pair.Key),
+                            Value = blocks.Utf8(pair.Value),
                         };
                         Marshal.StructureToPtr(property, new IntPtr(array.ToInt64() + index * stride), false);
                         index++;
@@ -115,31 +125,9 @@ namespace Iotconn
             }
         }
 
-        private IntPtr Allocate(int bytes)
-        {
-            IntPtr block = Marshal.AllocHGlobal(bytes);
-            blocks.Add(block);
-            return block;
-        }
-
-        private IntPtr Copy(byte[] bytes)
-        {
-            if (bytes == null || bytes.Length == 0)
-            {
-                return IntPtr.Zero;
-            }
-            IntPtr block = Allocate(bytes.Length);
-            Marshal.Copy(bytes, 0, block, bytes.Length);
-            return block;
-        }
-
         public void Dispose()
         {
-            foreach (IntPtr block in blocks)
-            {
-                Marshal.FreeHGlobal(block);
-            }
-            blocks.Clear();
+            blocks.Dispose();
         }
     }
 }

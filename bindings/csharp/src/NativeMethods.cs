@@ -11,9 +11,10 @@ namespace Iotconn
 
         internal const int DispatchPoll = 1;
         internal const int SendDelivered = 0;
-
-        internal const int ErrInval = -1;
-        internal const int ErrClosed = -3;
+        internal const int RetryExponential = 0;
+        internal const int RetryNone = 1;
+        internal const int RetryCustom = 2;
+        internal const int LogWarn = 1;
 
         [StructLayout(LayoutKind.Explicit, Size = 80)]
         internal struct Options
@@ -53,6 +54,24 @@ namespace Iotconn
             [FieldOffset(56)] public IntPtr Properties;
             [FieldOffset(64)] public UIntPtr PropertyCount;
         }
+
+        [StructLayout(LayoutKind.Explicit, Size = 48)]
+        internal struct RetryPolicy
+        {
+            [FieldOffset(0)] public UIntPtr Size;
+            [FieldOffset(8)] public int Kind;
+            [FieldOffset(12)] public int RetryCount;
+            [FieldOffset(16)] public uint MinBackoffMs;
+            [FieldOffset(20)] public uint MaxBackoffMs;
+            [FieldOffset(24)] public uint DeltaBackoffMs;
+            [FieldOffset(28)] public int Jitter;
+            [FieldOffset(32)] public IntPtr Custom;
+            [FieldOffset(40)] public IntPtr User;
+        }
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate int RetryCallback(uint attempt, int errorCode, IntPtr errorMessage, IntPtr delayMs,
+            IntPtr user);
 
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         internal delegate void StatusCallback(int status, int reason, IntPtr user);
@@ -109,6 +128,9 @@ namespace Iotconn
         internal static extern int iotconn_register_log_callback(ClientHandle client, LogCallback cb, IntPtr user);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_set_retry_policy(ClientHandle client, ref RetryPolicy policy);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_poll(ClientHandle client, uint timeoutMs);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
@@ -145,6 +167,33 @@ namespace Iotconn
             var bytes = new byte[Encoding.UTF8.GetByteCount(text) + 1];
             Encoding.UTF8.GetBytes(text, 0, text.Length, bytes, 0);
             return bytes;
+        }
+
+        internal const int HeaderMajor = 1;
+
+        // Null when the loaded library's major version is the one these declarations were written for.
+        private static readonly Lazy<string> incompatibility = new Lazy<string>(() =>
+        {
+            int major, minor, patch;
+            string version = FromUtf8(iotconn_version(out major, out minor, out patch));
+            return major == HeaderMajor ? null
+                : "libiotconn " + version + " is loaded, but Iotconn.dll needs major version " + HeaderMajor;
+        });
+
+        /// <summary>Throws when the loaded library does not match these declarations (or cannot be loaded).</summary>
+        internal static void EnsureCompatible()
+        {
+            if (incompatibility.Value != null)
+            {
+                throw new DllNotFoundException(incompatibility.Value);
+            }
+        }
+
+        /// <summary>The loaded library's version string, e.g. "1.0.0".</summary>
+        internal static string Version()
+        {
+            int major, minor, patch;
+            return FromUtf8(iotconn_version(out major, out minor, out patch));
         }
 
         /// <summary>The last error message of this thread; read it right after the failed call.</summary>
