@@ -8,8 +8,27 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/iotconn/iotconn/core/transport"
 )
+
+// This file is the one place where wire failures become transport kinds. The stages of a dial, in order:
+//
+//	TCP connect                  any failure (DNS, refused, unreachable, i/o timeout)  -> KindNetwork
+//	TLS handshake                hub certificate not verified                          -> KindUntrusted
+//	                             the hub refused our client certificate (TLS alert)    -> KindAuth
+//	                             the dial context ended                                -> KindTimeout
+//	                             anything else (EOF, reset)                            -> KindNetwork
+//	WebSocket upgrade            not answered with 101                                 -> KindProtocol
+//	MQTT CONNECT                 CONNACK code: the connackKinds table
+//	                             the dial context ended, or no CONNACK in time         -> KindTimeout
+//	                             closed without a CONNACK (hubsim's throttling)         -> KindProtocol
+//	SUBSCRIBE                    refused (0x80)                                        -> KindProtocol
+//	after connect                EOF, reset, missed keep-alive                         -> KindProtocol
+//
+// An untrusted hub certificate is not KindAuth (the device's credential is fine) nor KindNetwork (retrying cannot
+// fix it): it is KindUntrusted, which the engine treats as fatal.
 
 // connackKinds is the one table from CONNACK return codes to failure kinds. It agrees with IoT Hub and with
 // hubsim/README.md: 5 for a wrong key, expired or wrongly scoped token; 4 for a malformed user name or password;
@@ -36,9 +55,10 @@ type dialError struct {
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// classifyDial sorts a TCP/TLS/WebSocket dial failure: an untrusted hub certificate and a client certificate
-// the hub refuses are told apart from the network, because retrying cannot fix them.
-func classifyDial(err error) *dialError {
+func tcpError(err error) *dialError { return &dialError{transport.KindNetwork, err} }
+
+// handshakeError classifies a failed TLS handshake.
+func handshakeError(ctx context.Context, err error) *dialError {
 	var (
 		verify   *tls.CertificateVerificationError
 		unknown  x509.UnknownAuthorityError
@@ -52,8 +72,24 @@ func classifyDial(err error) *dialError {
 	case errors.As(err, &alert) && (alert == 42 || alert == 43 || alert == 44 || alert == 45 || alert == 46 ||
 		alert == 48 || alert == 116): // bad/unsupported/revoked/expired/unknown certificate, unknown CA, certificate required
 		return &dialError{transport.KindAuth, fmt.Errorf("hub refused the client certificate: %w", err)}
+	case ctx.Err() != nil:
+		return &dialError{transport.KindTimeout, fmt.Errorf("TLS handshake: %w", ctx.Err())}
 	}
-	return &dialError{transport.KindNetwork, err}
+	return &dialError{transport.KindNetwork, fmt.Errorf("TLS handshake: %w", err)}
+}
+
+// upgradeError classifies a failed WebSocket upgrade; TCP and TLS failures come through already classified.
+func upgradeError(ctx context.Context, err error, status int) *dialError {
+	var de *dialError
+	switch {
+	case errors.As(err, &de):
+		return de
+	case ctx.Err() != nil:
+		return &dialError{transport.KindTimeout, fmt.Errorf("WebSocket upgrade: %w", ctx.Err())}
+	case errors.Is(err, websocket.ErrBadHandshake):
+		return &dialError{transport.KindProtocol, fmt.Errorf("WebSocket upgrade answered with HTTP %d", status)}
+	}
+	return &dialError{transport.KindProtocol, fmt.Errorf("WebSocket upgrade: %w", err)}
 }
 
 // connectError classifies a failed MQTT connect: the CONNACK code when there was one, else how the dial or the
@@ -69,12 +105,24 @@ func connectError(ctx context.Context, code byte, err error) *transport.Error {
 	case errors.As(err, &de):
 		return &transport.Error{Kind: de.kind, Op: "connect", Err: de.err}
 	case ctx.Err() != nil:
-		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: ctx.Err()}
+		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", ctx.Err())}
 	case errors.As(err, &ne) && ne.Timeout():
 		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", err)}
 	}
 	// The hub took the connection and closed it without a CONNACK: throttling or a protocol failure.
 	return &transport.Error{Kind: transport.KindProtocol, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", err)}
+}
+
+// errSubscribeRefused is a SUBACK that refused the C2D subscription.
+var errSubscribeRefused = errors.New("the hub refused the C2D subscription")
+
+// subscribeError classifies a C2D subscription that failed, was refused, or got no SUBACK before the dial
+// context ended.
+func subscribeError(ctx context.Context, err error) *transport.Error {
+	if ctx.Err() != nil {
+		return &transport.Error{Kind: transport.KindTimeout, Op: "subscribe", Err: ctx.Err()}
+	}
+	return &transport.Error{Kind: transport.KindProtocol, Op: "subscribe", Err: err}
 }
 
 // lostError classifies the end of a live link. A drop (EOF, reset, missed keep-alive) is a protocol failure:

@@ -3,7 +3,9 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
+	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
@@ -22,6 +24,7 @@ type conn struct {
 
 	mu          sync.Mutex
 	dialWatch   func() bool // stops closing the socket when the dial context ends
+	netConn     net.Conn    // the TLS connection, once dialled
 	established bool        // Dial returned this conn: a loss is reported from now on
 	closed      bool
 	outbox      []pendingSend // accepted by Send, not yet published
@@ -44,7 +47,10 @@ type pendingSend struct {
 // waits for the waiter; paho allows 65535 in flight.
 const publishedBacklog = 4096
 
-var errClosed = errors.New("connection closed")
+var (
+	errClosed     = errors.New("connection closed")
+	errNilMessage = errors.New("nil message")
+)
 
 func newConn(p transport.DialParams) *conn {
 	c := &conn{
@@ -62,9 +68,13 @@ func newConn(p transport.DialParams) *conn {
 	return c
 }
 
-// Send queues m for publishing at QoS 1 and returns at once; done gets nil on PUBACK. On a closed conn done is
-// called before Send returns.
+// Send queues m for publishing at QoS 1 and returns at once; done gets nil on PUBACK. On a closed conn, and for
+// a nil m, done is called before Send returns.
 func (c *conn) Send(m *transport.Message, done func(error)) {
+	if m == nil {
+		done(&transport.Error{Kind: transport.KindProtocol, Op: "send", Err: errNilMessage})
+		return
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -83,6 +93,7 @@ func (c *conn) Send(m *transport.Message, done func(error)) {
 func (c *conn) publish() {
 	defer c.workers.Done()
 	defer close(c.published)
+	var batch []pendingSend
 	for {
 		select {
 		case <-c.wake:
@@ -95,10 +106,10 @@ func (c *conn) publish() {
 			return
 		}
 		c.mu.Lock()
-		batch := c.outbox
-		c.outbox = nil
+		batch, c.outbox = c.outbox, batch[:0] // the two slices take turns, so a steady stream does not allocate
 		c.mu.Unlock()
 		c.publishBatch(batch)
+		clear(batch) // drop the references to sent messages
 	}
 }
 
@@ -133,8 +144,8 @@ func (c *conn) await() {
 	}
 }
 
-// result is a published message's outcome. A publish that failed on a link that is still up tears the link
-// down: the engine then sends the message again on a new one.
+// result is a published message's outcome. A publish that failed (paho's writer stalled past publishWait)
+// ends the link: the engine then sends the message again on a new one.
 func (c *conn) result(tok paho.Token) error {
 	select {
 	case <-tok.Done():
@@ -142,11 +153,22 @@ func (c *conn) result(tok paho.Token) error {
 		if err == nil {
 			return nil
 		}
-		te := &transport.Error{Kind: transport.KindProtocol, Op: "send", Err: err}
-		c.lose(te)
-		return te
+		c.breakLink()
+		return &transport.Error{Kind: transport.KindProtocol, Op: "send", Err: err}
 	default:
 		return c.linkErr()
+	}
+}
+
+// breakLink makes paho's reader fail, so paho reports the loss through its own path (from its goroutine, as for
+// a dropped socket). Closing the socket would not do: paho takes a read from a closed socket for a planned
+// disconnect and would report nothing.
+func (c *conn) breakLink() {
+	c.mu.Lock()
+	nc := c.netConn
+	c.mu.Unlock()
+	if nc != nil {
+		nc.SetReadDeadline(time.Now())
 	}
 }
 
@@ -166,20 +188,23 @@ func (c *conn) fail(batch []pendingSend) {
 	}
 }
 
-// lose ends the link once. A loss of an established link that Close did not cause is reported to the handler.
-func (c *conn) lose(err *transport.Error) {
+// lose ends the link once and says whether the handler should hear of it: only for the first end of an
+// established link that Close did not cause.
+func (c *conn) lose(err *transport.Error) (report bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.downErr != nil {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	c.downErr = err
 	close(c.down)
-	report := c.established && !c.closed
-	c.mu.Unlock()
-	if report {
-		c.client.Disconnect(0) // a send failure leaves paho connected; a real loss makes this a no-op
-		c.handler.OnConnectionLost(err)
+	return c.established && !c.closed
+}
+
+// onConnectionLost is paho's connection-lost handler; paho calls it on a goroutine of its own.
+func (c *conn) onConnectionLost(err error) {
+	if lost := lostError(err); c.lose(lost) {
+		c.handler.OnConnectionLost(lost)
 	}
 }
 
@@ -210,6 +235,7 @@ func (c *conn) Close() error {
 	c.mu.Unlock()
 	c.lose(&transport.Error{Kind: transport.KindProtocol, Op: "close", Err: errClosed})
 	close(c.closing)
+	c.stopDialWatch()
 	if c.client != nil {
 		c.client.Disconnect(disconnectQuiesce)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/gorilla/websocket"
 
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/transport"
@@ -21,11 +22,12 @@ const (
 	defaultKeepAlive = 240 * time.Second
 	maxKeepAlive     = 1177 * time.Second // IoT Hub's limit
 	defaultTimeout   = 30 * time.Second   // a dial whose context has no deadline
-	// publishWait bounds how long a publish may wait for paho's writer; a link that stalls this long is torn
-	// down (the engine resends on the next one), and Close never waits longer than this for a blocked publish.
+	// publishWait bounds how long a publish may wait for paho's writer (and a socket write may block); a link
+	// that stalls this long is torn down, and Close never waits longer than this for a blocked publish.
 	publishWait = 10 * time.Second
 	// disconnectQuiesce is how long Close lets paho send DISCONNECT, in milliseconds.
 	disconnectQuiesce = 100
+	websocketPath     = "/$iothub/websocket"
 )
 
 // Dialer opens IoT Hub MQTT connections.
@@ -35,7 +37,8 @@ type Dialer struct{}
 func NewDialer() *Dialer { return &Dialer{} }
 
 // Dial connects as p says, subscribes to cloud-to-device messages (devices only: IoT Hub has no C2D for modules)
-// and returns the live link. The TLS handshake and the CONNECT exchange both end when ctx does.
+// and returns the live link. TCP, TLS, the WebSocket upgrade, CONNECT and SUBSCRIBE all end when ctx does; a
+// ctx without a deadline gets 30 s.
 func (d *Dialer) Dial(ctx context.Context, p transport.DialParams) (transport.Conn, error) {
 	if p.Host == "" || p.DeviceID == "" || p.Handler == nil {
 		return nil, &transport.Error{Kind: transport.KindProtocol, Op: "connect",
@@ -47,39 +50,51 @@ func (d *Dialer) Dial(ctx context.Context, p transport.DialParams) (transport.Co
 		defer cancel()
 	}
 	c := newConn(p)
-	opts := c.options(ctx, p)
-	c.client = paho.NewClient(opts)
+	c.client = paho.NewClient(c.options(ctx, p))
+	if p.ModuleID == "" {
+		// Routed before CONNECT: a resumed session gets queued C2D messages right after the CONNACK, before our
+		// SUBSCRIBE, and paho neither delivers nor acknowledges a message it has no route for.
+		c.client.AddRoute(c.c2dFilter(), c.onC2D)
+	}
 	tok := c.client.Connect()
 	<-tok.Done() // bounded: ctx closes the socket, and paho's connect timeout is the time ctx has left
-	c.stopDialWatch()
 	if err := tok.Error(); err != nil {
 		c.Close()
 		return nil, connectError(ctx, tok.(*paho.ConnectToken).ReturnCode(), err)
 	}
 	if p.ModuleID == "" {
-		sub := c.client.Subscribe(iothub.C2DPrefix(p.DeviceID)+"#", 1, c.onC2D)
-		var err error
-		select {
-		case <-sub.Done():
-			err = sub.Error()
-		case <-ctx.Done():
-			err = &transport.Error{Kind: transport.KindTimeout, Op: "subscribe", Err: ctx.Err()}
-		case <-c.down:
-			err = c.downErr
-		}
-		if err != nil {
+		if err := c.subscribeC2D(ctx); err != nil {
 			c.Close()
-			if te, ok := err.(*transport.Error); ok {
-				return nil, te
-			}
-			return nil, &transport.Error{Kind: transport.KindProtocol, Op: "subscribe", Err: err}
+			return nil, err
 		}
 	}
+	c.stopDialWatch()
 	if err := c.establish(); err != nil {
 		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+func (c *conn) c2dFilter() string { return c.c2dPrefix + "#" }
+
+// subscribeC2D subscribes to the device's C2D messages at QoS 1 and waits for the SUBACK.
+func (c *conn) subscribeC2D(ctx context.Context) *transport.Error {
+	tok := c.client.Subscribe(c.c2dFilter(), 1, nil) // the route is already there
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil {
+			return subscribeError(ctx, err)
+		}
+		if tok.(*paho.SubscribeToken).Result()[c.c2dFilter()] > 1 {
+			return subscribeError(ctx, errSubscribeRefused)
+		}
+		return nil
+	case <-ctx.Done():
+		return subscribeError(ctx, ctx.Err())
+	case <-c.down:
+		return c.downErr
+	}
 }
 
 // options builds the paho client options for one connection.
@@ -98,9 +113,9 @@ func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.Client
 			host = net.JoinHostPort(host, "8883")
 		}
 	}
-	broker := &url.URL{Scheme: "tls", Host: host}
+	broker := &url.URL{Scheme: "ssl", Host: host}
 	if p.WebSocket {
-		broker = &url.URL{Scheme: "wss", Host: host, Path: "/$iothub/websocket"}
+		broker = &url.URL{Scheme: "wss", Host: host, Path: websocketPath}
 	}
 	tlsConf := p.TLS
 	if tlsConf == nil {
@@ -130,27 +145,58 @@ func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.Client
 		SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
 			return c.open(ctx, u, tlsConf)
 		}).
-		SetConnectionLostHandler(func(_ paho.Client, err error) { c.lose(lostError(err)) })
+		SetConnectionLostHandler(func(_ paho.Client, err error) { c.onConnectionLost(err) })
 }
 
-// open dials TCP+TLS (or WebSocket over TLS) within ctx, and keeps watching ctx until the MQTT handshake is over.
+// open dials TCP+TLS, or WebSocket over TLS, within ctx. The socket stays watched until the dial is over, so
+// cancelling ctx also ends the WebSocket upgrade, CONNECT and SUBSCRIBE. No proxy: a library sees no
+// configuration from the environment.
 func (c *conn) open(ctx context.Context, u *url.URL, tlsConf *tls.Config) (net.Conn, error) {
-	var nc net.Conn
-	var err error
-	if u.Scheme == "wss" {
-		deadline, _ := ctx.Deadline()
-		nc, err = paho.NewWebsocket(u.String(), tlsConf, max(time.Until(deadline), time.Millisecond), nil, nil)
-	} else {
-		d := &tls.Dialer{Config: tlsConf}
-		nc, err = d.DialContext(ctx, "tcp", u.Host)
+	if u.Scheme != "wss" {
+		return c.dialTLS(ctx, u.Host, tlsConf)
 	}
+	d := &websocket.Dialer{
+		NetDialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return c.dialTLS(ctx, addr, tlsConf)
+		},
+		Subprotocols: []string{"mqtt"},
+	}
+	ws, resp, err := d.DialContext(ctx, u.String(), nil)
 	if err != nil {
-		return nil, classifyDial(err)
+		status := 0
+		if resp != nil {
+			status = resp.StatusCode
+		}
+		return nil, upgradeError(ctx, err, status)
+	}
+	return &wsConn{Conn: ws}, nil
+}
+
+// dialTLS connects to addr and runs the TLS handshake, classifying each stage's failure.
+func (c *conn) dialTLS(ctx context.Context, addr string, tlsConf *tls.Config) (net.Conn, error) {
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, tcpError(err)
+	}
+	c.watchDial(ctx, raw)
+	tc := tls.Client(raw, tlsConf)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, handshakeError(ctx, err)
 	}
 	c.mu.Lock()
-	c.dialWatch = context.AfterFunc(ctx, func() { nc.Close() })
+	c.netConn = tc
 	c.mu.Unlock()
-	return nc, nil
+	return tc, nil
+}
+
+// watchDial closes raw if ctx ends before the dial is over.
+func (c *conn) watchDial(ctx context.Context, raw net.Conn) {
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	c.mu.Lock()
+	c.dialWatch = stop
+	c.mu.Unlock()
 }
 
 func (c *conn) stopDialWatch() {
@@ -175,33 +221,19 @@ func (c *conn) onC2D(_ paho.Client, m paho.Message) {
 	c.handler.OnMessage(out)
 }
 
-// telemetryTopic renders m's topic: the telemetry prefix and the property bag, system properties first.
+// telemetryTopic renders m's topic: system properties first, then the application properties.
 func (c *conn) telemetryTopic(m *transport.Message) string {
-	var b strings.Builder
-	b.Grow(len(c.eventsPrefix) + 64)
-	b.WriteString(c.eventsPrefix)
-	first := true
-	add := func(k, v string) {
-		if !first {
-			b.WriteByte('&')
-		}
-		first = false
-		b.WriteString(iothub.Escape(k))
-		b.WriteByte('=')
-		b.WriteString(iothub.Escape(v))
-	}
-	for _, sys := range [...][2]string{
-		{iothub.PropMessageID, m.MessageID}, {iothub.PropCorrelationID, m.CorrelationID},
-		{iothub.PropContentType, m.ContentType}, {iothub.PropContentEncoding, m.ContentEncoding},
-	} {
-		if sys[1] != "" {
-			add(sys[0], sys[1])
+	var pairs [8][2]string // most messages fit without allocating
+	bag := append(pairs[:0],
+		[2]string{iothub.PropMessageID, m.MessageID}, [2]string{iothub.PropCorrelationID, m.CorrelationID},
+		[2]string{iothub.PropContentType, m.ContentType}, [2]string{iothub.PropContentEncoding, m.ContentEncoding})
+	n := 0
+	for _, p := range bag { // an empty system property is left out
+		if p[1] != "" {
+			bag[n] = p
+			n++
 		}
 	}
-	for _, p := range m.Properties {
-		if p[0] != "" {
-			add(p[0], p[1])
-		}
-	}
-	return b.String()
+	bag = append(bag[:n], m.Properties...)
+	return c.eventsPrefix + iothub.EncodeProperties(bag)
 }

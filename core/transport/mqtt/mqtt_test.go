@@ -37,6 +37,26 @@ func newRecorder() *recorder {
 func (r *recorder) OnMessage(m *transport.Message)      { r.msgs <- m }
 func (r *recorder) OnConnectionLost(e *transport.Error) { r.lost <- e }
 
+func (r *recorder) expectLoss(t *testing.T) *transport.Error {
+	t.Helper()
+	select {
+	case e := <-r.lost:
+		return e
+	case <-time.After(waitLimit):
+		t.Fatal("connection loss not reported")
+		return nil
+	}
+}
+
+func (r *recorder) expectNoLoss(t *testing.T) {
+	t.Helper()
+	select {
+	case e := <-r.lost:
+		t.Fatalf("unexpected loss report: %v", e)
+	default:
+	}
+}
+
 func startHub(t *testing.T, cfg hubsim.Config) *hubsim.Hub {
 	t.Helper()
 	cfg.Dir = t.TempDir()
@@ -51,6 +71,7 @@ func startHub(t *testing.T, cfg hubsim.Config) *hubsim.Hub {
 	return h
 }
 
+// tlsFor trusts the hub's CA. ServerName stays empty: the transport takes it from the host.
 func tlsFor(t *testing.T, h *hubsim.Hub) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(h.CAFile())
@@ -61,7 +82,7 @@ func tlsFor(t *testing.T, h *hubsim.Hub) *tls.Config {
 	if !pool.AppendCertsFromPEM(pem) {
 		t.Fatal("no CA certificate")
 	}
-	return &tls.Config{RootCAs: pool, ServerName: "localhost"}
+	return &tls.Config{RootCAs: pool}
 }
 
 // params returns dial parameters for device id with a valid one-hour token signed with key.
@@ -72,6 +93,13 @@ func params(t *testing.T, h *hubsim.Hub, id, key string, r *recorder) transport.
 		t.Fatal(err)
 	}
 	return transport.DialParams{Host: h.HostName(), DeviceID: id, Token: tok, TLS: tlsFor(t, h), Handler: r}
+}
+
+// overWebSocket points p at the hub's WebSocket listener.
+func overWebSocket(h *hubsim.Hub, p transport.DialParams) transport.DialParams {
+	_, port, _ := net.SplitHostPort(h.WSAddr())
+	p.Host, p.WebSocket = "localhost:"+port, true
+	return p
 }
 
 func addDevice(t *testing.T, h *hubsim.Hub, id string) string {
@@ -99,23 +127,72 @@ func mustDial(t *testing.T, p transport.DialParams) transport.Conn {
 	return c
 }
 
-// sendAll pipelines msgs and returns each one's result, in send order.
-func sendAll(t *testing.T, c transport.Conn, msgs []*transport.Message) []error {
+func fault(t *testing.T, h *hubsim.Hub, f hubsim.Fault) {
 	t.Helper()
-	results := make([]error, len(msgs))
-	var wg sync.WaitGroup
-	wg.Add(len(msgs))
-	for i, m := range msgs {
-		c.Send(m, func(err error) { results[i] = err; wg.Done() })
+	if err := h.Fault(f); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// sends pipelines messages on a conn and counts every completion.
+type sends struct {
+	mu      sync.Mutex
+	calls   []int
+	results []error
+	left    sync.WaitGroup
+}
+
+func sendAll(c transport.Conn, msgs []*transport.Message) *sends {
+	s := &sends{calls: make([]int, len(msgs)), results: make([]error, len(msgs))}
+	s.left.Add(len(msgs))
+	for i, m := range msgs {
+		c.Send(m, func(err error) {
+			s.mu.Lock()
+			s.calls[i]++
+			first := s.calls[i] == 1
+			s.results[i] = err
+			s.mu.Unlock()
+			if first {
+				s.left.Done()
+			}
+		})
+	}
+	return s
+}
+
+// wait returns every send's result once each has completed.
+func (s *sends) wait(t *testing.T) []error {
+	t.Helper()
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { s.left.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(waitLimit):
 		t.Fatal("not every send completed")
 	}
-	return results
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]error(nil), s.results...)
+}
+
+// expectOnce checks that no completion ran twice; call it after Close, when no completion can follow.
+func (s *sends) expectOnce(t *testing.T) {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, n := range s.calls {
+		if n != 1 {
+			t.Fatalf("send %d completed %d times", i, n)
+		}
+	}
+}
+
+func numbered(n int, prefix string) []*transport.Message {
+	msgs := make([]*transport.Message, n)
+	for i := range msgs {
+		msgs[i] = &transport.Message{Payload: []byte(fmt.Sprint(i)), MessageID: fmt.Sprint(prefix, i)}
+	}
+	return msgs
 }
 
 func TestTelemetryPropertiesAndC2D(t *testing.T) {
@@ -126,18 +203,14 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 			r := newRecorder()
 			p := params(t, h, "dev1", key, r)
 			if ws {
-				_, port, _ := net.SplitHostPort(h.WSAddr())
-				p.Host, p.WebSocket = "localhost:"+port, true
+				p = overWebSocket(h, p)
 			}
 			c := mustDial(t, p)
-			var msgs []*transport.Message
-			for i := 0; i < 200; i++ {
-				msgs = append(msgs, &transport.Message{Payload: []byte(fmt.Sprint(i)), MessageID: fmt.Sprint("m", i)})
-			}
+			msgs := numbered(200, "m")
 			msgs[0] = &transport.Message{Payload: []byte("{}"), MessageID: "m 0/&=", CorrelationID: "c1",
 				ContentType: "application/json", ContentEncoding: "utf-8",
 				Properties: [][2]string{{"temp unit", "°C/&="}, {"b", ""}}}
-			for i, err := range sendAll(t, c, msgs) {
+			for i, err := range sendAll(c, msgs).wait(t) {
 				if err != nil {
 					t.Fatalf("send %d: %v", i, err)
 				}
@@ -150,7 +223,8 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 			}
 			first := got[0]
 			if first.MessageID != "m 0/&=" || first.CorrelationID != "c1" || first.ContentType != "application/json" ||
-				first.ContentEncoding != "utf-8" || first.Properties["temp unit"] != "°C/&=" || string(first.Payload) != "{}" {
+				first.ContentEncoding != "utf-8" || string(first.Payload) != "{}" ||
+				fmt.Sprint(first.Properties) != "map[b: temp unit:°C/&=]" {
 				t.Fatalf("hub recorded %+v", first)
 			}
 			for i := 1; i < len(got); i++ {
@@ -160,14 +234,16 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 			}
 
 			err = h.SendC2D("dev1", hubsim.C2DMessage{Payload: []byte("hello"), MessageID: "c2d-1", CorrelationID: "k",
-				ContentType: "text/plain", Properties: map[string]string{"a key": "v/1"}})
+				ContentType: "text/plain", ContentEncoding: "utf-8", Properties: map[string]string{"a key": "v/1"}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			select {
 			case m := <-r.msgs:
+				// hubsim also sends $.to, a system property the app does not see
 				if string(m.Payload) != "hello" || m.MessageID != "c2d-1" || m.CorrelationID != "k" ||
-					m.ContentType != "text/plain" || fmt.Sprint(m.Properties) != "[[a key v/1]]" {
+					m.ContentType != "text/plain" || m.ContentEncoding != "utf-8" ||
+					fmt.Sprint(m.Properties) != "[[a key v/1]]" {
 					t.Fatalf("C2D %+v", m)
 				}
 			case <-time.After(waitLimit):
@@ -180,8 +256,51 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 	}
 }
 
-func TestConnectFailuresAreClassified(t *testing.T) {
+func TestPipelinedSendsAreEachAcknowledgedOnce(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
+	key := addDevice(t, h, "dev1")
+	r := newRecorder()
+	c, err := dial(params(t, h, "dev1", key, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	s := sendAll(c, numbered(n, "p"))
+	for i, err := range s.wait(t) {
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	c.Close()
+	s.expectOnce(t)
+	if got := len(h.Messages("dev1")); got != n {
+		t.Fatalf("hub recorded %d messages, want %d", got, n)
+	}
+	r.expectNoLoss(t)
+}
+
+func TestC2DQueuedWhileAwayArrivesOnReconnect(t *testing.T) {
+	h := startHub(t, hubsim.Config{})
+	key := addDevice(t, h, "dev1")
+	first := mustDial(t, params(t, h, "dev1", key, newRecorder()))
+	first.Close()
+	if err := h.SendC2D("dev1", hubsim.C2DMessage{Payload: []byte("while away")}); err != nil {
+		t.Fatal(err)
+	}
+	r := newRecorder()
+	mustDial(t, params(t, h, "dev1", key, r)) // the hub sends it right after the CONNACK, before SUBSCRIBE
+	select {
+	case m := <-r.msgs:
+		if string(m.Payload) != "while away" {
+			t.Fatalf("C2D %q", m.Payload)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the C2D message queued while away never arrived")
+	}
+}
+
+func TestConnectFailuresAreClassified(t *testing.T) {
+	h := startHub(t, hubsim.Config{WSAddr: "127.0.0.1:0"})
 	key := addDevice(t, h, "dev1")
 	disabledKey := addDevice(t, h, "off")
 	if err := h.SetDeviceEnabled("off", false); err != nil {
@@ -191,32 +310,45 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refusedPort := closed.Addr().(*net.TCPAddr).Port
+	refusedHost := fmt.Sprintf("localhost:%d", closed.Addr().(*net.TCPAddr).Port)
 	closed.Close()
 
-	wrongKey := params(t, h, "dev1", disabledKey, newRecorder())
-	disabled := params(t, h, "off", disabledKey, newRecorder())
-	unknown := params(t, h, "ghost", key, newRecorder())
-	refused := params(t, h, "dev1", key, newRecorder())
-	refused.Host = fmt.Sprintf("localhost:%d", refusedPort)
-	untrusted := params(t, h, "dev1", key, newRecorder())
-	untrusted.TLS = &tls.Config{ServerName: "localhost", RootCAs: x509.NewCertPool()}
-	badToken := params(t, h, "dev1", key, newRecorder())
-	badToken.Token = "not a token"
-	dns := params(t, h, "dev1", key, newRecorder())
-	dns.Host = "no-such-host.invalid:8883"
-	for name, tc := range map[string]struct {
+	cases := map[string]struct {
 		p    transport.DialParams
 		kind transport.Kind
-	}{
-		"wrong key":     {wrongKey, transport.KindAuth},
-		"bad password":  {badToken, transport.KindAuth},
-		"disabled":      {disabled, transport.KindDeviceDisabled},
-		"unknown":       {unknown, transport.KindDeviceNotFound},
-		"refused":       {refused, transport.KindNetwork},
-		"dns":           {dns, transport.KindNetwork},
-		"untrusted hub": {untrusted, transport.KindUntrusted},
-	} {
+	}{}
+	for _, ws := range []bool{false, true} {
+		with := func(name string, kind transport.Kind, edit func(p *transport.DialParams), id, key string) {
+			p := params(t, h, id, key, newRecorder())
+			if ws {
+				p = overWebSocket(h, p)
+				name += " over WebSocket"
+			}
+			edit(&p)
+			cases[name] = struct {
+				p    transport.DialParams
+				kind transport.Kind
+			}{p, kind}
+		}
+		keep := func(*transport.DialParams) {}
+		with("wrong key", transport.KindAuth, keep, "dev1", disabledKey)
+		with("malformed token", transport.KindAuth, func(p *transport.DialParams) { p.Token = "not a token" }, "dev1", key)
+		with("disabled", transport.KindDeviceDisabled, keep, "off", disabledKey)
+		with("unknown device", transport.KindDeviceNotFound, keep, "ghost", key)
+		with("refused", transport.KindNetwork, func(p *transport.DialParams) { p.Host = refusedHost }, "dev1", key)
+		with("dns", transport.KindNetwork, func(p *transport.DialParams) { p.Host = "no-such-host.invalid:8883" }, "dev1", key)
+		with("untrusted hub", transport.KindUntrusted, func(p *transport.DialParams) {
+			p.TLS = &tls.Config{RootCAs: x509.NewCertPool()}
+		}, "dev1", key)
+	}
+	// An MQTT listener answers a WebSocket upgrade by closing the connection.
+	notWS := params(t, h, "dev1", key, newRecorder())
+	notWS.WebSocket = true
+	cases["WebSocket to an MQTT port"] = struct {
+		p    transport.DialParams
+		kind transport.Kind
+	}{notWS, transport.KindProtocol}
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			c, err := dial(tc.p)
 			if err == nil {
@@ -229,12 +361,7 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 		})
 	}
 	t.Run("throttled", func(t *testing.T) {
-		if err := h.Fault(hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 0}); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Fault(hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 1, Duration: time.Minute}); err != nil {
-			t.Fatal(err)
-		}
+		fault(t, h, hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 1, Duration: time.Minute})
 		defer h.Fault(hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 0})
 		var kinds []transport.Kind
 		for i := 0; i < 5; i++ { // at 1 connect per second, at most two of five quick connects get through
@@ -245,52 +372,119 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 			}
 			kinds = append(kinds, transport.KindOf(err))
 		}
-		if len(kinds) < 3 || kinds[0] != transport.KindProtocol {
-			t.Fatalf("throttled connects failed with %v; want protocol drops", kinds)
+		if len(kinds) < 3 {
+			t.Fatalf("%d of 5 throttled connects failed", len(kinds))
 		}
-	})
-	t.Run("context ends the dial", func(t *testing.T) {
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		_, err := NewDialer().Dial(ctx, params(t, h, "dev1", key, newRecorder()))
-		var te *transport.Error
-		if !errors.As(err, &te) {
-			t.Fatalf("err %v", err)
+		for _, k := range kinds {
+			if k != transport.KindProtocol {
+				t.Fatalf("throttled connects failed with %v; want protocol drops", kinds)
+			}
 		}
 	})
 }
 
-func TestKillTCPReportsOneLossAndFailsLaterSends(t *testing.T) {
+// silentListener accepts TCP connections on 127.0.0.1 and never answers; each accept is signalled.
+func silentListener(t *testing.T) (addr string, accepted <-chan struct{}) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := make(chan struct{}, 8)
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+			acc <- struct{}{}
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String(), acc
+}
+
+func TestDialEndsWithItsContext(t *testing.T) {
+	for _, ws := range []bool{false, true} {
+		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
+			addr, accepted := silentListener(t)
+			p := transport.DialParams{Host: addr, DeviceID: "dev1", Token: "t", WebSocket: ws, Handler: newRecorder()}
+
+			// A deadline that passes during the TLS handshake is a timeout, not a network failure.
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			_, err := NewDialer().Dial(ctx, p)
+			cancel()
+			if k := transport.KindOf(err); k != transport.KindTimeout {
+				t.Fatalf("deadline: kind %v (%v), want timeout", k, err)
+			}
+
+			// Cancelling ends the dial long before its deadline.
+			ctx, cancel = context.WithTimeout(context.Background(), time.Hour)
+			defer cancel()
+			result := make(chan error, 1)
+			go func() {
+				_, err := NewDialer().Dial(ctx, p)
+				result <- err
+			}()
+			for range 2 { // the first connection was the deadline case
+				select {
+				case <-accepted:
+				case <-time.After(waitLimit):
+					t.Fatal("the dial never reached the listener")
+				}
+			}
+			cancel()
+			select {
+			case err := <-result:
+				if k := transport.KindOf(err); k != transport.KindTimeout || !errors.Is(err, context.Canceled) {
+					t.Fatalf("cancel: kind %v (%v), want a timeout from the cancelled context", k, err)
+				}
+			case <-time.After(waitLimit):
+				t.Fatal("Dial kept going after its context was cancelled")
+			}
+		})
+	}
+}
+
+func TestKillTCPReportsOneLossAndFailsPendingSends(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
 	r := newRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
-	if errs := sendAll(t, c, []*transport.Message{{Payload: []byte("a")}}); errs[0] != nil {
+	if errs := sendAll(c, numbered(1, "before")).wait(t); errs[0] != nil {
 		t.Fatal(errs[0])
 	}
-	if err := h.Fault(hubsim.Fault{Kind: hubsim.FaultKillTCP, Device: "dev1"}); err != nil {
-		t.Fatal(err)
+	// The stalled hub acknowledges nothing, so these sends are still pending when the connection is killed.
+	fault(t, h, hubsim.Fault{Kind: hubsim.FaultBlackhole, Duration: time.Minute})
+	pending := sendAll(c, numbered(50, "stalled"))
+	fault(t, h, hubsim.Fault{Kind: hubsim.FaultKillTCP, Device: "dev1"})
+	if e := r.expectLoss(t); e.Kind != transport.KindProtocol {
+		t.Fatalf("loss kind %v", e)
 	}
-	select {
-	case e := <-r.lost:
-		if e.Kind != transport.KindProtocol {
-			t.Fatalf("loss kind %v", e)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("loss not reported")
-	}
-	errs := sendAll(t, c, []*transport.Message{{Payload: []byte("b")}, {Payload: []byte("c")}})
-	for _, err := range errs {
+	for i, err := range pending.wait(t) {
 		if transport.KindOf(err) != transport.KindProtocol {
-			t.Fatalf("send on a dead link: %v", err)
+			t.Fatalf("pending send %d: %v", i, err)
+		}
+	}
+	for i, err := range sendAll(c, numbered(2, "after")).wait(t) {
+		if transport.KindOf(err) != transport.KindProtocol {
+			t.Fatalf("send %d on a dead link: %v", i, err)
 		}
 	}
 	c.Close()
-	select {
-	case e := <-r.lost:
-		t.Fatalf("second loss report %v", e)
-	default:
-	}
+	pending.expectOnce(t)
+	r.expectNoLoss(t)
 }
 
 func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
@@ -301,53 +495,78 @@ func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 2000
-	var mu sync.Mutex
-	calls := map[int]int{}
-	var wg sync.WaitGroup
-	wg.Add(n)
-	for i := 0; i < n; i++ {
-		c.Send(&transport.Message{Payload: []byte("x")}, func(error) {
-			mu.Lock()
-			calls[i]++
-			mu.Unlock()
-			wg.Done()
-		})
-	}
+	s := sendAll(c, numbered(2000, "x"))
 	c.Close()
-	wg.Wait() // Close has returned, so every done already ran
-	for i := 0; i < n; i++ {
-		if calls[i] != 1 {
-			t.Fatalf("send %d completed %d times", i, calls[i])
+	s.expectOnce(t) // Close has returned, so every done already ran
+	for i, err := range s.wait(t) {
+		if err != nil && !strings.Contains(err.Error(), "closed") {
+			t.Fatalf("send %d failed with %v, want closed", i, err)
 		}
 	}
-	var after error
-	c.Send(&transport.Message{}, func(err error) { after = err })
-	if !strings.Contains(fmt.Sprint(after), "closed") {
+	after := sendAll(c, numbered(1, "late")).wait(t)[0]
+	if transport.KindOf(after) != transport.KindProtocol || !strings.Contains(fmt.Sprint(after), "closed") {
 		t.Fatalf("send after close: %v", after)
 	}
-	select {
-	case e := <-r.lost:
-		t.Fatalf("Close reported a loss: %v", e)
-	default:
+	if err := c.Close(); err != nil {
+		t.Fatal("second Close:", err)
 	}
+	r.expectNoLoss(t)
 }
 
-func TestModuleDoesNotSubscribeToC2D(t *testing.T) {
+func TestModuleSendsWithoutC2D(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	addDevice(t, h, "dev1")
 	m, err := h.AddModule("dev1", "mod1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRecorder()
 	tok, err := iothub.BuildSAS(iothub.ResourceURI(h.HostName(), "dev1", "mod1"), m.PrimaryKey, "", time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// hubsim closes a connection that subscribes outside its identity's tree, so a module's C2D SUBSCRIBE
+	// would fail this dial.
 	c := mustDial(t, transport.DialParams{Host: h.HostName(), DeviceID: "dev1", ModuleID: "mod1", Token: tok,
-		TLS: tlsFor(t, h), Handler: r})
-	if errs := sendAll(t, c, []*transport.Message{{Payload: []byte("from module")}}); errs[0] != nil {
+		TLS: tlsFor(t, h), Handler: newRecorder()})
+	if errs := sendAll(c, numbered(1, "from module")).wait(t); errs[0] != nil {
 		t.Fatal(errs[0])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if _, err := h.WaitMessages(ctx, "dev1/mod1", 1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadInputIsAnError(t *testing.T) {
+	for name, p := range map[string]transport.DialParams{
+		"no host":    {DeviceID: "d", Handler: newRecorder()},
+		"no device":  {Host: "localhost", Handler: newRecorder()},
+		"no handler": {Host: "localhost", DeviceID: "d"},
+	} {
+		if _, err := dial(p); err == nil {
+			t.Errorf("%s: dialled", name)
+		}
+	}
+	h := startHub(t, hubsim.Config{})
+	key := addDevice(t, h, "dev1")
+	c := mustDial(t, params(t, h, "dev1", key, newRecorder()))
+	var got error
+	c.Send(nil, func(err error) { got = err })
+	if got == nil {
+		t.Fatal("a nil message was accepted")
+	}
+	if err := c.RenewToken(context.Background(), "t"); !errors.Is(err, transport.ErrRenewNeedsReconnect) {
+		t.Fatalf("RenewToken: %v", err)
+	}
+}
+
+func TestKeepAliveDefaultsAndCap(t *testing.T) {
+	for in, want := range map[time.Duration]int64{0: 240, 30 * time.Second: 30, 2 * time.Hour: 1177} {
+		c := &conn{}
+		opts := c.options(context.Background(), transport.DialParams{Host: "h", DeviceID: "d", KeepAlive: in})
+		if opts.KeepAlive != want {
+			t.Errorf("keep-alive %v became %d s, want %d s", in, opts.KeepAlive, want)
+		}
 	}
 }
