@@ -13,9 +13,11 @@ import (
 	"github.com/iotconn/iotconn/core/transport"
 )
 
-// conn is one live MQTT link. Sends are pipelined without a goroutine per message: Send only queues; one
-// publisher goroutine hands messages to paho in order, and one waiter goroutine drains their tokens in the same
-// order and calls each done. Close stops both.
+// conn is one live MQTT link. Sends are pipelined without a goroutine per message: Send only queues; a publisher
+// goroutine hands messages to paho in order, and a waiter goroutine completes them in the same order as their
+// PUBACKs arrive. Only the waiter completes a message, so each gets exactly one completion; when the link ends
+// it fails every message still unsettled at once, without waiting for the publisher, which paho can hold inside
+// Publish for up to publishWait when the link dies under it.
 type conn struct {
 	client       paho.Client
 	handler      transport.Handler
@@ -27,25 +29,28 @@ type conn struct {
 	netConn     net.Conn    // the TLS connection, once dialled
 	established bool        // Dial returned this conn: a loss is reported from now on
 	closed      bool
-	outbox      []pendingSend // accepted by Send, not yet published
 	downErr     *transport.Error
+	unsettled   []*pendingSend // accepted and not completed, in send order
+	handed      int            // unsettled[:handed] went to paho (the last one may still lack its token)
 
-	down      chan struct{} // closed when the link ends, lost or closed
-	wake      chan struct{} // capacity 1: "outbox may be non-empty"
-	closing   chan struct{}
-	published chan pendingSend // publisher -> waiter, in publish order; the publisher closes it
-	workers   sync.WaitGroup
+	down       chan struct{} // closed when the link ends, lost or closed
+	wake       chan struct{} // capacity 1: "there may be something to publish"
+	tokenReady chan struct{} // capacity 1: "a handed message got its token"
+	awaitDone  chan struct{}
 }
 
 type pendingSend struct {
 	msg  *transport.Message
-	tok  paho.Token
 	done func(error)
+	tok  paho.Token // set under conn.mu once paho took the message
 }
 
-// publishedBacklog is how many published messages may wait for their acknowledgement before the publisher
-// waits for the waiter; paho allows 65535 in flight.
-const publishedBacklog = 4096
+const (
+	// maxInFlight is how many messages may wait for their PUBACK; paho has 65535 packet ids.
+	maxInFlight = 4096
+	// publishRun is how many messages the publisher takes per lock.
+	publishRun = 64
+)
 
 var (
 	errClosed     = errors.New("connection closed")
@@ -59,105 +64,181 @@ func newConn(p transport.DialParams) *conn {
 		c2dPrefix:    iothub.C2DPrefix(p.DeviceID),
 		down:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
-		closing:      make(chan struct{}),
-		published:    make(chan pendingSend, publishedBacklog),
+		tokenReady:   make(chan struct{}, 1),
+		awaitDone:    make(chan struct{}),
 	}
-	c.workers.Add(2)
 	go c.publish()
 	go c.await()
 	return c
 }
 
-// Send queues m for publishing at QoS 1 and returns at once; done gets nil on PUBACK. On a closed conn, and for
-// a nil m, done is called before Send returns.
+// Send queues m for publishing at QoS 1 and returns at once; done gets nil on PUBACK. On a conn that is down,
+// and for a nil m, done is called before Send returns.
 func (c *conn) Send(m *transport.Message, done func(error)) {
 	if m == nil {
 		done(&transport.Error{Kind: transport.KindProtocol, Op: "send", Err: errNilMessage})
 		return
 	}
 	c.mu.Lock()
-	if c.closed {
+	if c.downErr != nil {
+		err := c.sendErrLocked()
 		c.mu.Unlock()
-		done(&transport.Error{Kind: transport.KindProtocol, Op: "send", Err: errClosed})
+		done(err)
 		return
 	}
-	c.outbox = append(c.outbox, pendingSend{msg: m, done: done})
+	c.unsettled = append(c.unsettled, &pendingSend{msg: m, done: done})
 	c.mu.Unlock()
+	signal(c.wake)
+}
+
+// signal sets a capacity-1 flag channel without blocking.
+func signal(ch chan struct{}) {
 	select {
-	case c.wake <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
 
-// publish is the publisher goroutine.
+// publish is the publisher goroutine. It ends when the link does (or, if paho holds it in Publish, up to
+// publishWait later).
 func (c *conn) publish() {
-	defer c.workers.Done()
-	defer close(c.published)
-	var batch []pendingSend
+	run := make([]*pendingSend, 0, publishRun)
+	toks := make([]paho.Token, 0, publishRun)
 	for {
-		select {
-		case <-c.wake:
-		case <-c.closing:
-			c.mu.Lock()
-			rest := c.outbox
-			c.outbox = nil
-			c.mu.Unlock()
-			c.fail(rest)
+		run = c.takeRun(run[:0])
+		if run == nil {
 			return
+		}
+		if len(run) == 0 {
+			select {
+			case <-c.wake:
+			case <-c.down:
+			}
+			continue
+		}
+		toks = toks[:0]
+		for _, ps := range run {
+			toks = append(toks, c.client.Publish(c.telemetryTopic(ps.msg), 1, false, ps.msg.Payload))
 		}
 		c.mu.Lock()
-		batch, c.outbox = c.outbox, batch[:0] // the two slices take turns, so a steady stream does not allocate
+		for i, ps := range run {
+			ps.tok = toks[i]
+		}
 		c.mu.Unlock()
-		c.publishBatch(batch)
-		clear(batch) // drop the references to sent messages
+		clear(run) // the waiter owns them now
+		signal(c.tokenReady)
 	}
 }
 
-// publishBatch hands batch to paho and the waiter in order; what cannot go out any more fails at once.
-func (c *conn) publishBatch(batch []pendingSend) {
-	for i := range batch {
-		select {
-		case <-c.down: // paho would refuse them one by one
-			c.fail(batch[i:])
-			return
-		default:
-		}
-		batch[i].tok = c.client.Publish(c.telemetryTopic(batch[i].msg), 1, false, batch[i].msg.Payload)
-		select {
-		case c.published <- batch[i]:
-		case <-c.closing:
-			c.fail(batch[i:])
-			return
-		}
+// takeRun appends the next messages to publish to run; nil once the link is down.
+func (c *conn) takeRun(run []*pendingSend) []*pendingSend {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.downErr != nil {
+		return nil
 	}
+	n := min(len(c.unsettled)-c.handed, publishRun, maxInFlight-c.handed)
+	run = append(run, c.unsettled[c.handed:c.handed+n]...)
+	c.handed += n
+	return run
 }
 
-// await is the waiter goroutine: it completes published messages in order.
+// await is the waiter goroutine: it completes handed messages in order, and everything unsettled when the link
+// ends.
 func (c *conn) await() {
-	defer c.workers.Done()
-	for ps := range c.published {
+	defer close(c.awaitDone)
+	for {
+		head := c.firstWithToken()
+		if head == nil {
+			select {
+			case <-c.tokenReady:
+				continue
+			case <-c.down:
+				c.failUnsettled()
+				return
+			}
+		}
 		select {
-		case <-ps.tok.Done():
+		case <-head.tok.Done():
 		case <-c.down:
 		}
-		ps.done(c.result(ps.tok))
+		for _, ps := range c.settleAcked() {
+			ps.done(c.result(ps.tok))
+		}
 	}
 }
 
-// result is a published message's outcome. A publish that failed (paho's writer stalled past publishWait)
-// ends the link: the engine then sends the message again on a new one.
-func (c *conn) result(tok paho.Token) error {
+// firstWithToken returns the oldest unsettled message if paho has it, else nil.
+func (c *conn) firstWithToken() *pendingSend {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.unsettled) == 0 || c.unsettled[0].tok == nil {
+		return nil
+	}
+	return c.unsettled[0]
+}
+
+// settleAcked removes the oldest message and those after it that paho finished with, and wakes the publisher
+// if they freed in-flight room.
+func (c *conn) settleAcked() []*pendingSend {
+	c.mu.Lock()
+	n := 1
+	for n < c.handed && c.unsettled[n].tok != nil && isDone(c.unsettled[n].tok) {
+		n++
+	}
+	settled := make([]*pendingSend, n)
+	copy(settled, c.unsettled)
+	c.popLocked(n)
+	full := c.handed+n >= maxInFlight
+	c.mu.Unlock()
+	if full {
+		signal(c.wake)
+	}
+	return settled
+}
+
+func (c *conn) popLocked(n int) {
+	clear(c.unsettled[:n])
+	c.unsettled = c.unsettled[n:]
+	c.handed -= n
+	if len(c.unsettled) == 0 {
+		c.unsettled = c.unsettled[:0:0] // let a long burst's backing array go
+	}
+}
+
+func isDone(tok paho.Token) bool {
 	select {
 	case <-tok.Done():
-		err := tok.Error()
-		if err == nil {
-			return nil
-		}
-		c.breakLink()
-		return &transport.Error{Kind: transport.KindProtocol, Op: "send", Err: err}
+		return true
 	default:
+		return false
+	}
+}
+
+// failUnsettled completes everything still unsettled with the link's error; Send refuses new messages by now.
+func (c *conn) failUnsettled() {
+	c.mu.Lock()
+	rest := c.unsettled
+	c.unsettled, c.handed = nil, 0
+	err := c.sendErrLocked()
+	c.mu.Unlock()
+	for _, ps := range rest {
+		ps.done(err)
+	}
+}
+
+// result is a handed message's outcome. A publish that failed (paho's writer stalled past publishWait) ends
+// the link: the engine then sends the message again on a new one.
+func (c *conn) result(tok paho.Token) error {
+	if !isDone(tok) {
 		return c.linkErr()
 	}
+	err := tok.Error()
+	if err == nil {
+		return nil
+	}
+	c.breakLink()
+	return &transport.Error{Kind: transport.KindProtocol, Op: "send", Err: err}
 }
 
 // breakLink makes paho's reader fail, so paho reports the loss through its own path (from its goroutine, as for
@@ -175,17 +256,11 @@ func (c *conn) breakLink() {
 func (c *conn) linkErr() *transport.Error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return &transport.Error{Kind: c.downErr.Kind, Op: "send", Err: c.downErr}
+	return c.sendErrLocked()
 }
 
-func (c *conn) fail(batch []pendingSend) {
-	if len(batch) == 0 {
-		return
-	}
-	err := c.linkErr()
-	for _, ps := range batch {
-		ps.done(err)
-	}
+func (c *conn) sendErrLocked() *transport.Error {
+	return &transport.Error{Kind: c.downErr.Kind, Op: "send", Err: c.downErr}
 }
 
 // lose ends the link once and says whether the handler should hear of it: only for the first end of an
@@ -222,23 +297,20 @@ func (c *conn) establish() *transport.Error {
 // RenewToken cannot work in place on MQTT: IoT Hub reads the token only in CONNECT.
 func (c *conn) RenewToken(_ context.Context, _ string) error { return transport.ErrRenewNeedsReconnect }
 
-// Close disconnects, fails every unacknowledged send with KindProtocol and waits for the conn's goroutines.
-// It does not report OnConnectionLost. It is idempotent.
+// Close disconnects, fails every unacknowledged send with KindProtocol and waits until they are completed. It
+// does not report OnConnectionLost. It is idempotent.
 func (c *conn) Close() error {
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		c.workers.Wait()
-		return nil
-	}
+	first := !c.closed
 	c.closed = true
 	c.mu.Unlock()
-	c.lose(&transport.Error{Kind: transport.KindProtocol, Op: "close", Err: errClosed})
-	close(c.closing)
-	c.stopDialWatch()
-	if c.client != nil {
-		c.client.Disconnect(disconnectQuiesce)
+	if first {
+		c.lose(&transport.Error{Kind: transport.KindProtocol, Op: "close", Err: errClosed})
+		c.stopDialWatch()
+		if c.client != nil {
+			c.client.Disconnect(disconnectQuiesce)
+		}
 	}
-	c.workers.Wait()
+	<-c.awaitDone
 	return nil
 }

@@ -57,7 +57,7 @@ func (r *recorder) expectNoLoss(t *testing.T) {
 	}
 }
 
-func startHub(t *testing.T, cfg hubsim.Config) *hubsim.Hub {
+func startHub(t testing.TB, cfg hubsim.Config) *hubsim.Hub {
 	t.Helper()
 	cfg.Dir = t.TempDir()
 	if cfg.MQTTAddr == "" {
@@ -72,7 +72,7 @@ func startHub(t *testing.T, cfg hubsim.Config) *hubsim.Hub {
 }
 
 // tlsFor trusts the hub's CA. ServerName stays empty: the transport takes it from the host.
-func tlsFor(t *testing.T, h *hubsim.Hub) *tls.Config {
+func tlsFor(t testing.TB, h *hubsim.Hub) *tls.Config {
 	t.Helper()
 	pem, err := os.ReadFile(h.CAFile())
 	if err != nil {
@@ -86,7 +86,7 @@ func tlsFor(t *testing.T, h *hubsim.Hub) *tls.Config {
 }
 
 // params returns dial parameters for device id with a valid one-hour token signed with key.
-func params(t *testing.T, h *hubsim.Hub, id, key string, r *recorder) transport.DialParams {
+func params(t testing.TB, h *hubsim.Hub, id, key string, r *recorder) transport.DialParams {
 	t.Helper()
 	tok, err := iothub.BuildSAS(iothub.ResourceURI(h.HostName(), id, ""), key, "", time.Now().Add(time.Hour))
 	if err != nil {
@@ -102,7 +102,7 @@ func overWebSocket(h *hubsim.Hub, p transport.DialParams) transport.DialParams {
 	return p
 }
 
-func addDevice(t *testing.T, h *hubsim.Hub, id string) string {
+func addDevice(t testing.TB, h *hubsim.Hub, id string) string {
 	t.Helper()
 	d, err := h.AddDevice(id, "")
 	if err != nil {
