@@ -27,7 +27,8 @@ type conn struct {
 	mu          sync.Mutex
 	dialWatch   func() bool // stops closing the socket when the dial context ends
 	netConn     net.Conn    // the TLS connection, once dialled
-	established bool        // Dial returned this conn: a loss is reported from now on
+	writer      *batchWriter
+	established bool // Dial returned this conn: a loss is reported from now on
 	closed      bool
 	downErr     *transport.Error
 	unsettled   []*pendingSend // accepted and not completed, in send order
@@ -99,8 +100,8 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// publish is the publisher goroutine. It ends when the link does (or, if paho holds it in Publish, up to
-// publishWait later).
+// publish is the publisher goroutine. It ends when the link does, or, if it raced the link's end into paho's
+// Publish, up to publishWait later: paho gives no way to abort a Publish.
 func (c *conn) publish() {
 	run := make([]*pendingSend, 0, publishRun)
 	toks := make([]paho.Token, 0, publishRun)
@@ -116,6 +117,7 @@ func (c *conn) publish() {
 			}
 			continue
 		}
+		c.writerOf().waitRoom(c.down)
 		toks = toks[:0]
 		for _, ps := range run {
 			toks = append(toks, c.client.Publish(c.telemetryTopic(ps.msg), 1, false, ps.msg.Payload))
@@ -128,6 +130,12 @@ func (c *conn) publish() {
 		clear(run) // the waiter owns them now
 		signal(c.tokenReady)
 	}
+}
+
+func (c *conn) writerOf() *batchWriter {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writer
 }
 
 // takeRun appends the next messages to publish to run; nil once the link is down.

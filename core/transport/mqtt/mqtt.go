@@ -22,8 +22,8 @@ const (
 	defaultKeepAlive = 240 * time.Second
 	maxKeepAlive     = 1177 * time.Second // IoT Hub's limit
 	defaultTimeout   = 30 * time.Second   // a dial whose context has no deadline
-	// publishWait bounds how long a publish may wait for paho's writer (and a socket write may block); a link
-	// that stalls this long is torn down, and Close never waits longer than this for a blocked publish.
+	// publishWait bounds how long paho's Publish waits to hand a packet to paho's writer (which never blocks on
+	// the socket: see batchWriter); a publish that waited this long fails and ends the link.
 	publishWait = 10 * time.Second
 	// disconnectQuiesce is how long Close lets paho send DISCONNECT, in milliseconds.
 	disconnectQuiesce = 100
@@ -143,7 +143,15 @@ func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.Client
 		SetConnectTimeout(max(time.Until(deadline), time.Millisecond)).
 		SetWriteTimeout(publishWait).
 		SetCustomOpenConnectionFn(func(u *url.URL, _ paho.ClientOptions) (net.Conn, error) {
-			return c.open(ctx, u, tlsConf)
+			nc, err := c.open(ctx, u, tlsConf)
+			if err != nil {
+				return nil, err
+			}
+			w := newBatchWriter(nc)
+			c.mu.Lock()
+			c.writer = w
+			c.mu.Unlock()
+			return w, nil
 		}).
 		SetConnectionLostHandler(func(_ paho.Client, err error) { c.onConnectionLost(err) })
 }
