@@ -62,6 +62,7 @@ test_all() {
 	test_c
 	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, wheel"
 	bash bindings/python/run-tests.sh
+	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, version, nupkg, example" && bash bindings/csharp/run-tests.sh
 	say "official Azure IoT SDKs against hubsim"
 	bash tests/sdk/run.sh
 }

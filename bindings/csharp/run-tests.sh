@@ -8,9 +8,11 @@ root="$(cd "$here/../.." && pwd)"
 out="$root/build/csharp"
 
 if ! command -v mcs >/dev/null || ! command -v mono >/dev/null; then
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq mono-mcs mono-runtime >/dev/null
+	echo "==> csharp: installing mono-mcs and mono-runtime"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mono-mcs mono-runtime >/dev/null
 fi
 
 for need in "$root/build/libiotconn.so" "$root/build/bin/iotconn-hubsim"; do

@@ -115,7 +115,7 @@ namespace Iotconn.Tests
             }
             catch (IotconnException e)
             {
-                Assert(e.Code == -1, "code is IOTCONN_EINVAL (-1), not " + e.Code);
+                Assert(e.Code == ErrorCode.InvalidArgument, "code is IOTCONN_EINVAL (-1), not " + e.Code);
                 Assert(e.Message.Contains("(-1): "), "the message carries the library's explanation: " + e.Message);
                 return;
             }
