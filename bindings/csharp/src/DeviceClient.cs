@@ -76,11 +76,11 @@ namespace Iotconn
         {
             if (connectionString == null)
             {
-                throw new ArgumentNullException("connectionString");
+                throw IotconnException.InvalidArgument("connectionString", "must not be null");
             }
             if (!Enum.IsDefined(typeof(TransportType), transportType))
             {
-                throw new ArgumentOutOfRangeException("transportType", transportType, "unknown transport type");
+                throw IotconnException.InvalidArgument("transportType", "unknown transport type " + transportType);
             }
             NativeMethods.EnsureCompatible();
             ClientHandle handle;
@@ -145,7 +145,7 @@ namespace Iotconn
         {
             if (value < 1 || value > max)
             {
-                throw new ArgumentOutOfRangeException(what, value, what + " must be between 1 and " + max);
+                throw IotconnException.InvalidArgument(what, "must be between 1 and " + max + ", not " + value);
             }
             return value;
         }
@@ -153,6 +153,7 @@ namespace Iotconn
         /// <summary>Handler of status changes; runs on the dispatcher thread. Set it before OpenAsync.</summary>
         public void SetConnectionStatusChangesHandler(ConnectionStatusChangesHandler handler)
         {
+            ThrowIfClosed();
             statusHandler = handler;
         }
 
@@ -161,6 +162,7 @@ namespace Iotconn
             CancellationToken cancellationToken = default(CancellationToken))
         {
             cancellationToken.ThrowIfCancellationRequested();
+            ThrowIfClosed();
             messageHandlerContext = userContext;
             messageHandler = handler;
             return Task.FromResult(true);
@@ -181,7 +183,7 @@ namespace Iotconn
         {
             if (retryPolicy == null)
             {
-                throw new ArgumentNullException("retryPolicy");
+                throw IotconnException.InvalidArgument("retryPolicy", "must not be null");
             }
             ThrowIfClosed();
             var native = new NativeMethods.RetryPolicy
@@ -239,7 +241,7 @@ namespace Iotconn
         {
             if (message == null)
             {
-                throw new ArgumentNullException("message");
+                throw IotconnException.InvalidArgument("message", "must not be null");
             }
             ThrowIfClosed();
             // Continuations run elsewhere so that user code awaiting a send never blocks the dispatcher.
@@ -450,7 +452,7 @@ namespace Iotconn
         {
             if (closed)
             {
-                throw new ObjectDisposedException("DeviceClient", "the client was closed");
+                throw new IotconnException(ErrorCode.Closed, "the DeviceClient was closed or disposed");
             }
         }
 
@@ -460,16 +462,6 @@ namespace Iotconn
             {
                 throw IotconnException.FromLastError(rc);
             }
-        }
-
-        private static uint ToMs(string what, TimeSpan value)
-        {
-            double ms = Math.Ceiling(value.TotalMilliseconds);
-            if (ms < 1 || ms > uint.MaxValue)
-            {
-                throw new ArgumentOutOfRangeException(what, value, what + " must be between 1 ms and 49 days");
-            }
-            return (uint)ms;
         }
     }
 }

@@ -36,7 +36,23 @@ namespace Iotconn
 
         private static string Describe(ErrorCode code)
         {
-            return NativeMethods.FromUtf8(NativeMethods.iotconn_strerror((int)code)) + " (" + (int)code + ")";
+            string text;
+            try
+            {
+                text = NativeMethods.FromUtf8(NativeMethods.iotconn_strerror((int)code));
+            }
+            catch (DllNotFoundException)
+            {
+                // An argument error found before the library could load still gets its code.
+                text = code.ToString();
+            }
+            return text + " (" + (int)code + ")";
+        }
+
+        /// <summary>A bad argument found by the binding itself, reported as the library reports its own.</summary>
+        internal static IotconnException InvalidArgument(string parameter, string why)
+        {
+            return new IotconnException(ErrorCode.InvalidArgument, parameter + " " + why);
         }
 
         /// <summary>The exception for a failed call's return code, with this thread's last error message.</summary>

@@ -19,7 +19,7 @@ namespace Iotconn
         {
             if (body == null)
             {
-                throw new ArgumentNullException("body");
+                throw IotconnException.InvalidArgument("body", "must not be null");
             }
             this.body = body;
             Properties = new Dictionary<string, string>();
@@ -104,7 +104,7 @@ namespace Iotconn
                     {
                         if (pair.Value == null)
                         {
-                            throw new ArgumentException("message property '" + pair.Key + "' has a null value");
+                            throw IotconnException.InvalidArgument("message", "property '" + pair.Key + "' has a null value");
                         }
                         var property = new NativeMethods.Property
                         {

@@ -162,22 +162,27 @@ namespace Iotconn
             }
             if (text.IndexOf('\0') >= 0)
             {
-                throw new ArgumentException("strings passed to iotconn must not contain NUL characters");
+                throw IotconnException.InvalidArgument("string", "strings passed to iotconn must not contain NUL characters");
             }
             var bytes = new byte[Encoding.UTF8.GetByteCount(text) + 1];
             Encoding.UTF8.GetBytes(text, 0, text.Length, bytes, 0);
             return bytes;
         }
 
+        // The header these declarations follow (include/iotconn.h IOTCONN_VERSION_*): a library of the same major
+        // version and at least this minor one has every function and field used here.
         internal const int HeaderMajor = 1;
+        internal const int HeaderMinor = 0;
+        internal const string HeaderVersion = "1.0.0";
 
-        // Null when the loaded library's major version is the one these declarations were written for.
+        // Null when the loaded library is compatible, else why not.
         private static readonly Lazy<string> incompatibility = new Lazy<string>(() =>
         {
             int major, minor, patch;
             string version = FromUtf8(iotconn_version(out major, out minor, out patch));
-            return major == HeaderMajor ? null
-                : "libiotconn " + version + " is loaded, but Iotconn.dll needs major version " + HeaderMajor;
+            return major == HeaderMajor && minor >= HeaderMinor ? null
+                : "libiotconn " + version + " is loaded; Iotconn.dll needs " + HeaderMajor + ".x, x >= " +
+                    HeaderMinor + " (written against " + HeaderVersion + ")";
         });
 
         /// <summary>Throws when the loaded library does not match these declarations (or cannot be loaded).</summary>

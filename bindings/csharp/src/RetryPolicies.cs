@@ -27,15 +27,15 @@ namespace Iotconn
         {
             if (retryCount < 0)
             {
-                throw new ArgumentOutOfRangeException("retryCount", retryCount, "retryCount must not be negative");
+                throw IotconnException.InvalidArgument("retryCount", "must not be negative, not " + retryCount);
             }
             MinBackoffMs = Milliseconds("minBackoff", minBackoff);
             MaxBackoffMs = Milliseconds("maxBackoff", maxBackoff);
             DeltaBackoffMs = Milliseconds("deltaBackoff", deltaBackoff);
             if (MinBackoffMs > MaxBackoffMs)
             {
-                throw new ArgumentException("minBackoff (" + minBackoff + ") is greater than maxBackoff (" +
-                    maxBackoff + ")", "minBackoff");
+                throw IotconnException.InvalidArgument("minBackoff", minBackoff + " is greater than maxBackoff (" +
+                    maxBackoff + ")");
             }
             RetryCount = retryCount;
         }
@@ -69,8 +69,8 @@ namespace Iotconn
             double ms = Math.Round(value.TotalMilliseconds);
             if (ms < 0 || ms > uint.MaxValue)
             {
-                throw new ArgumentOutOfRangeException(what, value, what + " must be between 0 and " + uint.MaxValue +
-                    " ms");
+                throw IotconnException.InvalidArgument(what, "must be between 0 and " + uint.MaxValue + " ms, not " +
+                    value);
             }
             return (uint)ms;
         }

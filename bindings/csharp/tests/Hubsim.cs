@@ -3,6 +3,9 @@ using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
+using System.Linq;
+using System.Net;
+using System.Text;
 using System.Threading;
 
 namespace Iotconn.Tests
@@ -85,6 +88,45 @@ namespace Iotconn.Tests
                 {
                     ConnectionStrings[words[2]] = words[3];
                 }
+            }
+        }
+
+        /// <summary>The D2C messages the hub recorded for a device, in arrival order.</summary>
+        public List<Dictionary<string, object>> Messages(string deviceId)
+        {
+            var list = (List<object>)Json.Parse(Request("GET", "/devices/" + deviceId + "/messages", null));
+            return list.Cast<Dictionary<string, object>>().ToList();
+        }
+
+        /// <summary>Injects a fault (hubsim/README.md, Faults); device null means every device.</summary>
+        public void Fault(string kind, string device, int seconds)
+        {
+            string body = "{\"kind\":" + Json.Quote(kind) + ",\"seconds\":" + seconds +
+                (device != null ? ",\"device\":" + Json.Quote(device) : "") + "}";
+            Request("POST", "/faults", body);
+        }
+
+        /// <summary>Queues a cloud-to-device message; fields are the control API's (payload, messageId, ...).</summary>
+        public void SendC2D(string deviceId, IDictionary<string, string> fields, IDictionary<string, string> properties)
+        {
+            string body = Json.Object(fields);
+            if (properties != null)
+            {
+                body = body.Substring(0, body.Length - 1) + ",\"properties\":" + Json.Object(properties) + "}";
+            }
+            Request("POST", "/devices/" + deviceId + "/c2d", body);
+        }
+
+        private string Request(string method, string path, string body)
+        {
+            using (var web = new WebClient { Proxy = null, Encoding = Encoding.UTF8 })
+            {
+                if (body == null)
+                {
+                    return web.DownloadString(ControlUrl + path);
+                }
+                web.Headers[HttpRequestHeader.ContentType] = "application/json";
+                return web.UploadString(ControlUrl + path, method, body);
             }
         }
 

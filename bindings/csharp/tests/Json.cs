@@ -29,6 +29,39 @@ namespace Iotconn.Tests
             return value;
         }
 
+        /// <summary>text as a JSON string literal.</summary>
+        public static string Quote(string text)
+        {
+            var result = new StringBuilder("\"");
+            foreach (char c in text)
+            {
+                if (c == '"' || c == '\\')
+                {
+                    result.Append('\\').Append(c);
+                }
+                else if (c < ' ')
+                {
+                    result.Append("\\u").Append(((int)c).ToString("x4"));
+                }
+                else
+                {
+                    result.Append(c);
+                }
+            }
+            return result.Append('"').ToString();
+        }
+
+        /// <summary>An object of string members, in the order given.</summary>
+        public static string Object(IEnumerable<KeyValuePair<string, string>> members)
+        {
+            var parts = new List<string>();
+            foreach (var member in members)
+            {
+                parts.Add(Quote(member.Key) + ":" + Quote(member.Value));
+            }
+            return "{" + string.Join(",", parts.ToArray()) + "}";
+        }
+
         private object Value()
         {
             Space();

@@ -1,0 +1,250 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.RegularExpressions;
+using System.Threading.Tasks;
+using static Iotconn.Tests.Support;
+
+namespace Iotconn.Tests
+{
+    /// <summary>The binding against include/iotconn.h and the loaded library, and whole processes: enum parity, the
+    /// version check, and a device process that exits by itself after its callbacks ran.</summary>
+    internal static class LibraryTests
+    {
+        public static readonly TestCase[] All =
+        {
+            new TestCase("EnumsMatchHeader", EnumsMatchHeader),
+            new TestCase("LibraryAndBindingVersionsMatchHeader", VersionsMatchHeader),
+            new TestCase("AnIncompatibleLibraryIsRefused", IncompatibleLibraryIsRefused),
+            new TestCase("DeviceSendsEventToHubsimAndItsProcessExits", DeviceSendsEventAndExits),
+        };
+
+        [DllImport("iotconn")]
+        private static extern IntPtr iotconn_status_str(int status);
+
+        [DllImport("iotconn")]
+        private static extern IntPtr iotconn_reason_str(int reason);
+
+        private static string Header()
+        {
+            return File.ReadAllText(Path.Combine(Root, "include/iotconn.h"));
+        }
+
+        // ---- enum parity ----
+
+        private static void EnumsMatchHeader()
+        {
+            string header = Header();
+            CompareEnum(header, "STATUS", typeof(ConnectionStatus), iotconn_status_str);
+            CompareEnum(header, "REASON", typeof(ConnectionStatusChangeReason), iotconn_reason_str);
+        }
+
+        private static void CompareEnum(string header, string prefix, Type type, Func<int, IntPtr> libraryName)
+        {
+            var fromHeader = new Dictionary<string, int>();
+            foreach (Match m in Regex.Matches(header, @"\bIOTCONN_" + prefix + @"_([A-Z_]+)\s*=\s*(\d+)"))
+            {
+                fromHeader[m.Groups[1].Value] = int.Parse(m.Groups[2].Value);
+            }
+            Assert(fromHeader.Count > 0, "the header defines IOTCONN_" + prefix + "_* values");
+            string[] names = Enum.GetNames(type);
+            Assert(names.Length == fromHeader.Count, type.Name + " has " + names.Length + " members, the header " +
+                fromHeader.Count);
+            foreach (string name in names)
+            {
+                int value = (int)Enum.Parse(type, name);
+                int expected;
+                Assert(fromHeader.TryGetValue(name.ToUpperInvariant(), out expected),
+                    type.Name + "." + name + " is in the header");
+                Assert(value == expected, type.Name + "." + name + " = " + value + ", header says " + expected);
+                // The header spells names in capitals; the library's *_str gives the exact .NET spelling.
+                string spelled = Marshal.PtrToStringAnsi(libraryName(value));
+                Assert(spelled == name, type.Name + "." + name + " is spelled '" + spelled + "' by the library");
+            }
+        }
+
+        // ---- versions ----
+
+        private static string HeaderDefine(string header, string name)
+        {
+            Match m = Regex.Match(header, @"#define IOTCONN_VERSION_" + name + @"\s+(\S+)");
+            Assert(m.Success, "the header defines IOTCONN_VERSION_" + name);
+            return m.Groups[1].Value.Trim('"');
+        }
+
+        private static void VersionsMatchHeader()
+        {
+            string header = Header();
+            string version = HeaderDefine(header, "STRING");
+            Assert(DeviceClient.LibraryVersion == version, "the loaded library is " + DeviceClient.LibraryVersion +
+                ", the header " + version);
+            Assert(NativeMethods.HeaderVersion == version, "the binding was written against " +
+                NativeMethods.HeaderVersion + ", the header is " + version);
+            Assert(NativeMethods.HeaderMajor.ToString() == HeaderDefine(header, "MAJOR") &&
+                NativeMethods.HeaderMinor.ToString() == HeaderDefine(header, "MINOR"),
+                "the binding's major and minor versions are the header's");
+        }
+
+        // A library of another major version, in a child process (a process keeps the first library it loads).
+        private static void IncompatibleLibraryIsRefused()
+        {
+            string dir = Path.Combine(Path.GetTempPath(), "iotconn-cs-fake-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(dir);
+            try
+            {
+                string source = Path.Combine(dir, "fake.c");
+                File.WriteAllText(source, "const char *iotconn_version(int *a, int *b, int *c)\n" +
+                    "{ *a = 2; *b = 0; *c = 0; return \"2.0.0\"; }\n");
+                Run("cc", "-shared -fPIC -o \"" + Path.Combine(dir, "libiotconn.so") + "\" \"" +
+                    source + "\"", null, 0);
+                string output = Run(Mono(), "--debug \"" + Self() + "\" --probe-version", dir, 0).Trim();
+                Assert(output == "DllNotFoundException: libiotconn 2.0.0 is loaded; Iotconn.dll needs 1.x, x >= 0 " +
+                    "(written against " + NativeMethods.HeaderVersion + ")", "the child says why: " + output);
+            }
+            finally
+            {
+                Directory.Delete(dir, true);
+            }
+        }
+
+        // ---- a whole device process ----
+
+        private static void DeviceSendsEventAndExits()
+        {
+            const string deviceId = "cs-dev1";
+            string messageId = "cs-" + Guid.NewGuid().ToString("N");
+            using (var hub = new Hubsim(Root, deviceId))
+            {
+                // Run bounds the wait: a process that hangs at exit fails the test.
+                string output = Run(Mono(), "--debug \"" + Self() + "\" --device \"" +
+                    hub.ConnectionStrings[deviceId] + "\" \"" + hub.CaFile + "\" " + messageId, null, 0);
+                string[] lines = output.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToArray();
+                string[] statuses = lines.Where(l => l.StartsWith("status ")).ToArray();
+                Assert(statuses.FirstOrDefault() == "status Connected Connection_Ok",
+                    "the first status is Connected/Connection_Ok; output:\n" + output);
+                Assert(statuses.LastOrDefault() == "status Disabled Client_Close",
+                    "the last status is Disabled/Client_Close; output:\n" + output);
+                Assert(lines.Contains("sent"), "SendEventAsync completed; output:\n" + output);
+
+                var ours = hub.Messages(deviceId).Where(m => (m["messageId"] as string) == messageId).ToList();
+                Assert(ours.Count == 1, "the hub recorded the message once, not " + ours.Count + " times");
+                var recorded = ours[0];
+                Assert(Encoding.UTF8.GetString(Convert.FromBase64String((string)recorded["payload"])) ==
+                    "hello from C#", "payload as sent");
+                Assert((recorded["contentType"] as string) == "text/plain", "content type as sent");
+                var properties = (Dictionary<string, object>)recorded["properties"];
+                Assert((properties["lang"] as string) == "csharp", "application property as sent");
+            }
+        }
+
+        // ---- child processes ----
+
+        public static string Mono()
+        {
+            return Process.GetCurrentProcess().MainModule.FileName;
+        }
+
+        private static string Self()
+        {
+            return Assembly.GetEntryAssembly().Location;
+        }
+
+        /// <summary>Runs a program to its end (bounded by the deadline) and returns its standard output; fails
+        /// unless it exits with wantExit. libraryPath, when not null, replaces LD_LIBRARY_PATH.</summary>
+        public static string Run(string program, string arguments, string libraryPath, int wantExit,
+            IDictionary<string, string> environment = null)
+        {
+            var start = new ProcessStartInfo(program, arguments)
+            {
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            if (libraryPath != null)
+            {
+                start.EnvironmentVariables["LD_LIBRARY_PATH"] = libraryPath;
+            }
+            if (environment != null)
+            {
+                foreach (var pair in environment)
+                {
+                    start.EnvironmentVariables[pair.Key] = pair.Value;
+                }
+            }
+            using (var child = Process.Start(start))
+            {
+                Task<string> stdout = child.StandardOutput.ReadToEndAsync();
+                Task<string> stderr = child.StandardError.ReadToEndAsync();
+                if (!child.WaitForExit((int)Deadline.TotalMilliseconds * 2))
+                {
+                    child.Kill();
+                    child.WaitForExit(10000);
+                    throw new TimeoutException(program + " " + arguments + " did not exit within " + Deadline.Add(
+                        Deadline) + " (hang at exit?)");
+                }
+                Assert(Task.WaitAll(new Task[] { stdout, stderr }, 10000), "the child's output ends once it exits");
+                Assert(child.ExitCode == wantExit, program + " " + arguments + " exited " + child.ExitCode +
+                    ", want " + wantExit + "; stdout:\n" + stdout.Result + "\nstderr:\n" + stderr.Result);
+                return stdout.Result;
+            }
+        }
+
+        /// <summary>The child modes of the test executable; null when args ask for the tests.</summary>
+        public static int? RunChild(string[] args)
+        {
+            if (args.Length == 4 && args[0] == "--device")
+            {
+                return RunDevice(args[1], args[2], args[3]);
+            }
+            if (args.Length == 1 && args[0] == "--probe-version")
+            {
+                try
+                {
+                    DeviceClient.CreateFromConnectionString("HostName=h;DeviceId=d;SharedAccessKey=a2V5").Dispose();
+                    Console.WriteLine("loaded");
+                }
+                catch (DllNotFoundException e)
+                {
+                    Console.WriteLine("DllNotFoundException: " + e.Message);
+                }
+                return 0;
+            }
+            return null;
+        }
+
+        /// <summary>The child: connect, send one message, close, and return from Main.</summary>
+        private static int RunDevice(string connectionString, string caFile, string messageId)
+        {
+            try
+            {
+                using (var client = DeviceClient.CreateFromConnectionString(connectionString, TransportType.Mqtt,
+                    new ClientOptions { CaFile = caFile, OperationTimeout = Deadline }))
+                {
+                    client.SetConnectionStatusChangesHandler((status, reason) =>
+                        Console.WriteLine("status " + status + " " + reason));
+                    Await(client.OpenAsync(), "OpenAsync");
+                    var message = new Message(Encoding.UTF8.GetBytes("hello from C#"))
+                    {
+                        MessageId = messageId,
+                        ContentType = "text/plain",
+                    };
+                    message.Properties["lang"] = "csharp";
+                    Await(client.SendEventAsync(message), "SendEventAsync");
+                    Console.WriteLine("sent");
+                    Await(client.CloseAsync(), "CloseAsync");
+                }
+                return 0;
+            }
+            catch (Exception e)
+            {
+                Console.WriteLine("device failed: " + e);
+                return 1;
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Threading.Tasks;
+using static Iotconn.Tests.Support;
+
+namespace Iotconn.Tests
+{
+    /// <summary>Misuse gets an IotconnException with the code and a message that says what was wrong; the client
+    /// stays usable after a rejected call. None of these clients connects.</summary>
+    internal static class MisuseTests
+    {
+        public static readonly TestCase[] All =
+        {
+            new TestCase("MalformedConnectionStringThrowsWithCodeAndMessage", MalformedConnectionString),
+            new TestCase("NullAndOutOfRangeArgumentsThrowInvalidArgument", BadArguments),
+            new TestCase("EmptyAndTooLargeMessagesAreRefusedByTheLibrary", BadMessages),
+            new TestCase("UseAfterDisposeThrowsClosedAndDisposeTwiceIsHarmless", UseAfterDispose),
+            new TestCase("MessagesQueuedAtCloseFailWithClosed", QueuedAtClose),
+        };
+
+        // Never dialled: these clients are not opened.
+        private static readonly string Unreachable =
+            "HostName=127.0.0.1:1;DeviceId=d;SharedAccessKey=" + Convert.ToBase64String(new byte[32]);
+
+        private static DeviceClient NewClient()
+        {
+            return DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt);
+        }
+
+        private static void MalformedConnectionString()
+        {
+            IotconnException e = Throws("a malformed connection string", () =>
+                DeviceClient.CreateFromConnectionString("HostName=;nonsense", TransportType.Mqtt).Dispose());
+            Assert(e.Code == ErrorCode.InvalidArgument, "code is InvalidArgument, not " + e.Code);
+            Assert(e.Message.StartsWith("invalid argument (-1): ") && e.Message.Length > 24,
+                "the message carries the library's explanation: " + e.Message);
+        }
+
+        private static void BadArguments()
+        {
+            ThrowsCode("CreateFromConnectionString(null)", ErrorCode.InvalidArgument, "connectionString",
+                () => DeviceClient.CreateFromConnectionString(null));
+            ThrowsCode("an unknown TransportType", ErrorCode.InvalidArgument, "transportType",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, (TransportType)7));
+            ThrowsCode("KeepAliveInSeconds = 0", ErrorCode.InvalidArgument, "KeepAliveInSeconds",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { KeepAliveInSeconds = 0 }));
+            ThrowsCode("new Message(null)", ErrorCode.InvalidArgument, "body", () => new Message(null));
+            ThrowsCode("a negative retry count", ErrorCode.InvalidArgument, "retryCount",
+                () => new ExponentialBackoff(-1, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero));
+            ThrowsCode("minBackoff > maxBackoff", ErrorCode.InvalidArgument, "minBackoff",
+                () => new ExponentialBackoff(3, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1), TimeSpan.Zero));
+            using (DeviceClient client = NewClient())
+            {
+                ThrowsCode("SendEventAsync(null)", ErrorCode.InvalidArgument, "message",
+                    () => client.SendEventAsync(null));
+                ThrowsCode("SetRetryPolicy(null)", ErrorCode.InvalidArgument, "retryPolicy",
+                    () => client.SetRetryPolicy(null));
+                var message = new Message(new byte[] { 1 });
+                message.Properties["k"] = null;
+                ThrowsCode("a property with a null value", ErrorCode.InvalidArgument, "'k'",
+                    () => client.SendEventAsync(message));
+                ThrowsCode("a NUL character in a string", ErrorCode.InvalidArgument, "NUL",
+                    () => client.SendEventAsync(new Message(new byte[] { 1 }) { MessageId = "a\0b" }));
+                // After the rejected calls the client still takes messages.
+                Assert(!client.SendEventAsync(new Message(new byte[] { 1 })).IsCompleted,
+                    "a valid message is queued (the client is not connected)");
+            }
+        }
+
+        private static void BadMessages()
+        {
+            using (DeviceClient client = NewClient())
+            {
+                ThrowsCode("an empty payload", ErrorCode.InvalidArgument, "empty",
+                    () => client.SendEventAsync(new Message()));
+                ThrowsCode("a payload over 256 KiB", ErrorCode.MessageTooLarge, "too large",
+                    () => client.SendEventAsync(new Message(new byte[256 * 1024 + 1])));
+            }
+        }
+
+        private static void UseAfterDispose()
+        {
+            DeviceClient client = NewClient();
+            client.Dispose();
+            ThrowsCode("SendEventAsync after Dispose", ErrorCode.Closed, "disposed",
+                () => client.SendEventAsync(new Message(new byte[] { 1 })));
+            ThrowsCode("OpenAsync after Dispose", ErrorCode.Closed, "disposed", () => client.OpenAsync());
+            ThrowsCode("SetRetryPolicy after Dispose", ErrorCode.Closed, "disposed",
+                () => client.SetRetryPolicy(new NoRetry()));
+            ThrowsCode("SetConnectionStatusChangesHandler after Dispose", ErrorCode.Closed, "disposed",
+                () => client.SetConnectionStatusChangesHandler((s, r) => { }));
+            ThrowsCode("SetReceiveMessageHandlerAsync after Dispose", ErrorCode.Closed, "disposed",
+                () => client.SetReceiveMessageHandlerAsync((m, c) => Task.FromResult(0), null));
+            // Dispose and CloseAsync again are no-ops, as .NET asks of Dispose: the native client is destroyed once.
+            client.Dispose();
+            Await(client.CloseAsync(), "CloseAsync after Dispose");
+        }
+
+        private static void QueuedAtClose()
+        {
+            DeviceClient client = NewClient();
+            var statuses = new Recorder<StatusEvent>();
+            client.SetConnectionStatusChangesHandler((s, r) => statuses.Add(new StatusEvent(s, r)));
+            // Never connected: the messages wait in the outbound queue until the close fails them.
+            List<Task> sends = Enumerable.Range(0, 3).Select(i => client.SendEventAsync(new Message(new byte[] { 1 })))
+                .ToList();
+            Await(client.CloseAsync(), "CloseAsync");
+            foreach (Task send in sends)
+            {
+                var e = Failure(send, "a queued send") as IotconnException;
+                Assert(e != null && e.Code == ErrorCode.Closed, "a queued send fails with Closed: " + e);
+            }
+            Assert(statuses.Events.Last().Is(ConnectionStatus.Disabled, ConnectionStatusChangeReason.Client_Close),
+                "CloseAsync completes after the last status (Disabled/Client_Close) ran: " +
+                string.Join(", ", statuses.Events.Select(e => e.ToString()).ToArray()));
+            client.Dispose();
+        }
+    }
+}
