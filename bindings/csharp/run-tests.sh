@@ -15,6 +15,7 @@ if ! command -v mcs >/dev/null || ! command -v mono >/dev/null; then
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mono-mcs mono-runtime >/dev/null
 fi
 
+command -v python3 >/dev/null || { echo "python3 is needed to build the .nupkg" >&2; exit 1; }
 for need in "$root/build/libiotconn.so" "$root/build/bin/iotconn-hubsim"; do
 	if [ ! -e "$need" ]; then
 		echo "missing $need: run ./build.sh first" >&2
@@ -27,11 +28,13 @@ mkdir -p "$out"
 mcs -nologo -warnaserror -target:library -out:"$out/Iotconn.dll" "$here"/src/*.cs
 mcs -nologo -warnaserror -target:exe -out:"$out/Iotconn.Tests.exe" -r:"$out/Iotconn.dll" \
 	"$here"/tests/*.cs
+# The package test unpacks this and runs examples/csharp/Telemetry.cs from it.
+nupkg=$(bash "$here/pack.sh")
 
 # The runner enforces its own per-test deadlines; this bound only catches a runner that hangs at exit.
 set +e
-LD_LIBRARY_PATH="$root/build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" IOTCONN_ROOT="$root" \
-	timeout --kill-after=10 300 mono --debug "$out/Iotconn.Tests.exe"
+LD_LIBRARY_PATH="$root/build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" IOTCONN_ROOT="$root" IOTCONN_NUPKG="$nupkg" \
+	timeout --kill-after=10 300 mono --debug "$out/Iotconn.Tests.exe" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then

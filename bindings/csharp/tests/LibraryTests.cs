@@ -88,6 +88,10 @@ namespace Iotconn.Tests
             Assert(NativeMethods.HeaderMajor.ToString() == HeaderDefine(header, "MAJOR") &&
                 NativeMethods.HeaderMinor.ToString() == HeaderDefine(header, "MINOR"),
                 "the binding's major and minor versions are the header's");
+            string project = File.ReadAllText(Path.Combine(Root, "bindings/csharp/Iotconn.csproj"));
+            Match packageVersion = Regex.Match(project, "<Version>(.*?)</Version>");
+            Assert(packageVersion.Groups[1].Value == version, "Iotconn.csproj's <Version> is the header's: " +
+                packageVersion.Groups[1].Value);
         }
 
         // A library of another major version, in a child process (a process keeps the first library it loads).

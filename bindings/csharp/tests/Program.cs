@@ -19,6 +19,7 @@ namespace Iotconn.Tests
                 return child.Value;
             }
             IEnumerable<TestCase> tests = LibraryTests.All.Concat(MisuseTests.All).Concat(ClientTests.All)
+                .Concat(PackageTests.All)
                 ;
             if (args.Length > 0)
             {

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Builds the NuGet package build/nuget/Iotconn.VERSION.nupkg with tools available here (mcs, python3): a nupkg is
+# a zip of [Content_Types].xml, _rels/.rels, Iotconn.nuspec, lib/netstandard2.0/Iotconn.dll (+ its XML docs) and
+# runtimes/linux-x64/native/libiotconn.so. VERSION is the header's IOTCONN_VERSION_STRING. Prints the path.
+# Needs build/libiotconn.so (./build.sh) and mcs (run-tests.sh installs it). Dotnet users: Iotconn.csproj.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="$root/build/nuget"
+version=$(sed -n 's/^#define IOTCONN_VERSION_STRING "\(.*\)"$/\1/p' "$root/include/iotconn.h")
+[ -n "$version" ] || { echo "no IOTCONN_VERSION_STRING in include/iotconn.h" >&2; exit 1; }
+native=$(readlink -f "$root/build/libiotconn.so")
+[ -f "$native" ] || { echo "missing $root/build/libiotconn.so: run ./build.sh first" >&2; exit 1; }
+
+stage="$out/stage"
+rm -rf "$stage"
+mkdir -p "$stage/lib/netstandard2.0"
+# CS1591: members without XML docs (the enum members and overloads explain themselves).
+mcs -nologo -warnaserror -nowarn:1591 -optimize -target:library -out:"$stage/lib/netstandard2.0/Iotconn.dll" \
+	-doc:"$stage/lib/netstandard2.0/Iotconn.xml" "$here"/src/*.cs
+
+package="$out/Iotconn.$version.nupkg"
+python3 - "$stage" "$native" "$package" "$version" <<'PY'
+import os
+import sys
+import zipfile
+
+stage, native, package, version = sys.argv[1:]
+nuspec = f"""<?xml version="1.0" encoding="utf-8"?>
+<package xmlns="http://schemas.microsoft.com/packaging/2013/05/nuspec.xsd">
+  <metadata>
+    <id>Iotconn</id>
+    <version>{version}</version>
+    <authors>iotconn</authors>
+    <description>Azure IoT Hub device connectivity through libiotconn (one Go engine for C, Python and C#): DeviceClient with the names of Microsoft.Azure.Devices.Client, MQTT over TLS or WebSocket, exact connection status and reason, retry policies, an outbound queue that loses nothing silently.</description>
+    <tags>azure iot iothub mqtt device</tags>
+    <dependencies>
+      <group targetFramework=".NETStandard2.0" />
+    </dependencies>
+  </metadata>
+</package>
+"""
+content_types = """<?xml version="1.0" encoding="utf-8"?>
+<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">
+  <Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml" />
+  <Default Extension="nuspec" ContentType="application/octet" />
+  <Default Extension="dll" ContentType="application/octet" />
+  <Default Extension="xml" ContentType="application/octet" />
+  <Default Extension="so" ContentType="application/octet" />
+</Types>
+"""
+rels = """<?xml version="1.0" encoding="utf-8"?>
+<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">
+  <Relationship Type="http://schemas.microsoft.com/packaging/2010/07/manifest" Target="/Iotconn.nuspec" Id="manifest" />
+</Relationships>
+"""
+tmp = package + ".tmp"
+with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+    z.writestr("[Content_Types].xml", content_types)
+    z.writestr("_rels/.rels", rels)
+    z.writestr("Iotconn.nuspec", nuspec)
+    for name in ("Iotconn.dll", "Iotconn.xml"):
+        z.write(f"{stage}/lib/netstandard2.0/{name}", f"lib/netstandard2.0/{name}")
+    z.write(native, "runtimes/linux-x64/native/libiotconn.so")
+os.replace(tmp, package)
+PY
+rm -rf "$stage"
+echo "$package"
