@@ -45,7 +45,24 @@ type Options struct {
 	Dispatch         DispatchMode
 	RetryPolicy      retry.Policy // default retry.DefaultExponential()
 	Clock            clock.Clock  // default the real clock; tests inject a fake
+
+	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
+	QueueOverflow OverflowPolicy
+	// QueueDir turns on durable mode: Send returns only once the message is on disk in this directory (created
+	// if missing), and the next client created on the directory sends what was not delivered. "" = memory only.
+	QueueDir string
 }
+
+// OverflowPolicy chooses what Send does when the outbound queue is at its count or byte limit.
+type OverflowPolicy int
+
+const (
+	// OverflowReject: Send returns CodeQueueFull (the default).
+	OverflowReject OverflowPolicy = 0
+	// OverflowDropOldest: the oldest queued messages not yet handed to the transport complete SendFailed with
+	// CodeDropped until the new one fits.
+	OverflowDropOldest OverflowPolicy = 1
+)
 
 // Property is one application property of a message; order is kept on the wire.
 type Property struct {
@@ -60,6 +77,7 @@ type Message struct {
 	ContentType     string // $.ct
 	ContentEncoding string // $.ce
 	Properties      []Property
+	TTL             time.Duration // time-to-live from Send; 0 = Options.OperationTimeout
 }
 
 // SendResult is how a send ended; every accepted message gets exactly one.
@@ -67,7 +85,7 @@ type SendResult int
 
 const (
 	SendDelivered SendResult = 0 // the hub acknowledged it (PUBACK)
-	SendExpired   SendResult = 1 // its time-to-live or the operation timeout passed before delivery
+	SendExpired   SendResult = 1 // its time-to-live (default the operation timeout) passed before delivery
 	SendFailed    SendResult = 2 // a fatal error or close ended it; Err says which
 )
 
@@ -99,6 +117,7 @@ const (
 //	                                              // ctx, or OperationTimeout; the engine then keeps the link up
 //	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
 //	                                                    // and copies what it keeps: msg may be reused at once
+//	(*Client).Recovered() int // durable mode: messages loaded from QueueDir; they took ids 1..Recovered()
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
 //	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent

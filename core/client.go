@@ -17,6 +17,7 @@ import (
 	"github.com/iotconn/iotconn/core/auth"
 	"github.com/iotconn/iotconn/core/clock"
 	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
 	"github.com/iotconn/iotconn/core/transport/mqtt"
 )
@@ -53,6 +54,11 @@ type Client struct {
 	pending   map[uint64]*outMessage // accepted, not yet completed
 	queue     []*outMessage          // waiting to be sent, in id order; completed entries are skipped
 	bytes     int64                  // payload bytes of pending messages
+	// soonest is the earliest deadline of the messages queued since the loop last armed its expiry timer, so
+	// that the loop rescans the pending messages only when a shorter time-to-live came in.
+	soonest   time.Time
+	journal   *journal // durable mode's writer; nil in memory mode
+	recovered int      // durable mode: messages loaded from the queue directory at creation (ids 1..recovered)
 
 	connectReqs chan *connectRequest
 	kick        chan struct{} // capacity 1: "the queue changed"
@@ -71,10 +77,12 @@ type Client struct {
 // outMessage is an accepted message until its one completion.
 type outMessage struct {
 	id       uint64
+	key      uint64 // durable mode: its record in the store
 	wire     transport.Message
 	size     int64
 	deadline time.Time
 	inFlight bool
+	writing  bool // durable mode: counted against the limits, not yet on disk, so not yet in the queue
 	done     bool
 }
 
@@ -112,6 +120,15 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
 	c.stop = c.stopCtx.Done()
+	if opts.QueueDir != "" {
+		st, recs, err := store.Open(opts.QueueDir)
+		if err != nil {
+			c.stopCancel()
+			return nil, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
+		}
+		c.recover(recs)
+		c.journal = newJournal(c, st, recs)
+	}
 	go c.loop()
 	if opts.Dispatch == DispatchThread {
 		c.dispatcherDone = make(chan struct{})
@@ -132,6 +149,8 @@ func applyDefaults(o *Options) error {
 		return Errorf(CodeInvalidArgument, "durations must not be negative")
 	case o.QueueMaxMessages < 0 || o.QueueMaxBytes < 0:
 		return Errorf(CodeInvalidArgument, "queue limits must not be negative")
+	case o.QueueOverflow != OverflowReject && o.QueueOverflow != OverflowDropOldest:
+		return Errorf(CodeInvalidArgument, "unknown queue overflow policy %d", o.QueueOverflow)
 	}
 	if o.KeepAlive == 0 {
 		o.KeepAlive = DefaultKeepAlive
@@ -237,16 +256,21 @@ func (c *Client) Status() (ConnectionStatus, ConnectionStatusChangeReason) {
 }
 
 // Send accepts msg for delivery and returns its id at once. Exactly one completion follows: Delivered when the
-// hub acknowledged it, Expired when OperationTimeout passed first, or Failed with the code of a fatal disconnect
-// (the queue is emptied then, so the app knows at once) or of Close. Messages accepted while disconnected wait
-// and go out in order once connected; a message whose acknowledgement was lost with a link is sent again with
-// the same $.mid, so delivery is at least once.
+// hub acknowledged it, Expired when its time-to-live (default OperationTimeout) passed first, or Failed with
+// CodeDropped (the drop-oldest overflow policy), the code of a fatal disconnect (the queue is emptied then, so
+// the app knows at once) or CodeClosed. Messages accepted while disconnected wait and go out in order once
+// connected; a message whose acknowledgement was lost with a link is sent again with the same $.mid, so delivery
+// is at least once. In durable mode Send returns only after the message is committed to disk; concurrent Sends
+// share one commit.
 func (c *Client) Send(msg *Message) (uint64, error) {
 	if msg == nil {
 		return 0, Errorf(CodeInvalidArgument, "message is nil")
 	}
 	if len(msg.Payload) > MaxPayload {
 		return 0, Errorf(CodeTooLarge, "payload is %d bytes; IoT Hub accepts at most %d", len(msg.Payload), MaxPayload)
+	}
+	if msg.TTL < 0 {
+		return 0, Errorf(CodeInvalidArgument, "time-to-live %v is negative", msg.TTL)
 	}
 	wire := transport.Message{
 		Payload:   append([]byte(nil), msg.Payload...),
@@ -262,31 +286,109 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 			wire.Properties[i] = [2]string{p.Key, p.Value}
 		}
 	}
+	ttl := msg.TTL
+	if ttl == 0 {
+		ttl = c.opts.OperationTimeout
+	}
 	size := int64(len(wire.Payload))
 	c.mu.Lock()
-	switch {
-	case c.closed:
+	if c.closed {
 		c.mu.Unlock()
 		return 0, Errorf(CodeClosed, "client closed")
-	case len(c.pending) >= c.opts.QueueMaxMessages:
+	}
+	dropped, err := c.makeRoom(size)
+	if err != nil {
 		c.mu.Unlock()
-		return 0, Errorf(CodeQueueFull, "%d messages are waiting (the limit)", len(c.pending))
-	case c.bytes+size > c.opts.QueueMaxBytes:
-		c.mu.Unlock()
-		return 0, Errorf(CodeQueueFull, "%d bytes are waiting; %d more would pass the limit of %d",
-			c.bytes, size, c.opts.QueueMaxBytes)
+		return 0, err
 	}
 	c.nextID++
-	m := &outMessage{id: c.nextID, wire: wire, size: size, deadline: c.clk.Now().Add(c.opts.OperationTimeout)}
+	m := &outMessage{id: c.nextID, wire: wire, size: size, deadline: c.clk.Now().Add(ttl)}
 	if m.wire.MessageID == "" {
 		m.wire.MessageID = c.midPrefix + strconv.FormatUint(m.id, 10)
 	}
 	c.pending[m.id] = m
-	c.queue = append(c.queue, m)
 	c.bytes += size
+	var written <-chan *Error
+	if c.journal != nil {
+		written = c.journal.put(m) // queued once on disk, in id order: the journal keeps the order of puts
+	} else {
+		c.enqueueLocked(m)
+	}
 	c.mu.Unlock()
+	for _, d := range dropped {
+		c.completed(d, SendFailed, Errorf(CodeDropped, "dropped for message %d: the queue was full", m.id))
+	}
+	if written != nil {
+		if err := <-written; err != nil {
+			return 0, err
+		}
+		return m.id, nil
+	}
 	c.poke()
 	return m.id, nil
+}
+
+// enqueueLocked appends an accepted message to the send queue.
+func (c *Client) enqueueLocked(m *outMessage) {
+	c.queue = append(c.queue, m)
+	if c.soonest.IsZero() || m.deadline.Before(c.soonest) {
+		c.soonest = m.deadline
+	}
+}
+
+// makeRoom checks that one more message of size bytes fits the queue's limits. Under OverflowDropOldest it
+// takes the oldest queued messages out (never one handed to the transport or still being written) until the
+// new one fits and returns them, finished, for their Failed completion. Called with c.mu held.
+func (c *Client) makeRoom(size int64) ([]*outMessage, *Error) {
+	maxCount, maxBytes := c.opts.QueueMaxMessages, c.opts.QueueMaxBytes
+	fits := func(count int, bytes int64) bool { return count < maxCount && bytes+size <= maxBytes }
+	count, bytes := len(c.pending), c.bytes
+	if fits(count, bytes) {
+		return nil, nil
+	}
+	full := Errorf(CodeQueueFull, "%d messages of %d bytes are waiting; the limits are %d messages and %d bytes",
+		count, bytes, maxCount, maxBytes)
+	if c.opts.QueueOverflow != OverflowDropOldest || size > maxBytes {
+		return nil, full
+	}
+	var dropped []*outMessage
+	n := 0
+	for ; n < len(c.queue) && !fits(count, bytes); n++ {
+		if m := c.queue[n]; !m.done {
+			dropped = append(dropped, m)
+			count--
+			bytes -= m.size
+		}
+	}
+	if !fits(count, bytes) {
+		full.Msg += " (the rest are in flight or being written, so none can be dropped)"
+		return nil, full
+	}
+	c.queue = c.queue[n:]
+	for _, m := range dropped {
+		c.finishLocked(m)
+	}
+	return dropped, nil
+}
+
+// Recovered says how many undelivered messages NewClient loaded from Options.QueueDir. They took the ids
+// 1..Recovered() in their original order and keep their $.mid; they go out once connected, each with its one
+// completion. 0 in memory mode.
+func (c *Client) Recovered() int { return c.recovered }
+
+// recover puts the messages a previous client left in the queue directory back in the queue, before any Send.
+func (c *Client) recover(recs []store.Record) {
+	for _, r := range recs {
+		c.nextID++
+		m := &outMessage{id: c.nextID, key: r.Key, wire: r.Msg, size: int64(len(r.Msg.Payload)), deadline: r.Deadline}
+		c.pending[m.id] = m
+		c.bytes += m.size
+		c.enqueueLocked(m)
+	}
+	c.recovered = len(recs)
+	if len(recs) > 0 {
+		c.logf(LogInfo, "recovered %d undelivered messages from %s as ids 1..%d", len(recs), c.opts.QueueDir, len(recs))
+	}
 }
 
 func (c *Client) poke() {
@@ -299,14 +401,30 @@ func (c *Client) poke() {
 // complete ends a pending message with its one completion; later calls for the same message do nothing.
 func (c *Client) complete(m *outMessage, result SendResult, err *Error) {
 	c.mu.Lock()
+	first := c.finishLocked(m)
+	c.mu.Unlock()
+	if first {
+		c.completed(m, result, err)
+	}
+}
+
+// finishLocked takes m out of the pending messages; false when it already was. Called with c.mu held.
+func (c *Client) finishLocked(m *outMessage) bool {
 	if m.done {
-		c.mu.Unlock()
-		return
+		return false
 	}
 	m.done = true
 	delete(c.pending, m.id)
 	c.bytes -= m.size
-	c.mu.Unlock()
+	return true
+}
+
+// completed reports the completion of a finished message and, in durable mode, removes it from disk, except
+// when Close ended it: then it stays for the next client on the same directory.
+func (c *Client) completed(m *outMessage, result SendResult, err *Error) {
+	if c.journal != nil && !(err != nil && err.Code == CodeClosed) {
+		c.journal.remove(m.key)
+	}
 	c.events.push(event{kind: evSendComplete, id: m.id, result: result, err: err})
 }
 

@@ -21,6 +21,11 @@ const (
 	CodeInternal        Code = 12 // a bug: a recovered panic or a broken invariant
 	CodeProtocol        Code = 13 // the peer broke the protocol or closed the connection
 	CodeThrottled       Code = 14 // the hub throttled the device and retrying gave up
+	CodeDropped         Code = 15 // dropped by the drop-oldest overflow policy to make room for a newer message
+	CodeStore           Code = 16 // the durable queue's directory cannot be used: unwritable, corrupt or in use
+
+	// CodeLast is the highest code; loops over every code end here.
+	CodeLast = CodeStore
 )
 
 var codeNames = map[Code]string{
@@ -29,6 +34,7 @@ var codeNames = map[Code]string{
 	CodeDeviceDisabled: "device disabled or not found", CodeRetryExpired: "retry expired",
 	CodeTooLarge: "message too large", CodeNetwork: "network error", CodeState: "invalid state",
 	CodeInternal: "internal error", CodeProtocol: "protocol error", CodeThrottled: "throttled",
+	CodeDropped: "dropped from a full queue", CodeStore: "queue store error",
 }
 
 func (c Code) String() string {

@@ -94,6 +94,7 @@ type loopState struct {
 	conn      transport.Conn
 	gen       uint64
 	expiry    clock.Timer // fires at the earliest send deadline
+	expiryAt  time.Time   // that deadline
 	renew     clock.Timer // fires when the token must be renewed (or, if it cannot be, when it expires)
 	tokenExp  time.Time
 	renewable bool
@@ -148,6 +149,7 @@ func (c *Client) link(ls *loopState) bool {
 			c.transition(StatusConnected, ReasonConnectionOk)
 			ls.waiters.answer(nil)
 			c.flush(ls)
+			c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
 			var stopped bool
 			if err, stopped = c.serve(ls); stopped {
 				return false
@@ -409,23 +411,31 @@ func (c *Client) dropConn(ls *loopState) {
 	c.mu.Unlock()
 }
 
-// flush hands every queued message to the live connection without waiting for acknowledgements.
+// flush hands every queued message to the live connection without waiting for acknowledgements. A message
+// whose deadline passed expires instead: none is sent after its time-to-live.
 func (c *Client) flush(ls *loopState) {
 	if ls.conn == nil {
 		return
 	}
+	now := c.clk.Now()
+	var due []*outMessage
 	c.mu.Lock()
 	batch := c.queue
 	c.queue = nil
 	n := 0
 	for _, m := range batch {
-		if !m.done {
+		switch {
+		case m.done:
+		case !m.deadline.After(now):
+			due = append(due, m)
+		default:
 			m.inFlight = true
 			batch[n] = m
 			n++
 		}
 	}
 	c.mu.Unlock()
+	c.expireAll(due)
 	for _, m := range batch[:n] {
 		c.sendOne(ls.conn, m)
 	}
@@ -439,49 +449,66 @@ func (c *Client) sendOne(conn transport.Conn, m *outMessage) {
 	})
 }
 
-// armExpiry sets the expiry timer to the earliest deadline among pending messages.
+// armExpiry sets the expiry timer to the earliest deadline among pending messages (those still being written
+// to disk get theirs once written). With a timer armed it rescans only when a sooner deadline came in.
 func (c *Client) armExpiry(ls *loopState) {
-	if ls.expiry != nil {
+	c.mu.Lock()
+	soonest := c.soonest
+	c.soonest = time.Time{}
+	if ls.expiry != nil && (soonest.IsZero() || !soonest.Before(ls.expiryAt)) {
+		c.mu.Unlock()
 		return
 	}
-	c.mu.Lock()
 	var first time.Time
 	for _, m := range c.pending {
-		if first.IsZero() || m.deadline.Before(first) {
+		if !m.writing && (first.IsZero() || m.deadline.Before(first)) {
 			first = m.deadline
 		}
 	}
 	c.mu.Unlock()
+	stopTimer(&ls.expiry)
 	if !first.IsZero() {
-		ls.expiry = c.clk.NewTimer(first.Sub(c.clk.Now()))
+		ls.expiry, ls.expiryAt = c.clk.NewTimer(first.Sub(c.clk.Now())), first
 	}
 }
 
-// expire completes every message whose deadline passed with SendExpired.
+// expire completes every message whose deadline passed with SendExpired and drops finished entries from the
+// queue, which would otherwise grow while the link is down.
 func (c *Client) expire(ls *loopState) {
 	ls.expiry = nil
 	now := c.clk.Now()
 	c.mu.Lock()
 	var due []*outMessage
 	for _, m := range c.pending {
-		if !m.deadline.After(now) {
+		if !m.writing && !m.deadline.After(now) {
 			due = append(due, m)
 		}
 	}
 	c.mu.Unlock()
-	slices.SortFunc(due, byID)
-	for _, m := range due {
-		c.complete(m, SendExpired, Errorf(CodeTimeout, "not delivered within the operation timeout %v", c.opts.OperationTimeout))
-	}
+	c.expireAll(due)
+	c.mu.Lock()
+	c.queue = slices.DeleteFunc(c.queue, func(m *outMessage) bool { return m.done })
+	c.mu.Unlock()
 	c.armExpiry(ls)
 }
 
-// failAll completes every pending message with SendFailed and err, oldest first.
+// expireAll completes due messages with SendExpired, oldest first.
+func (c *Client) expireAll(due []*outMessage) {
+	slices.SortFunc(due, byID)
+	for _, m := range due {
+		c.complete(m, SendExpired, Errorf(CodeTimeout, "not delivered within its time-to-live"))
+	}
+}
+
+// failAll completes every pending message with SendFailed and err, oldest first. Messages still being written
+// to disk are left to the journal, which queues them (or fails them after Close) once written.
 func (c *Client) failAll(err *Error) {
 	c.mu.Lock()
 	all := make([]*outMessage, 0, len(c.pending))
 	for _, m := range c.pending {
-		all = append(all, m)
+		if !m.writing {
+			all = append(all, m)
+		}
 	}
 	c.queue = nil
 	c.mu.Unlock()
@@ -495,9 +522,11 @@ func (c *Client) failAll(err *Error) {
 func (c *Client) shutdown(ls *loopState) {
 	c.dropConn(ls)
 	stopTimer(&ls.expiry)
-	closed := Errorf(CodeClosed, "client closed")
-	c.failAll(closed)
-	ls.waiters.answer(closed)
+	c.failAll(c.closedError())
+	if c.journal != nil {
+		c.journal.close()
+	}
+	ls.waiters.answer(Errorf(CodeClosed, "client closed"))
 	c.transition(StatusDisabled, ReasonClientClose)
 	c.events.finish()
 }
