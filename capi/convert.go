@@ -12,6 +12,8 @@ package main
 import "C"
 
 import (
+	"math"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -19,24 +21,32 @@ import (
 	"github.com/iotconn/iotconn/core/retry"
 )
 
-// checkSize validates the size field that starts every struct of the header. Only the first version of each
-// struct exists, so its size must match exactly; when fields are appended, smaller sizes become valid and the
-// missing fields take their defaults.
-func checkSize(p unsafe.Pointer, want uintptr, what string) *core.Error {
-	if size := uintptr(*(*C.size_t)(p)); size != want {
-		return core.Errorf(core.CodeInvalidArgument, "%s size is %d, want %d (use the header's %s_INIT)",
-			what, size, want, what)
+// checkSize validates the size field that starts every struct of the header and returns it. Valid sizes are
+// the struct's current size and those of its earlier versions (each ends where a later field was appended);
+// fields beyond a caller's size are never read and take their defaults.
+func checkSize(p unsafe.Pointer, what string, sizes ...uintptr) (uintptr, *core.Error) {
+	size := uintptr(*(*C.size_t)(p))
+	if !slices.Contains(sizes, size) {
+		return 0, core.Errorf(core.CodeInvalidArgument, "%s size is %d, want %d (use the header's %s_INIT)",
+			what, size, sizes[0], what)
 	}
-	return nil
+	return size, nil
 }
+
+// Earlier versions of the structs: options before queue_overflow and queue_dir, messages before ttl_ms.
+var (
+	optionsV1Size = unsafe.Offsetof(C.iotconn_options_t{}.queue_overflow)
+	messageV1Size = unsafe.Offsetof(C.iotconn_message_t{}.ttl_ms)
+)
 
 // defaultOptions is IOTCONN_OPTIONS_INIT, used when the caller passes NULL.
 var defaultOptions = &C.iotconn_options_t{size: C.size_t(unsafe.Sizeof(C.iotconn_options_t{}))}
 
 func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
-	o := defaultOptions
+	o, size := defaultOptions, uintptr(defaultOptions.size)
 	if p != nil {
-		if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_OPTIONS"); err != nil {
+		var err *core.Error
+		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV1Size); err != nil {
 			return core.Options{}, err
 		}
 		o = p
@@ -65,12 +75,17 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	if o.ca_pem != nil {
 		opts.CAPEM = []byte(C.GoString(o.ca_pem))
 	}
+	if size > optionsV1Size {
+		opts.QueueOverflow = core.OverflowPolicy(o.queue_overflow) // the engine rejects unknown values
+		opts.QueueDir = C.GoString(o.queue_dir)
+	}
 	return opts, nil
 }
 
 // goMessage reads a C message; its payload still points into the caller's memory (see below).
 func goMessage(p *C.iotconn_message_t) (*core.Message, *core.Error) {
-	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_MESSAGE"); err != nil {
+	size, err := checkSize(unsafe.Pointer(p), "IOTCONN_MESSAGE", unsafe.Sizeof(*p), messageV1Size)
+	if err != nil {
 		return nil, err
 	}
 	if p.payload == nil && p.payload_len != 0 {
@@ -85,6 +100,9 @@ func goMessage(p *C.iotconn_message_t) (*core.Message, *core.Error) {
 		CorrelationID:   C.GoString(p.correlation_id),
 		ContentType:     C.GoString(p.content_type),
 		ContentEncoding: C.GoString(p.content_encoding),
+	}
+	if size > messageV1Size {
+		msg.TTL = time.Duration(p.ttl_ms) * time.Millisecond
 	}
 	if p.payload_len > 0 {
 		// Borrowed, not copied: the engine's Send copies what it keeps before returning (core/api.go).
@@ -134,6 +152,7 @@ func cMessage(m *core.Message) *C.iotconn_message_t {
 	cm.correlation_id = put([]byte(m.CorrelationID))
 	cm.content_type = put([]byte(m.ContentType))
 	cm.content_encoding = put([]byte(m.ContentEncoding))
+	cm.ttl_ms = C.uint32_t(min(m.TTL.Milliseconds(), math.MaxUint32))
 	if len(m.Properties) > 0 {
 		props := unsafe.Slice((*C.iotconn_property_t)(unsafe.Pointer(&buf[msgSize])), len(m.Properties))
 		for i, p := range m.Properties {
@@ -148,7 +167,7 @@ func cMessage(m *core.Message) *C.iotconn_message_t {
 
 // goPolicy turns a C retry policy into the engine's.
 func goPolicy(p *C.iotconn_retry_policy_t) (retry.Policy, *core.Error) {
-	if err := checkSize(unsafe.Pointer(p), unsafe.Sizeof(*p), "IOTCONN_RETRY_POLICY"); err != nil {
+	if _, err := checkSize(unsafe.Pointer(p), "IOTCONN_RETRY_POLICY", unsafe.Sizeof(*p)); err != nil {
 		return nil, err
 	}
 	switch p.kind {

@@ -56,7 +56,7 @@ func init() {
 	for r := core.ReasonConnectionOk; r <= core.ReasonClientClose; r++ {
 		reasonStrs = append(reasonStrs, C.CString(r.String()))
 	}
-	for c := core.CodeOK; c <= core.CodeThrottled; c++ {
+	for c := core.CodeOK; c <= core.CodeLast; c++ {
 		codeStrs = append(codeStrs, C.CString(c.String()))
 	}
 }
@@ -159,6 +159,20 @@ func iotconn_send(client *C.iotconn_client_t, msg *C.iotconn_message_t, outID *C
 	if outID != nil {
 		*outID = C.uint64_t(id)
 	}
+	return 0
+}
+
+//export iotconn_queue_recovered
+func iotconn_queue_recovered(client *C.iotconn_client_t, outCount *C.uint64_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if outCount == nil {
+		return invalid("out_count must not be NULL")
+	}
+	*outCount = C.uint64_t(e.client.Recovered())
 	return 0
 }
 

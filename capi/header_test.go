@@ -56,12 +56,12 @@ func TestHeaderStatusAndReasonMatchEngine(t *testing.T) {
 
 func TestHeaderErrorCodesMatchEngine(t *testing.T) {
 	vals := headerValues(t, "IOTCONN_E")
-	if len(vals) != int(core.CodeThrottled) {
-		t.Errorf("%d error codes in the header, want %d", len(vals), int(core.CodeThrottled))
+	if len(vals) != int(core.CodeLast) {
+		t.Errorf("%d error codes in the header, want %d", len(vals), int(core.CodeLast))
 	}
 	seen := map[int]bool{}
 	for name, v := range vals {
-		if v >= 0 || v < -int(core.CodeThrottled) || seen[v] {
+		if v >= 0 || v < -int(core.CodeLast) || seen[v] {
 			t.Errorf("IOTCONN_E%s = %d: not a distinct negated engine code", name, v)
 		}
 		seen[v] = true
@@ -71,7 +71,8 @@ func TestHeaderErrorCodesMatchEngine(t *testing.T) {
 		"QUEUEFULL": core.CodeQueueFull, "TIMEOUT": core.CodeTimeout, "AUTH": core.CodeAuth,
 		"DISABLED": core.CodeDeviceDisabled, "RETRYEXPIRED": core.CodeRetryExpired, "TOOLARGE": core.CodeTooLarge,
 		"NETWORK": core.CodeNetwork, "STATE": core.CodeState, "INTERNAL": core.CodeInternal,
-		"PROTOCOL": core.CodeProtocol, "THROTTLED": core.CodeThrottled,
+		"PROTOCOL": core.CodeProtocol, "THROTTLED": core.CodeThrottled, "DROPPED": core.CodeDropped,
+		"STORE": core.CodeStore,
 	}
 	for name, code := range want {
 		if v, ok := vals[name]; !ok || v != -int(code) {
@@ -90,6 +91,8 @@ func TestHeaderAPIEnumsMatchEngine(t *testing.T) {
 			"AMQP": int(core.TransportAMQP)}},
 		{"IOTCONN_SEND_", map[string]int{"DELIVERED": int(core.SendDelivered), "EXPIRED": int(core.SendExpired),
 			"FAILED": int(core.SendFailed)}},
+		{"IOTCONN_QUEUE_OVERFLOW_", map[string]int{"REJECT": int(core.OverflowReject),
+			"DROP_OLDEST": int(core.OverflowDropOldest)}},
 		{"IOTCONN_LOG_", map[string]int{"ERROR": int(core.LogError), "WARN": int(core.LogWarn),
 			"INFO": int(core.LogInfo), "DEBUG": int(core.LogDebug)}},
 	} {

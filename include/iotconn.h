@@ -77,6 +77,8 @@ typedef enum iotconn_reason {
 #define IOTCONN_EINTERNAL (-12)     /* a bug in the library: please report it with iotconn_last_error() */
 #define IOTCONN_EPROTOCOL (-13)     /* the peer broke the protocol or closed the connection */
 #define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device and retrying gave up */
+#define IOTCONN_EDROPPED (-15)      /* dropped by IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST to make room for a newer message */
+#define IOTCONN_ESTORE (-16)        /* queue_dir cannot be used: not writable, corrupt, or in use by another client */
 
 /* ---- enums of the API ---------------------------------------------------------------------------------------- */
 
@@ -89,9 +91,14 @@ typedef enum iotconn_reason {
 #define IOTCONN_DISPATCH_THREAD 0 /* a library thread calls them (default) */
 #define IOTCONN_DISPATCH_POLL 1   /* they run only inside iotconn_poll(), on the thread that calls it */
 
+/* iotconn_options_t.queue_overflow: what iotconn_send() does when the outbound queue is at a limit. */
+#define IOTCONN_QUEUE_OVERFLOW_REJECT 0      /* return IOTCONN_EQUEUEFULL (default) */
+#define IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST 1 /* the oldest queued messages not yet handed to the network complete
+						IOTCONN_SEND_FAILED / IOTCONN_EDROPPED until the new one fits */
+
 /* The `result` of a send completion: every message iotconn_send() accepted ends in exactly one of these. */
 #define IOTCONN_SEND_DELIVERED 0 /* the hub acknowledged it */
-#define IOTCONN_SEND_EXPIRED 1   /* the operation timeout passed before delivery */
+#define IOTCONN_SEND_EXPIRED 1   /* its time-to-live (default the operation timeout) passed before delivery */
 #define IOTCONN_SEND_FAILED 2    /* a fatal error or close ended it; the error code says which */
 
 /* The `level` of a log callback. */
@@ -132,10 +139,18 @@ typedef struct iotconn_options {
 	uint64_t queue_max_bytes;      /* outbound queue bound in payload bytes; default 64 MiB */
 	uint32_t operation_timeout_ms; /* connect and send give up after this; default 240000 (4 min) */
 	int dispatch;                  /* IOTCONN_DISPATCH_*; default THREAD */
+	int queue_overflow;            /* IOTCONN_QUEUE_OVERFLOW_*; default REJECT */
+	/* Durable mode: a directory (created if missing) that keeps the outbound queue on disk; NULL = memory only.
+	 * iotconn_send() returns only once the message is written and fsynced there (concurrent sends share one
+	 * fsync). A message leaves the disk when it completes delivered, expired, dropped or failed, except by
+	 * iotconn_close(): the next client created on the directory, in this or a later process (also after a
+	 * crash or kill -9), loads what was not delivered and sends it after connecting (iotconn_queue_recovered).
+	 * One client per directory at a time: another gets IOTCONN_ESTORE after waiting 1 s for the lock. */
+	const char *queue_dir;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL}
 
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {
@@ -154,9 +169,11 @@ typedef struct iotconn_message {
 	const char *content_encoding;         /* e.g. "utf-8"; may be NULL */
 	const iotconn_property_t *properties; /* property_count entries; order is kept; may be NULL when count is 0 */
 	size_t property_count;
+	uint32_t ttl_ms; /* time-to-live from iotconn_send(); 0 = the options' operation_timeout_ms. Not yet delivered
+			    then, it completes IOTCONN_SEND_EXPIRED and is never sent after. 0 in received messages. */
 } iotconn_message_t;
 
-#define IOTCONN_MESSAGE_INIT {sizeof(iotconn_message_t), NULL, 0, NULL, NULL, NULL, NULL, NULL, 0}
+#define IOTCONN_MESSAGE_INIT {sizeof(iotconn_message_t), NULL, 0, NULL, NULL, NULL, NULL, NULL, 0, 0}
 
 /*
  * A custom retry policy: the library calls it after attempt number `attempt` (1 for the first failure) failed
@@ -193,7 +210,8 @@ typedef void (*iotconn_status_cb)(iotconn_status_t status, iotconn_reason_t reas
  * until the callback returns; keep a copy with iotconn_message_copy(). */
 typedef void (*iotconn_message_cb)(const iotconn_message_t *msg, void *user);
 
-/* Called exactly once for each message iotconn_send() accepted: `id` is the id it returned, `result` one of
+/* Called exactly once for each message iotconn_send() accepted (or iotconn_client_create recovered from queue_dir):
+ * `id` is the id it returned, `result` one of
  * IOTCONN_SEND_*, `error_code` 0 when delivered, else an IOTCONN_E* code; iotconn_last_error() inside the
  * callback gives its message. */
 typedef void (*iotconn_send_cb)(uint64_t id, int result, int error_code, void *user);
@@ -227,7 +245,8 @@ const char *iotconn_reason_str(int reason);
 /* Creates a client for a device connection string ("HostName=...;DeviceId=...;SharedAccessKey=..."); it does not
  * connect. `opts` may be NULL for all defaults; both strings and the struct are copied. On success stores the new
  * handle in *out_client and returns 0; destroy it with iotconn_client_destroy(). Thread-safe.
- * Errors: IOTCONN_EINVAL (NULL argument, bad opts->size, malformed connection string or option). */
+ * Errors: IOTCONN_EINVAL (NULL argument, bad opts->size, malformed connection string or option), IOTCONN_ESTORE
+ * (queue_dir cannot be created, read or locked, or its file is corrupt). */
 int iotconn_client_create(const char *connection_string, const iotconn_options_t *opts,
 			  iotconn_client_t **out_client);
 
@@ -247,12 +266,20 @@ int iotconn_client_destroy(iotconn_client_t *client);
  * runs inside iotconn_poll()). */
 int iotconn_connect(iotconn_client_t *client, uint32_t timeout_ms);
 
-/* Queues a message and returns at once; `msg` and all it points to are copied. Stores the message's id (1, 2,
+/* Queues a message and returns at once (in durable mode, once it is on disk: see queue_dir); `msg` and all it
+ * points to are copied. Stores the message's id (1, 2,
  * ... per client) in *out_id when out_id is not NULL. The send callback later reports its one completion.
  * Messages sent while disconnected wait in the outbound queue and go out in order after reconnecting.
  * Thread-safe. Errors: IOTCONN_EINVAL (NULL msg, bad msg->size, empty payload, NULL property key or value),
- * IOTCONN_ETOOLARGE, IOTCONN_EQUEUEFULL, IOTCONN_ECLOSED. */
+ * IOTCONN_ETOOLARGE, IOTCONN_EQUEUEFULL, IOTCONN_ECLOSED, IOTCONN_ESTORE (durable mode: the write failed; the
+ * message was not accepted). */
 int iotconn_send(iotconn_client_t *client, const iotconn_message_t *msg, uint64_t *out_id);
+
+/* Durable mode: stores in *out_count how many undelivered messages iotconn_client_create() loaded from queue_dir
+ * (0 without queue_dir). They took the ids 1..count in their original order and keep their message_id; new
+ * sends start at count+1. They go out after connecting, each with its one send completion (register the send
+ * callback before iotconn_connect() to see them). Thread-safe. Errors: IOTCONN_EINVAL (NULL out_count). */
+int iotconn_queue_recovered(iotconn_client_t *client, uint64_t *out_count);
 
 /* Replaces the retry policy (the default is IOTCONN_RETRY_POLICY_INIT's). `policy` is copied; for CUSTOM, the
  * callback and its `user` must stay valid until the client is destroyed or the policy replaced. Thread-safe.
@@ -279,7 +306,8 @@ int iotconn_poll(iotconn_client_t *client, uint32_t timeout_ms);
 int iotconn_get_status(iotconn_client_t *client, iotconn_status_t *status, iotconn_reason_t *reason);
 
 /* Closes the connection: the status becomes Disabled / Client_Close, messages not yet delivered complete with
- * IOTCONN_SEND_FAILED / IOTCONN_ECLOSED, and later sends return IOTCONN_ECLOSED. Idempotent; the handle stays
+ * IOTCONN_SEND_FAILED / IOTCONN_ECLOSED (in durable mode they stay in queue_dir for the next client), and later
+ * sends return IOTCONN_ECLOSED. Idempotent; the handle stays
  * valid until iotconn_client_destroy(). Thread-safe, also from inside the client's callbacks. */
 int iotconn_close(iotconn_client_t *client);
 
