@@ -26,6 +26,10 @@ namespace Iotconn
         private readonly object sendLock = new object();
         private readonly Dictionary<ulong, TaskCompletionSource<bool>> pendingSends =
             new Dictionary<ulong, TaskCompletionSource<bool>>();
+        // Completions the dispatcher polled before SendEventAsync registered the id (iotconn_send runs outside
+        // sendLock, so the dispatcher never waits for a send): id -> the failure, null when delivered.
+        private readonly Dictionary<ulong, Exception> earlyCompletions = new Dictionary<ulong, Exception>();
+        private bool released; // under sendLock: the dispatcher ended and failed what was pending
         private volatile bool stopRequested;
         private volatile bool closed;
 
@@ -246,15 +250,33 @@ namespace Iotconn
             ThrowIfClosed();
             // Continuations run elsewhere so that user code awaiting a send never blocks the dispatcher.
             var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+            ulong id;
             using (NativeMessage native = message.ToNative())
             {
-                // Held across the send so that a completion that comes before registration cannot be missed.
-                lock (sendLock)
+                Check(NativeMethods.iotconn_send(handle, ref native.Value, out id));
+            }
+            Exception failure;
+            bool done;
+            lock (sendLock)
+            {
+                done = earlyCompletions.TryGetValue(id, out failure);
+                if (done)
                 {
-                    ulong id;
-                    Check(NativeMethods.iotconn_send(handle, ref native.Value, out id));
+                    earlyCompletions.Remove(id);
+                }
+                else if (released)
+                {
+                    done = true;
+                    failure = ShutDownBeforeCompletion();
+                }
+                else
+                {
                     pendingSends[id] = completion;
                 }
+            }
+            if (done)
+            {
+                Complete(completion, failure);
             }
             return completion.Task;
         }
@@ -334,13 +356,30 @@ namespace Iotconn
             List<TaskCompletionSource<bool>> orphans;
             lock (sendLock)
             {
+                released = true;
                 orphans = new List<TaskCompletionSource<bool>>(pendingSends.Values);
                 pendingSends.Clear();
             }
             foreach (var orphan in orphans)
             {
-                orphan.TrySetException(new IotconnException(ErrorCode.Closed,
-                    "the client was shut down before the message completed"));
+                orphan.TrySetException(ShutDownBeforeCompletion());
+            }
+        }
+
+        private static Exception ShutDownBeforeCompletion()
+        {
+            return new IotconnException(ErrorCode.Closed, "the client was shut down before the message completed");
+        }
+
+        private static void Complete(TaskCompletionSource<bool> completion, Exception failure)
+        {
+            if (failure == null)
+            {
+                completion.TrySetResult(true);
+            }
+            else
+            {
+                completion.TrySetException(failure);
             }
         }
 
@@ -378,24 +417,19 @@ namespace Iotconn
         private void OnSendComplete(ulong id, int result, int errorCode, IntPtr user)
         {
             // The library set iotconn_last_error() on this thread for this completion.
-            string error = errorCode != 0 ? NativeMethods.LastError() : null;
+            Exception failure = result == NativeMethods.SendDelivered ? null
+                : new IotconnException((ErrorCode)errorCode, NativeMethods.LastError());
             TaskCompletionSource<bool> completion;
             lock (sendLock)
             {
                 if (!pendingSends.TryGetValue(id, out completion))
                 {
+                    earlyCompletions[id] = failure;
                     return;
                 }
                 pendingSends.Remove(id);
             }
-            if (result == NativeMethods.SendDelivered)
-            {
-                completion.TrySetResult(true);
-            }
-            else
-            {
-                completion.TrySetException(new IotconnException((ErrorCode)errorCode, error));
-            }
+            Complete(completion, failure);
         }
 
         private static void OnLog(int level, IntPtr message, IntPtr user)

@@ -80,6 +80,10 @@ namespace Iotconn
     /// <summary>An iotconn_message_t and the unmanaged blocks it points to; Dispose frees them all.</summary>
     internal sealed class NativeMessage : IDisposable
     {
+        private static readonly int PropertyKeyOffset = (int)Marshal.OffsetOf(typeof(NativeMethods.Property), "Key");
+        private static readonly int PropertyValueOffset =
+            (int)Marshal.OffsetOf(typeof(NativeMethods.Property), "Value");
+
         private readonly NativeBlocks blocks = new NativeBlocks();
 
         public NativeMethods.CMessage Value;
@@ -104,14 +108,13 @@ namespace Iotconn
                     {
                         if (pair.Value == null)
                         {
-                            throw IotconnException.InvalidArgument("message", "property '" + pair.Key + "' has a null value");
+                            throw IotconnException.InvalidArgument("message", "property '" + pair.Key +
+                                "' has a null value");
                         }
-                        var property = new NativeMethods.Property
-                        {
-                            Key = blocks.Utf8(pair.Key),
-                            Value = blocks.Utf8(pair.Value),
-                        };
-                        Marshal.StructureToPtr(property, new IntPtr(array.ToInt64() + index * stride), false);
+                        // Two pointer writes: Marshal.StructureToPtr costs far more per property on Mono.
+                        IntPtr entry = new IntPtr(array.ToInt64() + index * stride);
+                        Marshal.WriteIntPtr(entry, PropertyKeyOffset, blocks.Utf8(pair.Key));
+                        Marshal.WriteIntPtr(entry, PropertyValueOffset, blocks.Utf8(pair.Value));
                         index++;
                     }
                     Value.Properties = array;
