@@ -240,7 +240,8 @@ namespace Iotconn
             return Task.Run(() => Check(NativeMethods.iotconn_connect(handle, 0)), cancellationToken);
         }
 
-        /// <summary>Queues a message; completes when the hub acknowledged it, fails when it expired or failed.</summary>
+        /// <summary>Queues a message; completes when the hub acknowledged it, fails when it expired or
+        /// failed.</summary>
         public Task SendEventAsync(Message message)
         {
             if (message == null)
@@ -281,7 +282,8 @@ namespace Iotconn
             return completion.Task;
         }
 
-        /// <summary>Closes the connection, lets the last events run, stops the dispatcher and frees the client.</summary>
+        /// <summary>Closes the connection, lets the last events run, stops the dispatcher and frees the
+        /// client.</summary>
         public Task CloseAsync(CancellationToken cancellationToken = default(CancellationToken))
         {
             cancellationToken.ThrowIfCancellationRequested();

@@ -162,7 +162,8 @@ namespace Iotconn
             }
             if (text.IndexOf('\0') >= 0)
             {
-                throw IotconnException.InvalidArgument("string", "strings passed to iotconn must not contain NUL characters");
+                throw IotconnException.InvalidArgument("string",
+                    "strings passed to iotconn must not contain NUL characters");
             }
             var bytes = new byte[Encoding.UTF8.GetByteCount(text) + 1];
             Encoding.UTF8.GetBytes(text, 0, text.Length, bytes, 0);

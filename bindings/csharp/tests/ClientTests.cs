@@ -261,7 +261,8 @@ namespace Iotconn.Tests
                     Assert(waited >= RecordingPolicy.Delay(i - 1), "retry " + i + " came " + waited.TotalMilliseconds +
                         " ms after the previous answer, which asked for " + RecordingPolicy.Delay(i - 1));
                 }
-                Await(f.Client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("back"))), "a send after the reconnect");
+                Await(f.Client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("back"))),
+                    "a send after the reconnect");
             }
         }
 
@@ -278,7 +279,8 @@ namespace Iotconn.Tests
                 // The loss is a Communication_Error; refused reconnects may report No_Network while retrying.
                 Assert(Same(events.Take(2), Connected, new StatusEvent(ConnectionStatus.Disconnected_Retrying,
                     ConnectionStatusChangeReason.Communication_Error)) &&
-                    events.Skip(2).Take(events.Count - 3).All(e => e.Status == ConnectionStatus.Disconnected_Retrying) &&
+                    events.Skip(2).Take(events.Count - 3)
+                        .All(e => e.Status == ConnectionStatus.Disconnected_Retrying) &&
                     events.Last().Is(ConnectionStatus.Disconnected, ConnectionStatusChangeReason.Retry_Expired),
                     "it retries, then gives up when the policy says so: " + Show(events));
                 List<Call> calls = policy.Calls.Events;

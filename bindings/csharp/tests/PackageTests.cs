@@ -32,8 +32,8 @@ namespace Iotconn.Tests
                 LibraryTests.Run("python3", "-m zipfile -e \"" + package + "\" \"" + unpacked + "\"", null, 0);
                 string lib = Path.Combine(unpacked, "lib/netstandard2.0");
                 string native = Path.Combine(unpacked, "runtimes/linux-x64/native");
-                foreach (string entry in new[] { "[Content_Types].xml", "Iotconn.nuspec", "lib/netstandard2.0/Iotconn.dll",
-                    "runtimes/linux-x64/native/libiotconn.so" })
+                foreach (string entry in new[] { "[Content_Types].xml", "Iotconn.nuspec",
+                    "lib/netstandard2.0/Iotconn.dll", "runtimes/linux-x64/native/libiotconn.so" })
                 {
                     Assert(File.Exists(Path.Combine(unpacked, entry)), "the package holds " + entry);
                 }
@@ -44,7 +44,8 @@ namespace Iotconn.Tests
 
                 string exe = Path.Combine(dir, "Telemetry.exe");
                 LibraryTests.Run("mcs", "-nologo -warnaserror -out:\"" + exe + "\" -r:\"" +
-                    Path.Combine(lib, "Iotconn.dll") + "\" \"" + Path.Combine(Root, "examples/csharp/Telemetry.cs") + "\"",
+                    Path.Combine(lib, "Iotconn.dll") + "\" \"" + Path.Combine(Root, "examples/csharp/Telemetry.cs") +
+                    "\"",
                     null, 0);
                 using (var hub = new Hubsim(Root, Device))
                 {
