@@ -54,9 +54,9 @@ static void test_version_and_names(void)
 
 	CHECK(strcmp(iotconn_strerror(0), "ok") == 0);
 	CHECK(strcmp(iotconn_strerror(IOTCONN_EQUEUEFULL), "queue full") == 0);
-	for (int code = IOTCONN_ETHROTTLED; code <= IOTCONN_EINVAL; code++)
+	for (int code = IOTCONN_ESTORE; code <= IOTCONN_EINVAL; code++)
 		CHECK(strcmp(iotconn_strerror(code), "unknown error") != 0);
-	CHECK(strcmp(iotconn_strerror(-15), "unknown error") == 0 && strcmp(iotconn_strerror(1), "unknown error") == 0);
+	CHECK(strcmp(iotconn_strerror(IOTCONN_ESTORE - 1), "unknown error") == 0 && strcmp(iotconn_strerror(1), "unknown error") == 0);
 }
 
 static void test_create_misuse(void)
