@@ -56,6 +56,7 @@ def test_status_enums_match_header(enum, c_name, prefix):
         (iotconn.Transport, "IOTCONN_TRANSPORT_"),
         (iotconn.SendResult, "IOTCONN_SEND_"),
         (iotconn.Jitter, "IOTCONN_JITTER_"),
+        (iotconn.QueueOverflow, "IOTCONN_QUEUE_OVERFLOW_"),
     ],
 )
 def test_api_enums_match_header(enum, prefix):

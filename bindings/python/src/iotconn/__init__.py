@@ -10,7 +10,7 @@ with IoTHubDeviceClient.create_from_connection_string(cs, ca_file="ca.pem") as c
 
 from ._native import load_library
 from .client import IoTHubDeviceClient
-from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, SendResult, Transport
+from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, QueueOverflow, SendResult, Transport
 from .errors import (
     BadHandleError,
     ClientClosedError,
@@ -21,11 +21,13 @@ from .errors import (
     InvalidArgumentError,
     IoTConnError,
     LibraryError,
+    MessageDroppedError,
     MessageTooLargeError,
     NetworkError,
     OperationTimeoutError,
     ProtocolError,
     QueueFullError,
+    QueueStoreError,
     RetryExpiredError,
     StateError,
     ThrottledError,
@@ -52,12 +54,15 @@ __all__ = [
     "Jitter",
     "LibraryError",
     "Message",
+    "MessageDroppedError",
     "MessageTooLargeError",
     "NetworkError",
     "NoRetry",
     "OperationTimeoutError",
     "ProtocolError",
     "QueueFullError",
+    "QueueOverflow",
+    "QueueStoreError",
     "RetryExpiredError",
     "RetryPolicy",
     "SendResult",

@@ -55,6 +55,8 @@ class Options(Structure):
         ("queue_max_bytes", c_uint64),
         ("operation_timeout_ms", c_uint32),
         ("dispatch", c_int),
+        ("queue_overflow", c_int),
+        ("queue_dir", c_char_p),
     ]
 
 
@@ -75,6 +77,7 @@ class CMessage(Structure):
         ("content_encoding", c_char_p),
         ("properties", POINTER(Property)),
         ("property_count", c_size_t),
+        ("ttl_ms", c_uint32),
     ]
 
 
@@ -117,6 +120,7 @@ _PROTOTYPES = {
     "iotconn_poll": (c_int, [c_void_p, c_uint32]),
     "iotconn_get_status": (c_int, [c_void_p, POINTER(c_int), POINTER(c_int)]),
     "iotconn_close": (c_int, [c_void_p]),
+    "iotconn_queue_recovered": (c_int, [c_void_p, POINTER(c_uint64)]),
 }
 
 
@@ -140,6 +144,7 @@ class Library:
     poll: Any
     get_status: Any
     close: Any
+    queue_recovered: Any
 
     def __init__(self, path: str) -> None:
         try:

@@ -16,7 +16,7 @@ from enum import IntEnum
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _native
-from .enums import ConnectionStatus, ConnectionStatusChangeReason, SendResult, Transport
+from .enums import ConnectionStatus, ConnectionStatusChangeReason, QueueOverflow, SendResult, Transport
 from .errors import (
     ClientClosedError,
     ErrorCode,
@@ -282,6 +282,8 @@ class IoTHubDeviceClient:
         queue_max_messages: Optional[int] = None,
         queue_max_bytes: Optional[int] = None,
         operation_timeout: Optional[Seconds] = None,
+        queue_overflow: QueueOverflow = QueueOverflow.REJECT,
+        queue_dir: Optional[str] = None,
         library: Optional[str] = None,
     ) -> "IoTHubDeviceClient":
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
@@ -289,6 +291,10 @@ class IoTHubDeviceClient:
         ca_file / server_verification_cert: trusted roots as a PEM file / PEM text (default: the system roots).
         keep_alive, sastoken_ttl, sastoken_renew_margin: seconds. operation_timeout: seconds or timedelta, for
         connect and for each message. None leaves the library's default (see include/iotconn.h).
+        queue_overflow: what send_message does when the queue is full (QueueOverflow).
+        queue_dir: durable mode: send_message returns once the message is on disk in this directory; a client
+        created later on it (also after a crash) sends what was not delivered; see queue_recovered. Raises
+        QueueStoreError when the directory cannot be used or another client holds it.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
         Raises InvalidArgumentError for a malformed connection string or option.
         """
@@ -308,6 +314,8 @@ class IoTHubDeviceClient:
         opts.queue_max_bytes = _optional_uint("queue_max_bytes", queue_max_bytes, 2**64 - 1)
         opts.operation_timeout_ms = _optional_ms("operation_timeout", operation_timeout)
         opts.dispatch = _native.DISPATCH_POLL
+        opts.queue_overflow = int(QueueOverflow(queue_overflow))
+        opts.queue_dir = _path("queue_dir", queue_dir)
         handle = ctypes.c_void_p()
         lib.check(lib.client_create(connection_string.encode(), ctypes.byref(opts), ctypes.byref(handle)))
         return cls(_Core(lib, handle.value or 0))
@@ -405,6 +413,16 @@ class IoTHubDeviceClient:
         # The finalizer only covers clients that are never shut down; this path always waits (off the dispatcher).
         self._finalizer.detach()
         self._core.shutdown()
+
+    @property
+    def queue_recovered(self) -> int:
+        """Durable mode: how many undelivered messages this client loaded from queue_dir. They have the ids
+        1..queue_recovered and their original message_id, go out after connect() and complete at
+        on_send_complete like any other (set it before connect)."""
+        core = self._core
+        count = ctypes.c_uint64()
+        core.lib.check(core.lib.queue_recovered(core.live_handle(), ctypes.byref(count)))
+        return count.value
 
     @property
     def connected(self) -> bool:

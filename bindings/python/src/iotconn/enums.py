@@ -44,6 +44,13 @@ class SendResult(IntEnum):
     FAILED = 2
 
 
+class QueueOverflow(IntEnum):
+    """What send_message does when the outbound queue is at a limit (IOTCONN_QUEUE_OVERFLOW_*)."""
+
+    REJECT = 0  # raise QueueFullError
+    DROP_OLDEST = 1  # the oldest queued messages complete FAILED (MessageDroppedError) until the new one fits
+
+
 class Jitter(IntEnum):
     """How ExponentialBackoff randomises its delays (IOTCONN_JITTER_*)."""
 

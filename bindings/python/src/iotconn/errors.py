@@ -24,6 +24,8 @@ class ErrorCode(IntEnum):
     EINTERNAL = -12
     EPROTOCOL = -13
     ETHROTTLED = -14
+    EDROPPED = -15
+    ESTORE = -16
 
 
 class IoTConnError(Exception):
@@ -103,6 +105,14 @@ class ThrottledError(IoTConnError):
     """IOTCONN_ETHROTTLED: the hub throttled the device and retrying gave up."""
 
 
+class MessageDroppedError(IoTConnError):
+    """IOTCONN_EDROPPED: dropped by QueueOverflow.DROP_OLDEST to make room for a newer message."""
+
+
+class QueueStoreError(IoTConnError, OSError):
+    """IOTCONN_ESTORE: queue_dir cannot be used (not writable, corrupt, or in use by another client)."""
+
+
 class LibraryError(ImportError):
     """libiotconn could not be found or loaded, or its version does not match this package."""
 
@@ -122,6 +132,8 @@ _CLASSES: Dict[int, Type[IoTConnError]] = {
     ErrorCode.EINTERNAL: InternalError,
     ErrorCode.EPROTOCOL: ProtocolError,
     ErrorCode.ETHROTTLED: ThrottledError,
+    ErrorCode.EDROPPED: MessageDroppedError,
+    ErrorCode.ESTORE: QueueStoreError,
 }
 
 

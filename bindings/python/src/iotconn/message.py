@@ -7,6 +7,7 @@ from typing import Dict, Mapping, Optional, Union
 
 from . import _native
 from .errors import ErrorCode, InvalidArgumentError
+from .retry import Seconds, to_ms
 
 Payload = Union[str, bytes, bytearray, memoryview]
 
@@ -15,7 +16,9 @@ class Message:
     """A message, in the manner of azure.iot.device.Message.
 
     `data` is the body: str (sent as UTF-8) or bytes-like; received messages carry bytes. `custom_properties` are
-    the application properties (str to str); their order is kept on the wire.
+    the application properties (str to str); their order is kept on the wire. `ttl` is the time-to-live in
+    seconds (or a timedelta) from send_message: not delivered by then, it completes EXPIRED and is never sent
+    after; None = the client's operation_timeout.
     """
 
     def __init__(
@@ -26,6 +29,7 @@ class Message:
         content_type: Optional[str] = None,
         correlation_id: Optional[str] = None,
         custom_properties: Optional[Mapping[str, str]] = None,
+        ttl: Optional[Seconds] = None,
     ) -> None:
         self.data = data
         self.message_id = message_id
@@ -33,12 +37,13 @@ class Message:
         self.content_type = content_type
         self.correlation_id = correlation_id
         self.custom_properties: Dict[str, str] = dict(custom_properties or {})
+        self.ttl = ttl
 
     def __repr__(self) -> str:
         return (
             f"Message(data={self.data!r}, message_id={self.message_id!r}, correlation_id={self.correlation_id!r}, "
             f"content_type={self.content_type!r}, content_encoding={self.content_encoding!r}, "
-            f"custom_properties={self.custom_properties!r})"
+            f"custom_properties={self.custom_properties!r}, ttl={self.ttl!r})"
         )
 
 
@@ -75,6 +80,8 @@ def to_c(message: Union[Message, Payload]) -> _native.CMessage:
     cmsg.correlation_id = _utf8("correlation_id", message.correlation_id)
     cmsg.content_type = _utf8("content_type", message.content_type)
     cmsg.content_encoding = _utf8("content_encoding", message.content_encoding)
+    if message.ttl is not None:
+        cmsg.ttl_ms = max(1, to_ms("ttl", message.ttl))  # 0 would mean the default
     props = message.custom_properties
     if props:
         array = (_native.Property * len(props))()
