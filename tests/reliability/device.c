@@ -1,8 +1,9 @@
 /*
  * The reliability matrix's device: a client driven through the C ABI that sends at a steady rate until told to
- * stop (stdin closed, SIGTERM or SIGINT), then waits (bounded) for every completion, closes, and exits. It writes
- * one JSON object per line on stdout, each with "t" = CLOCK_MONOTONIC seconds (the same clock as Python's
- * time.monotonic(), so the orchestrator can put its fault times on the same axis):
+ * stop (stdin closed, SIGTERM or SIGINT), then waits (bounded) for every completion (unless a fatal error left
+ * it Disconnected), closes, and exits. It writes one JSON object per line on stdout, each with "t" =
+ * CLOCK_MONOTONIC seconds (the same clock as Python's time.monotonic(), so the orchestrator can put its fault
+ * times on the same axis):
  *
  *   {"t":..,"ev":"start","prefix":P}                       before connecting
  *   {"t":..,"ev":"recovered","count":N}                    durable mode: messages loaded from --queue-dir
@@ -12,7 +13,7 @@
  *   {"t":..,"ev":"sent","id":ID,"mid":"P-SEQ"}             iotconn_send accepted it ($.mid = P-SEQ)
  *   {"t":..,"ev":"refused","mid":"P-SEQ","rc":RC}          iotconn_send refused it (not accepted: no completion due)
  *   {"t":..,"ev":"done","id":ID,"result":"delivered|expired|failed","error":RC}
- *   {"t":..,"ev":"end","accepted":N,"completions":N,"drained":true|false}   before closing
+ *   {"t":..,"ev":"end","accepted":N,"completions":N,"drained":true|false,"status":S}   before closing
  *   {"t":..,"ev":"exit"}                                   after iotconn_client_destroy (every callback has run)
  *
  *   device --cs CONNECTION_STRING [--ca FILE] [--prefix P] [--rate MSGS_PER_S] [--max N] [--keepalive S]
@@ -224,14 +225,28 @@ static int parse_args(int argc, char **argv, config_t *c)
 	return 0;
 }
 
-/* wait_drained waits until every accepted message completed or timeout_ms passed; returns 1 when drained. */
-static int wait_drained(long long timeout_ms)
+/* wait_drained waits until every accepted message completed or timeout_ms passed; returns 1 when drained. It stops
+ * early when the client is Disconnected: after a fatal error nothing completes until close (which fails the rest). */
+static int wait_drained(iotconn_client_t *client, long long timeout_ms)
 {
-	struct timespec deadline;
+	struct timespec deadline, step;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	add_ns(&deadline, timeout_ms * 1000000LL);
 	pthread_mutex_lock(&mu);
-	while (completions < accepted && pthread_cond_timedwait(&cond, &mu, &deadline) != ETIMEDOUT) {
+	for (;;) {
+		if (completions >= accepted)
+			break;
+		iotconn_status_t status = IOTCONN_STATUS_CONNECTED;
+		iotconn_get_status(client, &status, NULL);
+		if (status == IOTCONN_STATUS_DISCONNECTED)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &step);
+		add_ns(&step, 100000000LL);
+		if (step.tv_sec > deadline.tv_sec || (step.tv_sec == deadline.tv_sec && step.tv_nsec > deadline.tv_nsec))
+			step = deadline;
+		if (pthread_cond_timedwait(&cond, &mu, &step) == ETIMEDOUT && step.tv_sec == deadline.tv_sec &&
+		    step.tv_nsec == deadline.tv_nsec)
+			break;
 	}
 	int drained = completions >= accepted;
 	pthread_mutex_unlock(&mu);
@@ -357,12 +372,14 @@ int main(int argc, char **argv)
 	if (rc == 0)
 		stream(client, &c);
 
-	int drained = wait_drained(rc == 0 ? c.drain_timeout : 0);
+	int drained = wait_drained(client, rc == 0 ? c.drain_timeout : 0);
 	pthread_mutex_lock(&mu);
 	unsigned long long n_accepted = accepted, n_completed = completions;
 	pthread_mutex_unlock(&mu);
-	emit("\"ev\":\"end\",\"accepted\":%llu,\"completions\":%llu,\"drained\":%s", n_accepted, n_completed,
-	     drained ? "true" : "false");
+	iotconn_status_t status = IOTCONN_STATUS_DISCONNECTED;
+	iotconn_get_status(client, &status, NULL);
+	emit("\"ev\":\"end\",\"accepted\":%llu,\"completions\":%llu,\"drained\":%s,\"status\":\"%s\"", n_accepted,
+	     n_completed, drained ? "true" : "false", iotconn_status_str(status));
 	iotconn_client_destroy(client);
 	emit("\"ev\":\"exit\"");
 	return rc == 0 ? 0 : 1;

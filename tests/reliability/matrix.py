@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""The fault matrix: for each fault, a device (the C driver, through the C ABI) streams telemetry while the fault
+is injected mid-stream; the hub's own record and the device's log then say what was sent, delivered, duplicated
+and lost, whether each message got exactly one completion, which status/reason sequence the app saw, and how
+long reconnecting took compared with the retry policy's delay.
+
+    python3 tests/reliability/matrix.py [--build build] [--out build/reliability] [--only NAME ...]
+
+Writes OUT/results.json (report.py turns it into docs/reliability.md) and one log per process in OUT/logs/.
+Exits 1 if any row fails its checks.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Device, Failure, Front, Hub, Mosquitto, Subscriber, flood_connects, free_port  # noqa: E402
+
+DEVICE_ID = "rel-device"
+RATE = 100  # messages per second
+WARMUP_DELIVERIES = 100  # deliveries before the fault (about 1 s of stream)
+AFTER_DELIVERIES = 200  # deliveries after recovering, before the stream stops (about 2 s)
+RECOVER_TIMEOUT = 60
+DRAIN_TIMEOUT_MS = 30000
+# Slack allowed between the end of the retry policy's wait and Connected: one successful dial (TCP, TLS
+# handshake, CONNECT/CONNACK, SUBSCRIBE) on loopback takes tens of milliseconds; the rest covers the scheduler
+# of this shared 2-core machine and the callback queue. A late reconnect caused by the engine (a lost timer, an
+# extra attempt) costs at least one more policy delay (>= 1 s here), so 1.5 s still tells it apart.
+SLACK_S = 1.5
+
+# Expected status sequences are regular expressions over "A > B > ..." of these tokens (escaped).
+C = re.escape("Connected(Connection_Ok)")
+CE = re.escape("Retrying(Communication_Error)")
+NN = re.escape("Retrying(No_Network)")
+EST = re.escape("Retrying(Expired_SAS_Token)")
+CLOSE = re.escape("Disabled(Client_Close)")
+BAD_CREDENTIAL = re.escape("Disconnected(Bad_Credential)")
+DISABLED = re.escape("Disconnected(Device_Disabled)")
+
+GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+RETRY_LOG = re.compile(r"attempt (\d+) failed \(.*\); next in (\S+)$")
+
+
+def go_duration(text):
+    """Seconds in a Go time.Duration string such as 1.5s, 999.87ms or 1m0.5s."""
+    parts = re.findall(r"([0-9.]+)(h|ms|us|µs|ns|m|s)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a Go duration: {text!r}")
+    return sum(float(n) * GO_UNITS[u] for n, u in parts)
+
+
+def error_names():
+    """IOTCONN_E* code -> name, read from include/iotconn.h (the one source of the numbers)."""
+    header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "iotconn.h")
+    with open(header) as f:
+        return {int(v): "IOTCONN_E" + n for n, v in re.findall(r"#define IOTCONN_E(\w+) \((-\d+)\)", f.read())}
+
+
+ERROR_NAMES = error_names()
+
+
+def status_token(ev):
+    status = {"Disconnected_Retrying": "Retrying"}.get(ev["status"], ev["status"])
+    return f"{status}({ev['reason']})"
+
+
+# ---- analysis --------------------------------------------------------------------------------------------------
+
+def analyze(events, hub_mids, expected, fatal, fault_at):
+    """Computes a row's figures from the driver's events and the hub's record, and lists every failed check."""
+    problems = []
+    detected = next((e["t"] - fault_at for e in events
+                     if e["ev"] == "status" and e["t"] >= fault_at and e["status"] != "Connected"), None)
+    sent = {e["id"]: e["mid"] for e in events if e["ev"] == "sent"}
+    accepted_mids = set(sent.values())
+    done = {}
+    for e in events:
+        if e["ev"] == "done":
+            done.setdefault(e["id"], []).append(e)
+    at_hub = {}
+    for mid in hub_mids:
+        at_hub[mid] = at_hub.get(mid, 0) + 1
+    delivered = accepted_mids & set(at_hub)
+    duplicates = sum(at_hub[m] - 1 for m in delivered)
+    phantoms = sorted(set(at_hub) - accepted_mids)
+    failed_ids = {i for i, evs in done.items() if any(e["result"] != "delivered" for e in evs)}
+    failed_by = {}
+    for i in sorted(failed_ids):
+        e = next(e for e in done[i] if e["result"] != "delivered")
+        key = f"{e['result']} {ERROR_NAMES.get(e['error'], e['error'])}"
+        failed_by[key] = failed_by.get(key, 0) + 1
+    missing = {i: m for i, m in sent.items() if m not in at_hub}
+    silent = sorted(i for i in missing if i not in failed_ids)
+
+    if not sent:
+        problems.append("the device sent nothing")
+    if silent:
+        problems.append(f"{len(silent)} accepted messages never reached the hub and got no failed completion "
+                        f"(first ids {silent[:5]})")
+    if phantoms:
+        problems.append(f"{len(phantoms)} message ids at the hub were never accepted: {phantoms[:5]}")
+    wrong_count = sorted(i for i in sent if len(done.get(i, [])) != 1)
+    if wrong_count:
+        problems.append(f"{len(wrong_count)} messages did not get exactly one completion "
+                        f"(id {wrong_count[0]}: {len(done.get(wrong_count[0], []))})")
+    unknown = sorted(set(done) - set(sent))
+    if unknown:
+        problems.append(f"completions for ids never accepted: {unknown[:5]}")
+    lying = sorted(i for i, evs in done.items()
+                   if i in sent and any(e["result"] == "delivered" for e in evs) and sent[i] not in at_hub)
+    if lying:
+        problems.append(f"{len(lying)} messages completed as delivered but are not at the hub")
+    if not fatal and missing:
+        problems.append(f"{len(missing)} accepted messages were not delivered (a transient fault must not fail "
+                        f"any)")
+    if fatal and not failed_ids:
+        problems.append("a fatal fault failed no message")
+
+    sequence = [status_token(e) for e in events if e["ev"] == "status"]
+    if not re.fullmatch(expected, " > ".join(sequence)):
+        problems.append(f"status sequence {sequence} does not match {expected!r}")
+
+    reconnects = reconnect_times(events)
+    for r in reconnects:
+        if r["lag"] > r["policy_delay"] + SLACK_S:
+            problems.append(f"reconnected {r['lag']:.2f} s after the last failure, the policy said "
+                            f"{r['policy_delay']:.2f} s (+{SLACK_S} s slack)")
+    end = next((e for e in events if e["ev"] == "end"), None)
+    if end is None:
+        problems.append("the driver wrote no end line")
+    elif not end["drained"] and not (fatal and end["status"] == "Disconnected"):
+        problems.append("the driver's drain timed out: completions were missing before close")
+    return {
+        "sent": len(sent), "delivered": len(delivered), "duplicates": duplicates,
+        "lost": len(silent), "failed": len(failed_ids), "failed_by": failed_by, "hub_records": len(hub_mids),
+        "sequence": sequence, "expected": expected, "reconnects": reconnects, "problems": problems,
+        "detected_s": None if detected is None else round(detected, 3),
+    }
+
+
+def reconnect_times(events):
+    """For each return to Connected after an outage: the downtime (first Retrying to Connected), the retry
+    policy's last delay (from the engine's 'attempt N failed ...; next in D' log line; 0 when it reconnected
+    at once, as after a token renewal) and the lag from that failure to Connected."""
+    out = []
+    down_at = last_fail = None
+    delay = 0.0
+    for e in events:
+        if e["ev"] == "status" and e["status"] == "Disconnected_Retrying" and down_at is None:
+            down_at, last_fail, delay = e["t"], e["t"], 0.0
+        elif e["ev"] == "log" and down_at is not None:
+            m = RETRY_LOG.search(e["msg"])
+            if m:
+                last_fail, delay = e["t"], go_duration(m.group(2))
+        elif e["ev"] == "status" and e["status"] == "Connected" and down_at is not None:
+            out.append({"downtime": round(e["t"] - down_at, 3), "policy_delay": round(delay, 3),
+                        "lag": round(e["t"] - last_fail, 3)})
+            down_at = None
+        elif e["ev"] == "status" and e["status"] in ("Disconnected", "Disabled"):
+            down_at = None
+    return out
+
+
+# ---- scenarios ---------------------------------------------------------------------------------------------------
+
+class Run:
+    """One scenario's processes and files."""
+
+    def __init__(self, args, name):
+        self.args, self.name = args, name
+        self.tmp = tempfile.mkdtemp(prefix=f"iotconn-rel-{name}-")
+        self.logs = os.path.join(args.out, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+        self.procs, self.closers = [], []
+
+    def log(self, what):
+        return os.path.join(self.logs, f"{self.name}.{what}.log")
+
+    def hub(self, extra=()):
+        h = Hub(os.path.join(self.args.build, "bin", "iotconn-hubsim"), os.path.join(self.tmp, "hub"), DEVICE_ID,
+                self.log("hubsim"), extra)
+        self.procs.append(h)
+        return h
+
+    def device(self, conn_str, ca, *extra, prefix=None):
+        args = ["--cs", conn_str, "--ca", ca, "--prefix", prefix or self.name, "--rate", str(RATE),
+                "--drain-timeout", str(DRAIN_TIMEOUT_MS), *extra]
+        d = Device(os.path.join(self.args.build, "reliability", "device"), args, self.log("device"))
+        self.procs.append(d)
+        return d
+
+    def close(self):
+        for c in reversed(self.closers):
+            c()
+        for p in reversed(self.procs):
+            p.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),)):
+    """Waits for the stream to flow, calls inject(), waits for the status that ends the fault, lets the stream
+    flow on, then stops the driver. Returns the monotonic time of the fault."""
+    dev.wait_status("Connected", "Connection_Ok", 0, 60)
+    dev.wait_delivered(WARMUP_DELIVERIES, 0, 30)
+    fault_at = time.monotonic()
+    inject()
+    for status, reason in recovered:
+        dev.wait_status(status, reason, fault_at, RECOVER_TIMEOUT)
+    after = time.monotonic()
+    if recovered[-1][0] == "Connected":
+        dev.wait_delivered(AFTER_DELIVERIES, after, 30)
+    else:
+        dev.wait_for(lambda: dev.count("sent", after) >= RATE // 2, 30, "sends after the fatal status")
+    dev.finish(DRAIN_TIMEOUT_MS / 1000 + 30)
+    return fault_at
+
+
+def hub_scenario(fault, expected, fatal_reason=None):
+    """A scenario against hubsim whose fault is one control API call. A fatal fault ends in Disconnected with
+    fatal_reason; any other ends when the device is Connected again."""
+    def run(r):
+        hub = r.hub()
+        dev = r.device(hub.conn_str, hub.ca)
+        ends = (("Disconnected", fatal_reason),) if fatal_reason else (("Connected", "Connection_Ok"),)
+        fault_at = stream_through(dev, lambda: hub.fault(**fault), ends)
+        return analyze(dev.events, hub.message_ids(), expected, fatal_reason is not None, fault_at), hub
+    return run
+
+
+def throttle(r, hub, dev):
+    """Throttle the hub to 1 connect/s while a flood of other clients takes each second's budget at its start,
+    then cut the device's connection half a second into a second: its reconnects (1 s apart, at half past) find
+    the budget spent until the throttle ends."""
+    stop = threading.Event()
+
+    def flood():
+        while not stop.is_set():
+            now = time.time()
+            stop.wait(1.003 - (now - int(now)))  # a few ms into the next wall-clock second (hubsim's budget)
+            if not stop.is_set():
+                flood_connects(hub.tcp_addr, 2)
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    r.closers.append(lambda: (stop.set(), t.join(5)))
+    time.sleep((0.3 - time.time()) % 1.0)  # to x.3 s: clear of the flood at x.0 and of the kill at x.5
+    hub.fault(kind="throttle", rate=1, seconds=4)
+    time.sleep((0.5 - time.time()) % 1.0)
+    hub.fault(kind="kill-tcp", device=DEVICE_ID)
+    dev.wait_status("Connected", "Connection_Ok", time.monotonic(), RECOVER_TIMEOUT)
+    stop.set()
+    t.join(5)
+
+
+def check_throttled(row, hub):
+    n = sum(1 for l in hub.log_lines(f"reject {DEVICE_ID} ") if "throttled" in l)
+    row["notes"] = f"{n} of the device's connects throttled (closed without CONNACK)"
+    if n == 0:
+        row["problems"].append("the device was never throttled: the row tested nothing")
+
+
+def move_port(r, hub, dev):
+    """Move hubsim's TLS listener; the front (the device's HostName) keeps pointing at the old port for a
+    2.5 s 'TTL', then its record is updated."""
+    new = hub.fault(kind="move-port")["addr"]
+    time.sleep(2.5)  # the stale-record period is part of the fault, not a synchronisation
+    r.front.set_target(new)
+
+
+def run_move_port(r):
+    hub = r.hub()
+    r.front = Front(hub.mqtt_addr)
+    r.closers.append(r.front.close)
+    conn_str = re.sub(r"HostName=localhost:\d+", f"HostName=localhost:{r.front.port}", hub.conn_str)
+    dev = r.device(conn_str, hub.ca)
+    fault_at = stream_through(dev, lambda: move_port(r, hub, dev))
+    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {NN} > {C} > {CLOSE}", False, fault_at)
+    row["notes"] = "HostName names a fixed front address (the DNS name's stand-in); the engine resolves and dials it on every attempt"
+    return row, hub
+
+
+def run_throttle(r):
+    hub = r.hub()
+    dev = r.device(hub.conn_str, hub.ca)
+    fault_at = stream_through(dev, lambda: throttle(r, hub, dev))
+    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
+    check_throttled(row, hub)
+    return row, hub
+
+
+def run_token_lifetime(r):
+    hub = r.hub()  # --token-grace 0: the hub drops a connection the moment its token expires
+    dev = r.device(hub.conn_str, hub.ca, "--sas-lifetime", "4", "--sas-margin", "1")
+    # Renewal replaces the connection every ~3 s: wait for two renewals as "the fault".
+    fault_at = stream_through(dev, lambda: dev.wait_for(
+        lambda: dev.count("status", reason="Expired_SAS_Token") >= 2, 30, "two token renewals"))
+    row = analyze(dev.events, hub.message_ids(), rf"{C}( > {EST} > {C}){{2,}} > {CLOSE}", False, 0.0)
+    expired = hub.log_lines("sas token expired")
+    row["notes"] = f"SAS lifetime 4 s, renewed 1 s before expiry: {sum(1 for s in row['sequence'] if s == 'Retrying(Expired_SAS_Token)')} renewals"
+    if expired:
+        row["problems"].append(f"the hub dropped the device for an expired token: {expired[0]}")
+    return row, hub
+
+
+def run_blackhole(r):
+    hub = r.hub()
+    dev = r.device(hub.conn_str, hub.ca, "--keepalive", "2")
+    fault_at = stream_through(dev, lambda: hub.fault(kind="blackhole", seconds=BLACKHOLE_S))
+    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {NN} > {C} > {CLOSE}", False, fault_at)
+    row["notes"] = f"keep-alive 2 s; blackhole {BLACKHOLE_S} s"
+    return row, hub
+
+
+# paho declares a link dead keep-alive + its 10 s ping timeout after the last traffic, so the blackhole outlasts
+# that and the first reconnect attempt (which then hangs in the TLS handshake until the blackhole ends).
+BLACKHOLE_S = 16
+
+
+def run_mosquitto(r):
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = Mosquitto.configure(r.tmp, port)
+    broker = Mosquitto(binary, conf, r.log("mosquitto"))
+    r.procs.append(broker)
+    sub = Subscriber(port, os.path.join(r.tmp, "ca.pem"), "reliability-record", f"devices/{DEVICE_ID}/messages/events/#")
+    r.closers.append(sub.close)
+    conn_str = f"HostName=localhost:{port};DeviceId={DEVICE_ID};SharedAccessKey=cmVsaWFiaWxpdHktbW9zcXVpdHRvLWtleQ=="
+    dev = r.device(conn_str, os.path.join(r.tmp, "ca.pem"))
+    restarted = []
+
+    def kill_and_restart():
+        os.kill(broker.pid, signal.SIGKILL)
+        broker.stop()
+        time.sleep(2)  # the broker stays down 2 s: part of the fault
+        again = Mosquitto(binary, conf, r.log("mosquitto-restarted"))
+        r.procs.append(again)
+        restarted.append(again)
+
+    fault_at = stream_through(dev, kill_and_restart)
+    acked = {e["id"] for e in dev.events if e["ev"] == "done" and e["result"] == "delivered"}
+    wanted = {e["mid"] for e in dev.events if e["ev"] == "sent" and e["id"] in acked}
+    sub.wait_for(lambda: wanted <= set(sub.records), 20)
+    with sub.cond:
+        records = list(sub.records)
+    row = analyze(dev.events, records, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", False, fault_at)
+    row["notes"] = (f"the record is a QoS 1 subscriber with a persistent session; after the restart the broker "
+                    f"had its session{'' if sub.resumed else ' NOT'} (subscribed once, {sub.connects} sessions)")
+    if not sub.resumed:
+        row["problems"].append("mosquitto did not restore the subscriber's session from its persistence file")
+    return row, None
+
+
+SCENARIOS = [
+    ("kill-tcp", "TCP connection reset (kill-tcp)", "hubsim",
+     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}")),
+    ("shutdown-listener", "graceful listener shutdown, reopened after 3 s", "hubsim",
+     hub_scenario({"kind": "shutdown-listener", "seconds": 3}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
+    ("hub-down", "hub down 5 s (connects refused)", "hubsim",
+     hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
+    ("blackhole", "blackhole 16 s (longer than keep-alive 2 s + ping timeout)", "hubsim", run_blackhole),
+    ("token-lifetime", "SAS token expiry (4 s lifetime, renewed)", "hubsim", run_token_lifetime),
+    ("expire-token", "hub drops the link as for an expired token", "hubsim",
+     hub_scenario({"kind": "expire-token", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}")),
+    ("throttle", "throttling (1 connect/s, budget taken by others, 4 s)", "hubsim", run_throttle),
+    ("rotate-key", "device key rotated mid-life (fatal by design)", "hubsim",
+     hub_scenario({"kind": "rotate-key", "device": DEVICE_ID}, rf"{C} > {CE} > {BAD_CREDENTIAL} > {CLOSE}",
+                  fatal_reason="Bad_Credential")),
+    ("disable-device", "device disabled mid-life (fatal by design)", "hubsim",
+     hub_scenario({"kind": "disable-device", "device": DEVICE_ID},
+                  rf"{C} > {CE} > {DISABLED} > {CLOSE}",
+                  fatal_reason="Device_Disabled")),
+    ("move-port", "hub moved to another port (name re-resolved per attempt)", "hubsim", run_move_port),
+    ("restart", "hub restart (sessions forgotten)", "hubsim",
+     hub_scenario({"kind": "restart"}, rf"{C} > {CE} > {C} > {CLOSE}")),
+    ("mosquitto-kill9", "mosquitto kill -9, restarted after 2 s (persistence on)", "mosquitto", run_mosquitto),
+]
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({model}), Python {platform.python_version()}"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", default="build")
+    p.add_argument("--out", default="build/reliability")
+    p.add_argument("--only", nargs="*", help="scenario names to run")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows, failed = [], 0
+    for name, title, broker, scenario in SCENARIOS:
+        if args.only and name not in args.only:
+            continue
+        started = time.monotonic()
+        r = Run(args, name)
+        try:
+            row, _ = scenario(r)
+        except Failure as e:
+            row = {"problems": [f"could not run: {e}"]}
+        finally:
+            r.close()
+        row.update(name=name, fault=title, broker=broker, transport="MQTT over TLS",
+                   seconds=round(time.monotonic() - started, 1))
+        row["passed"] = not row["problems"]
+        failed += not row["passed"]
+        rows.append(row)
+        print(f"{'PASS' if row['passed'] else 'FAIL'} {name}: sent={row.get('sent')} delivered={row.get('delivered')} "
+              f"duplicates={row.get('duplicates')} lost={row.get('lost')} failed={row.get('failed')} "
+              f"reconnects={row.get('reconnects')} ({row['seconds']} s)", flush=True)
+        for problem in row["problems"]:
+            print(f"    {problem}", flush=True)
+    results = {
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "rate": RATE, "slack_s": SLACK_S, "rows": rows,
+    }
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
