@@ -16,6 +16,7 @@ namespace Iotconn.Tests
         {
             new TestCase("CloudToDeviceMessageReachesTheHandlerWithItsProperties", CloudToDevice),
             new TestCase("KilledTcpReconnectsAndEveryMessageIsRecordedOnce", KilledTcp),
+            new TestCase("ManyPipelinedSendsEachCompleteOnce", ManySends),
             new TestCase("NoRetryEndsRetryExpiredWhenTheHubGoesDown", NoRetryHubDown),
             new TestCase("CustomRetryPolicyDrivesTheReconnectsOnTheDispatcher", CustomPolicyReconnects),
             new TestCase("CustomRetryPolicyThatGivesUpEndsRetryExpired", CustomPolicyGivesUp),
@@ -152,6 +153,21 @@ namespace Iotconn.Tests
                 var sent = Enumerable.Range(1, 20).SelectMany(i => new[] { "before-" + i, "after-" + i }).ToList();
                 Assert(recorded.Count == sent.Count && sent.All(id => recorded.ContainsKey(id) && recorded[id] == 1),
                     "the hub recorded each of the " + sent.Count + " ids once: " + Show(recorded));
+            }
+        }
+
+        // Pipelined: the dispatcher completes sends while SendEventAsync registers later ones; none may be lost.
+        private static void ManySends()
+        {
+            const int count = 2000;
+            using (var f = new Fixture())
+            {
+                f.Open();
+                List<Task> sends = SendMany(f.Client, "many", count);
+                Await(Task.WhenAll(sends), "all " + count + " sends");
+                var recorded = f.Hub.Messages(Device).Select(m => (string)m["messageId"]).ToList();
+                Assert(recorded.SequenceEqual(Enumerable.Range(1, count).Select(i => "many-" + i)),
+                    "the hub recorded the " + count + " messages once each, in order (" + recorded.Count + ")");
             }
         }
 
