@@ -22,3 +22,15 @@ mcs -nologo -warnaserror -optimize -out:"$out/Send.exe" -r:"$out/Iotconn.dll" be
 	bindings/csharp/tests/Hubsim.cs bindings/csharp/tests/Json.cs
 LD_LIBRARY_PATH="$root/build" timeout --kill-after=10 900 mono -O=all "$out/Send.exe" "$root" \
 	"$root/bench/results/csharp_send.txt" "$N" "$ROUNDS"
+
+# The Python binding's figures of the same cases, from its last run, beside ours.
+py=bench/results/python_send.txt
+if [ -f "$py" ]; then
+	{
+		printf '\n[python]  # from %s (%s)\n' "$py" "$(sed -n '2s/^# //p' "$py")"
+		for case in bytes_256 message_with_properties; do
+			ns=$(awk -v c="[$case]" '$0 == c {s = 1} s && /^send_ns=/ {sub(/send_ns=/, ""); print; exit}' "$py")
+			printf 'python_%s_send_ns=%s\n' "$case" "$ns"
+		done
+	} | tee -a bench/results/csharp_send.txt
+fi
