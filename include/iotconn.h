@@ -99,7 +99,7 @@ typedef enum iotconn_reason {
 /* The `result` of a send completion: every message iotconn_send() accepted ends in exactly one of these. */
 #define IOTCONN_SEND_DELIVERED 0 /* the hub acknowledged it */
 #define IOTCONN_SEND_EXPIRED 1   /* its time-to-live (default the operation timeout) passed before delivery */
-#define IOTCONN_SEND_FAILED 2    /* a fatal error or close ended it; the error code says which */
+#define IOTCONN_SEND_FAILED 2    /* a fatal error, close or DROP_OLDEST ended it; the error code says which */
 
 /* The `level` of a log callback. */
 #define IOTCONN_LOG_ERROR 0
