@@ -35,5 +35,14 @@ namespace Iotconn
 
         /// <summary>Connect and send give up after this (default 4 minutes).</summary>
         public TimeSpan? OperationTimeout { get; set; }
+
+        /// <summary>What SendEventAsync does when the outbound queue is full (default Reject).</summary>
+        public QueueOverflow QueueOverflow { get; set; }
+
+        /// <summary>Durable mode: a directory (created if missing) that keeps the outbound queue on disk.
+        /// SendEventAsync returns once the message is written there; the next client created on it, also in a
+        /// later process or after a crash, sends what was not delivered (DeviceClient.RecoveredSends). One client
+        /// per directory at a time (ErrorCode.QueueStore otherwise). Null: memory only.</summary>
+        public string QueueDirectory { get; set; }
     }
 }

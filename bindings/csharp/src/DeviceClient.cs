@@ -57,6 +57,17 @@ namespace Iotconn
             Check(NativeMethods.iotconn_register_message_callback(handle, messageCallback, IntPtr.Zero));
             Check(NativeMethods.iotconn_register_send_callback(handle, sendCallback, IntPtr.Zero));
             Check(NativeMethods.iotconn_register_log_callback(handle, logCallback, IntPtr.Zero));
+            // Messages loaded from the QueueDirectory took the ids 1..count; their completions come like any send's.
+            ulong recovered;
+            Check(NativeMethods.iotconn_queue_recovered(handle, out recovered));
+            var recoveredSends = new List<Task>();
+            for (ulong id = 1; id <= recovered; id++)
+            {
+                var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
+                pendingSends[id] = completion;
+                recoveredSends.Add(completion.Task);
+            }
+            RecoveredSends = recoveredSends.AsReadOnly();
             dispatcher = new Thread(Dispatch) { Name = "iotconn-dispatcher", IsBackground = true };
             dispatcher.Start();
         }
@@ -112,6 +123,10 @@ namespace Iotconn
         private static NativeMethods.Options ToNative(ClientOptions options, TransportType transportType,
             NativeBlocks blocks)
         {
+            if (!Enum.IsDefined(typeof(QueueOverflow), options.QueueOverflow))
+            {
+                throw IotconnException.InvalidArgument("QueueOverflow", "unknown value " + options.QueueOverflow);
+            }
             return new NativeMethods.Options
             {
                 Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.Options))),
@@ -130,6 +145,8 @@ namespace Iotconn
                     ? (uint)Positive("OperationTimeout", (long)Math.Ceiling(options.OperationTimeout.Value
                         .TotalMilliseconds), uint.MaxValue) : 0,
                 Dispatch = NativeMethods.DispatchPoll,
+                QueueOverflow = (int)options.QueueOverflow,
+                QueueDir = blocks.Utf8(options.QueueDirectory),
             };
         }
 
@@ -171,6 +188,11 @@ namespace Iotconn
             messageHandler = handler;
             return Task.FromResult(true);
         }
+
+        /// <summary>Durable mode: one task per undelivered message this client loaded from
+        /// ClientOptions.QueueDirectory, in their original order; they go out after OpenAsync and complete as
+        /// SendEventAsync's tasks do. Empty without a QueueDirectory.</summary>
+        public IReadOnlyList<Task> RecoveredSends { get; private set; }
 
         /// <summary>The loaded libiotconn's version, e.g. "1.0.0".</summary>
         public static string LibraryVersion

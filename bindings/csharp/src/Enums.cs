@@ -29,6 +29,17 @@ namespace Iotconn
         Mqtt_WebSocket_Only = 1,
     }
 
+    /// <summary>What SendEventAsync does when the outbound queue is at a limit (IOTCONN_QUEUE_OVERFLOW_*).</summary>
+    public enum QueueOverflow
+    {
+        /// <summary>SendEventAsync throws IotconnException with ErrorCode.QueueFull (the default).</summary>
+        Reject = 0,
+
+        /// <summary>The oldest queued messages not yet on the network fail with ErrorCode.MessageDropped until
+        /// the new one fits.</summary>
+        DropOldest = 1,
+    }
+
     /// <summary>Called on the binding's dispatcher thread for each status change, in order.</summary>
     public delegate void ConnectionStatusChangesHandler(ConnectionStatus status, ConnectionStatusChangeReason reason);
 }

@@ -20,6 +20,8 @@ namespace Iotconn
         Internal = -12,         // IOTCONN_EINTERNAL
         Protocol = -13,         // IOTCONN_EPROTOCOL
         Throttled = -14,        // IOTCONN_ETHROTTLED
+        MessageDropped = -15,   // IOTCONN_EDROPPED
+        QueueStore = -16,       // IOTCONN_ESTORE
     }
 
     /// <summary>A failed iotconn operation: Code says which IOTCONN_E* error, Message adds the library's

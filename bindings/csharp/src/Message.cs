@@ -30,6 +30,10 @@ namespace Iotconn
         public string ContentType { get; set; }
         public string ContentEncoding { get; set; }
 
+        /// <summary>Time-to-live from SendEventAsync: not delivered by then, the send fails with
+        /// ErrorCode.Timeout and the message is never sent after. Null: the client's OperationTimeout.</summary>
+        public TimeSpan? TimeToLive { get; set; }
+
         /// <summary>Application properties.</summary>
         public IDictionary<string, string> Properties { get; private set; }
 
@@ -99,6 +103,12 @@ namespace Iotconn
                 Value.CorrelationId = blocks.Utf8(message.CorrelationId);
                 Value.ContentType = blocks.Utf8(message.ContentType);
                 Value.ContentEncoding = blocks.Utf8(message.ContentEncoding);
+                if (message.TimeToLive.HasValue)
+                {
+                    // 0 would mean the default: the shortest explicit time-to-live is 1 ms.
+                    uint ms = ExponentialBackoff.Milliseconds("TimeToLive", message.TimeToLive.Value);
+                    Value.TtlMs = Math.Max(1, ms);
+                }
                 if (message.Properties.Count > 0)
                 {
                     int stride = Marshal.SizeOf(typeof(NativeMethods.Property));

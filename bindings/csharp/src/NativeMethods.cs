@@ -16,7 +16,7 @@ namespace Iotconn
         internal const int RetryCustom = 2;
         internal const int LogWarn = 1;
 
-        [StructLayout(LayoutKind.Explicit, Size = 80)]
+        [StructLayout(LayoutKind.Explicit, Size = 96)]
         internal struct Options
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -32,6 +32,8 @@ namespace Iotconn
             [FieldOffset(64)] public ulong QueueMaxBytes;
             [FieldOffset(72)] public uint OperationTimeoutMs;
             [FieldOffset(76)] public int Dispatch;
+            [FieldOffset(80)] public int QueueOverflow;
+            [FieldOffset(88)] public IntPtr QueueDir;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 16)]
@@ -41,7 +43,7 @@ namespace Iotconn
             [FieldOffset(8)] public IntPtr Value;
         }
 
-        [StructLayout(LayoutKind.Explicit, Size = 72)]
+        [StructLayout(LayoutKind.Explicit, Size = 80)]
         internal struct CMessage
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -53,6 +55,7 @@ namespace Iotconn
             [FieldOffset(48)] public IntPtr ContentEncoding;
             [FieldOffset(56)] public IntPtr Properties;
             [FieldOffset(64)] public UIntPtr PropertyCount;
+            [FieldOffset(72)] public uint TtlMs;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 48)]
@@ -135,6 +138,9 @@ namespace Iotconn
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_close(ClientHandle client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_queue_recovered(ClientHandle client, out ulong count);
 
         /// <summary>A NUL-terminated UTF-8 C string as a managed string (null for NULL).</summary>
         internal static string FromUtf8(IntPtr text)

@@ -19,6 +19,8 @@ namespace Iotconn.Tests
         public static readonly TestCase[] All =
         {
             new TestCase("EnumsMatchHeader", EnumsMatchHeader),
+            new TestCase("ErrorCodesMatchHeader", ErrorCodesMatchHeader),
+            new TestCase("NativeLayoutsMatchHeader", NativeLayoutsMatchHeader),
             new TestCase("LibraryAndBindingVersionsMatchHeader", VersionsMatchHeader),
             new TestCase("AnIncompatibleLibraryIsRefused", IncompatibleLibraryIsRefused),
             new TestCase("DeviceSendsEventToHubsimAndItsProcessExits", DeviceSendsEventAndExits),
@@ -65,6 +67,81 @@ namespace Iotconn.Tests
                 // The header spells names in capitals; the library's *_str gives the exact .NET spelling.
                 string spelled = Marshal.PtrToStringAnsi(libraryName(value));
                 Assert(spelled == name, type.Name + "." + name + " is spelled '" + spelled + "' by the library");
+            }
+        }
+
+        private static void ErrorCodesMatchHeader()
+        {
+            var fromHeader = Regex.Matches(Header(), @"#define IOTCONN_(E[A-Z]+|OK)\s+\(?(-?\d+)\)?").Cast<Match>()
+                .ToDictionary(m => m.Groups[1].Value, m => int.Parse(m.Groups[2].Value));
+            var values = Enum.GetValues(typeof(ErrorCode)).Cast<ErrorCode>().Select(c => (int)c).ToList();
+            Assert(fromHeader.Count >= 15, "the header defines IOTCONN_OK and the IOTCONN_E* codes");
+            Assert(values.Count == fromHeader.Count && fromHeader.Values.All(values.Contains),
+                "ErrorCode has one member per header code: header " + string.Join(" ", fromHeader.Select(p =>
+                p.Key + "=" + p.Value).ToArray()) + "; ErrorCode " + string.Join(" ", values.Select(v =>
+                v.ToString()).ToArray()));
+        }
+
+        // The P/Invoke structs against the C compiler's sizeof and offsetof of the header's structs.
+        private static void NativeLayoutsMatchHeader()
+        {
+            var fields = new[]
+            {
+                Tuple.Create("iotconn_options_t", typeof(NativeMethods.Options), new[]
+                {
+                    "size Size", "transport Transport", "ca_file CaFile", "ca_pem CaPem", "cert_file CertFile",
+                    "key_file KeyFile", "keepalive_s KeepaliveS", "sas_lifetime_s SasLifetimeS",
+                    "sas_renew_margin_s SasRenewMarginS", "queue_max_messages QueueMaxMessages",
+                    "queue_max_bytes QueueMaxBytes", "operation_timeout_ms OperationTimeoutMs", "dispatch Dispatch",
+                    "queue_overflow QueueOverflow", "queue_dir QueueDir",
+                }),
+                Tuple.Create("iotconn_message_t", typeof(NativeMethods.CMessage), new[]
+                {
+                    "size Size", "payload Payload", "payload_len PayloadLen", "message_id MessageId",
+                    "correlation_id CorrelationId", "content_type ContentType", "content_encoding ContentEncoding",
+                    "properties Properties", "property_count PropertyCount", "ttl_ms TtlMs",
+                }),
+                Tuple.Create("iotconn_property_t", typeof(NativeMethods.Property), new[] { "key Key", "value Value" }),
+                Tuple.Create("iotconn_retry_policy_t", typeof(NativeMethods.RetryPolicy), new[]
+                {
+                    "size Size", "kind Kind", "retry_count RetryCount", "min_backoff_ms MinBackoffMs",
+                    "max_backoff_ms MaxBackoffMs", "delta_backoff_ms DeltaBackoffMs", "jitter Jitter",
+                    "custom Custom", "user User",
+                }),
+            };
+            var program = new StringBuilder("#include <stddef.h>\n#include <stdio.h>\n#include <iotconn.h>\n" +
+                "int main(void) {\n");
+            var expected = new List<string>();
+            foreach (var type in fields)
+            {
+                program.Append("printf(\"" + type.Item1 + " %zu\\n\", sizeof(" + type.Item1 + "));\n");
+                expected.Add(type.Item1 + " " + Marshal.SizeOf(type.Item2));
+                foreach (string pair in type.Item3)
+                {
+                    string[] names = pair.Split(' ');
+                    program.Append("printf(\"" + type.Item1 + "." + names[0] + " %zu\\n\", offsetof(" + type.Item1 +
+                        ", " + names[0] + "));\n");
+                    expected.Add(type.Item1 + "." + names[0] + " " + Marshal.OffsetOf(type.Item2, names[1]));
+                }
+            }
+            program.Append("return 0;\n}\n");
+            string dir = Path.Combine(Path.GetTempPath(), "iotconn-cs-layout-" + Guid.NewGuid().ToString("N"));
+            Directory.CreateDirectory(dir);
+            try
+            {
+                File.WriteAllText(Path.Combine(dir, "layout.c"), program.ToString());
+                Run("cc", "-std=c11 -Wall -Werror -I\"" + Path.Combine(Root, "include") + "\" -o \"" +
+                    Path.Combine(dir, "layout") + "\" \"" + Path.Combine(dir, "layout.c") + "\"", null, 0);
+                string[] actual = Run(Path.Combine(dir, "layout"), "", null, 0).Split(new[] { '\n' },
+                    StringSplitOptions.RemoveEmptyEntries);
+                var differences = expected.Zip(actual, (want, got) => want == got ? null : "C# " + want + ", C " + got)
+                    .Where(d => d != null).ToList();
+                Assert(actual.Length == expected.Count && differences.Count == 0,
+                    "the P/Invoke layouts are the header's: " + string.Join("; ", differences.ToArray()));
+            }
+            finally
+            {
+                Directory.Delete(dir, true);
             }
         }
 
