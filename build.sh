@@ -65,6 +65,7 @@ test_all() {
 	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, version, nupkg, example" && bash bindings/csharp/run-tests.sh
 	say "official Azure IoT SDKs against hubsim"
 	bash tests/sdk/run.sh
+	say "reliability: fault matrix (hubsim, mosquitto kill -9) and durable-queue crash test" && bash tests/reliability/run.sh
 }
 
 case "${1:-build}" in

@@ -80,8 +80,9 @@ def status_token(ev):
 def analyze(events, hub_mids, expected, fatal, fault_at):
     """Computes a row's figures from the driver's events and the hub's record, and lists every failed check."""
     problems = []
-    detected = next((e["t"] - fault_at for e in events
-                     if e["ev"] == "status" and e["t"] >= fault_at and e["status"] != "Connected"), None)
+    detected = None if fault_at is None else next(
+        (e["t"] - fault_at for e in events if e["ev"] == "status" and e["t"] >= fault_at and e["status"] != "Connected"),
+        None)
     sent = {e["id"]: e["mid"] for e in events if e["ev"] == "sent"}
     accepted_mids = set(sent.values())
     done = {}
@@ -305,7 +306,7 @@ def run_token_lifetime(r):
     # Renewal replaces the connection every ~3 s: wait for two renewals as "the fault".
     fault_at = stream_through(dev, lambda: dev.wait_for(
         lambda: dev.count("status", reason="Expired_SAS_Token") >= 2, 30, "two token renewals"))
-    row = analyze(dev.events, hub.message_ids(), rf"{C}( > {EST} > {C}){{2,}} > {CLOSE}", False, 0.0)
+    row = analyze(dev.events, hub.message_ids(), rf"{C}( > {EST} > {C}){{2,}} > {CLOSE}", False, None)
     expired = hub.log_lines("sas token expired")
     row["notes"] = f"SAS lifetime 4 s, renewed 1 s before expiry: {sum(1 for s in row['sequence'] if s == 'Retrying(Expired_SAS_Token)')} renewals"
     if expired:
