@@ -419,10 +419,12 @@ func (c *Client) finishLocked(m *outMessage) bool {
 	return true
 }
 
-// completed reports the completion of a finished message and, in durable mode, removes it from disk, except
-// when Close ended it: then it stays for the next client on the same directory.
+// completed reports the completion of a finished message and, in durable mode, removes it from disk once it
+// can never be sent: delivered, expired or dropped. One that a give-up (Retry_Expired, a connect timeout, a
+// fatal error) or Close failed stays for the next client on the same directory: an outage must not empty a
+// durable queue.
 func (c *Client) completed(m *outMessage, result SendResult, err *Error) {
-	if c.journal != nil && !(err != nil && err.Code == CodeClosed) {
+	if c.journal != nil && (result != SendFailed || err.Code == CodeDropped) {
 		c.journal.remove(m.key)
 	}
 	c.events.push(event{kind: evSendComplete, id: m.id, result: result, err: err})

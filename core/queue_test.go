@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/transport"
 )
 
 // sendIDs sends one message per id (its $.mid and payload) and returns the local ids Send gave them.
@@ -204,6 +205,36 @@ func TestDurableCloseKeepsMessagesForTheNextClient(t *testing.T) {
 	c3, _ := newTestClient(t, newFakeDialer(), Options{QueueDir: dir})
 	if n := c3.Recovered(); n != 0 {
 		t.Fatalf("%d delivered messages were still on disk", n)
+	}
+}
+
+func TestDurableGiveUpKeepsMessagesForTheNextClient(t *testing.T) {
+	dir := t.TempDir()
+	badKey := &transport.Error{Kind: transport.KindAuth, Op: "connect"}
+	c1, r1 := newTestClient(t, newFakeDialer(badKey), Options{QueueDir: dir})
+	sendIDs(t, c1, "a", "b")
+	if err := connect(t, c1); err == nil {
+		t.Fatal("connect succeeded with a refused key")
+	}
+	for _, comp := range r1.expectCompletions(t, 2) {
+		if comp.result != SendFailed || comp.code != CodeAuth {
+			t.Fatalf("completion after the fatal error %+v", comp)
+		}
+	}
+	c1.Close()
+	d := newFakeDialer()
+	c2, r2 := newTestClient(t, d, Options{QueueDir: dir})
+	if n := c2.Recovered(); n != 2 {
+		t.Fatalf("recovered %d, want the 2 a give-up failed", n)
+	}
+	if err := connect(t, c2); err != nil {
+		t.Fatal(err)
+	}
+	if got := byResult(t, r2.expectCompletions(t, 2)); !slices.Equal(got[SendDelivered], []uint64{1, 2}) {
+		t.Fatalf("completions %v", got)
+	}
+	if got := d.conn(0).sentIDs(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("sent %v", got)
 	}
 }
 

@@ -142,9 +142,10 @@ typedef struct iotconn_options {
 	int queue_overflow;            /* IOTCONN_QUEUE_OVERFLOW_*; default REJECT */
 	/* Durable mode: a directory (created if missing) that keeps the outbound queue on disk; NULL = memory only.
 	 * iotconn_send() returns only once the message is written and fsynced there (concurrent sends share one
-	 * fsync). A message leaves the disk when it completes delivered, expired, dropped or failed, except by
-	 * iotconn_close(): the next client created on the directory, in this or a later process (also after a
-	 * crash or kill -9), loads what was not delivered and sends it after connecting (iotconn_queue_recovered).
+	 * fsync). A message leaves the disk only when it completes delivered, expired or dropped. One failed by
+	 * iotconn_close(), a fatal error or a connect that gave up stays: the next client created on the directory,
+	 * in this or a later process (also after a crash or kill -9), loads what was not delivered and sends it
+	 * after connecting (iotconn_queue_recovered).
 	 * One client per directory at a time: another gets IOTCONN_ESTORE after waiting 1 s for the lock. */
 	const char *queue_dir;
 } iotconn_options_t;
