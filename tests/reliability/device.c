@@ -147,14 +147,14 @@ static void add_ns(struct timespec *ts, long long ns)
 	ts->tv_nsec = (long)(ns % 1000000000LL);
 }
 
-static int usage(const char *why)
+static int usage(const char *why, const char *arg)
 {
 	fprintf(stderr,
-		"device: %s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--prefix P] [--rate MSGS_PER_S] [--max N]\n"
+		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--prefix P] [--rate MSGS_PER_S] [--max N]\n"
 		"       [--keepalive S] [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS]\n"
 		"       [--drain-timeout MS] [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS]\n"
 		"       [--queue-dir DIR]\n",
-		why);
+		why, arg ? arg : "");
 	return 2;
 }
 
@@ -210,18 +210,18 @@ static int parse_args(int argc, char **argv, config_t *c)
 		while (f < sizeof flags / sizeof flags[0] && strcmp(argv[i], flags[f].name) != 0)
 			f++;
 		if (f == sizeof flags / sizeof flags[0])
-			return usage("unknown argument");
+			return usage("unknown argument: ", argv[i]);
 		if (i + 1 >= argc)
-			return usage("a flag without its value");
+			return usage("no value after ", argv[i]);
 		if (flags[f].str)
 			*flags[f].str = argv[i + 1];
 		else if (parse_num(argv[i + 1], flags[f].lo, flags[f].hi, flags[f].num) != 0)
-			return usage("a number out of range");
+			return usage("not a number in range: ", argv[i]);
 	}
 	if (!c->cs)
-		return usage("--cs is required");
+		return usage("--cs is required", NULL);
 	if (strlen(c->prefix) > 64)
-		return usage("--prefix is longer than 64 characters");
+		return usage("--prefix is longer than 64 characters", NULL);
 	return 0;
 }
 
@@ -324,14 +324,7 @@ int main(int argc, char **argv)
 	opts.sas_lifetime_s = (uint32_t)c.sas_lifetime;
 	opts.sas_renew_margin_s = (uint32_t)c.sas_margin;
 	opts.operation_timeout_ms = (uint32_t)c.op_timeout;
-	if (c.queue_dir) {
-#ifdef IOTCONN_QUEUE_OVERFLOW_REJECT
-		opts.queue_dir = c.queue_dir;
-#else
-		fprintf(stderr, "device: --queue-dir: this iotconn.h has no durable queue (queue_dir)\n");
-		return 3;
-#endif
-	}
+	opts.queue_dir = c.queue_dir;
 	iotconn_client_t *client = NULL;
 	char q[1024];
 	emit("\"ev\":\"start\",\"prefix\":%s", json_quote(c.prefix, q, sizeof q));
@@ -352,7 +345,6 @@ int main(int argc, char **argv)
 	iotconn_register_status_callback(client, on_status, NULL);
 	iotconn_register_send_callback(client, on_send, NULL);
 	iotconn_register_log_callback(client, on_log, NULL);
-#ifdef IOTCONN_QUEUE_OVERFLOW_REJECT
 	if (c.queue_dir) {
 		uint64_t recovered = 0;
 		if (iotconn_queue_recovered(client, &recovered) != 0) {
@@ -365,7 +357,6 @@ int main(int argc, char **argv)
 		pthread_mutex_unlock(&mu);
 		emit("\"ev\":\"recovered\",\"count\":%llu", (unsigned long long)recovered);
 	}
-#endif
 
 	rc = iotconn_connect(client, (uint32_t)c.connect_timeout);
 	emit("\"ev\":\"connect\",\"rc\":%d,\"error\":%s", rc, json_quote(rc ? iotconn_last_error() : "", q, sizeof q));

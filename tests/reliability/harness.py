@@ -7,6 +7,7 @@ Python 3 standard library only.
 
 import json
 import os
+import pwd
 import signal
 import socket
 import ssl
@@ -104,10 +105,10 @@ class Proc:
 class Hub(Proc):
     """build/bin/iotconn-hubsim on 127.0.0.1:0 ports with a fresh state directory and one device."""
 
-    def __init__(self, binary, state_dir, device, log_path, extra=()):
+    def __init__(self, binary, state_dir, device, log_path):
         self.device = device
         argv = [binary, "--dir", state_dir, "--mqtt", "127.0.0.1:0", "--tcp", "127.0.0.1:0",
-                "--control", "127.0.0.1:0", "--device", device, *extra]
+                "--control", "127.0.0.1:0", "--device", device]
         super().__init__("hubsim", argv, log_path)
         self.wait_line("hubsim: ready", 60)
         info = {}
@@ -443,7 +444,6 @@ class Mosquitto(Proc):
             "-CAcreateserial", "-days", "1", "-extfile", "san.ext", "-out", "server.pem")
         os.makedirs(os.path.join(work, "db"), exist_ok=True)
         conf = os.path.join(work, "mosquitto.conf")
-        import pwd
         with open(conf, "w") as f:
             f.write(f"""user {pwd.getpwuid(os.getuid()).pw_name}
 persistence true
