@@ -8,6 +8,7 @@ Python 3 standard library only.
 import json
 import os
 import pwd
+import select
 import signal
 import socket
 import ssl
@@ -233,25 +234,25 @@ class Front:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)
             with self.lock:
                 self.conns += [client, upstream]
             self._spawn(self._pump, client, upstream)
             self._spawn(self._pump, upstream, client)
 
     def _pump(self, src, dst):
-        src.settimeout(0.2)
+        # select, not a socket timeout: a timeout would also apply to sendall on the same socket in the other
+        # direction and cut a slow but healthy connection.
         while not self.stopped.is_set():
             try:
+                readable, _, _ = select.select([src], [], [], 0.2)
+                if not readable:
+                    continue
                 data = src.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                data = b""
-            if not data:
-                break
-            try:
+                if not data:
+                    break
                 dst.sendall(data)
-            except OSError:
+            except (OSError, ValueError):  # reset, or closed by close()
                 break
         for s in (src, dst):
             try:

@@ -175,8 +175,8 @@ DECISIONS = [
     "reconnects within its policy, and resends every message without a PUBACK, so every accepted message "
     "reaches the subscriber (duplicates are messages the broker had forwarded before it died, whose PUBACK never "
     "reached the device). It does not prove mosquitto's own durability: a message mosquitto acknowledged but had "
-    "neither forwarded nor saved when it died would be lost by the broker, not the device; no run here has seen "
-    "one.",
+    "neither forwarded nor saved when it died would be lost by the broker, not the device, and would show "
+    "here as lost.",
 ]
 
 
