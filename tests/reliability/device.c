@@ -16,7 +16,8 @@
  *   {"t":..,"ev":"end","accepted":N,"completions":N,"drained":true|false,"status":S}   before closing
  *   {"t":..,"ev":"exit"}                                   after iotconn_client_destroy (every callback has run)
  *
- *   device --cs CONNECTION_STRING [--ca FILE] [--prefix P] [--rate MSGS_PER_S] [--max N] [--keepalive S]
+ *   device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws] [--prefix P] [--rate MSGS_PER_S] [--max N]
+ *          [--keepalive S]
  *          [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS]
  *          [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]
  *
@@ -150,10 +151,10 @@ static void add_ns(struct timespec *ts, long long ns)
 static int usage(const char *why, const char *arg)
 {
 	fprintf(stderr,
-		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--prefix P] [--rate MSGS_PER_S] [--max N]\n"
-		"       [--keepalive S] [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS]\n"
-		"       [--drain-timeout MS] [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS]\n"
-		"       [--queue-dir DIR]\n",
+		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws] [--prefix P]\n"
+		"       [--rate MSGS_PER_S] [--max N] [--keepalive S] [--sas-lifetime S] [--sas-margin S]\n"
+		"       [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS] [--retry-count N] [--retry-min MS]\n"
+		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]\n",
 		why, arg ? arg : "");
 	return 2;
 }
@@ -171,7 +172,7 @@ static int parse_num(const char *s, long long lo, long long hi, long long *out)
 }
 
 typedef struct config {
-	const char *cs, *ca, *prefix, *queue_dir;
+	const char *cs, *ca, *transport, *prefix, *queue_dir;
 	long long rate, max, keepalive, sas_lifetime, sas_margin, op_timeout, connect_timeout, drain_timeout;
 	long long retry_count, retry_min, retry_max, retry_delta;
 } config_t;
@@ -179,7 +180,7 @@ typedef struct config {
 static int parse_args(int argc, char **argv, config_t *c)
 {
 	iotconn_retry_policy_t def = IOTCONN_RETRY_POLICY_INIT;
-	*c = (config_t){.prefix = "m", .rate = 100, .connect_timeout = 30000, .drain_timeout = 60000,
+	*c = (config_t){.transport = "mqtt", .prefix = "m", .rate = 100, .connect_timeout = 30000, .drain_timeout = 60000,
 			.retry_count = def.retry_count, .retry_min = def.min_backoff_ms, .retry_max = def.max_backoff_ms,
 			.retry_delta = def.delta_backoff_ms};
 	struct {
@@ -190,6 +191,7 @@ static int parse_args(int argc, char **argv, config_t *c)
 	} flags[] = {
 		{"--cs", NULL, &c->cs, 0, 0},
 		{"--ca", NULL, &c->ca, 0, 0},
+		{"--transport", NULL, &c->transport, 0, 0},
 		{"--prefix", NULL, &c->prefix, 0, 0},
 		{"--queue-dir", NULL, &c->queue_dir, 0, 0},
 		{"--rate", &c->rate, NULL, 0, 100000},
@@ -220,6 +222,8 @@ static int parse_args(int argc, char **argv, config_t *c)
 	}
 	if (!c->cs)
 		return usage("--cs is required", NULL);
+	if (strcmp(c->transport, "mqtt") != 0 && strcmp(c->transport, "ws") != 0)
+		return usage("--transport is mqtt or ws, not ", c->transport);
 	if (strlen(c->prefix) > 64)
 		return usage("--prefix is longer than 64 characters", NULL);
 	return 0;
@@ -320,6 +324,7 @@ int main(int argc, char **argv)
 
 	iotconn_options_t opts = IOTCONN_OPTIONS_INIT;
 	opts.ca_file = c.ca;
+	opts.transport = strcmp(c.transport, "ws") == 0 ? IOTCONN_TRANSPORT_MQTT_WS : IOTCONN_TRANSPORT_MQTT;
 	opts.keepalive_s = (uint32_t)c.keepalive;
 	opts.sas_lifetime_s = (uint32_t)c.sas_lifetime;
 	opts.sas_renew_margin_s = (uint32_t)c.sas_margin;

@@ -228,12 +228,18 @@ def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),)):
     return fault_at
 
 
-def hub_scenario(fault, expected, fatal_reason=None):
+def hub_scenario(fault, expected, fatal_reason=None, websocket=False):
     """A scenario against hubsim whose fault is one control API call. A fatal fault ends in Disconnected with
-    fatal_reason; any other ends when the device is Connected again."""
+    fatal_reason; any other ends when the device is Connected again. websocket: MQTT over WebSocket (the
+    connection string names hubsim's WebSocket port)."""
     def run(r):
         hub = r.hub()
-        dev = r.device(hub.conn_str, hub.ca)
+        if websocket:
+            conn_str = re.sub(r"HostName=localhost:\d+", "HostName=localhost:" + hub.ws_addr.rsplit(":", 1)[1],
+                              hub.conn_str)
+            dev = r.device(conn_str, hub.ca, "--transport", "ws")
+        else:
+            dev = r.device(hub.conn_str, hub.ca)
         ends = (("Disconnected", fatal_reason),) if fatal_reason else (("Connected", "Connection_Ok"),)
         fault_at = stream_through(dev, lambda: hub.fault(**fault), ends)
         return analyze(dev.events, hub.message_ids(), expected, fatal_reason is not None, fault_at), hub
@@ -433,10 +439,14 @@ CRASH_OUTAGE_S = 8
 SCENARIOS = [
     ("kill-tcp", "TCP connection reset (kill-tcp)", "hubsim",
      hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}")),
+    ("kill-tcp-ws", "TCP connection reset (kill-tcp)", "hubsim",
+     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", websocket=True)),
     ("shutdown-listener", "graceful listener shutdown, reopened after 3 s", "hubsim",
      hub_scenario({"kind": "shutdown-listener", "seconds": 3}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
     ("hub-down", "hub down 5 s (connects refused)", "hubsim",
      hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
+    ("hub-down-ws", "hub down 5 s (connects refused)", "hubsim",
+     hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", websocket=True)),
     ("blackhole", "blackhole 16 s (longer than keep-alive 2 s + ping timeout)", "hubsim", run_blackhole),
     ("token-lifetime", "SAS token expiry (4 s lifetime, renewed)", "hubsim", run_token_lifetime),
     ("expire-token", "hub drops the link as for an expired token", "hubsim",
@@ -489,7 +499,8 @@ def main():
             row = {"problems": [f"could not run: {type(e).__name__}: {e}"]}
         finally:
             r.close()
-        row.update(name=name, fault=title, broker=broker, transport="MQTT over TLS",
+        row.update(name=name, fault=title, broker=broker,
+                   transport="MQTT over WebSocket (TLS)" if name.endswith("-ws") else "MQTT over TLS",
                    seconds=round(time.monotonic() - started, 1))
         row["passed"] = not row["problems"]
         failed += not row["passed"]

@@ -130,6 +130,8 @@ DECISIONS = [
     "- **TCP kill** (`kill-tcp`): hubsim resets the device's connection. The engine sees the link lost "
     "(Communication_Error), waits the policy's delay stretched to the 1 s minimum spacing, reconnects and resends "
     "what was not acknowledged.",
+    "- **WebSocket rows**: the same device over MQTT over WebSocket over TLS (`transport` = MQTT_WS) to hubsim's "
+    "`--ws` listener; same faults, same expected sequences.",
     "- **Graceful listener shutdown** (`shutdown-listener`, reopened after 3 s): TLS close_notify and FIN, then "
     "connects are refused (No_Network) until the listener reopens.",
     "- **Hub down 5 s** (`hub-down`): connections reset, connects refused for 5 s.",
