@@ -13,6 +13,14 @@ for need in "$BUILD/libiotconn.so.1" "$BUILD/bin/iotconn-hubsim"; do
 	[ -e "$need" ] || { echo "$need is missing: run ./build.sh first" >&2; exit 1; }
 done
 
+# Debian's own python3 makes virtualenvs only with python3-venv (ensurepip) installed.
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+	echo "==> python: installing python3-venv"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+fi
 if [ ! -x "$VENV/bin/python" ]; then
 	echo "==> python: virtualenv $VENV"
 	"$PYTHON" -m venv "$VENV"
