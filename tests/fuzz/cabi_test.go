@@ -24,7 +24,7 @@ func harnessPath() string {
 	return p
 }
 
-// programTimeout bounds one program. The harness's own watchdog reports a step that hangs after 10-20 s (with the
+// programTimeout bounds one program. The harness's own watchdog reports a step that hangs after 4-8 s (with the
 // program); this is the backstop should the harness itself stop answering.
 const programTimeout = 30 * time.Second
 
