@@ -87,12 +87,10 @@ func iotconn_client_create(connStr *C.char, opts *C.iotconn_options_t, out **C.i
 	if cerr != nil {
 		return fail(cerr)
 	}
-	c, err := core.NewClient(C.GoString(connStr), o)
+	h, err := createClient(C.GoString(connStr), o)
 	if err != nil {
 		return failErr(err)
 	}
-	h, e := addClient(c)
-	c.SetHandlers(e.handlers())
 	*out = handleOf(h)
 	return 0
 }
@@ -103,14 +101,7 @@ func iotconn_client_destroy(client *C.iotconn_client_t) (rc C.int) {
 	if inCallback() {
 		return fail(core.Errorf(core.CodeState, "iotconn_client_destroy called from inside a callback"))
 	}
-	e, cerr := removeClient(uintptr(unsafe.Pointer(client)))
-	if cerr != nil {
-		return fail(cerr)
-	}
-	// Close first, so that the final events (Disabled / Client_Close, failed sends) still reach the callbacks.
-	err := e.client.Close()
-	e.unregisterAll()
-	if err != nil {
+	if err := destroyClient(uintptr(unsafe.Pointer(client))); err != nil {
 		return failErr(err)
 	}
 	return 0

@@ -89,6 +89,31 @@ func register(slot *atomicFn, fn, user uintptr) {
 	slot.Store(&fnRef{fn: fn, user: user})
 }
 
+// createClient makes a client with the table's handlers and returns its handle (iotconn_client_create in Go terms,
+// so that Go tests can drive the same path).
+func createClient(connStr string, o core.Options) (uintptr, error) {
+	c, err := core.NewClient(connStr, o)
+	if err != nil {
+		return 0, err
+	}
+	h, e := addClient(c)
+	c.SetHandlers(e.handlers())
+	return h, nil
+}
+
+// destroyClient takes the handle out of the table, closes its client and waits until no callback of it runs
+// (iotconn_client_destroy in Go terms).
+func destroyClient(h uintptr) error {
+	e, cerr := removeClient(h)
+	if cerr != nil {
+		return cerr
+	}
+	// Close first, so that the final events (Disabled / Client_Close, failed sends) still reach the callbacks.
+	err := e.client.Close()
+	e.unregisterAll()
+	return err
+}
+
 func addClient(c *core.Client) (uintptr, *entry) {
 	e := &entry{client: c}
 	e.idle.L = &e.mu
