@@ -96,9 +96,10 @@ func TestCreateDestroyCyclesLeaveNoGoroutine(t *testing.T) {
 	verifyNoGoroutineLeft(t, before)
 }
 
-// Goroutines send through the handle table while another closes the client and then destroys the handle: each
-// send gets an id or CodeClosed, each lookup after the destroy a bad handle; ids are distinct; -race sees the
-// table, the entry and the engine used from many goroutines at once.
+// Goroutines send through the handle table while another closes the client and then destroys the handle (in
+// POLL mode two more poll all along): each send gets an id or CodeClosed, each lookup after the destroy a bad
+// handle; ids are distinct; pollers end with CodeClosed; -race sees the table, the entry and the engine used from
+// many goroutines at once.
 func TestSendsRaceCloseAndDestroy(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	hub, cs := startHub(t)
@@ -127,6 +128,21 @@ func TestSendsRaceCloseAndDestroy(t *testing.T) {
 			badCodes []error
 			wg       sync.WaitGroup
 		)
+		pollErrs := make(chan error, 2)
+		if dispatch == core.DispatchPoll {
+			for range 2 {
+				go func() {
+					deadline := time.Now().Add(60 * time.Second)
+					for time.Now().Before(deadline) {
+						if _, err := e.client.Poll(50 * time.Millisecond); err != nil {
+							pollErrs <- err
+							return
+						}
+					}
+					pollErrs <- errors.New("still polling after 60 s")
+				}()
+			}
+		}
 		enough := make(chan struct{})
 		var enoughOnce sync.Once
 		for range senders {
@@ -167,6 +183,13 @@ func TestSendsRaceCloseAndDestroy(t *testing.T) {
 			t.Error(err)
 		}
 		wg.Wait()
+		if dispatch == core.DispatchPoll {
+			for range 2 {
+				if err := <-pollErrs; codeOf(err) != core.CodeClosed {
+					t.Errorf("a poller ended with %v, want CodeClosed", err)
+				}
+			}
+		}
 		if len(badCodes) > 0 {
 			t.Errorf("dispatch %d: %d sends failed otherwise than closed, first: %v", dispatch, len(badCodes), badCodes[0])
 		}
