@@ -499,6 +499,8 @@ func TestPollModeRunsHandlersAndCustomPolicyOnTheCaller(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The loop has the answer once it is retrying; until then its timer is the Connect's deadline.
+	waitFor(t, func() bool { s, _ := c.Status(); return s == StatusDisconnectedRetrying })
 	advanceTimers(t, fake, 1)
 	if err := <-res; err != nil {
 		t.Fatal(err)
@@ -519,6 +521,28 @@ func TestPollModeRunsHandlersAndCustomPolicyOnTheCaller(t *testing.T) {
 	thread, _ := newTestClient(t, newFakeDialer(), Options{})
 	if _, err := thread.Poll(0); codeOf(err) != CodeState {
 		t.Fatalf("Poll in thread mode: %v", err)
+	}
+}
+
+func TestConnectTimesOutWhilePollModePolicyIsUnanswered(t *testing.T) {
+	d := newFakeDialer()
+	d.fallback = &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
+	policy := retry.Custom(func(int, error) (bool, time.Duration) { return true, time.Millisecond })
+	c, _ := newTestClient(t, d, Options{Dispatch: DispatchPoll, RetryPolicy: policy})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { res <- c.Connect(ctx) }() // nobody polls, so the policy is never answered
+	select {
+	case err := <-res:
+		if codeOf(err) != CodeTimeout {
+			t.Fatalf("connect: %v, want a timeout", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("connect ignored its deadline while the policy question waited for Poll")
+	}
+	if s, why := c.Status(); s != StatusDisconnected || why != ReasonRetryExpired {
+		t.Fatalf("status %v/%v, want Disconnected/Retry_Expired", s, why)
 	}
 }
 

@@ -173,9 +173,12 @@ func (c *Client) link(ls *loopState) bool {
 			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
 		}
 		attempt++
-		again, delay, stopped := c.askPolicy(attempt, &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind)
-		if stopped {
+		again, delay, res := c.askPolicy(ls, attempt, &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind)
+		switch res {
+		case waitStopped:
 			return false
+		case waitTimedOut:
+			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
 		}
 		if !again {
 			return c.giveUp(ls, ReasonRetryExpired, &Error{Code: CodeRetryExpired,
@@ -303,14 +306,22 @@ const (
 	waitTimedOut
 )
 
-// backoff waits delay between attempts while keeping the queue's deadlines and taking Connect calls. A Connect
-// waiting here gives up at its deadline instead of sleeping past it.
+// backoff waits delay between attempts; see waitFor.
 func (c *Client) backoff(ls *loopState, delay time.Duration) waitResult {
 	t := c.clk.NewTimer(delay)
 	defer t.Stop()
+	res, _ := c.waitFor(ls, t.C(), c.clk.Now().Add(delay), nil)
+	return res
+}
+
+// waitFor keeps the queue's deadlines and takes Connect calls until elapsed fires (at horizon) or, with elapsed
+// nil, the application's policy answers. A Connect waiting here gives up at its deadline instead of waiting
+// past it.
+func (c *Client) waitFor(ls *loopState, elapsed <-chan time.Time, horizon time.Time,
+	answer <-chan retryAnswer) (waitResult, retryAnswer) {
 	var deadline clock.Timer
 	armDeadline := func() {
-		if ls.waiters.waiting() && ls.waiters.deadline.Before(c.clk.Now().Add(delay)) {
+		if ls.waiters.waiting() && (elapsed == nil || ls.waiters.deadline.Before(horizon)) {
 			deadline = c.clk.NewTimer(ls.waiters.deadline.Sub(c.clk.Now()))
 		}
 	}
@@ -319,13 +330,15 @@ func (c *Client) backoff(ls *loopState, delay time.Duration) waitResult {
 	for {
 		select {
 		case <-c.stop:
-			return waitStopped
-		case <-t.C():
-			return waitElapsed
+			return waitStopped, retryAnswer{}
+		case <-elapsed:
+			return waitElapsed, retryAnswer{}
+		case a := <-answer:
+			return waitElapsed, a
 		case <-ls.waiters.ctxDone():
-			return waitTimedOut
+			return waitTimedOut, retryAnswer{}
 		case <-timerC(deadline):
-			return waitTimedOut
+			return waitTimedOut, retryAnswer{}
 		case req := <-c.connectReqs:
 			first := !ls.waiters.waiting()
 			ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
@@ -341,9 +354,11 @@ func (c *Client) backoff(ls *loopState, delay time.Duration) waitResult {
 }
 
 // askPolicy asks the retry policy about attempt. An application's policy is asked inside Poll, on the
-// application's thread, in poll mode. Built-in policies wait the slower throttling schedule after throttling and
-// quota errors; a server's retry-after wins over any policy's delay.
-func (c *Client) askPolicy(attempt int, err error, kind transport.Kind) (again bool, delay time.Duration, stopped bool) {
+// application's thread, in poll mode; meanwhile the loop keeps its chores, and a Connect whose deadline passes
+// before the answer ends the wait (waitTimedOut). Built-in policies wait the slower throttling schedule after
+// throttling and quota errors; a server's retry-after wins over any policy's delay.
+func (c *Client) askPolicy(ls *loopState, attempt int, err error, kind transport.Kind) (again bool, delay time.Duration,
+	res waitResult) {
 	p := c.currentPolicy()
 	builtin := false
 	switch p.(type) {
@@ -353,17 +368,16 @@ func (c *Client) askPolicy(attempt int, err error, kind transport.Kind) (again b
 	if !builtin && c.opts.Dispatch == DispatchPoll {
 		q := &retryQuestion{policy: p, attempt: attempt, lastErr: err, answer: make(chan retryAnswer, 1)}
 		c.events.push(event{kind: evRetryQuestion, question: q})
-		select {
-		case a := <-q.answer:
-			again, delay = a.retry, a.delay
-		case <-c.stop:
-			return false, 0, true
+		var a retryAnswer
+		if res, a = c.waitFor(ls, nil, time.Time{}, q.answer); res != waitElapsed {
+			return false, 0, res // a late answer goes into the buffered channel, unread
 		}
+		again, delay = a.retry, a.delay
 	} else {
 		again, delay = p.ShouldRetry(attempt, err)
 	}
 	if !again {
-		return false, 0, false
+		return false, 0, waitElapsed
 	}
 	var after time.Duration
 	var te *transport.Error
@@ -376,7 +390,7 @@ func (c *Client) askPolicy(attempt int, err error, kind transport.Kind) (again b
 	case builtin && (kind == transport.KindThrottled || kind == transport.KindQuota):
 		delay = retry.ThrottleDelay(attempt, 0, nil)
 	}
-	return true, max(delay, 0), false
+	return true, max(delay, 0), waitElapsed
 }
 
 // giveUp ends the link for good: Disconnected with reason, every pending message failed with err, every
