@@ -341,7 +341,7 @@ static const char *gen_conn_str(input_t *in, int *connectable)
 }
 
 /* Durable mode: one of the harness's queue directories, a path that cannot be one, or none. */
-static char queue_dirs[2][64];
+static char queue_dirs[2][512];
 
 static const char *gen_queue_dir(input_t *in)
 {
@@ -1004,19 +1004,25 @@ int main(int argc, char **argv)
 	pthread_t wd;
 	pthread_create(&wd, NULL, watchdog, NULL);
 	pthread_detach(wd);
-	char base[] = "/tmp/iotconn-fuzz-XXXXXX";
-	if (!mkdtemp(base)) {
+	/* The queue directories live under $IOTCONN_FUZZ_DIR when the driver owns one (a killed harness leaves
+	 * nothing behind), else under a directory of our own, removed at the end. */
+	char own[] = "/tmp/iotconn-fuzz-XXXXXX";
+	const char *base = getenv("IOTCONN_FUZZ_DIR");
+	if (!base && !(base = mkdtemp(own))) {
 		perror("fuzz_abi: mkdtemp");
 		return 2;
 	}
 	for (int i = 0; i < 2; i++)
-		snprintf(queue_dirs[i], sizeof queue_dirs[i], "%s/q%d", base, i);
+		if (snprintf(queue_dirs[i], sizeof queue_dirs[i], "%s/q%d", base, i) >= (int)sizeof queue_dirs[i])
+			die("IOTCONN_FUZZ_DIR is too long");
 	int rc = run_mode(argc, argv);
-	for (int i = 0; i < 2; i++) {
-		empty_dir(queue_dirs[i]);
-		rmdir(queue_dirs[i]);
+	if (base == own) {
+		for (int i = 0; i < 2; i++) {
+			empty_dir(queue_dirs[i]);
+			rmdir(queue_dirs[i]);
+		}
+		rmdir(own);
 	}
-	rmdir(base);
 	return rc;
 }
 

@@ -37,8 +37,10 @@ type harness struct {
 	stderr bytes.Buffer // written by exec's copier until Wait returns
 }
 
-func startHarness(path string) (*harness, error) {
+// startHarness starts the harness with its durable-queue directories under dir.
+func startHarness(path, dir string) (*harness, error) {
 	h := &harness{cmd: exec.Command(path, "--serve")}
+	h.cmd.Env = append(os.Environ(), "IOTCONN_FUZZ_DIR="+dir)
 	h.cmd.Stderr = &h.stderr
 	// The fuzzing coordinator may kill a worker; its harness must not outlive it.
 	h.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -107,6 +109,7 @@ func FuzzCABI(f *testing.F) {
 	if _, err := os.Stat(path); err != nil {
 		f.Skipf("the C ABI fuzz harness is not built (%v): run ./build.sh first", err)
 	}
+	dir := f.TempDir() // removed by the testing package, also when the harness was killed
 	for _, seed := range cabiSeeds {
 		f.Add(seed)
 	}
@@ -122,7 +125,7 @@ func FuzzCABI(f *testing.F) {
 		harnessMu.Lock()
 		defer harnessMu.Unlock()
 		if current == nil {
-			h, err := startHarness(path)
+			h, err := startHarness(path, dir)
 			if err != nil {
 				t.Fatal(err)
 			}
