@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -56,13 +55,9 @@ func sasToken(t testing.TB, resource, key string, expiry time.Time) string {
 
 func caPool(t testing.TB, h *Hub) *x509.CertPool {
 	t.Helper()
-	pem, err := os.ReadFile(h.CAFile())
+	pool, err := h.CAPool()
 	if err != nil {
 		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatal("ca.pem holds no certificate")
 	}
 	return pool
 }

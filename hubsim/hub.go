@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -239,6 +240,19 @@ func (h *Hub) ControlURL() string { return h.controlURL }
 
 // CAFile is the path of the CA certificate clients must trust.
 func (h *Hub) CAFile() string { return filepath.Join(h.cfg.Dir, caCertFile) }
+
+// CAPool is the CA certificate as a pool, for Go clients' tls.Config.RootCAs.
+func (h *Hub) CAPool() (*x509.CertPool, error) {
+	pem, err := os.ReadFile(h.CAFile())
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no certificate", h.CAFile())
+	}
+	return pool, nil
+}
 
 // HostName is the HostName of connection strings: "localhost", with the port unless it is 8883.
 func (h *Hub) HostName() string {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -78,13 +77,9 @@ func startHub(t testing.TB, cfg hubsim.Config) *hubsim.Hub {
 // tlsFor trusts the hub's CA. ServerName stays empty: the transport takes it from the host.
 func tlsFor(t testing.TB, h *hubsim.Hub) *tls.Config {
 	t.Helper()
-	pem, err := os.ReadFile(h.CAFile())
+	pool, err := h.CAPool()
 	if err != nil {
 		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatal("no CA certificate")
 	}
 	return &tls.Config{RootCAs: pool}
 }
