@@ -235,8 +235,9 @@ func (c *conn) failUnsettled() {
 	}
 }
 
-// result is a handed message's outcome. A publish that failed (paho's writer stalled past publishWait) ends
-// the link: the engine then sends the message again on a new one.
+// result is a handed message's outcome. A publish that failed on a live link (paho's writer stalled past
+// publishWait) ends the link: the engine then sends the message again on a new one. On a link that is already
+// down, paho's own refusal ("not connected") says less than the reason the link ended.
 func (c *conn) result(tok paho.Token) error {
 	if !isDone(tok) {
 		return c.linkErr()
@@ -244,6 +245,11 @@ func (c *conn) result(tok paho.Token) error {
 	err := tok.Error()
 	if err == nil {
 		return nil
+	}
+	select {
+	case <-c.down:
+		return c.linkErr()
+	default:
 	}
 	c.breakLink()
 	return &transport.Error{Kind: transport.KindProtocol, Op: "send", Err: err}
