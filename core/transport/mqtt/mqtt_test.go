@@ -259,10 +259,7 @@ func TestPipelinedSendsAreEachAcknowledgedOnce(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
 	r := newRecorder()
-	c, err := dial(params(t, h, "dev1", key, r))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustDial(t, params(t, h, "dev1", key, r))
 	const n = 1000
 	s := sendAll(c, numbered(n, "p"))
 	for i, err := range s.wait(t) {
@@ -490,10 +487,7 @@ func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
 	r := newRecorder()
-	c, err := dial(params(t, h, "dev1", key, r))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustDial(t, params(t, h, "dev1", key, r))
 	s := sendAll(c, numbered(2000, "x"))
 	c.Close()
 	s.expectOnce(t) // Close has returned, so every done already ran
