@@ -126,6 +126,17 @@ func iotconn_connect(client *C.iotconn_client_t, timeoutMS C.uint32_t) (rc C.int
 	return 0
 }
 
+//export iotconn_connect_cancel
+func iotconn_connect_cancel(client *C.iotconn_client_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	e.client.CancelConnect()
+	return 0
+}
+
 //export iotconn_send
 func iotconn_send(client *C.iotconn_client_t, msg *C.iotconn_message_t, outID *C.uint64_t) (rc C.int) {
 	defer recoverTo(&rc)

@@ -72,7 +72,7 @@ func TestHeaderErrorCodesMatchEngine(t *testing.T) {
 		"DISABLED": core.CodeDeviceDisabled, "RETRYEXPIRED": core.CodeRetryExpired, "TOOLARGE": core.CodeTooLarge,
 		"NETWORK": core.CodeNetwork, "STATE": core.CodeState, "INTERNAL": core.CodeInternal,
 		"PROTOCOL": core.CodeProtocol, "THROTTLED": core.CodeThrottled, "DROPPED": core.CodeDropped,
-		"STORE": core.CodeStore,
+		"STORE": core.CodeStore, "CANCELED": core.CodeCanceled, "INDOUBT": core.CodeInDoubt,
 	}
 	for name, code := range want {
 		if v, ok := vals[name]; !ok || v != -int(code) {

@@ -37,8 +37,8 @@ type Options struct {
 	CertFile         string        // X.509 client certificate (PEM), with x509=true in the connection string
 	KeyFile          string        // its private key (PEM)
 	KeepAlive        time.Duration // default 240 s, capped at 1177 s
-	SASLifetime      time.Duration // default 1 h
-	SASRenewMargin   time.Duration // renew this long before expiry; default 10 % of the lifetime
+	SASLifetime      time.Duration // default 1 h; at least MinSASLifetime
+	SASRenewMargin   time.Duration // renew this long before expiry; default 10 % of the lifetime, at least MinSASRenewMargin
 	QueueMaxMessages int           // outbound queue bound; default 10000
 	QueueMaxBytes    int64         // default 64 MiB
 	OperationTimeout time.Duration // connect and send give up after this; default 4 min
@@ -48,6 +48,10 @@ type Options struct {
 
 	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
 	QueueOverflow OverflowPolicy
+	// shortTokensForTests waives the SAS floors (MinSASLifetime, ...) so that tests against the emulator see
+	// renewals within seconds.
+	shortTokensForTests bool
+
 	// QueueDir turns on durable mode: Send returns only once the message is on disk in this directory (created
 	// if missing), and the next client created on the directory sends what was not delivered. "" = memory only.
 	QueueDir string

@@ -5,10 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,7 +32,6 @@ const (
 	DefaultQueueMaxMessages = 10000
 	DefaultQueueMaxBytes    = 64 << 20
 	DefaultOperationTimeout = 4 * time.Minute
-	MaxPayload              = 256 << 10 // IoT Hub's device-to-cloud message limit
 )
 
 // Client is one device's connection to IoT Hub. See api.go for the contract of its methods.
@@ -61,7 +62,8 @@ type Client struct {
 	recovered int      // durable mode: messages loaded from the queue directory at creation (ids 1..recovered)
 
 	connectReqs chan *connectRequest
-	kick        chan struct{} // capacity 1: "the queue changed"
+	connecting  map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect; under mu
+	kick        chan struct{}                          // capacity 1: "the queue changed"
 	lost        chan lostLink
 	stopCtx     context.Context // ended by Close; aborts a dial or renewal in progress
 	stopCancel  context.CancelFunc
@@ -81,9 +83,12 @@ type outMessage struct {
 	wire     transport.Message
 	size     int64
 	deadline time.Time
-	inFlight bool
-	writing  bool // durable mode: counted against the limits, not yet on disk, so not yet in the queue
-	done     bool
+	inFlight bool // on the live link, waiting for its acknowledgement
+	// sent: it was handed to a link (or recovered from disk, where it may have been) and not acknowledged, so it
+	// may have reached the hub. It never completes as if it certainly did not.
+	sent    bool
+	writing bool // durable mode: counted against the limits, not yet on disk, so not yet in the queue
+	done    bool
 }
 
 // NewClient validates the connection string and options; it does not connect.
@@ -95,7 +100,11 @@ func NewClient(connectionString string, opts Options) (*Client, error) {
 func newClient(connectionString string, opts Options, dialer transport.Dialer) (*Client, error) {
 	cs, err := auth.ParseConnectionString(connectionString)
 	if err != nil {
-		return nil, &Error{Code: CodeInvalidArgument, Msg: "connection string: " + err.Error(), Err: err}
+		code := CodeInvalidArgument
+		if errors.Is(err, auth.ErrTooLong) {
+			code = CodeTooLarge
+		}
+		return nil, &Error{Code: code, Msg: "connection string: " + err.Error(), Err: err}
 	}
 	if err := applyDefaults(&opts); err != nil {
 		return nil, err
@@ -111,11 +120,14 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	if dialer == nil {
 		dialer = mqtt.NewDialer()
 	}
+	if err := dialer.CheckIdentity(cs.DeviceID, cs.ModuleID); err != nil {
+		return nil, &Error{Code: CodeInvalidArgument, Msg: "connection string: " + errors.Unwrap(err).Error(), Err: err}
+	}
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
 		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: opts.RetryPolicy,
 		pending: map[uint64]*outMessage{}, midPrefix: rand.Text() + ".",
-		connectReqs: make(chan *connectRequest), kick: make(chan struct{}, 1), lost: make(chan lostLink, 4),
+		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{}, kick: make(chan struct{}, 1), lost: make(chan lostLink, 4),
 		loopDone: make(chan struct{}),
 	}
 	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
@@ -162,9 +174,8 @@ func applyDefaults(o *Options) error {
 	if o.SASRenewMargin == 0 {
 		o.SASRenewMargin = o.SASLifetime / 10
 	}
-	if o.SASRenewMargin >= o.SASLifetime {
-		return Errorf(CodeInvalidArgument, "SAS renewal margin %v must be shorter than the token lifetime %v",
-			o.SASRenewMargin, o.SASLifetime)
+	if err := checkSASFloors(o); err != nil {
+		return err
 	}
 	if o.QueueMaxMessages == 0 {
 		o.QueueMaxMessages = DefaultQueueMaxMessages
@@ -266,26 +277,20 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 	if msg == nil {
 		return 0, Errorf(CodeInvalidArgument, "message is nil")
 	}
-	if len(msg.Payload) > MaxPayload {
-		return 0, Errorf(CodeTooLarge, "payload is %d bytes; IoT Hub accepts at most %d", len(msg.Payload), MaxPayload)
-	}
-	if msg.TTL < 0 {
-		return 0, Errorf(CodeInvalidArgument, "time-to-live %v is negative", msg.TTL)
-	}
 	wire := transport.Message{
-		Payload:   append([]byte(nil), msg.Payload...),
 		MessageID: msg.MessageID, CorrelationID: msg.CorrelationID,
 		ContentType: msg.ContentType, ContentEncoding: msg.ContentEncoding,
 	}
 	if len(msg.Properties) > 0 {
 		wire.Properties = make([][2]string, len(msg.Properties))
 		for i, p := range msg.Properties {
-			if p.Key == "" {
-				return 0, Errorf(CodeInvalidArgument, "property %d has an empty key", i)
-			}
 			wire.Properties[i] = [2]string{p.Key, p.Value}
 		}
 	}
+	if err := c.checkMessage(msg, &wire); err != nil {
+		return 0, err
+	}
+	wire.Payload = append([]byte(nil), msg.Payload...)
 	ttl := msg.TTL
 	if ttl == 0 {
 		ttl = c.opts.OperationTimeout
@@ -337,8 +342,8 @@ func (c *Client) enqueueLocked(m *outMessage) {
 }
 
 // makeRoom checks that one more message of size bytes fits the queue's limits. Under OverflowDropOldest it
-// takes the oldest queued messages out (never one handed to the transport or still being written) until the
-// new one fits and returns them, finished, for their Failed completion. Called with c.mu held.
+// takes the oldest queued messages out (never one that may have reached the hub, nor one still being written)
+// until the new one fits and returns them, finished, for their Failed completion. Called with c.mu held.
 func (c *Client) makeRoom(size int64) ([]*outMessage, *Error) {
 	maxCount, maxBytes := c.opts.QueueMaxMessages, c.opts.QueueMaxBytes
 	fits := func(count int, bytes int64) bool { return count < maxCount && bytes+size <= maxBytes }
@@ -352,21 +357,29 @@ func (c *Client) makeRoom(size int64) ([]*outMessage, *Error) {
 		return nil, full
 	}
 	var dropped []*outMessage
-	n := 0
+	n, kept := 0, false // kept: a message that may have reached the hub stays in the queue's head
 	for ; n < len(c.queue) && !fits(count, bytes); n++ {
-		if m := c.queue[n]; !m.done {
+		switch m := c.queue[n]; {
+		case m.done:
+		case m.sent:
+			kept = true
+		default:
 			dropped = append(dropped, m)
 			count--
 			bytes -= m.size
 		}
 	}
 	if !fits(count, bytes) {
-		full.Msg += " (the rest are in flight or being written, so none can be dropped)"
+		full.Msg += " (the rest may have reached the hub already or are being written, so none can be dropped)"
 		return nil, full
 	}
-	c.queue = c.queue[n:]
 	for _, m := range dropped {
 		c.finishLocked(m)
+	}
+	if kept {
+		c.queue = slices.DeleteFunc(c.queue, func(m *outMessage) bool { return m.done })
+	} else {
+		c.queue = c.queue[n:]
 	}
 	return dropped, nil
 }
@@ -380,7 +393,8 @@ func (c *Client) Recovered() int { return c.recovered }
 func (c *Client) recover(recs []store.Record) {
 	for _, r := range recs {
 		c.nextID++
-		m := &outMessage{id: c.nextID, key: r.Key, wire: r.Msg, size: int64(len(r.Msg.Payload)), deadline: r.Deadline}
+		m := &outMessage{id: c.nextID, key: r.Key, wire: r.Msg, size: int64(len(r.Msg.Payload)), deadline: r.Deadline,
+			sent: true} // it may have gone out before the previous client ended
 		c.pending[m.id] = m
 		c.bytes += m.size
 		c.enqueueLocked(m)
@@ -431,19 +445,43 @@ func (c *Client) completed(m *outMessage, result SendResult, err *Error) {
 }
 
 // Connect links the client to the hub and returns once it is connected, or with an *Error when a fatal error
-// happened, the retry policy gave up, ctx ended or OperationTimeout passed (then the client stops trying and is
-// Disconnected/Retry_Expired). Once connected, the engine keeps the link up by itself. Connecting an already
+// happened, the retry policy gave up, ctx ended or was cancelled (CodeCanceled, also by CancelConnect) or
+// OperationTimeout passed (then the client stops trying and is Disconnected/Retry_Expired). Once connected, the engine keeps the link up by itself. Connecting an already
 // connected client returns nil at once.
 func (c *Client) Connect(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	req := &connectRequest{ctx: ctx, result: make(chan error, 1)}
+	c.mu.Lock()
+	c.connecting[req] = cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.connecting, req)
+		c.mu.Unlock()
+	}()
 	select {
 	case c.connectReqs <- req:
 	case <-c.stop:
 		return Errorf(CodeClosed, "client closed")
 	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return &Error{Code: CodeCanceled, Msg: "connect cancelled", Err: ctx.Err()}
+		}
 		return &Error{Code: CodeTimeout, Msg: "connect: " + ctx.Err().Error(), Err: ctx.Err()}
 	}
 	return <-req.result
+}
+
+// CancelConnect makes every Connect call in progress return CodeCanceled at once; the client stops trying,
+// ends Disconnected/Retry_Expired as after a connect timeout, and stays usable: Connect may be called again.
+// Calls made later are not affected.
+func (c *Client) CancelConnect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cancel := range c.connecting {
+		cancel()
+	}
 }
 
 // Close ends the link, fails every pending message with CodeClosed, moves to Disabled/Client_Close and stops

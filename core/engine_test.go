@@ -587,7 +587,7 @@ func TestSendValidationAndQueueLimits(t *testing.T) {
 	if _, err := c.Send(nil); codeOf(err) != CodeInvalidArgument {
 		t.Fatalf("nil: %v", err)
 	}
-	if _, err := c.Send(&Message{Payload: make([]byte, MaxPayload+1)}); codeOf(err) != CodeTooLarge {
+	if _, err := c.Send(&Message{Payload: make([]byte, iothub.MaxMessageSize+1)}); codeOf(err) != CodeTooLarge {
 		t.Fatalf("oversized: %v", err)
 	}
 	if _, err := c.Send(&Message{Payload: []byte("x"), Properties: []Property{{"", "v"}}}); codeOf(err) != CodeInvalidArgument {

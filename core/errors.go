@@ -23,9 +23,11 @@ const (
 	CodeThrottled       Code = 14 // the hub throttled the device and retrying gave up
 	CodeDropped         Code = 15 // dropped by the drop-oldest overflow policy to make room for a newer message
 	CodeStore           Code = 16 // the durable queue's directory cannot be used: unwritable, corrupt or in use
+	CodeCanceled        Code = 17 // the connect was cancelled (CancelConnect, or the caller's context)
+	CodeInDoubt         Code = 18 // handed to the network, never acknowledged: it may have reached the hub
 
 	// CodeLast is the highest code; loops over every code end here.
-	CodeLast = CodeStore
+	CodeLast = CodeInDoubt
 )
 
 var codeNames = map[Code]string{
@@ -34,7 +36,8 @@ var codeNames = map[Code]string{
 	CodeDeviceDisabled: "device disabled or not found", CodeRetryExpired: "retry expired",
 	CodeTooLarge: "message too large", CodeNetwork: "network error", CodeState: "invalid state",
 	CodeInternal: "internal error", CodeProtocol: "protocol error", CodeThrottled: "throttled",
-	CodeDropped: "dropped from a full queue", CodeStore: "queue store error",
+	CodeDropped: "dropped from a full queue", CodeStore: "queue store error", CodeCanceled: "cancelled",
+	CodeInDoubt: "sent, not acknowledged: may have arrived",
 }
 
 func (c Code) String() string {

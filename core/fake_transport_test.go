@@ -5,11 +5,13 @@ import (
 	"sync"
 
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/mqtt"
 )
 
 // fakeDialer is a scripted transport: each Dial takes the next scripted error (nil = success) or, with the
-// script exhausted, fallback.
+// script exhausted, fallback. It has MQTT's limits.
 type fakeDialer struct {
+	transport.Limits
 	mu       sync.Mutex
 	script   []error
 	fallback error
@@ -20,7 +22,7 @@ type fakeDialer struct {
 }
 
 func newFakeDialer(script ...error) *fakeDialer {
-	return &fakeDialer{script: script, dialed: make(chan int, 1000)}
+	return &fakeDialer{Limits: mqtt.NewDialer(), script: script, dialed: make(chan int, 1000)}
 }
 
 func (d *fakeDialer) Dial(ctx context.Context, p transport.DialParams) (transport.Conn, error) {

@@ -97,6 +97,7 @@ type loopState struct {
 	expiryAt  time.Time   // that deadline
 	renew     clock.Timer // fires when the token must be renewed (or, if it cannot be, when it expires)
 	tokenExp  time.Time
+	issuedAt  time.Time // when the engine made the live token
 	renewable bool
 	waiters   connectWaiters
 }
@@ -170,7 +171,7 @@ func (c *Client) link(ls *loopState) bool {
 			return c.giveUp(ls, cls.reason, &Error{Code: cls.code, Msg: err.Error(), Err: err})
 		}
 		if ls.waiters.expired(c.clk.Now()) {
-			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
+			return c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
 		}
 		attempt++
 		again, delay, res := c.askPolicy(ls, attempt, &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind)
@@ -178,7 +179,7 @@ func (c *Client) link(ls *loopState) bool {
 		case waitStopped:
 			return false
 		case waitTimedOut:
-			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
+			return c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
 		}
 		if !again {
 			return c.giveUp(ls, ReasonRetryExpired, &Error{Code: CodeRetryExpired,
@@ -191,12 +192,16 @@ func (c *Client) link(ls *loopState) bool {
 		case waitStopped:
 			return false
 		case waitTimedOut:
-			return c.giveUp(ls, ReasonRetryExpired, connectTimedOut(err))
+			return c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
 		}
 	}
 }
 
-func connectTimedOut(last error) *Error {
+// connectTimedOut is how a Connect ends when its deadline passed or its caller cancelled it.
+func (w *connectWaiters) connectTimedOut(last error) *Error {
+	if len(w.reqs) > 0 && errors.Is(w.reqs[0].ctx.Err(), context.Canceled) {
+		return &Error{Code: CodeCanceled, Msg: "connect cancelled; last error: " + last.Error(), Err: last}
+	}
 	return &Error{Code: CodeTimeout, Msg: "connect timed out; last error: " + last.Error(), Err: last}
 }
 
@@ -228,7 +233,7 @@ func (c *Client) dial(ls *loopState) error {
 	if err != nil {
 		return err
 	}
-	ls.conn, ls.tokenExp, ls.renewable = conn, exp, c.cred.Renewable()
+	ls.conn, ls.tokenExp, ls.issuedAt, ls.renewable = conn, exp, now, c.cred.Renewable()
 	c.armRenew(ls)
 	return nil
 }
@@ -266,7 +271,8 @@ func (c *Client) renewToken(ls *loopState) error {
 	if !ls.renewable {
 		return auth.ErrTokenExpired
 	}
-	token, exp, err := c.cred.Token(c.clk.Now())
+	now := c.clk.Now()
+	token, exp, err := c.cred.Token(now)
 	if err != nil {
 		return err
 	}
@@ -278,13 +284,14 @@ func (c *Client) renewToken(ls *loopState) error {
 	case err != nil:
 		return err
 	}
-	ls.tokenExp = exp
+	ls.tokenExp, ls.issuedAt = exp, now
 	c.armRenew(ls)
 	c.logf(LogInfo, "SAS token renewed in place")
 	return nil
 }
 
-// armRenew sets the renewal timer SASRenewMargin before the token expires; a token that cannot be renewed
+// armRenew sets the renewal timer (lifetime - margin) after the live token was made, which also spaces renewals
+// by at least that much whatever the clock reads and however long a dial took. A token that cannot be renewed
 // gets a timer at its expiry instead, which then ends the link.
 func (c *Client) armRenew(ls *loopState) {
 	stopTimer(&ls.renew)
@@ -293,7 +300,7 @@ func (c *Client) armRenew(ls *loopState) {
 	}
 	at := ls.tokenExp
 	if ls.renewable {
-		at = at.Add(-c.opts.SASRenewMargin)
+		at = ls.issuedAt.Add(c.opts.SASLifetime - c.opts.SASRenewMargin)
 	}
 	ls.renew = c.clk.NewTimer(at.Sub(c.clk.Now()))
 }
@@ -404,7 +411,8 @@ func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err 
 	return true
 }
 
-// dropConn closes the live connection and puts its unacknowledged messages back at the front of the queue.
+// dropConn closes the live connection and puts its unacknowledged messages back at the front of the queue. Their
+// deadlines count again from now on: one that passed while its acknowledgement could still come expires now.
 func (c *Client) dropConn(ls *loopState) {
 	stopTimer(&ls.renew)
 	if ls.conn == nil {
@@ -418,11 +426,15 @@ func (c *Client) dropConn(ls *loopState) {
 		if m.inFlight {
 			m.inFlight = false
 			back = append(back, m)
+			if c.soonest.IsZero() || m.deadline.Before(c.soonest) {
+				c.soonest = m.deadline
+			}
 		}
 	}
 	slices.SortFunc(back, byID)
 	c.queue = append(back, c.queue...)
 	c.mu.Unlock()
+	c.armExpiry(ls)
 }
 
 // flush hands every queued message to the live connection without waiting for acknowledgements. A message
@@ -443,7 +455,7 @@ func (c *Client) flush(ls *loopState) {
 		case !m.deadline.After(now):
 			due = append(due, m)
 		default:
-			m.inFlight = true
+			m.inFlight, m.sent = true, true
 			batch[n] = m
 			n++
 		}
@@ -464,7 +476,8 @@ func (c *Client) sendOne(conn transport.Conn, m *outMessage) {
 }
 
 // armExpiry sets the expiry timer to the earliest deadline among pending messages (those still being written
-// to disk get theirs once written). With a timer armed it rescans only when a sooner deadline came in.
+// to disk get theirs once written; those on the live link wait for their acknowledgement or the link's end). With
+// a timer armed it rescans only when a sooner deadline came in.
 func (c *Client) armExpiry(ls *loopState) {
 	c.mu.Lock()
 	soonest := c.soonest
@@ -475,7 +488,7 @@ func (c *Client) armExpiry(ls *loopState) {
 	}
 	var first time.Time
 	for _, m := range c.pending {
-		if !m.writing && (first.IsZero() || m.deadline.Before(first)) {
+		if expirable(m) && (first.IsZero() || m.deadline.Before(first)) {
 			first = m.deadline
 		}
 	}
@@ -486,15 +499,15 @@ func (c *Client) armExpiry(ls *loopState) {
 	}
 }
 
-// expire completes every message whose deadline passed with SendExpired and drops finished entries from the
-// queue, which would otherwise grow while the link is down.
+// expire completes every message whose deadline passed with SendExpired, except those whose acknowledgement
+// may still come, and drops finished entries from the queue, which would otherwise grow while the link is down.
 func (c *Client) expire(ls *loopState) {
 	ls.expiry = nil
 	now := c.clk.Now()
 	c.mu.Lock()
 	var due []*outMessage
 	for _, m := range c.pending {
-		if !m.writing && !m.deadline.After(now) {
+		if expirable(m) && !m.deadline.After(now) {
 			due = append(due, m)
 		}
 	}
@@ -506,16 +519,26 @@ func (c *Client) expire(ls *loopState) {
 	c.armExpiry(ls)
 }
 
-// expireAll completes due messages with SendExpired, oldest first.
+// expirable: neither being written to disk nor waiting for its acknowledgement on the live link.
+func expirable(m *outMessage) bool { return !m.writing && !m.inFlight }
+
+// expireAll completes due messages with SendExpired, oldest first. One that went out unacknowledged says that it
+// may have arrived (CodeInDoubt).
 func (c *Client) expireAll(due []*outMessage) {
 	slices.SortFunc(due, byID)
 	for _, m := range due {
-		c.complete(m, SendExpired, Errorf(CodeTimeout, "not delivered within its time-to-live"))
+		err := Errorf(CodeTimeout, "not delivered within its time-to-live")
+		if m.sent {
+			err = Errorf(CodeInDoubt, "its time-to-live passed after it was sent without an acknowledgement: "+
+				"it may have reached the hub; not sent again")
+		}
+		c.complete(m, SendExpired, err)
 	}
 }
 
-// failAll completes every pending message with SendFailed and err, oldest first. Messages still being written
-// to disk are left to the journal, which queues them (or fails them after Close) once written.
+// failAll completes every pending message with SendFailed and err, oldest first; the message of one that went
+// out unacknowledged adds that it may have arrived. Messages still being written to disk are left to the
+// journal, which queues them (or fails them after Close) once written.
 func (c *Client) failAll(err *Error) {
 	c.mu.Lock()
 	all := make([]*outMessage, 0, len(c.pending))
@@ -527,8 +550,17 @@ func (c *Client) failAll(err *Error) {
 	c.queue = nil
 	c.mu.Unlock()
 	slices.SortFunc(all, byID)
+	var inDoubt *Error
 	for _, m := range all {
-		c.complete(m, SendFailed, err)
+		if !m.sent {
+			c.complete(m, SendFailed, err)
+			continue
+		}
+		if inDoubt == nil {
+			inDoubt = &Error{Code: err.Code, Msg: err.Msg + "; it was sent without an acknowledgement and may have " +
+				"reached the hub", Err: err.Err}
+		}
+		c.complete(m, SendFailed, inDoubt)
 	}
 }
 

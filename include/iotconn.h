@@ -79,6 +79,28 @@ typedef enum iotconn_reason {
 #define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device and retrying gave up */
 #define IOTCONN_EDROPPED (-15)      /* dropped by IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST to make room for a newer message */
 #define IOTCONN_ESTORE (-16)        /* queue_dir cannot be used: not writable, corrupt, or in use by another client */
+#define IOTCONN_ECANCELED (-17)     /* iotconn_connect_cancel() abandoned the connect */
+#define IOTCONN_EINDOUBT (-18)      /* handed to the network but never acknowledged: it may have reached the hub */
+
+/* ---- limits (checked by iotconn_send before it accepts a message; nothing is ever truncated) ----------------- */
+
+/* IoT Hub's device-to-cloud limit, counted as the hub counts it: payload + the values of message_id,
+ * correlation_id, content_type and content_encoding + the names and values of the application properties.
+ * Over it: IOTCONN_ETOOLARGE. A message without message_id counts the id the library generates (at most
+ * IOTCONN_MAX_GENERATED_MESSAGE_ID_LENGTH bytes). */
+#define IOTCONN_MAX_MESSAGE_SIZE 262144
+/* message_id: at most 128 ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ ; $ ' (IoT Hub's rule).
+ * Longer: IOTCONN_ETOOLARGE; another character: IOTCONN_EINVAL. */
+#define IOTCONN_MAX_MESSAGE_ID_LENGTH 128
+#define IOTCONN_MAX_GENERATED_MESSAGE_ID_LENGTH 48
+/* MQTT carries the message's system and application properties, percent-encoded, in the PUBLISH topic
+ * ("devices/{id}/messages/events/{properties}"), which MQTT limits to 65535 bytes: IOTCONN_ETOOLARGE past it. */
+#define IOTCONN_MAX_MQTT_TOPIC_LENGTH 65535
+/* SAS tokens the library makes: sas_lifetime_s at least 60, sas_renew_margin_s at least 5, and at least 30 s
+ * between renewals (lifetime - margin). Below: IOTCONN_EINVAL from iotconn_client_create. */
+#define IOTCONN_MIN_SAS_LIFETIME_S 60
+#define IOTCONN_MIN_SAS_RENEW_MARGIN_S 5
+#define IOTCONN_MIN_SAS_RENEW_INTERVAL_S 30
 
 /* ---- enums of the API ---------------------------------------------------------------------------------------- */
 
@@ -266,6 +288,13 @@ int iotconn_client_destroy(iotconn_client_t *client);
  * Thread-safe. In POLL mode with a custom retry policy, another thread must poll while this blocks (the policy
  * runs inside iotconn_poll()). */
 int iotconn_connect(iotconn_client_t *client, uint32_t timeout_ms);
+
+/* Makes every iotconn_connect() in progress on this client return IOTCONN_ECANCELED within milliseconds (the dial
+ * in progress is abandoned). The client then stops trying and ends Disconnected / Retry_Expired, as after a
+ * connect timeout (queued messages complete IOTCONN_SEND_FAILED / IOTCONN_ECANCELED), and stays usable:
+ * iotconn_connect() may be called again. A connect that starts after this call is not affected. Returns 0 also
+ * when no connect was in progress. Thread-safe, also from inside callbacks. Errors: IOTCONN_EBADHANDLE. */
+int iotconn_connect_cancel(iotconn_client_t *client);
 
 /* Queues a message and returns at once (in durable mode, once it is on disk: see queue_dir); `msg` and all it
  * points to are copied. Stores the message's id (1, 2,

@@ -42,8 +42,15 @@ const (
 var knownKeys = []string{keyHostName, keyDeviceID, keyModuleID, keySharedAccessKey, keySharedAccessKeyName,
 	keySharedAccessSignature, keyGatewayHostName, keyX509}
 
-// maxIDLength is IoT Hub's limit for device and module ids.
-const maxIDLength = 128
+// maxIDLength is IoT Hub's limit for device and module ids; maxHostLength is DNS's for a host name, which also
+// keeps the MQTT user name and the SAS resource far inside their wire limits.
+const (
+	maxIDLength   = 128
+	maxHostLength = 253
+)
+
+// ErrTooLong marks a field over its length limit (errors.Is).
+var ErrTooLong = errors.New("over the length limit")
 
 // idSpecials are the characters IoT Hub allows in device and module ids besides ASCII letters and digits.
 const idSpecials = "-.+%_#*?!(),:=@$'"
@@ -214,13 +221,18 @@ func checkHost(key, v string) error {
 	if strings.Trim(host, "[]") == "" {
 		return fmt.Errorf("connection string %s %q has no host", key, v)
 	}
+	if len(host) > maxHostLength {
+		return fmt.Errorf("connection string %s is %d characters long; a host name has at most %d: %w", key,
+			len(host), maxHostLength, ErrTooLong)
+	}
 	return nil
 }
 
 // checkID applies IoT Hub's rules for device and module ids.
 func checkID(key, v string) error {
 	if len(v) > maxIDLength {
-		return fmt.Errorf("connection string %s is %d characters long; IoT Hub allows %d", key, len(v), maxIDLength)
+		return fmt.Errorf("connection string %s is %d characters long; IoT Hub allows %d: %w", key, len(v),
+			maxIDLength, ErrTooLong)
 	}
 	for _, r := range v {
 		if r > unicode.MaxASCII || !(unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune(idSpecials, r)) {

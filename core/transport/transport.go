@@ -101,6 +101,18 @@ type Handler interface {
 // Dialer opens device connections. An AMQP dialer may multiplex several devices on one connection.
 type Dialer interface {
 	Dial(ctx context.Context, p DialParams) (Conn, error)
+	Limits
+}
+
+// Limits are what a protocol can carry beyond IoT Hub's own rules. The engine asks before it accepts a client or
+// a message, so that nothing is cut or refused later on the wire. Errors are *Error: KindTooLarge for a length
+// limit, KindProtocol for anything else the protocol cannot express.
+type Limits interface {
+	// CheckIdentity says whether the device (and module) ids fit the protocol's names and topics.
+	CheckIdentity(deviceID, moduleID string) error
+	// CheckMessage says whether m fits; an empty MessageID stands for one the engine will generate, at most
+	// iothub.MaxGeneratedMessageIDLength bytes long.
+	CheckMessage(deviceID, moduleID string, m *Message) error
 }
 
 // Conn is one device's live link.

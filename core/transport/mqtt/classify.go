@@ -19,13 +19,17 @@ import (
 //	TLS handshake                hub certificate not verified                          -> KindUntrusted
 //	                             the hub refused our client certificate (TLS alert)    -> KindAuth
 //	                             the dial context ended                                -> KindTimeout
-//	                             anything else (EOF, reset)                            -> KindNetwork
+//	                             anything else (EOF, reset, not TLS at all)            -> KindProtocol
 //	WebSocket upgrade            not answered with 101                                 -> KindProtocol
 //	MQTT CONNECT                 CONNACK code: the connackKinds table
 //	                             the dial context ended, or no CONNACK in time         -> KindTimeout
 //	                             closed without a CONNACK (hubsim's throttling)         -> KindProtocol
 //	SUBSCRIBE                    refused (0x80)                                        -> KindProtocol
 //	after connect                EOF, reset, missed keep-alive                         -> KindProtocol
+//
+// A handshake that fails after TCP connected met a live peer that does not speak TLS as a hub does (a plain
+// TCP or MQTT port, a proxy whose backend is gone): the network works, the peer does not, so it is not
+// KindNetwork (No_Network) but KindProtocol (Communication_Error), still retried.
 //
 // An untrusted hub certificate is not KindAuth (the device's credential is fine) nor KindNetwork (retrying cannot
 // fix it): it is KindUntrusted, which the engine treats as fatal.
@@ -75,7 +79,8 @@ func handshakeError(ctx context.Context, err error) *dialError {
 	case ctx.Err() != nil:
 		return &dialError{transport.KindTimeout, fmt.Errorf("TLS handshake: %w", ctx.Err())}
 	}
-	return &dialError{transport.KindNetwork, fmt.Errorf("TLS handshake: %w", err)}
+	return &dialError{transport.KindProtocol, fmt.Errorf("TLS handshake with a live peer failed (is it a TLS "+
+		"endpoint of IoT Hub?): %w", err)}
 }
 
 // upgradeError classifies a failed WebSocket upgrade; TCP and TLS failures come through already classified.

@@ -231,17 +231,19 @@ func (c *conn) onC2D(_ paho.Client, m paho.Message) {
 
 // telemetryTopic renders m's topic: system properties first, then the application properties.
 func (c *conn) telemetryTopic(m *transport.Message) string {
-	var pairs [8][2]string // most messages fit without allocating
-	bag := append(pairs[:0],
-		[2]string{iothub.PropMessageID, m.MessageID}, [2]string{iothub.PropCorrelationID, m.CorrelationID},
-		[2]string{iothub.PropContentType, m.ContentType}, [2]string{iothub.PropContentEncoding, m.ContentEncoding})
-	n := 0
-	for _, p := range bag { // an empty system property is left out
-		if p[1] != "" {
-			bag[n] = p
-			n++
+	var buf [8][2]string // most messages fit without allocating
+	return c.eventsPrefix + iothub.EncodeProperties(bagPairs(m, buf[:0]))
+}
+
+// bagPairs appends m's property bag to buf: the system properties that are set, then the application properties.
+func bagPairs(m *transport.Message, buf [][2]string) [][2]string {
+	for _, p := range [...][2]string{
+		{iothub.PropMessageID, m.MessageID}, {iothub.PropCorrelationID, m.CorrelationID},
+		{iothub.PropContentType, m.ContentType}, {iothub.PropContentEncoding, m.ContentEncoding},
+	} {
+		if p[1] != "" { // an empty system property is left out
+			buf = append(buf, p)
 		}
 	}
-	bag = append(bag[:n], m.Properties...)
-	return c.eventsPrefix + iothub.EncodeProperties(bag)
+	return append(buf, m.Properties...)
 }
