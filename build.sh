@@ -66,7 +66,7 @@ test_all() {
 	say "official Azure IoT SDKs against hubsim"
 	bash tests/sdk/run.sh
 	say "reliability: fault matrix (hubsim, mosquitto kill -9) and durable-queue crash test" && bash tests/reliability/run.sh
-	say "fuzzing: connection string, SAS, property bag, C ABI (10 s each)" && bash tests/fuzz/run.sh
+	say "fuzzing: connection string, SAS, property bag and its lengths, send vs the hub record, C ABI (10 s each)" && bash tests/fuzz/run.sh
 }
 
 case "${1:-build}" in

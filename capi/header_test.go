@@ -1,13 +1,17 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iotconn/iotconn/core"
+	"github.com/iotconn/iotconn/core/iothub"
+	"github.com/iotconn/iotconn/core/transport/mqtt"
 )
 
 // headerValues returns every "PREFIX_NAME = value" or "#define PREFIX_NAME value" of include/iotconn.h.
@@ -104,6 +108,24 @@ func TestHeaderAPIEnumsMatchEngine(t *testing.T) {
 			if got[name] != v {
 				t.Errorf("%s%s = %d, want %d", tc.prefix, name, got[name], v)
 			}
+		}
+	}
+}
+
+// The limits the header documents are the ones the engine applies.
+func TestHeaderLimitsMatchEngine(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		want   map[string]int
+	}{
+		{"IOTCONN_MAX_", map[string]int{"MESSAGE_SIZE": iothub.MaxMessageSize, "MESSAGE_ID_LENGTH": iothub.MaxMessageIDLength,
+			"GENERATED_MESSAGE_ID_LENGTH": iothub.MaxGeneratedMessageIDLength, "MQTT_TOPIC_LENGTH": mqtt.MaxTopicLength}},
+		{"IOTCONN_MIN_SAS_", map[string]int{"LIFETIME_S": int(core.MinSASLifetime / time.Second),
+			"RENEW_MARGIN_S":   int(core.MinSASRenewMargin / time.Second),
+			"RENEW_INTERVAL_S": int(core.MinSASRenewInterval / time.Second)}},
+	} {
+		if got := headerValues(t, tc.prefix); !maps.Equal(got, tc.want) {
+			t.Errorf("%s: header has %v, the engine %v", tc.prefix, got, tc.want)
 		}
 	}
 }

@@ -17,7 +17,7 @@ type hubDevice struct {
 	cs  string
 }
 
-func startHub(t *testing.T) hubDevice {
+func startHub(t testing.TB) hubDevice {
 	t.Helper()
 	hub, err := hubsim.Start(hubsim.Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0"})
 	if err != nil {
@@ -34,7 +34,7 @@ func startHub(t *testing.T) hubDevice {
 	return hubDevice{hub, cs}
 }
 
-func (h hubDevice) client(t *testing.T, cs string, opts Options) (*Client, *recorder) {
+func (h hubDevice) client(t testing.TB, cs string, opts Options) (*Client, *recorder) {
 	t.Helper()
 	opts.CAFile = h.hub.CAFile()
 	c, err := NewClient(cs, opts)

@@ -43,7 +43,7 @@ func (c *Client) checkMessage(msg *Message, wire *transport.Message) *Error {
 	if msg.TTL < 0 {
 		return Errorf(CodeInvalidArgument, "time-to-live %v is negative", msg.TTL)
 	}
-	size := len(msg.Payload)
+	size := len(msg.Payload) + len(msg.MessageID)
 	if msg.MessageID == "" {
 		size += iothub.MaxGeneratedMessageIDLength
 	} else if err, tooLong := iothub.CheckMessageID(msg.MessageID); err != nil {

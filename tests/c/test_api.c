@@ -1,6 +1,11 @@
-/* The ABI without a hub: version, enum values and names, error strings, and misuse returning the documented
- * errors (NULL arguments, bad sizes, destroyed and foreign handles, closed clients, bad payloads). */
+/* The ABI without a hub: version, enum values and names, error strings, misuse returning the documented
+ * errors (NULL arguments, bad sizes, destroyed and foreign handles, closed clients, bad payloads), the send-side
+ * limits and reserved names, SAS floors, and cancelling a connect. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -17,7 +22,8 @@ _Static_assert(IOTCONN_EINVAL == -1 && IOTCONN_EBADHANDLE == -2 && IOTCONN_ECLOS
 		       IOTCONN_EQUEUEFULL == -4 && IOTCONN_ETIMEOUT == -5 && IOTCONN_EAUTH == -6 &&
 		       IOTCONN_EDISABLED == -7 && IOTCONN_ERETRYEXPIRED == -8 && IOTCONN_ETOOLARGE == -9 &&
 		       IOTCONN_ENETWORK == -10 && IOTCONN_ESTATE == -11 && IOTCONN_EINTERNAL == -12 &&
-		       IOTCONN_EPROTOCOL == -13 && IOTCONN_ETHROTTLED == -14,
+		       IOTCONN_EPROTOCOL == -13 && IOTCONN_ETHROTTLED == -14 && IOTCONN_EDROPPED == -15 &&
+		       IOTCONN_ESTORE == -16 && IOTCONN_ECANCELED == -17 && IOTCONN_EINDOUBT == -18,
 	       "error codes");
 _Static_assert(offsetof(iotconn_options_t, size) == 0 && offsetof(iotconn_message_t, size) == 0 &&
 		       offsetof(iotconn_retry_policy_t, size) == 0,
@@ -56,7 +62,7 @@ static void test_version_and_names(void)
 	CHECK(strcmp(iotconn_strerror(IOTCONN_EQUEUEFULL), "queue full") == 0);
 	for (int code = IOTCONN_ESTORE; code <= IOTCONN_EINVAL; code++)
 		CHECK(strcmp(iotconn_strerror(code), "unknown error") != 0);
-	CHECK(strcmp(iotconn_strerror(IOTCONN_ESTORE - 1), "unknown error") == 0 && strcmp(iotconn_strerror(1), "unknown error") == 0);
+	CHECK(strcmp(iotconn_strerror(IOTCONN_EINDOUBT - 1), "unknown error") == 0 && strcmp(iotconn_strerror(1), "unknown error") == 0);
 }
 
 static void test_create_misuse(void)
@@ -174,6 +180,129 @@ static void test_send_misuse(void)
 	CHECK_RC(iotconn_client_destroy(c), 0);
 }
 
+/* Whatever cannot reach the hub exactly as given is refused before it is accepted, saying which limit. */
+static void test_send_limits(void)
+{
+	iotconn_client_t *c = create(NULL);
+	uint64_t id = 0;
+	iotconn_message_t m = IOTCONN_MESSAGE_INIT;
+	iotconn_property_t props[2] = {{"k", "v"}, {"k2", "v2"}};
+	m.properties = props;
+	m.property_count = 1;
+
+	/* exactly IOTCONN_MAX_MESSAGE_SIZE as IoT Hub counts it (payload + id + property name and value) fits */
+	size_t big = IOTCONN_MAX_MESSAGE_SIZE - strlen("m1") - strlen("kv");
+	char *payload = calloc(1, big + 1);
+	m.payload = payload;
+	m.payload_len = big;
+	m.message_id = "m1";
+	CHECK_RC(iotconn_send(c, &m, &id), 0);
+	m.payload_len = big + 1;
+	CHECK_RC(iotconn_send(c, &m, &id), IOTCONN_ETOOLARGE);
+	CHECK(strstr(iotconn_last_error(), "262144") != NULL);
+	free(payload);
+	m.payload = "x";
+	m.payload_len = 1;
+
+	/* a property bag whose percent-encoded topic passes MQTT's 65535 bytes */
+	char *amps = malloc(30001);
+	memset(amps, '&', 30000);
+	amps[30000] = 0;
+	props[0].value = amps;
+	CHECK_RC(iotconn_send(c, &m, &id), IOTCONN_ETOOLARGE);
+	CHECK(strstr(iotconn_last_error(), "65535") != NULL);
+	free(amps);
+
+	const char *reserved[] = {"$.mid", "$.cid", "$.ct", "$.ce", "$.to", "iothub-ack", "IoTHub-Operation"};
+	for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++) {
+		props[0].key = reserved[i];
+		props[0].value = "forged";
+		CHECK_RC(iotconn_send(c, &m, &id), IOTCONN_EINVAL);
+		CHECK(strstr(iotconn_last_error(), reserved[i]) != NULL);
+	}
+	props[0].key = "iothub-creation-time-utc"; /* the one IoT Hub lets devices set */
+	props[0].value = "2026-11-27T06:00:00Z";
+	CHECK_RC(iotconn_send(c, &m, &id), 0);
+	props[0].key = props[1].key = "same";
+	m.property_count = 2;
+	CHECK_RC(iotconn_send(c, &m, &id), IOTCONN_EINVAL);
+	m.property_count = 0;
+	m.message_id = "not allowed: spaces";
+	CHECK_RC(iotconn_send(c, &m, &id), IOTCONN_EINVAL);
+	m.content_type = "\xff";
+	m.message_id = NULL;
+	CHECK_RC(iotconn_send(c, &m, &id), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_client_destroy(c), 0);
+
+	iotconn_options_t o = IOTCONN_OPTIONS_INIT;
+	o.sas_lifetime_s = 1;
+	iotconn_client_t *short_lived = NULL;
+	CHECK_RC(iotconn_client_create(CS, &o, &short_lived), IOTCONN_EINVAL);
+	o.sas_lifetime_s = IOTCONN_MIN_SAS_LIFETIME_S;
+	o.sas_renew_margin_s = IOTCONN_MIN_SAS_LIFETIME_S - IOTCONN_MIN_SAS_RENEW_INTERVAL_S;
+	CHECK_RC(iotconn_client_create(CS, &o, &short_lived), 0);
+	CHECK_RC(iotconn_client_destroy(short_lived), 0);
+}
+
+struct connect_call {
+	iotconn_client_t *client;
+	int rc, done;
+};
+
+static void *connect_thread(void *arg)
+{
+	struct connect_call *call = arg;
+	call->rc = iotconn_connect(call->client, 0); /* the operation timeout: 4 minutes */
+	__atomic_store_n(&call->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/* A listener that completes TCP handshakes and never answers: a TLS handshake with it never ends. */
+static int silent_listener(char *cs, size_t cs_len)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 8) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) != 0)
+		return -1;
+	snprintf(cs, cs_len, "HostName=127.0.0.1:%d;DeviceId=dev1;SharedAccessKey=%s", ntohs(a.sin_port),
+		 strstr(CS, "SharedAccessKey=") + strlen("SharedAccessKey="));
+	return fd;
+}
+
+/* iotconn_connect_cancel ends a blocked connect with IOTCONN_ECANCELED; the client can connect again. */
+static void test_connect_cancel(void)
+{
+	char cs[256];
+	int fd = silent_listener(cs, sizeof cs);
+	CHECK(fd >= 0);
+	iotconn_client_t *c = NULL;
+	CHECK_RC(iotconn_client_create(cs, NULL, &c), 0);
+	for (int round = 0; round < 2; round++) { /* the second round: still usable after a cancelled connect */
+		struct connect_call call = {c, 0, 0};
+		pthread_t t;
+		pthread_create(&t, NULL, connect_thread, &call);
+		/* The thread may not be inside iotconn_connect yet: cancel until it returns, within 10 s. */
+		int64_t start = now_ms();
+		while (!__atomic_load_n(&call.done, __ATOMIC_ACQUIRE) && now_ms() - start < 10000) {
+			CHECK_RC(iotconn_connect_cancel(c), 0);
+			usleep(5000);
+		}
+		CHECK(__atomic_load_n(&call.done, __ATOMIC_ACQUIRE));
+		pthread_join(t, NULL);
+		CHECK(call.rc == IOTCONN_ECANCELED);
+		iotconn_status_t s;
+		iotconn_reason_t r;
+		CHECK_RC(iotconn_get_status(c, &s, &r), 0);
+		CHECK(s == IOTCONN_STATUS_DISCONNECTED && r == IOTCONN_REASON_RETRY_EXPIRED);
+	}
+	CHECK_RC(iotconn_connect_cancel(c), 0); /* nothing in progress */
+	CHECK_RC(iotconn_client_destroy(c), 0);
+	CHECK_RC(iotconn_connect_cancel(c), IOTCONN_EBADHANDLE);
+	close(fd);
+}
+
 static int never(uint32_t attempt, int code, const char *msg, uint32_t *delay, void *user)
 {
 	(void)attempt, (void)code, (void)msg, (void)delay, (void)user;
@@ -266,6 +395,8 @@ int main(void)
 	test_create_misuse();
 	test_handles();
 	test_send_misuse();
+	test_send_limits();
+	test_connect_cancel();
 	test_retry_policy_misuse();
 	test_message_copy();
 	test_last_error_is_thread_local();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (FUZZTIME each, default 10s): the connection string and SAS parsers,
-# the property-bag encoder/decoder and SAS round trip, and the C ABI (tests/c/fuzz_abi through FuzzCABI).
+# the property-bag encoder/decoder, its lengths and SAS round trip, the MQTT topic length, send against the hub
+# emulator (what it records is what was sent), and the C ABI (tests/c/fuzz_abi through FuzzCABI).
 # A failure leaves its input in the package's testdata/fuzz/<Target>/ and exits non-zero.
 # usage: tests/fuzz/run.sh   (after ./build.sh, which builds build/tests/c/fuzz_abi)
 set -euo pipefail
@@ -17,6 +18,9 @@ targets=(
 	"./core/iothub FuzzPropertyBagRoundTrip"
 	"./core/iothub FuzzDecodeProperties"
 	"./core/iothub FuzzSASRoundTrip"
+	"./core/iothub FuzzEscapedLen"
+	"./core/transport/mqtt FuzzTopicLenMatchesTheTopic"
+	"./core FuzzHubRecordsExactlyWhatSendAccepted"
 	"./tests/fuzz FuzzCABI"
 )
 failed=()

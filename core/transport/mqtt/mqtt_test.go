@@ -308,6 +308,8 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 	}
 	refusedHost := fmt.Sprintf("localhost:%d", closed.Addr().(*net.TCPAddr).Port)
 	closed.Close()
+	plainSpeaker := answeringListener(t, []byte("SSH-2.0-OpenSSH_9.2\r\n"))
+	plainCloser := answeringListener(t, nil)
 
 	cases := map[string]struct {
 		p    transport.DialParams
@@ -333,6 +335,9 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 		with("unknown device", transport.KindDeviceNotFound, keep, "ghost", key)
 		with("refused", transport.KindNetwork, func(p *transport.DialParams) { p.Host = refusedHost }, "dev1", key)
 		with("dns", transport.KindNetwork, func(p *transport.DialParams) { p.Host = "no-such-host.invalid:8883" }, "dev1", key)
+		// TCP connected, so the network works; the peer does not speak TLS: Communication_Error, not No_Network.
+		with("plain TCP speaker", transport.KindProtocol, func(p *transport.DialParams) { p.Host = plainSpeaker }, "dev1", key)
+		with("plain TCP closer", transport.KindProtocol, func(p *transport.DialParams) { p.Host = plainCloser }, "dev1", key)
 		with("untrusted hub", transport.KindUntrusted, func(p *transport.DialParams) {
 			p.TLS = &tls.Config{RootCAs: x509.NewCertPool()}
 		}, "dev1", key)
@@ -377,6 +382,34 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 			}
 		}
 	})
+}
+
+// answeringListener accepts TCP connections on 127.0.0.1, writes reply to each and closes it: a live peer that
+// does not speak TLS.
+func answeringListener(t *testing.T, reply []byte) (addr string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Write(reply)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+	return l.Addr().String()
 }
 
 // silentListener accepts TCP connections on 127.0.0.1 and never answers; each accept is signalled.
