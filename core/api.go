@@ -89,7 +89,7 @@ type SendResult int
 
 const (
 	SendDelivered SendResult = 0 // the hub acknowledged it (PUBACK)
-	SendExpired   SendResult = 1 // its time-to-live (default the operation timeout) passed before delivery
+	SendExpired   SendResult = 1 // its time-to-live passed first; Err is CodeInDoubt if it was sent unacknowledged
 	SendFailed    SendResult = 2 // a fatal error or close ended it; Err says which
 )
 
@@ -119,6 +119,7 @@ const (
 //	(*Client).SetRetryPolicy(p retry.Policy) error
 //	(*Client).Connect(ctx context.Context) error  // blocks until Connected, a fatal error, the policy giving up,
 //	                                              // ctx, or OperationTimeout; the engine then keeps the link up
+//	(*Client).CancelConnect()                     // Connect calls in progress return CodeCanceled
 //	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
 //	                                                    // and copies what it keeps: msg may be reused at once
 //	(*Client).Recovered() int // durable mode: messages loaded from QueueDir; they took ids 1..Recovered()

@@ -17,6 +17,12 @@ import (
 // Send refuses what cannot reach the hub exactly as given; nothing is cut or rewritten later.
 func TestSendRefusesWhatCannotReachTheHubUnchanged(t *testing.T) {
 	c, _ := newTestClient(t, newFakeDialer(), Options{})
+	if n := len(c.midPrefix) + len("18446744073709551615"); n > iothub.MaxGeneratedMessageIDLength {
+		t.Fatalf("generated message ids reach %d bytes; the limits count %d", n, iothub.MaxGeneratedMessageIDLength)
+	}
+	if err, _ := iothub.CheckMessageID(c.midPrefix + "1"); err != nil {
+		t.Fatalf("a generated message id breaks IoT Hub's rule: %v", err)
+	}
 	exact := func(extra int) *Message { // IoT Hub's count: payload + system values + property names and values
 		m := &Message{MessageID: "m1", CorrelationID: "c", ContentType: "t", ContentEncoding: "e",
 			Properties: []Property{{"k", "v"}}}

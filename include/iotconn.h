@@ -67,7 +67,7 @@ typedef enum iotconn_reason {
 #define IOTCONN_EBADHANDLE (-2)     /* unknown, destroyed or foreign client handle */
 #define IOTCONN_ECLOSED (-3)        /* the client was closed */
 #define IOTCONN_EQUEUEFULL (-4)     /* the outbound queue is at its message-count or byte limit */
-#define IOTCONN_ETIMEOUT (-5)       /* the operation timeout (or the connect timeout) elapsed */
+#define IOTCONN_ETIMEOUT (-5)       /* the operation or connect timeout elapsed (EXPIRED completion: never sent) */
 #define IOTCONN_EAUTH (-6)          /* bad credential: wrong key, expired or wrongly scoped token */
 #define IOTCONN_EDISABLED (-7)      /* the device is disabled or unknown to the hub */
 #define IOTCONN_ERETRYEXPIRED (-8)  /* the retry policy gave up */
@@ -122,6 +122,14 @@ typedef enum iotconn_reason {
 #define IOTCONN_SEND_DELIVERED 0 /* the hub acknowledged it */
 #define IOTCONN_SEND_EXPIRED 1   /* its time-to-live (default the operation timeout) passed before delivery */
 #define IOTCONN_SEND_FAILED 2    /* a fatal error, close or DROP_OLDEST ended it; the error code says which */
+/* A completion says only what the library knows. A message handed to the network waits for the hub's
+ * acknowledgement while its link lives, even past its time-to-live: DELIVERED if it comes. If the link ends
+ * first, the message is sent again (same message_id) unless its time-to-live passed: then it completes EXPIRED
+ * with error code IOTCONN_EINDOUBT, "it may have reached the hub" (never sent again). A never-sent message
+ * expires with IOTCONN_ETIMEOUT: it certainly did not arrive. A message ended FAILED (close, a fatal error, a
+ * connect that gave up) after it was sent unacknowledged keeps its code (IOTCONN_ECLOSED, ...), and
+ * iotconn_last_error() in the callback says it may have reached the hub. Messages recovered from queue_dir count
+ * as sent: the previous process may have sent them. */
 
 /* The `level` of a log callback. */
 #define IOTCONN_LOG_ERROR 0
@@ -155,8 +163,9 @@ typedef struct iotconn_options {
 	const char *cert_file;         /* X.509 client certificate (PEM), with x509=true in the connection string */
 	const char *key_file;          /* its private key (PEM) */
 	uint32_t keepalive_s;          /* MQTT keep-alive; default 240, capped at 1177 */
-	uint32_t sas_lifetime_s;       /* lifetime of generated SAS tokens; default 3600 */
-	uint32_t sas_renew_margin_s;   /* renew this long before expiry; default 10 % of the lifetime */
+	uint32_t sas_lifetime_s;       /* lifetime of generated SAS tokens; default 3600, at least 60 */
+	uint32_t sas_renew_margin_s;   /* renew this long before expiry; default 10 % of the lifetime, at least 5;
+					  renewals (lifetime - margin apart, never less) at least 30 s apart */
 	uint32_t queue_max_messages;   /* outbound queue bound in messages; default 10000 */
 	uint64_t queue_max_bytes;      /* outbound queue bound in payload bytes; default 64 MiB */
 	uint32_t operation_timeout_ms; /* connect and send give up after this; default 240000 (4 min) */
@@ -268,7 +277,9 @@ const char *iotconn_reason_str(int reason);
 /* Creates a client for a device connection string ("HostName=...;DeviceId=...;SharedAccessKey=..."); it does not
  * connect. `opts` may be NULL for all defaults; both strings and the struct are copied. On success stores the new
  * handle in *out_client and returns 0; destroy it with iotconn_client_destroy(). Thread-safe.
- * Errors: IOTCONN_EINVAL (NULL argument, bad opts->size, malformed connection string or option), IOTCONN_ESTORE
+ * Errors: IOTCONN_EINVAL (NULL argument, bad opts->size, malformed connection string or option, SAS options below
+ * the IOTCONN_MIN_SAS_* floors, a device or module id with '+' or '#', which MQTT topics cannot carry),
+ * IOTCONN_ETOOLARGE (a device or module id over 128 characters, a host name over 253), IOTCONN_ESTORE
  * (queue_dir cannot be created, read or locked, or its file is corrupt). */
 int iotconn_client_create(const char *connection_string, const iotconn_options_t *opts,
 			  iotconn_client_t **out_client);
@@ -285,6 +296,7 @@ int iotconn_client_destroy(iotconn_client_t *client);
  * the retry policy gives up (IOTCONN_ERETRYEXPIRED), or timeout_ms passes (IOTCONN_ETIMEOUT; 0 = the options'
  * operation timeout). Once connected, the library keeps the connection up by itself; status changes arrive on
  * the status callback. Returns 0 at once when already connected; IOTCONN_ECLOSED after iotconn_close().
+ * iotconn_connect_cancel() from another thread ends it with IOTCONN_ECANCELED.
  * Thread-safe. In POLL mode with a custom retry policy, another thread must poll while this blocks (the policy
  * runs inside iotconn_poll()). */
 int iotconn_connect(iotconn_client_t *client, uint32_t timeout_ms);
@@ -300,9 +312,14 @@ int iotconn_connect_cancel(iotconn_client_t *client);
  * points to are copied. Stores the message's id (1, 2,
  * ... per client) in *out_id when out_id is not NULL. The send callback later reports its one completion.
  * Messages sent while disconnected wait in the outbound queue and go out in order after reconnecting.
- * Thread-safe. Errors: IOTCONN_EINVAL (NULL msg, bad msg->size, empty payload, NULL property key or value),
- * IOTCONN_ETOOLARGE, IOTCONN_EQUEUEFULL, IOTCONN_ECLOSED, IOTCONN_ESTORE (durable mode: the write failed; the
- * message was not accepted). */
+ * Nothing is truncated or rewritten: what the hub cannot receive exactly as given is refused here.
+ * Thread-safe. Errors: IOTCONN_EINVAL (NULL msg, bad msg->size, empty payload, NULL property key or value; a
+ * message_id with a character IoT Hub does not allow; a property key that is empty, repeated, or reserved by IoT
+ * Hub: "$." (MQTT's system properties: $.mid, $.cid, $.ct, $.ce, $.to, ...) or "iothub-" (any case) except
+ * "iothub-creation-time-utc"; any string that is not valid UTF-8), IOTCONN_ETOOLARGE (over
+ * IOTCONN_MAX_MESSAGE_SIZE, IOTCONN_MAX_MESSAGE_ID_LENGTH or IOTCONN_MAX_MQTT_TOPIC_LENGTH;
+ * iotconn_last_error() names the limit), IOTCONN_EQUEUEFULL, IOTCONN_ECLOSED, IOTCONN_ESTORE (durable mode: the
+ * write failed; the message was not accepted). */
 int iotconn_send(iotconn_client_t *client, const iotconn_message_t *msg, uint64_t *out_id);
 
 /* Durable mode: stores in *out_count how many undelivered messages iotconn_client_create() loaded from queue_dir
@@ -336,7 +353,8 @@ int iotconn_poll(iotconn_client_t *client, uint32_t timeout_ms);
 int iotconn_get_status(iotconn_client_t *client, iotconn_status_t *status, iotconn_reason_t *reason);
 
 /* Closes the connection: the status becomes Disabled / Client_Close, messages not yet delivered complete with
- * IOTCONN_SEND_FAILED / IOTCONN_ECLOSED (in durable mode they stay in queue_dir for the next client), and later
+ * IOTCONN_SEND_FAILED / IOTCONN_ECLOSED (in durable mode they stay in queue_dir for the next client; one that
+ * was sent but not yet acknowledged may have reached the hub, and its iotconn_last_error() says so), and later
  * sends return IOTCONN_ECLOSED. Idempotent; the handle stays
  * valid until iotconn_client_destroy(). Thread-safe, also from inside the client's callbacks. */
 int iotconn_close(iotconn_client_t *client);

@@ -80,7 +80,7 @@ func FuzzDecodeProperties(f *testing.F) {
 		}
 		_, app := SplitProperties(pairs)
 		for _, p := range app {
-			if strings.HasPrefix(p[0], "$.") || strings.HasPrefix(p[0], "iothub-") {
+			if ReservedPropertyKey(p[0]) {
 				t.Fatalf("system key %q among the application properties of %q", p[0], bag)
 			}
 		}

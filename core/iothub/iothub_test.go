@@ -90,10 +90,13 @@ const sasVectorSig = "dzJAnPFJ90MvI%2FGTgtJmLmYOGV7pECdQmoFOEm5tODc%3D"
 func TestSplitProperties(t *testing.T) {
 	sys, app := SplitProperties([][2]string{
 		{"$.mid", "m1"}, {"b", "2"}, {"$.cid", "c1"}, {"$.to", "/devices/d"}, {"$.ct", "application/json"},
-		{"iothub-ack", "full"}, {"$.ce", "utf-8"}, {"a", "1"},
+		{"iothub-ack", "full"}, {"IoTHub-MessageLockToken", "x"},
+		{CreationTimeProperty, "2026-11-27T06:23:40Z"}, {"$.ce", "utf-8"}, {"a", "1"},
 	})
 	want := SystemProperties{MessageID: "m1", CorrelationID: "c1", ContentType: "application/json", ContentEncoding: "utf-8"}
-	if sys != want || !reflect.DeepEqual(app, [][2]string{{"b", "2"}, {"a", "1"}}) {
+	// The one "iothub-" name a device may set is an application property, kept in place; the hub's own are not.
+	wantApp := [][2]string{{"b", "2"}, {CreationTimeProperty, "2026-11-27T06:23:40Z"}, {"a", "1"}}
+	if sys != want || !reflect.DeepEqual(app, wantApp) {
 		t.Fatalf("got %+v %q", sys, app)
 	}
 }

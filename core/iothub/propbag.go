@@ -65,7 +65,8 @@ type SystemProperties struct {
 }
 
 // SplitProperties separates a decoded property bag into the system properties above and the application
-// properties, in order. Other system keys ("$." and the reserved "iothub-" prefix) are dropped.
+// properties, in order. Other system keys (ReservedPropertyKey) are dropped; CreationTimeProperty, which a device
+// may set, stays an application property so the hub records it as the device sent it.
 func SplitProperties(pairs [][2]string) (SystemProperties, [][2]string) {
 	var sys SystemProperties
 	var app [][2]string
@@ -80,7 +81,7 @@ func SplitProperties(pairs [][2]string) (SystemProperties, [][2]string) {
 		case PropContentEncoding:
 			sys.ContentEncoding = p[1]
 		default:
-			if !strings.HasPrefix(p[0], "$.") && !strings.HasPrefix(p[0], "iothub-") {
+			if !ReservedPropertyKey(p[0]) {
 				app = append(app, p)
 			}
 		}
