@@ -34,8 +34,10 @@ const (
 	DefaultOperationTimeout = 4 * time.Minute
 )
 
-// Client is one device's connection to IoT Hub. See api.go for the contract of its methods.
+// Client is one device's connection to IoT Hub. See api.go for the contract of its methods and doc.go for its
+// goroutines and locks.
 type Client struct {
+	// Set by NewClient, never changed.
 	opts   Options
 	cs     *auth.ConnectionString
 	cred   auth.Credential
@@ -43,33 +45,36 @@ type Client struct {
 	dialer transport.Dialer
 	clk    clock.Clock
 	events *eventQueue
+	// midPrefix makes generated $.mid values unique across clients and restarts: 130 random bits, then the id.
+	midPrefix string
+	journal   *journal // durable mode's writer; nil in memory mode
+	recovered int      // durable mode: messages loaded from the queue directory at creation (ids 1..recovered)
 
+	// Guarded by mu.
 	mu       sync.Mutex
 	cur      state
 	handlers Handlers
 	policy   retry.Policy
 	closed   bool
 	nextID   uint64
-	// midPrefix makes generated $.mid values unique across clients and restarts: 130 random bits, then the id.
-	midPrefix string
-	pending   map[uint64]*outMessage // accepted, not yet completed
-	queue     []*outMessage          // waiting to be sent, in id order; completed entries are skipped
-	bytes     int64                  // payload bytes of pending messages
+	pending  map[uint64]*outMessage // accepted, not yet completed
+	queue    []*outMessage          // waiting to be sent, in id order; completed entries are skipped
+	bytes    int64                  // payload bytes of pending messages
 	// soonest is the earliest deadline of the messages queued since the loop last armed its expiry timer, so
 	// that the loop rescans the pending messages only when a shorter time-to-live came in.
-	soonest   time.Time
-	journal   *journal // durable mode's writer; nil in memory mode
-	recovered int      // durable mode: messages loaded from the queue directory at creation (ids 1..recovered)
+	soonest    time.Time
+	connecting map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect
 
+	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
 	connectReqs chan *connectRequest
-	connecting  map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect; under mu
-	kick        chan struct{}                          // capacity 1: "the queue changed"
+	kick        chan struct{} // capacity 1: "the queue changed"
 	lost        chan lostLink
 	stopCtx     context.Context // ended by Close; aborts a dial or renewal in progress
 	stopCancel  context.CancelFunc
 	stop        <-chan struct{} // stopCtx.Done()
 	loopDone    chan struct{}
 
+	// Dispatch and Close.
 	dispatcherDone chan struct{} // closed when the thread-mode dispatcher ends; nil in poll mode
 	dispatcherID   atomic.Uint64
 	pollMu         sync.Mutex
@@ -460,17 +465,24 @@ func (c *Client) Connect(ctx context.Context) error {
 		delete(c.connecting, req)
 		c.mu.Unlock()
 	}()
+	if ctx.Err() != nil { // a ready channel below would race an ended context
+		return contextEnded(ctx)
+	}
 	select {
 	case c.connectReqs <- req:
 	case <-c.stop:
 		return Errorf(CodeClosed, "client closed")
 	case <-ctx.Done():
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return &Error{Code: CodeCanceled, Msg: "connect cancelled", Err: ctx.Err()}
-		}
-		return &Error{Code: CodeTimeout, Msg: "connect: " + ctx.Err().Error(), Err: ctx.Err()}
+		return contextEnded(ctx)
 	}
 	return <-req.result
+}
+
+func contextEnded(ctx context.Context) *Error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return &Error{Code: CodeCanceled, Msg: "connect cancelled", Err: ctx.Err()}
+	}
+	return &Error{Code: CodeTimeout, Msg: "connect: " + ctx.Err().Error(), Err: ctx.Err()}
 }
 
 // CancelConnect makes every Connect call in progress return CodeCanceled at once; the client stops trying,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -135,3 +137,42 @@ class Hub:
         """Waits for a log line containing `text` among lines[after:]; returns its index."""
         lines = self.log.wait_for(lambda lines: any(text in line for line in lines[after:]))
         return next(i for i in range(after, len(lines)) if text in lines[i])
+
+
+class SilentListener:
+    """A plain TCP listener on 127.0.0.1 that accepts connections and never answers, so a TLS handshake with it
+    never ends: a connect to it blocks until cancelled or timed out. `accepted` is set at the first connection."""
+
+    def __init__(self) -> None:
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self._conns: List[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, name="silent-listener", daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:  # until close() shuts the socket down
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.accepted.set()
+
+    def connection_string(self, hub_connection_string: str) -> str:
+        """A hub connection string with its HostName pointed here (as localhost, the name hubsim's certificate
+        has)."""
+        return re.sub(r"HostName=[^;]*", f"HostName=localhost:{self.port}", hub_connection_string)
+
+    def close(self) -> None:
+        """Closes the listener and its connections; its port is then free (for hubsim's move-port fault)."""
+        # shutdown, not only close, wakes the accept() blocked in the thread.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(timeout=10)
+        for conn in self._conns:
+            conn.close()

@@ -2,10 +2,11 @@
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from support import DEVICE, EVENT_TIMEOUT
+from support import DEVICE, EVENT_TIMEOUT, SilentListener
 
 import iotconn
 import iotconn.aio
@@ -73,3 +74,78 @@ def test_async_client_needs_a_running_loop_and_a_plain_retry_policy(hub):
                     await other.connect(timeout=30)
 
     asyncio.run(main())
+
+
+# How long after its cancellation the executor thread of a cancelled connect() may stay busy: a generous bound, not
+# a measure of speed (the native connect returns within milliseconds of iotconn_connect_cancel).
+CANCEL_DEADLINE = 2.0
+
+
+async def assert_connect_was_stopped(client, task):
+    """The connect task ended cancelled, its executor thread is free again (the loop's default executor has one
+    worker: a probe runs only once the connect's job returned), and the client ended DISCONNECTED / RETRY_EXPIRED."""
+    done, _ = await asyncio.wait({task}, timeout=EVENT_TIMEOUT)
+    assert task in done and task.cancelled()
+    probe = asyncio.get_running_loop().run_in_executor(None, threading.get_ident)
+    await asyncio.wait_for(probe, CANCEL_DEADLINE)
+    assert client.connection_status == (S.DISCONNECTED, R.RETRY_EXPIRED)
+
+
+def test_cancelled_connect_stops_the_native_connect_and_the_client_connects_later(hub):
+    silent = SilentListener()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        client = iotconn.aio.IoTHubDeviceClient.create_from_connection_string(
+            silent.connection_string(hub.connection_strings[DEVICE]), ca_file=hub.ca_file
+        )
+        async with client:
+            task = asyncio.ensure_future(client.connect(timeout=EVENT_TIMEOUT))
+            # Once the listener accepted, the connect is blocked in a TLS handshake that never ends.
+            with ThreadPoolExecutor(max_workers=1) as side:
+                assert await loop.run_in_executor(side, silent.accepted.wait, EVENT_TIMEOUT)
+            task.cancel()
+            await assert_connect_was_stopped(client, task)
+
+            # The same client connects once a hub listens where it dials: hubsim moves its listener to that port.
+            silent.close()
+            hub.fault("move-port", addr=f"127.0.0.1:{silent.port}")
+            await client.connect(timeout=EVENT_TIMEOUT)
+            assert client.connected
+            assert await client.send_message("after the cancelled connect", wait=True, timeout=EVENT_TIMEOUT) == 1
+
+    try:
+        asyncio.run(main())
+    finally:
+        silent.close()
+    assert hub.messages()[-1]["payload"] == b"after the cancelled connect"
+
+
+def test_connect_cancelled_by_wait_for_or_before_it_reached_the_library_is_stopped(hub):
+    """A cancellation may come before the executor job entered iotconn_connect, which a cancel sent then would
+    miss: connect() repeats it until the job returned."""
+    silent = SilentListener()
+
+    async def main():
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
+        async with iotconn.aio.IoTHubDeviceClient.create_from_connection_string(
+            silent.connection_string(hub.connection_strings[DEVICE]), ca_file=hub.ca_file
+        ) as client:
+            timed_out = asyncio.ensure_future(asyncio.wait_for(client.connect(timeout=EVENT_TIMEOUT), 0.1))
+            done, _ = await asyncio.wait({timed_out}, timeout=EVENT_TIMEOUT)
+            assert timed_out in done and isinstance(timed_out.exception(), asyncio.TimeoutError)
+            await asyncio.wait_for(
+                asyncio.get_running_loop().run_in_executor(None, threading.get_ident), CANCEL_DEADLINE
+            )
+            assert client.connection_status == (S.DISCONNECTED, R.RETRY_EXPIRED)
+
+            at_once = asyncio.ensure_future(client.connect(timeout=EVENT_TIMEOUT))
+            await asyncio.sleep(0)  # the task submitted its executor job, which may not have started yet
+            at_once.cancel()
+            await assert_connect_was_stopped(client, at_once)
+
+    try:
+        asyncio.run(main())
+    finally:
+        silent.close()

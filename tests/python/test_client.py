@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from support import DEVICE, Recorder
+from support import DEVICE, EVENT_TIMEOUT, Recorder
 
 import iotconn
 from iotconn import ConnectionStatus as S
@@ -250,3 +250,79 @@ def test_wrong_key_raises_credential_error(hub, make_client):
         client.connect(timeout=30)
     assert info.value.code == iotconn.ErrorCode.EAUTH
     assert pairs(statuses.wait_count(1))[-1] == (S.DISCONNECTED, R.BAD_CREDENTIAL)
+
+
+def error_records(caplog):
+    return [r.getMessage() for r in caplog.records if r.name.startswith("iotconn") and r.levelno >= logging.ERROR]
+
+
+def test_the_dispatcher_ends_without_an_error_when_the_client_is_closed(hub, make_client, caplog):
+    """iotconn_poll returns ECLOSED once the client is closed and its last events ran: the normal end, which the
+    dispatcher can meet before shutdown() sets its stop flag. Closing the native client under the binding makes
+    that order certain."""
+    client = make_client()
+    statuses, _ = watch(client)
+    client.connect(timeout=30)
+    core = client._core
+    with caplog.at_level(logging.WARNING, logger="iotconn"):
+        assert core.lib.close(core.handle) == 0
+        core.thread.join(EVENT_TIMEOUT)
+        assert not core.thread.is_alive()
+    assert core.handle is None  # the dispatcher freed the client on its way out
+    assert pairs(statuses.events)[-1] == (S.DISABLED, R.CLIENT_CLOSE)
+    assert error_records(caplog) == []
+
+
+def test_connect_shutdown_cycles_log_no_error(hub, make_client, caplog):
+    with caplog.at_level(logging.WARNING, logger="iotconn"):
+        for _ in range(50):
+            client = make_client()
+            client.connect(timeout=30)
+            client.shutdown()
+    assert error_records(caplog) == []
+
+
+def test_send_refuses_what_iot_hub_would_refuse_and_the_client_goes_on(hub, make_client):
+    client = make_client()
+    client.connect(timeout=30)
+    # application properties the hub would read as its own: "$." (MQTT system properties) and "iothub-", any case
+    for key in ("$.mid", "IoTHub-ack"):
+        with pytest.raises(iotconn.InvalidArgumentError) as info:
+            client.send_message(iotconn.Message("x", custom_properties={key: "1"}))
+        assert info.value.code == iotconn.ErrorCode.EINVAL
+    with pytest.raises(iotconn.InvalidArgumentError):
+        client.send_message(iotconn.Message("x", message_id="has a space"))
+    # the size as the hub counts it: payload + message_id + property names and values, at most MAX_MESSAGE_SIZE
+    fits = iotconn.MAX_MESSAGE_SIZE - len("m1") - len("k") - 100
+    at_limit = iotconn.Message(b"p" * fits, message_id="m1", custom_properties={"k": "v" * 100})
+    over = iotconn.Message(b"p" * (fits + 1), message_id="m1", custom_properties={"k": "v" * 100})
+    with pytest.raises(iotconn.MessageTooLargeError) as info:
+        client.send_message(over)
+    assert info.value.code == iotconn.ErrorCode.ETOOLARGE
+    with pytest.raises(iotconn.MessageTooLargeError):
+        client.send_message(iotconn.Message(b"p" * 262000, custom_properties={"k": "v" * 200}))
+    with pytest.raises(iotconn.MessageTooLargeError):
+        client.send_message(iotconn.Message("x", message_id="m" * (iotconn.MAX_MESSAGE_ID_LENGTH + 1)))
+    # 30001 bytes, far under MAX_MESSAGE_SIZE, but 30000 "&" take 90000 in the MQTT topic (percent-encoded): past
+    # MAX_MQTT_TOPIC_LENGTH
+    with pytest.raises(iotconn.MessageTooLargeError):
+        client.send_message(iotconn.Message("x", custom_properties={"k": "&" * 30000}))
+
+    assert client.send_message(at_limit, wait=True, timeout=30) == 1
+    longest_id = "m" * iotconn.MAX_MESSAGE_ID_LENGTH
+    assert client.send_message(iotconn.Message("x", message_id=longest_id), wait=True, timeout=30) == 2
+    # the one "iothub-" name a device may set
+    created = {"iothub-creation-time-utc": "2026-11-27T06:23:40.000Z"}
+    assert client.send_message(iotconn.Message("x", custom_properties=created), wait=True, timeout=30) == 3
+    records = hub.messages()
+    assert [len(r["payload"]) for r in records] == [fits, 1, 1]
+    assert records[1]["messageId"] == longest_id
+    assert records[2]["properties"] == created
+
+
+def test_sas_options_below_the_floors_are_refused(hub, make_client):
+    with pytest.raises(iotconn.InvalidArgumentError):
+        make_client(sastoken_ttl=1)
+    with pytest.raises(iotconn.InvalidArgumentError):
+        make_client(sastoken_ttl=iotconn.MIN_SAS_LIFETIME_S, sastoken_renew_margin=iotconn.MIN_SAS_RENEW_MARGIN_S - 1)
+    make_client(sastoken_ttl=iotconn.MIN_SAS_LIFETIME_S, sastoken_renew_margin=iotconn.MIN_SAS_RENEW_MARGIN_S)

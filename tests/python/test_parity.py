@@ -74,6 +74,15 @@ def test_every_error_code_has_its_own_exception_class():
     assert iotconn.IoTConnError not in classes
 
 
+def test_limits_match_header():
+    """IOTCONN_MAX_* and IOTCONN_MIN_* are exported as iotconn.MAX_* and iotconn.MIN_*, all of them and no others."""
+    limits = {
+        f"{kind}_{name}": value for kind in ("MAX", "MIN") for name, value in header_defines(f"IOTCONN_{kind}_").items()
+    }
+    exported = {name: getattr(iotconn, name) for name in iotconn.__all__ if name.startswith(("MAX_", "MIN_"))}
+    assert exported == limits
+
+
 def test_native_constants_match_header():
     assert _native.DISPATCH_POLL == header_defines("IOTCONN_DISPATCH_")["POLL"]
     retry = header_defines("IOTCONN_RETRY_")

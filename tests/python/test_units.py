@@ -1,5 +1,6 @@
 """The binding's pure-Python parts: message conversion to and from the C struct, errors, retry policy checks."""
 
+import base64
 import ctypes
 from datetime import timedelta
 
@@ -51,6 +52,29 @@ def test_bad_messages_raise_clear_errors():
     assert info.value.code == iotconn.ErrorCode.EINVAL
 
 
+A_CONNECTION_STRING = "HostName=localhost;DeviceId=d;SharedAccessKey=" + base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "connection_string",
+        "ca_file",
+        "server_verification_cert",
+        "x509_cert_file",
+        "x509_key_file",
+        "queue_dir",
+        "library",
+    ],
+)
+def test_a_nul_in_a_string_for_c_is_refused_not_cut(argument):
+    """C reads a string only up to its first NUL: "ca.pem\0x" would reach the library as "ca.pem"."""
+    arguments = {"connection_string": A_CONNECTION_STRING, argument: "before\0after"}
+    with pytest.raises(iotconn.InvalidArgumentError, match=f"^{argument} contains a NUL character") as info:
+        iotconn.IoTHubDeviceClient.create_from_connection_string(**arguments)
+    assert isinstance(info.value, ValueError) and info.value.code == iotconn.ErrorCode.EINVAL
+
+
 def test_errors_carry_code_and_message():
     error = error_for(-9, "message too large: 300000 bytes")
     assert isinstance(error, iotconn.MessageTooLargeError)
@@ -61,6 +85,10 @@ def test_errors_carry_code_and_message():
     assert isinstance(error_for(-5), TimeoutError)
     assert isinstance(error_for(-10), ConnectionError)
     assert isinstance(error_for(-1), ValueError)
+    assert type(error_for(-17)) is iotconn.ConnectCancelledError
+    in_doubt = error_for(-18, "may have reached the hub")
+    assert type(in_doubt) is iotconn.MessageInDoubtError and in_doubt.code == iotconn.ErrorCode.EINDOUBT
+    assert isinstance(in_doubt, TimeoutError)  # the error of an EXPIRED completion, as ETIMEOUT's is
     unknown = error_for(-99, "from a newer library")
     assert type(unknown) is iotconn.IoTConnError and unknown.code == -99
 

@@ -8,12 +8,22 @@ with IoTHubDeviceClient.create_from_connection_string(cs, ca_file="ca.pem") as c
     client.send_message(Message('{"t": 21.5}', content_type="application/json"), wait=True)
 """
 
-from ._native import load_library
+from ._native import (
+    MAX_GENERATED_MESSAGE_ID_LENGTH,
+    MAX_MESSAGE_ID_LENGTH,
+    MAX_MESSAGE_SIZE,
+    MAX_MQTT_TOPIC_LENGTH,
+    MIN_SAS_LIFETIME_S,
+    MIN_SAS_RENEW_INTERVAL_S,
+    MIN_SAS_RENEW_MARGIN_S,
+    load_library,
+)
 from .client import IoTHubDeviceClient
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, QueueOverflow, SendResult, Transport
 from .errors import (
     BadHandleError,
     ClientClosedError,
+    ConnectCancelledError,
     CredentialError,
     DeviceDisabledError,
     ErrorCode,
@@ -22,6 +32,7 @@ from .errors import (
     IoTConnError,
     LibraryError,
     MessageDroppedError,
+    MessageInDoubtError,
     MessageTooLargeError,
     NetworkError,
     OperationTimeoutError,
@@ -40,6 +51,7 @@ __version__ = "1.0.0"
 __all__ = [
     "BadHandleError",
     "ClientClosedError",
+    "ConnectCancelledError",
     "ConnectionStatus",
     "ConnectionStatusChangeReason",
     "CredentialError",
@@ -53,8 +65,16 @@ __all__ = [
     "IoTHubDeviceClient",
     "Jitter",
     "LibraryError",
+    "MAX_GENERATED_MESSAGE_ID_LENGTH",
+    "MAX_MESSAGE_ID_LENGTH",
+    "MAX_MESSAGE_SIZE",
+    "MAX_MQTT_TOPIC_LENGTH",
+    "MIN_SAS_LIFETIME_S",
+    "MIN_SAS_RENEW_INTERVAL_S",
+    "MIN_SAS_RENEW_MARGIN_S",
     "Message",
     "MessageDroppedError",
+    "MessageInDoubtError",
     "MessageTooLargeError",
     "NetworkError",
     "NoRetry",

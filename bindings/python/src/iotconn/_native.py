@@ -23,7 +23,7 @@ from ctypes import (
 from importlib import resources
 from typing import Any, NoReturn, Optional, Tuple
 
-from .errors import LibraryError, error_for
+from .errors import ErrorCode, InvalidArgumentError, LibraryError, error_for
 
 # The header this package was written against (IOTCONN_VERSION_*): a library of the same major version and at
 # least this minor version has every function and struct field used here.
@@ -38,6 +38,29 @@ RETRY_EXPONENTIAL = 0
 RETRY_NONE = 1
 RETRY_CUSTOM = 2
 RETRY_UNLIMITED = -1
+
+# The header's limits: IoT Hub's, which iotconn_send checks before it accepts a message (IOTCONN_MAX_*), and the
+# SAS floors iotconn_client_create checks (IOTCONN_MIN_*). Exported for applications that size their messages;
+# the binding does not check them itself, so the library stays the one place that decides.
+MAX_MESSAGE_SIZE = 262144
+MAX_MESSAGE_ID_LENGTH = 128
+MAX_GENERATED_MESSAGE_ID_LENGTH = 48
+MAX_MQTT_TOPIC_LENGTH = 65535
+MIN_SAS_LIFETIME_S = 60
+MIN_SAS_RENEW_MARGIN_S = 5
+MIN_SAS_RENEW_INTERVAL_S = 30
+
+
+def c_string(what: str, value: Optional[str]) -> Optional[bytes]:
+    """`value` as the NUL-terminated UTF-8 a `const char *` takes (None stays NULL). C reads a string up to its first
+    NUL, so a str holding one would reach the library silently cut short: it is refused, naming `what`."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be str, not {type(value).__name__}")
+    if "\0" in value:
+        raise InvalidArgumentError(ErrorCode.EINVAL, f"{what} contains a NUL character")
+    return value.encode("utf-8")
 
 
 class Options(Structure):
@@ -111,6 +134,7 @@ _PROTOTYPES = {
     "iotconn_client_create": (c_int, [c_char_p, POINTER(Options), POINTER(c_void_p)]),
     "iotconn_client_destroy": (c_int, [c_void_p]),
     "iotconn_connect": (c_int, [c_void_p, c_uint32]),
+    "iotconn_connect_cancel": (c_int, [c_void_p]),
     "iotconn_send": (c_int, [c_void_p, POINTER(CMessage), POINTER(c_uint64)]),
     "iotconn_set_retry_policy": (c_int, [c_void_p, POINTER(RetryPolicy)]),
     "iotconn_register_status_callback": (c_int, [c_void_p, STATUS_CB, c_void_p]),
@@ -135,6 +159,7 @@ class Library:
     client_create: Any
     client_destroy: Any
     connect: Any
+    connect_cancel: Any
     send: Any
     set_retry_policy: Any
     register_status_callback: Any
@@ -190,6 +215,8 @@ def load_library(path: Optional[str] = None) -> Library:
     Asking for another file once one is loaded raises LibraryError: a process can hold only one Go runtime.
     """
     global _library
+    if path is not None:
+        c_string("library", os.fspath(path))  # dlopen would refuse a NUL, but not saying which argument held it
     requested = path or os.environ.get("IOTCONN_LIBRARY") or None
     with _lock:
         if _library is not None:

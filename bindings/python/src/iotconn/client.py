@@ -111,6 +111,10 @@ class _Core:
         try:
             while not self.stop.is_set():
                 rc = self.lib.poll(handle, _POLL_MS)
+                if rc == ErrorCode.ECLOSED:
+                    # The normal end: closed and every final event delivered, which poll can see before shutdown()
+                    # sets `stop`.
+                    return
                 if rc < 0:
                     log.error("iotconn: iotconn_poll failed, the dispatcher stops: %s", self._error(rc))
                     return
@@ -204,6 +208,13 @@ class _Core:
                 self.waiters[out_id.value] = waiter
         return out_id.value
 
+    def cancel_connect(self) -> None:
+        """Makes the connect() calls in progress return ConnectCancelledError. Under the lock, so that the handle is
+        not freed meanwhile; once it is, no connect can be in progress (shutdown ended them with ECLOSED)."""
+        with self.lock:
+            if self.handle is not None:
+                self.lib.check(self.lib.connect_cancel(self.handle))
+
     def forget(self, message_id: int) -> None:
         with self.lock:
             self.waiters.pop(message_id, None)
@@ -237,14 +248,6 @@ def _optional_uint(what: str, value: Optional[int], limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
         raise ValueError(f"{what} must be an int between 1 and {limit}, not {value!r}")
     return value
-
-
-def _path(what: str, value: Optional[str]) -> Optional[bytes]:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be str, not {type(value).__name__}")
-    return value.encode()
 
 
 class IoTHubDeviceClient:
@@ -289,24 +292,27 @@ class IoTHubDeviceClient:
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
 
         ca_file / server_verification_cert: trusted roots as a PEM file / PEM text (default: the system roots).
-        keep_alive, sastoken_ttl, sastoken_renew_margin: seconds. operation_timeout: seconds or timedelta, for
-        connect and for each message. None leaves the library's default (see include/iotconn.h).
+        keep_alive, sastoken_ttl, sastoken_renew_margin: seconds; the SAS ones have floors (iotconn.MIN_SAS_*).
+        operation_timeout: seconds or timedelta, for connect and for each message. None leaves the library's
+        default (see include/iotconn.h).
         queue_overflow: what send_message does when the queue is full (QueueOverflow).
         queue_dir: durable mode: send_message returns once the message is on disk in this directory; a client
         created later on it (also after a crash) sends what was not delivered; see queue_recovered. Raises
         QueueStoreError when the directory cannot be used or another client holds it.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
-        Raises InvalidArgumentError for a malformed connection string or option.
+        Raises InvalidArgumentError (a ValueError) for a malformed connection string or option, also for a str
+        argument holding a NUL character, which C would read only up to the NUL.
         """
         if not isinstance(connection_string, str):
             raise TypeError(f"connection_string must be str, not {type(connection_string).__name__}")
+        cs = _native.c_string("connection_string", connection_string)
         lib = _native.load_library(library)
         opts = _native.Options(ctypes.sizeof(_native.Options))
         opts.transport = int(Transport(transport))
-        opts.ca_file = _path("ca_file", ca_file)
-        opts.ca_pem = _path("server_verification_cert", server_verification_cert)
-        opts.cert_file = _path("x509_cert_file", x509_cert_file)
-        opts.key_file = _path("x509_key_file", x509_key_file)
+        opts.ca_file = _native.c_string("ca_file", ca_file)
+        opts.ca_pem = _native.c_string("server_verification_cert", server_verification_cert)
+        opts.cert_file = _native.c_string("x509_cert_file", x509_cert_file)
+        opts.key_file = _native.c_string("x509_key_file", x509_key_file)
         opts.keepalive_s = _optional_uint("keep_alive", keep_alive, 2**32 - 1)
         opts.sas_lifetime_s = _optional_uint("sastoken_ttl", sastoken_ttl, 2**32 - 1)
         opts.sas_renew_margin_s = _optional_uint("sastoken_renew_margin", sastoken_renew_margin, 2**32 - 1)
@@ -315,9 +321,9 @@ class IoTHubDeviceClient:
         opts.operation_timeout_ms = _optional_ms("operation_timeout", operation_timeout)
         opts.dispatch = _native.DISPATCH_POLL
         opts.queue_overflow = int(QueueOverflow(queue_overflow))
-        opts.queue_dir = _path("queue_dir", queue_dir)
+        opts.queue_dir = _native.c_string("queue_dir", queue_dir)
         handle = ctypes.c_void_p()
-        lib.check(lib.client_create(connection_string.encode(), ctypes.byref(opts), ctypes.byref(handle)))
+        lib.check(lib.client_create(cs, ctypes.byref(opts), ctypes.byref(handle)))
         return cls(_Core(lib, handle.value or 0))
 
     # ---- handlers -------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ class ErrorCode(IntEnum):
     ETHROTTLED = -14
     EDROPPED = -15
     ESTORE = -16
+    ECANCELED = -17
+    EINDOUBT = -18
 
 
 class IoTConnError(Exception):
@@ -113,6 +115,18 @@ class QueueStoreError(IoTConnError, OSError):
     """IOTCONN_ESTORE: queue_dir cannot be used (not writable, corrupt, or in use by another client)."""
 
 
+class ConnectCancelledError(IoTConnError):
+    """IOTCONN_ECANCELED: iotconn_connect_cancel() abandoned the connect (an iotconn.aio connect() was
+    cancelled); messages queued meanwhile complete FAILED with it. The client is Disconnected / RETRY_EXPIRED and
+    may connect again."""
+
+
+class MessageInDoubtError(IoTConnError, TimeoutError):
+    """IOTCONN_EINDOUBT: the message's time-to-live passed after it was handed to the network but before the hub
+    acknowledged it, so it may have reached the hub (it is not sent again). It is the error of a SendResult.EXPIRED
+    completion, hence also a TimeoutError, as OperationTimeoutError is for one that never went out."""
+
+
 class LibraryError(ImportError):
     """libiotconn could not be found or loaded, or its version does not match this package."""
 
@@ -134,6 +148,8 @@ _CLASSES: Dict[int, Type[IoTConnError]] = {
     ErrorCode.ETHROTTLED: ThrottledError,
     ErrorCode.EDROPPED: MessageDroppedError,
     ErrorCode.ESTORE: QueueStoreError,
+    ErrorCode.ECANCELED: ConnectCancelledError,
+    ErrorCode.EINDOUBT: MessageInDoubtError,
 }
 
 

@@ -47,16 +47,6 @@ class Message:
         )
 
 
-def _utf8(what: str, value: Optional[str]) -> Optional[bytes]:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be str, not {type(value).__name__}")
-    if "\0" in value:
-        raise InvalidArgumentError(ErrorCode.EINVAL, f"{what} contains a NUL character")
-    return value.encode("utf-8")
-
-
 def payload_bytes(data: Payload) -> bytes:
     if isinstance(data, str):
         return data.encode("utf-8")
@@ -76,18 +66,18 @@ def to_c(message: Union[Message, Payload]) -> _native.CMessage:
     if not body:
         raise InvalidArgumentError(ErrorCode.EINVAL, "the message payload is empty (at least one byte is needed)")
     cmsg = _native.CMessage(ctypes.sizeof(_native.CMessage), body, len(body))
-    cmsg.message_id = _utf8("message_id", message.message_id)
-    cmsg.correlation_id = _utf8("correlation_id", message.correlation_id)
-    cmsg.content_type = _utf8("content_type", message.content_type)
-    cmsg.content_encoding = _utf8("content_encoding", message.content_encoding)
+    cmsg.message_id = _native.c_string("message_id", message.message_id)
+    cmsg.correlation_id = _native.c_string("correlation_id", message.correlation_id)
+    cmsg.content_type = _native.c_string("content_type", message.content_type)
+    cmsg.content_encoding = _native.c_string("content_encoding", message.content_encoding)
     if message.ttl is not None:
         cmsg.ttl_ms = max(1, to_ms("ttl", message.ttl))  # 0 would mean the default
     props = message.custom_properties
     if props:
         array = (_native.Property * len(props))()
         for i, (key, value) in enumerate(props.items()):
-            array[i].key = _utf8("custom property key", key)
-            array[i].value = _utf8(f"custom property {key!r}", value)
+            array[i].key = _native.c_string("custom property key", key)
+            array[i].value = _native.c_string(f"custom property {key!r}", value)
         cmsg.properties = array
         cmsg.property_count = len(props)
     return cmsg

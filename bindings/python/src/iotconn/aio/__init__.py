@@ -24,6 +24,12 @@ log = logging.getLogger("iotconn")
 
 __all__ = ["IoTHubDeviceClient"]
 
+# A cancelled connect() repeats iotconn_connect_cancel this often until its executor job returned: the first may
+# come before the job entered iotconn_connect, and a connect that starts after a cancel is not affected by it.
+_CANCEL_REPEAT_S = 0.02
+# ... for this long at most (the job normally returns within milliseconds of a cancel that reached it).
+_CANCEL_WAIT_S = 5.0
+
 
 class _LoopHandlers:
     """The application's handlers and the loop they run on. The dispatcher reaches the handlers through this
@@ -140,8 +146,31 @@ class IoTHubDeviceClient:
         self._sync.set_retry_policy(policy)
 
     async def connect(self, timeout: Optional[Seconds] = None) -> None:
-        """Connects (in an executor thread, the loop keeps running). Raises as the sync connect()."""
-        await self._loop.run_in_executor(None, functools.partial(self._sync.connect, timeout))
+        """Connects (in an executor thread, the loop keeps running). Raises as the sync connect().
+
+        Cancelled (task.cancel(), asyncio.wait_for's timeout), it stops the native connect too, so the executor
+        thread is not left blocked until the connect timeout, and then raises CancelledError: the client is then
+        DISCONNECTED / RETRY_EXPIRED (unless it had connected just before) and connect() may be called again."""
+        job = self._loop.run_in_executor(None, functools.partial(self._sync.connect, timeout))
+        try:
+            # Shielded: a cancellation must not detach the job, whose return is awaited below.
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            await self._stop_connect(job)
+            raise
+
+    async def _stop_connect(self, job: "asyncio.Future[None]") -> None:
+        """Cancels the native connect until `job` returned (at most _CANCEL_WAIT_S); its outcome is dropped (the
+        caller raises CancelledError)."""
+        deadline = self._loop.time() + _CANCEL_WAIT_S
+        while not job.done() and self._loop.time() < deadline:
+            self._sync._core.cancel_connect()
+            try:
+                await asyncio.wait((job,), timeout=_CANCEL_REPEAT_S)
+            except asyncio.CancelledError:
+                pass  # cancelled again: the caller raises CancelledError anyway, once the job returned
+        if not job.done():
+            log.warning("iotconn: connect() was cancelled; the native connect goes on past %s s", _CANCEL_WAIT_S)
 
     async def send_message(
         self, message: Union[Message, Payload], wait: bool = False, timeout: Optional[Seconds] = None
