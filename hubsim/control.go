@@ -186,6 +186,7 @@ type messageJSON struct {
 	ContentType     string            `json:"contentType"`
 	ContentEncoding string            `json:"contentEncoding"`
 	Properties      map[string]string `json:"properties"`
+	PropertyList    [][2]string       `json:"propertyList"`
 	ArrivedAt       string            `json:"arrivedAt"`
 }
 
@@ -199,7 +200,8 @@ func (h *Hub) handleMessages(w http.ResponseWriter, r *http.Request) {
 	for _, m := range h.Messages(id) {
 		out = append(out, messageJSON{
 			Payload: m.Payload, MessageID: m.MessageID, CorrelationID: m.CorrelationID, ContentType: m.ContentType,
-			ContentEncoding: m.ContentEncoding, Properties: m.Properties, ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
+			ContentEncoding: m.ContentEncoding, Properties: m.Properties, PropertyList: m.PropertyList,
+			ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

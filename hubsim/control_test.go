@@ -3,6 +3,7 @@ package hubsim
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -99,7 +100,7 @@ func TestControlAPIMessagesC2DTwinMethodsFaults(t *testing.T) {
 	h := startHub(t, func(c *Config) { c.ControlAddr = "127.0.0.1:0" })
 	d := addDevice(t, h, "d1")
 	dv := mustConnect(t, h, d)
-	dv.publish(t, iothub.TelemetryTopic("d1", "", "%24.mid=m1&k=v"), 1, []byte{0, 1, 2})
+	dv.publish(t, iothub.TelemetryTopic("d1", "", "%24.mid=m1&k=v&a=%20"), 1, []byte{0, 1, 2})
 	if _, err := h.WaitMessages(ctxLimit(t), "d1", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +109,9 @@ func TestControlAPIMessagesC2DTwinMethodsFaults(t *testing.T) {
 	if code != 200 || len(msgs) != 1 || msgs[0]["payload"] != base64.StdEncoding.EncodeToString([]byte{0, 1, 2}) ||
 		msgs[0]["messageId"] != "m1" || msgs[0]["properties"].(map[string]any)["k"] != "v" {
 		t.Fatalf("messages: %d %s", code, b)
+	}
+	if got := fmt.Sprint(msgs[0]["propertyList"]); got != "[[k v] [a  ]]" {
+		t.Fatalf("propertyList %s in %s", got, b)
 	}
 	if _, err := time.Parse(time.RFC3339Nano, msgs[0]["arrivedAt"].(string)); err != nil {
 		t.Fatalf("arrivedAt: %v", err)

@@ -163,6 +163,11 @@ func TestProtocolViolationsCloseTheConnection(t *testing.T) {
 		{"message over 256 KB", func(dv *dev) {
 			dv.client.Publish(iothub.TelemetryTopic("d1", "", ""), 1, false, bytes.Repeat([]byte("x"), 256*1024+1))
 		}, "256 KB"},
+		{"message over 256 KB as IoT Hub counts it", func(dv *dev) {
+			// The body fits alone; its message id and the property's name and value take it one byte over.
+			bag := iothub.EncodeProperties([][2]string{{iothub.PropMessageID, "m1"}, {"k", "v"}})
+			dv.client.Publish(iothub.TelemetryTopic("d1", "", bag), 1, false, bytes.Repeat([]byte("x"), 256*1024-3))
+		}, "256 KB"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dv := mustConnect(t, h, d)

@@ -19,8 +19,9 @@ import (
 	"github.com/iotconn/iotconn/core/iothub"
 )
 
-// maxD2CSize is IoT Hub's device-to-cloud message size limit; a bigger message closes the connection.
-const maxD2CSize = 256 * 1024
+// maxD2CSize is IoT Hub's device-to-cloud message size limit, counted as D2CMessage.size does; a bigger message
+// closes the connection.
+const maxD2CSize = iothub.MaxMessageSize
 
 // IoT Hub topics outside a device's own devices/{id}/ tree.
 const (
@@ -105,7 +106,6 @@ func (k *mqttHook) Provides(b byte) bool {
 	return bytes.IndexByte([]byte{
 		mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnSessionEstablish,
 		mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnPacketRead, mqtt.OnPublish, mqtt.OnSubscribed,
-		mqtt.OnWill,
 	}, b) >= 0
 }
 
@@ -135,8 +135,11 @@ func (k *mqttHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	if r != nil {
 		return refuse(r)
 	}
-	k.f.links.Store(cl.Net.Conn, &mqttLink{f: k.f, cl: cl, hc: hubConnOf(cl.Net.Conn), id: id, expiry: expiry,
-		c2dInFlight: map[uint16]string{}})
+	l := &mqttLink{f: k.f, cl: cl, hc: hubConnOf(cl.Net.Conn), id: id, expiry: expiry, c2dInFlight: map[uint16]string{}}
+	if pk.Connect.WillFlag {
+		l.will = &mqtt.Will{TopicName: pk.Connect.WillTopic, Payload: pk.Connect.WillPayload}
+	}
+	k.f.links.Store(cl.Net.Conn, l)
 	return nil
 }
 
@@ -161,10 +164,12 @@ func (k *mqttHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 func (k *mqttHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
-	l, ok := k.f.links.LoadAndDelete(cl.Net.Conn)
+	v, ok := k.f.links.LoadAndDelete(cl.Net.Conn)
 	if !ok {
 		return
 	}
+	l := v.(*mqttLink)
+	l.recordWill()
 	cause := "device disconnected"
 	var ne net.Error
 	switch {
@@ -176,7 +181,7 @@ func (k *mqttHook) OnDisconnect(cl *mqtt.Client, err error, _ bool) {
 	default:
 		cause = err.Error()
 	}
-	k.f.hub.detach(l.(*mqttLink), cause)
+	k.f.hub.detach(l, cause)
 }
 
 // OnPacketRead enforces IoT Hub's limits; returning ErrRejectPacket makes mochi close the connection.
@@ -197,8 +202,11 @@ func (k *mqttHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 			violation = fmt.Sprintf("message of %d bytes exceeds the 256 KB limit", len(pk.Payload))
 		}
 		if bag, ok := l.telemetryBag(pk.TopicName); ok && violation == "" {
-			if _, err := iothub.DecodeProperties(bag); err != nil {
+			if m, err := d2cFromBag(pk.Payload, bag); err != nil {
 				violation = "bad property bag: " + err.Error()
+			} else if n := m.size(); n > maxD2CSize {
+				violation = fmt.Sprintf("message of %d bytes (body, system property values, application property "+
+					"names and values) exceeds the 256 KB limit", n)
 			}
 		}
 		pk.FixedHeader.Retain = false // IoT Hub keeps no retained messages
@@ -210,6 +218,8 @@ func (k *mqttHook) OnPacketRead(cl *mqtt.Client, pk packets.Packet) (packets.Pac
 		}
 	case packets.Puback:
 		l.acked(pk.PacketID)
+	case packets.Disconnect:
+		l.goodbye.Store(true)
 	}
 	if violation != "" {
 		if s := l.current(); s != nil {
@@ -246,22 +256,11 @@ func (k *mqttHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 		h.methodResponse(ridOf(topic), code, pk.Payload)
 	default:
 		if bag, ok := l.telemetryBag(topic); ok {
-			h.receiveD2C(l.id, d2cFromBag(pk.Payload, bag))
+			m, _ := d2cFromBag(pk.Payload, bag) // validated in OnPacketRead
+			h.receiveD2C(l.id, m)
 		}
 	}
 	return pk, packets.CodeSuccessIgnore
-}
-
-// OnWill records a will message as telemetry, as IoT Hub does, when the connection ends without DISCONNECT.
-func (k *mqttHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
-	if l := k.f.link(cl); l != nil {
-		if bag, ok := l.telemetryBag(will.TopicName); ok {
-			if _, err := iothub.DecodeProperties(bag); err == nil {
-				k.f.hub.receiveD2C(l.id, d2cFromBag(will.Payload, bag))
-			}
-		}
-	}
-	return will, nil
 }
 
 func (k *mqttHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, _ []byte) {
@@ -277,16 +276,21 @@ func (k *mqttHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, _ []byte) {
 	}
 }
 
-// d2cFromBag splits a telemetry property bag into system properties and application properties.
-func d2cFromBag(payload []byte, bag string) D2CMessage {
-	pairs, _ := iothub.DecodeProperties(bag) // validated in OnPacketRead
+// d2cFromBag makes the record of a telemetry message: the property bag split into system properties and
+// application properties, the latter also in wire order (never nil, so the control API lists none as []).
+func d2cFromBag(payload []byte, bag string) (D2CMessage, error) {
+	pairs, err := iothub.DecodeProperties(bag)
+	if err != nil {
+		return D2CMessage{}, err
+	}
 	sys, app := iothub.SplitProperties(pairs)
 	m := D2CMessage{Payload: append([]byte(nil), payload...), MessageID: sys.MessageID, CorrelationID: sys.CorrelationID,
-		ContentType: sys.ContentType, ContentEncoding: sys.ContentEncoding, Properties: map[string]string{}, ArrivedAt: time.Now()}
+		ContentType: sys.ContentType, ContentEncoding: sys.ContentEncoding, Properties: map[string]string{},
+		PropertyList: append([][2]string{}, app...), ArrivedAt: time.Now()}
 	for _, p := range app {
 		m.Properties[p[0]] = p[1]
 	}
-	return m
+	return m, nil
 }
 
 // ridOf returns the $rid of a topic's query exactly as the device wrote it, since devices match it verbatim.
@@ -322,12 +326,27 @@ type mqttLink struct {
 	id      identity
 	expiry  time.Time
 	session atomic.Pointer[session]
+	will    *mqtt.Will  // from CONNECT; nil without one
+	goodbye atomic.Bool // the device sent DISCONNECT, which discards the will
 
 	mu          sync.Mutex
 	c2dInFlight map[uint16]string // packet id -> C2D message id awaiting PUBACK
 }
 
 func (l *mqttLink) current() *session { return l.session.Load() }
+
+// recordWill records the will as telemetry, as IoT Hub does, when the connection ends without DISCONNECT. mochi's
+// own will handling is not used: it skips the will of a connection the hub drops before its read loop starts.
+func (l *mqttLink) recordWill() {
+	if l.will == nil || l.goodbye.Load() {
+		return
+	}
+	if bag, ok := l.telemetryBag(l.will.TopicName); ok {
+		if m, err := d2cFromBag(l.will.Payload, bag); err == nil {
+			l.f.hub.receiveD2C(l.id, m)
+		}
+	}
+}
 
 // telemetryBag returns the property bag of a telemetry topic of this identity.
 func (l *mqttLink) telemetryBag(topic string) (bag string, ok bool) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -169,8 +170,10 @@ func TestTelemetryRecordedWithProperties(t *testing.T) {
 	d := addDevice(t, h, "d1")
 	dv := mustConnect(t, h, d)
 	bag := iothub.EncodeProperties([][2]string{
-		{iothub.PropMessageID, "m 1"}, {iothub.PropCorrelationID, "c/1"}, {iothub.PropContentType, "application/json"},
-		{iothub.PropContentEncoding, "utf-8"}, {"temp unit", "°C&more"}, {"$.uid", "ignored"},
+		{iothub.PropMessageID, "m 1"}, {"z", "1"}, {iothub.PropCorrelationID, "c/1"},
+		{iothub.PropContentType, "application/json"}, {iothub.PropContentEncoding, "utf-8"}, {"temp unit", "°C&more"},
+		{"$.uid", "ignored"}, {"iothub-ack", "ignored"}, {iothub.CreationTimeProperty, "2026-11-27T06:23:40.123Z"},
+		{"a", "2"},
 	})
 	dv.publish(t, iothub.TelemetryTopic("d1", "", bag), 1, []byte(`{"t":21.5}`))
 	dv.publish(t, "devices/d1/messages/events", 0, []byte("bare topic"))
@@ -190,14 +193,42 @@ func TestTelemetryRecordedWithProperties(t *testing.T) {
 		m.ContentType != "application/json" || m.ContentEncoding != "utf-8" || m.ArrivedAt.IsZero() {
 		t.Fatalf("system properties: %+v", m)
 	}
-	if len(m.Properties) != 1 || m.Properties["temp unit"] != "°C&more" {
+	// Wire order, not name order; the creation time a device may set is an application property like any other.
+	wantList := [][2]string{
+		{"z", "1"}, {"temp unit", "°C&more"}, {iothub.CreationTimeProperty, "2026-11-27T06:23:40.123Z"}, {"a", "2"},
+	}
+	if !reflect.DeepEqual(m.PropertyList, wantList) {
+		t.Fatalf("application properties in order: %q, want %q", m.PropertyList, wantList)
+	}
+	if len(m.Properties) != len(wantList) || m.Properties["temp unit"] != "°C&more" ||
+		m.Properties[iothub.CreationTimeProperty] != "2026-11-27T06:23:40.123Z" {
 		t.Fatalf("application properties: %v", m.Properties)
+	}
+	if msgs[1].PropertyList == nil || len(msgs[1].PropertyList) != 0 {
+		t.Fatalf("bare topic's property list %#v, want empty", msgs[1].PropertyList)
 	}
 	if string(msgs[1].Payload) != "bare topic" {
 		t.Fatalf("second message %q", msgs[1].Payload)
 	}
 	if got, err := h.WaitMessages(ctxLimit(t), "d2", 1); err != nil || got[0].Properties["a"] != "b" {
 		t.Fatalf("tcp message: %+v, %v", got, err)
+	}
+}
+
+// TestMessageAtSizeLimitRecorded: a message of exactly 256 KB as IoT Hub counts it (body, message id, property
+// name and value) is recorded whole; one byte more closes the connection (TestProtocolViolationsCloseTheConnection).
+func TestMessageAtSizeLimitRecorded(t *testing.T) {
+	h := startHub(t, nil)
+	dv := mustConnect(t, h, addDevice(t, h, "d1"))
+	body := bytes.Repeat([]byte{0, 0xff, '&'}, (256*1024-4)/3+1)[:256*1024-4]
+	bag := iothub.EncodeProperties([][2]string{{iothub.PropMessageID, "m1"}, {"k", "v"}})
+	dv.publish(t, iothub.TelemetryTopic("d1", "", bag), 1, body)
+	msgs, err := h.WaitMessages(ctxLimit(t), "d1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := msgs[0]; !bytes.Equal(m.Payload, body) || m.MessageID != "m1" || m.size() != 256*1024 {
+		t.Fatalf("recorded %d bytes of body, id %q, size %d", len(m.Payload), m.MessageID, m.size())
 	}
 }
 
@@ -277,6 +308,21 @@ func TestWillMessageRecordedAsTelemetry(t *testing.T) {
 	msgs, err := h.WaitMessages(ctxLimit(t), "d1", 1)
 	if err != nil || string(msgs[0].Payload) != "last words" || msgs[0].Properties["reason"] != "gone" {
 		t.Fatalf("will: %+v, %v", msgs, err)
+	}
+
+	// A device that says goodbye (DISCONNECT) leaves no will.
+	events, cancel := h.Events()
+	defer cancel()
+	cr = validCreds(t, h, addDevice(t, h, "d2"))
+	cr.will = iothub.TelemetryTopic("d2", "", "")
+	polite, code, err := connect(t, h, cr, "")
+	if err != nil {
+		t.Fatalf("refused with %d: %v", code, err)
+	}
+	polite.client.Disconnect(250)
+	waitEvent(t, events, func(e Event) bool { return e.Kind == EventDisconnect && e.Device == "d2" })
+	if n := len(h.Messages("d2")); n != 0 {
+		t.Fatalf("%d messages recorded after a DISCONNECT", n)
 	}
 }
 

@@ -16,8 +16,19 @@ type D2CMessage struct {
 	CorrelationID   string
 	ContentType     string
 	ContentEncoding string
-	Properties      map[string]string // application properties
+	Properties      map[string]string // application properties by name (a repeated name keeps its last value)
+	PropertyList    [][2]string       // application properties in wire order, repeats included
 	ArrivedAt       time.Time
+}
+
+// size is the message's size as IoT Hub counts it against its limit: the body, the values of the system
+// properties and the names and values of the application properties.
+func (m *D2CMessage) size() int {
+	n := len(m.Payload) + len(m.MessageID) + len(m.CorrelationID) + len(m.ContentType) + len(m.ContentEncoding)
+	for _, p := range m.PropertyList {
+		n += len(p[0]) + len(p[1])
+	}
+	return n
 }
 
 // recorder keeps every D2C message per identity and wakes waiters when one arrives.

@@ -11,7 +11,8 @@
  *   {"t":..,"ev":"status","status":"Connected","reason":"Connection_Ok"}
  *   {"t":..,"ev":"log","level":L,"msg":".."}               the library's log lines (retry decisions among them)
  *   {"t":..,"ev":"sent","id":ID,"mid":"P-SEQ"}             iotconn_send accepted it ($.mid = P-SEQ)
- *   {"t":..,"ev":"refused","mid":"P-SEQ","rc":RC}          iotconn_send refused it (not accepted: no completion due)
+ *   {"t":..,"ev":"refused","mid":"P-SEQ","rc":RC,"message":".."}   iotconn_send refused it (no completion due)
+ *   {"t":..,"ev":"probe","case":C,"rc":RC,"id":ID,"message":".."}  --near-limits: a message one byte over a limit
  *   {"t":..,"ev":"done","id":ID,"result":"delivered|expired|failed","error":RC}
  *   {"t":..,"ev":"end","accepted":N,"completions":N,"drained":true|false,"status":S}   before closing
  *   {"t":..,"ev":"exit"}                                   after iotconn_client_destroy (every callback has run)
@@ -20,9 +21,17 @@
  *          [--keepalive S]
  *          [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS]
  *          [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]
+ *          [--near-limits SENT_FILE]
  *
  * --rate 0 sends nothing (a durable-mode restart that only delivers what it recovered); --max N stops sending
  * after N messages and then waits for the stop signal like the rate loop does.
+ *
+ * --near-limits: every message sits at IoT Hub's or MQTT's limits (see near_limit_message; "sent" and "refused"
+ * then carry "case"), and each accepted one is written to SENT_FILE as one JSON line, in the field names of
+ * hubsim's GET /devices/{id}/messages, so the hub's record can be compared with it byte for byte:
+ *   {"messageId":..,"case":..,"payload":"<base64>","correlationId":..,"contentType":..,"contentEncoding":..,
+ *    "propertyList":[["name","value"],..]}
+ * Before streaming it sends one probe per limit, one byte over it, which iotconn_send must refuse.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -154,7 +163,7 @@ static int usage(const char *why, const char *arg)
 		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws] [--prefix P]\n"
 		"       [--rate MSGS_PER_S] [--max N] [--keepalive S] [--sas-lifetime S] [--sas-margin S]\n"
 		"       [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS] [--retry-count N] [--retry-min MS]\n"
-		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]\n",
+		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR] [--near-limits SENT_FILE]\n",
 		why, arg ? arg : "");
 	return 2;
 }
@@ -172,7 +181,7 @@ static int parse_num(const char *s, long long lo, long long hi, long long *out)
 }
 
 typedef struct config {
-	const char *cs, *ca, *transport, *prefix, *queue_dir;
+	const char *cs, *ca, *transport, *prefix, *queue_dir, *near_limits;
 	long long rate, max, keepalive, sas_lifetime, sas_margin, op_timeout, connect_timeout, drain_timeout;
 	long long retry_count, retry_min, retry_max, retry_delta;
 } config_t;
@@ -194,6 +203,7 @@ static int parse_args(int argc, char **argv, config_t *c)
 		{"--transport", NULL, &c->transport, 0, 0},
 		{"--prefix", NULL, &c->prefix, 0, 0},
 		{"--queue-dir", NULL, &c->queue_dir, 0, 0},
+		{"--near-limits", NULL, &c->near_limits, 0, 0},
 		{"--rate", &c->rate, NULL, 0, 100000},
 		{"--max", &c->max, NULL, 0, 1000000000},
 		{"--keepalive", &c->keepalive, NULL, 0, 1177},
@@ -257,8 +267,281 @@ static int wait_drained(iotconn_client_t *client, long long timeout_ms)
 	return drained;
 }
 
-/* stream sends P-1, P-2, ... at c->rate until stopped or c->max messages went out. */
-static void stream(iotconn_client_t *client, const config_t *c)
+/* ---- --near-limits ------------------------------------------------------------------------------------------ */
+
+/* Property names and values with every byte class a property bag must carry unchanged: the bag's separators, '%'
+ * that looks like an escape, '+' (a space in form encoding), MQTT's '/' and wildcards, '?', multi-byte UTF-8,
+ * control characters, a "$" name and a value that mimics system properties, an empty value, and the one "iothub-"
+ * property a device may set. */
+static const iotconn_property_t byte_classes[] = {
+	{"space key", " leading, inner and trailing spaces "},
+	{"amp&key", "a&b&&c&"},
+	{"eq=key", "a=b==c="},
+	{"pct%key", "100%25 %zz %"},
+	{"plus+key", "a+b +"},
+	{"slash/key", "/a/b/"},
+	{"q?key", "?a=1&b?"},
+	{"hash#key", "#a#+"},
+	{"utf8 \xd0\xba\xd0\xbb\xd1\x8e\xd1\x87", "\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"}, /* ключ; é € 😀 */
+	{"controls", "\x01\t\n\x1f\x7f"},
+	{"$key", "$.mid=x&$.cid=y"},
+	{"empty", ""},
+	{"iothub-creation-time-utc", "2026-11-27T06:23:40.1234567Z"},
+};
+#define N_BYTE_CLASSES (sizeof byte_classes / sizeof byte_classes[0])
+
+/* The characters IoT Hub allows in a message id, specials first so that every one of them appears. */
+static const char mid_chars[] = "-:.+%_#*?!(),=@;$'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/* The fill property's value is made of these (1 to 4 bytes, 3 to 12 percent-encoded), then 'x' to the exact length. */
+static const char *const fill_units[] = {"&", "=", "%", "+", "/", "?", "#", " ", "\xc3\xa9", "\xe2\x82\xac",
+					 "\xf0\x9f\x98\x80", "~", "a"};
+#define MAX_FILL_UNIT_ESCAPED 12
+
+enum { NL_MESSAGE_ID, NL_BYTE_CLASSES, NL_SIZE, NL_TOPIC, NL_ALL, NL_CASES };
+static const char *const nl_case_names[NL_CASES] = {"message-id", "byte-classes", "size", "topic", "all-limits"};
+
+#define MAX_DEVICE_ID 128
+#define QUOTED_CAP (6 * (IOTCONN_MAX_MQTT_TOPIC_LENGTH + 1) + 16) /* any string here quoted as JSON, \u00XX at worst */
+
+/* The message built last and the storage it points into. */
+typedef struct near_limits {
+	FILE *sent;
+	char topic_prefix[64 + MAX_DEVICE_ID];
+	iotconn_message_t msg;
+	iotconn_property_t props[3 + N_BYTE_CLASSES]; /* seq, case, the byte classes, fill or a probe's extra */
+	char mid[IOTCONN_MAX_MESSAGE_ID_LENGTH + 2], cid[64], seq[24];
+	char fill[IOTCONN_MAX_MQTT_TOPIC_LENGTH + 1];
+	unsigned char payload[IOTCONN_MAX_MESSAGE_SIZE + 1];
+	char b64[(IOTCONN_MAX_MESSAGE_SIZE + 3) / 3 * 4 + 1];
+	char quoted[QUOTED_CAP];
+} near_limits_t;
+
+static int unreserved(unsigned char ch)
+{
+	return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+	       ch == '_' || ch == '.' || ch == '~';
+}
+
+/* escaped_len is len(s) percent-encoded as IoT Hub's SDKs and the engine do it: all but A-Z a-z 0-9 - _ . ~ take 3. */
+static size_t escaped_len(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += unreserved((unsigned char)*s) ? 1 : 3;
+	return n;
+}
+
+/* topic_len is the length of the MQTT topic that carries m: the prefix, then "k=v" pairs joined by '&', the set
+ * system properties first, each name and value percent-encoded. */
+static size_t topic_len(const char *prefix, const iotconn_message_t *m)
+{
+	const char *sys[][2] = {{"$.mid", m->message_id}, {"$.cid", m->correlation_id}, {"$.ct", m->content_type},
+				{"$.ce", m->content_encoding}};
+	size_t n = strlen(prefix), pairs = 0;
+	for (size_t i = 0; i < sizeof sys / sizeof sys[0]; i++) {
+		if (sys[i][1] && *sys[i][1]) {
+			n += escaped_len(sys[i][0]) + 1 + escaped_len(sys[i][1]);
+			pairs++;
+		}
+	}
+	for (size_t i = 0; i < m->property_count; i++, pairs++)
+		n += escaped_len(m->properties[i].key) + 1 + escaped_len(m->properties[i].value);
+	return n + (pairs ? pairs - 1 : 0);
+}
+
+/* hub_size is m's size as IoT Hub counts it: payload, system property values, property names and values (all set
+ * in the messages built here). */
+static size_t hub_size(const iotconn_message_t *m)
+{
+	size_t n = m->payload_len + strlen(m->message_id) + strlen(m->correlation_id) + strlen(m->content_type) +
+		   strlen(m->content_encoding);
+	for (size_t i = 0; i < m->property_count; i++)
+		n += strlen(m->properties[i].key) + strlen(m->properties[i].value);
+	return n;
+}
+
+/* near_limit_message builds message `seq` of case `kase` in nl->msg: each has a correlation id, content type and
+ * content encoding that need escaping and the properties "seq" and "case", and
+ *   message-id    a message id of exactly IOTCONN_MAX_MESSAGE_ID_LENGTH allowed characters, every special among them
+ *   byte-classes  every property of byte_classes and a payload of every byte value
+ *   size          a payload that makes the message exactly IOTCONN_MAX_MESSAGE_SIZE bytes as IoT Hub counts it
+ *   topic         a "fill" property that makes the MQTT topic exactly IOTCONN_MAX_MQTT_TOPIC_LENGTH bytes
+ *   all-limits    all of these at once.
+ * `over` puts the case's limits that many bytes further (the probes). Everything but the fill value and the payload
+ * takes a few kilobytes at most (the prefix is at most 64 bytes, the device id MAX_DEVICE_ID), so both fit. */
+static void near_limit_message(near_limits_t *nl, const char *prefix, int kase, long long seq, size_t over)
+{
+	int long_id = kase == NL_MESSAGE_ID || kase == NL_ALL, classes = kase == NL_BYTE_CLASSES || kase == NL_ALL;
+	iotconn_message_t *m = &nl->msg;
+	*m = (iotconn_message_t)IOTCONN_MESSAGE_INIT;
+	size_t n = (size_t)snprintf(nl->mid, sizeof nl->mid, "%s-%lld", prefix, seq);
+	if (long_id) {
+		nl->mid[n++] = '-'; /* the seq ends here, so ids stay unique */
+		for (size_t i = 0; n < IOTCONN_MAX_MESSAGE_ID_LENGTH + over; i++)
+			nl->mid[n++] = mid_chars[i % (sizeof mid_chars - 1)];
+		nl->mid[n] = 0;
+	}
+	snprintf(nl->cid, sizeof nl->cid, "corr %lld &=%%+/?# \xc3\xa9", seq);
+	snprintf(nl->seq, sizeof nl->seq, "%lld", seq);
+	m->message_id = nl->mid;
+	m->correlation_id = nl->cid;
+	m->content_type = "application/vnd.iotconn+json; charset=utf-8";
+	m->content_encoding = "utf-8";
+	m->properties = nl->props;
+	size_t p = 0;
+	nl->props[p++] = (iotconn_property_t){"seq", nl->seq};
+	nl->props[p++] = (iotconn_property_t){"case", nl_case_names[kase]};
+	if (classes)
+		for (size_t i = 0; i < N_BYTE_CLASSES; i++)
+			nl->props[p++] = byte_classes[i];
+	m->property_count = p;
+	if (kase == NL_TOPIC || kase == NL_ALL) {
+		nl->props[p] = (iotconn_property_t){"fill", ""};
+		m->property_count = p + 1;
+		size_t left = IOTCONN_MAX_MQTT_TOPIC_LENGTH + over - topic_len(nl->topic_prefix, m), f = 0;
+		for (size_t u = 0; left >= MAX_FILL_UNIT_ESCAPED; u++) {
+			const char *unit = fill_units[u % (sizeof fill_units / sizeof fill_units[0])];
+			memcpy(nl->fill + f, unit, strlen(unit));
+			f += strlen(unit);
+			left -= escaped_len(unit);
+		}
+		memset(nl->fill + f, 'x', left);
+		nl->fill[f + left] = 0;
+		nl->props[p].value = nl->fill;
+	}
+	m->payload = nl->payload;
+	if (kase == NL_MESSAGE_ID || kase == NL_TOPIC) {
+		m->payload_len = (size_t)snprintf((char *)nl->payload, 64, "{\"seq\":%lld}", seq);
+	} else {
+		/* hub_size counts no payload yet. 131 is odd, so any 256 bytes in a row take every value. */
+		m->payload_len = kase == NL_BYTE_CLASSES ? 256 : IOTCONN_MAX_MESSAGE_SIZE + over - hub_size(m);
+		for (size_t i = 0; i < m->payload_len; i++)
+			nl->payload[i] = (unsigned char)(i * 131 + (size_t)seq);
+	}
+}
+
+static void base64(const unsigned char *in, size_t n, char *out)
+{
+	static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)in[i] << 16 | (i + 1 < n ? (unsigned)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
+		*out++ = abc[v >> 18];
+		*out++ = abc[(v >> 12) & 63];
+		*out++ = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+		*out++ = i + 2 < n ? abc[v & 63] : '=';
+	}
+	*out = 0;
+}
+
+static void put_json(near_limits_t *nl, const char *s)
+{
+	fputs(json_quote(s, nl->quoted, sizeof nl->quoted), nl->sent);
+}
+
+/* record_sent writes the accepted nl->msg to SENT_FILE (see the top of the file). */
+static void record_sent(near_limits_t *nl, const char *kase)
+{
+	const iotconn_message_t *m = &nl->msg;
+	base64(m->payload, m->payload_len, nl->b64);
+	fputs("{\"messageId\":", nl->sent);
+	put_json(nl, m->message_id);
+	fprintf(nl->sent, ",\"case\":\"%s\",\"payload\":\"%s\",\"correlationId\":", kase, nl->b64);
+	put_json(nl, m->correlation_id);
+	fputs(",\"contentType\":", nl->sent);
+	put_json(nl, m->content_type);
+	fputs(",\"contentEncoding\":", nl->sent);
+	put_json(nl, m->content_encoding);
+	fputs(",\"propertyList\":[", nl->sent);
+	for (size_t i = 0; i < m->property_count; i++) {
+		fputs(i ? ",[" : "[", nl->sent);
+		put_json(nl, m->properties[i].key);
+		fputc(',', nl->sent);
+		put_json(nl, m->properties[i].value);
+		fputc(']', nl->sent);
+	}
+	fputs("]}\n", nl->sent);
+}
+
+/* near_limits_open prepares --near-limits: the topic prefix from the connection string's DeviceId, and SENT_FILE. */
+static near_limits_t *near_limits_open(const config_t *c)
+{
+	const char *id = strstr(c->cs, "DeviceId=");
+	size_t n = id ? strcspn(id += strlen("DeviceId="), ";") : 0;
+	if (n == 0 || n > MAX_DEVICE_ID || strstr(c->cs, "ModuleId=")) {
+		fprintf(stderr, "device: --near-limits needs a device connection string (DeviceId of 1 to %d bytes)\n",
+			MAX_DEVICE_ID);
+		return NULL;
+	}
+	near_limits_t *nl = calloc(1, sizeof *nl);
+	if (!nl || !(nl->sent = fopen(c->near_limits, "w"))) {
+		fprintf(stderr, "device: --near-limits %s: %s\n", c->near_limits, strerror(errno));
+		free(nl);
+		return NULL;
+	}
+	snprintf(nl->topic_prefix, sizeof nl->topic_prefix, "devices/%.*s/messages/events/", (int)n, id);
+	return nl;
+}
+
+/* near_limits_close closes SENT_FILE; returns -1 if any write to it failed. */
+static int near_limits_close(near_limits_t *nl)
+{
+	if (!nl)
+		return 0;
+	int failed = ferror(nl->sent);
+	failed |= fclose(nl->sent);
+	if (failed)
+		fprintf(stderr, "device: writing the --near-limits file failed\n");
+	free(nl);
+	return failed ? -1 : 0;
+}
+
+/* send_counted is iotconn_send with the drain's bookkeeping. */
+static int send_counted(iotconn_client_t *client, const iotconn_message_t *msg, uint64_t *id)
+{
+	/* Counted before the send so the completion (which may come first) never outruns `accepted`. */
+	pthread_mutex_lock(&mu);
+	accepted++;
+	pthread_mutex_unlock(&mu);
+	int rc = iotconn_send(client, msg, id);
+	if (rc != 0) {
+		pthread_mutex_lock(&mu);
+		accepted--;
+		pthread_mutex_unlock(&mu);
+	}
+	return rc;
+}
+
+/* probe_limits sends one message per limit one byte past it, or with a name reserved to the hub; iotconn_send must
+ * refuse each (the matrix checks the code). They use seq 0, which the stream never does. */
+static void probe_limits(iotconn_client_t *client, near_limits_t *nl, const char *prefix)
+{
+	static const struct {
+		const char *name;
+		int kase;
+		size_t over;
+		const char *extra_key; /* a property added to the case's message */
+	} probes[] = {
+		{"message-id+1", NL_MESSAGE_ID, 1, NULL},
+		{"size+1", NL_SIZE, 1, NULL},
+		{"topic+1", NL_TOPIC, 1, NULL},
+		{"reserved-key", NL_BYTE_CLASSES, 0, "IoTHub-Ack"},
+	};
+	for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+		near_limit_message(nl, prefix, probes[i].kase, 0, probes[i].over);
+		if (probes[i].extra_key)
+			nl->props[nl->msg.property_count++] = (iotconn_property_t){probes[i].extra_key, "full"};
+		uint64_t id = 0;
+		int rc = send_counted(client, &nl->msg, &id);
+		char q[1024];
+		emit("\"ev\":\"probe\",\"case\":\"%s\",\"rc\":%d,\"id\":%llu,\"message\":%s", probes[i].name, rc,
+		     (unsigned long long)id, json_quote(rc ? iotconn_last_error() : "", q, sizeof q));
+	}
+}
+
+/* stream sends P-1, P-2, ... at c->rate until stopped or c->max messages went out; with nl, the near-limit cases in
+ * turn. */
+static void stream(iotconn_client_t *client, const config_t *c, near_limits_t *nl)
 {
 	struct timespec next;
 	clock_gettime(CLOCK_MONOTONIC, &next);
@@ -270,7 +553,7 @@ static void stream(iotconn_client_t *client, const config_t *c)
 			continue;
 		}
 		seq++;
-		char mid[96], payload[64], seqs[24];
+		char mid[96], payload[64], seqs[24], case_field[32] = "";
 		snprintf(mid, sizeof mid, "%s-%lld", c->prefix, seq);
 		snprintf(payload, sizeof payload, "{\"seq\":%lld}", seq);
 		snprintf(seqs, sizeof seqs, "%lld", seq);
@@ -282,20 +565,23 @@ static void stream(iotconn_client_t *client, const config_t *c)
 		msg.content_type = "application/json";
 		msg.properties = props;
 		msg.property_count = 1;
+		const iotconn_message_t *out = &msg;
+		int kase = (int)(seq % NL_CASES);
+		if (nl) {
+			near_limit_message(nl, c->prefix, kase, seq, 0);
+			snprintf(case_field, sizeof case_field, ",\"case\":\"%s\"", nl_case_names[kase]);
+			out = &nl->msg;
+		}
 		uint64_t id = 0;
-		/* Counted before the send so the completion (which may come first) never outruns `accepted`. */
-		pthread_mutex_lock(&mu);
-		accepted++;
-		pthread_mutex_unlock(&mu);
-		int rc = iotconn_send(client, &msg, &id);
+		int rc = send_counted(client, out, &id);
+		char qm[512], q[1024];
+		json_quote(out->message_id, qm, sizeof qm);
 		if (rc == 0) {
-			emit("\"ev\":\"sent\",\"id\":%llu,\"mid\":\"%s\"", (unsigned long long)id, mid);
+			emit("\"ev\":\"sent\",\"id\":%llu,\"mid\":%s%s", (unsigned long long)id, qm, case_field);
+			if (nl)
+				record_sent(nl, nl_case_names[kase]);
 		} else {
-			pthread_mutex_lock(&mu);
-			accepted--;
-			pthread_mutex_unlock(&mu);
-			char q[1024];
-			emit("\"ev\":\"refused\",\"mid\":\"%s\",\"rc\":%d,\"message\":%s", mid, rc,
+			emit("\"ev\":\"refused\",\"mid\":%s%s,\"rc\":%d,\"message\":%s", qm, case_field, rc,
 			     json_quote(iotconn_last_error(), q, sizeof q));
 		}
 		add_ns(&next, 1000000000LL / c->rate);
@@ -309,6 +595,9 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &c);
 	if (rc != 0)
 		return rc;
+	near_limits_t *nl = NULL;
+	if (c.near_limits && !(nl = near_limits_open(&c)))
+		return 2;
 
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -365,8 +654,10 @@ int main(int argc, char **argv)
 
 	rc = iotconn_connect(client, (uint32_t)c.connect_timeout);
 	emit("\"ev\":\"connect\",\"rc\":%d,\"error\":%s", rc, json_quote(rc ? iotconn_last_error() : "", q, sizeof q));
+	if (rc == 0 && nl)
+		probe_limits(client, nl, c.prefix);
 	if (rc == 0)
-		stream(client, &c);
+		stream(client, &c, nl);
 
 	int drained = wait_drained(client, rc == 0 ? c.drain_timeout : 0);
 	pthread_mutex_lock(&mu);
@@ -378,5 +669,5 @@ int main(int argc, char **argv)
 	     n_completed, drained ? "true" : "false", iotconn_status_str(status));
 	iotconn_client_destroy(client);
 	emit("\"ev\":\"exit\"");
-	return rc == 0 ? 0 : 1;
+	return near_limits_close(nl) == 0 && rc == 0 ? 0 : 1;
 }

@@ -5,6 +5,7 @@ Everything here runs on 127.0.0.1 only, every wait has a deadline, and every pro
 Python 3 standard library only.
 """
 
+import base64
 import json
 import os
 import pwd
@@ -136,9 +137,17 @@ class Hub(Proc):
     def fault(self, **fault):
         return self.api("POST", "/faults", fault)
 
+    def messages(self):
+        """Every D2C message the hub recorded for the device, in arrival order (with repeats), as the control API
+        gives them, with the payload decoded from base64 to bytes."""
+        msgs = self.api("GET", f"/devices/{self.device}/messages", timeout=60)
+        for m in msgs:
+            m["payload"] = base64.b64decode(m["payload"])
+        return msgs
+
     def message_ids(self):
         """The $.mid of every D2C message the hub recorded for the device, in arrival order (with repeats)."""
-        return [m["messageId"] for m in self.api("GET", f"/devices/{self.device}/messages")]
+        return [m["messageId"] for m in self.messages()]
 
     def log_lines(self, needle):
         with self.cond:

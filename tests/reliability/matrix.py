@@ -11,6 +11,7 @@ Exits 1 if any row fails its checks.
 """
 
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Device, Failure, Front, Hub, Mosquitto, Subscriber, flood_connects, free_port  # noqa: E402
@@ -61,14 +63,16 @@ def go_duration(text):
     return sum(float(n) * GO_UNITS[u] for n, u in parts)
 
 
-def error_names():
-    """IOTCONN_E* code -> name, read from include/iotconn.h (the one source of the numbers)."""
+def header_defines(pattern):
+    """(name, value) of the #defines in include/iotconn.h (the one source of the ABI's numbers) that pattern
+    matches."""
     header = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "include", "iotconn.h")
     with open(header) as f:
-        return {int(v): "IOTCONN_E" + n for n, v in re.findall(r"#define IOTCONN_E(\w+) \((-\d+)\)", f.read())}
+        return re.findall(pattern, f.read())
 
 
-ERROR_NAMES = error_names()
+ERROR_NAMES = {int(v): "IOTCONN_E" + n for n, v in header_defines(r"#define IOTCONN_E(\w+) \((-\d+)\)")}
+LIMITS = {n: int(v) for n, v in header_defines(r"#define IOTCONN_MAX_(\w+) (\d+)")}
 
 
 def status_token(ev):
@@ -128,6 +132,12 @@ def analyze(events, hub_mids, expected, fatal, fault_at):
                         f"any)")
     if fatal and not failed_ids:
         problems.append("a fatal fault failed no message")
+    refused = [e for e in events if e["ev"] == "refused"]
+    if refused:  # every message the rows send is within every limit, and no queue bound is near
+        e = refused[0]
+        what = f"{e['mid'][:40]} ({e['case']})" if "case" in e else e["mid"]
+        problems.append(f"{len(refused)} sends refused (first {what}: {ERROR_NAMES.get(e['rc'], e['rc'])} "
+                        f"{e.get('message', '')})")
 
     sequence = [status_token(e) for e in events if e["ev"] == "status"]
     if not re.fullmatch(expected, " > ".join(sequence)):
@@ -144,7 +154,7 @@ def analyze(events, hub_mids, expected, fatal, fault_at):
     elif not end["drained"] and not (fatal and end["status"] == "Disconnected"):
         problems.append("the driver's drain timed out: completions were missing before close")
     return {
-        "sent": len(sent), "delivered": len(delivered), "duplicates": duplicates,
+        "sent": len(sent), "delivered": len(delivered), "duplicates": duplicates, "refused": len(refused),
         "lost": len(silent), "failed": len(failed_ids), "failed_by": failed_by, "hub_records": len(hub_mids),
         "sequence": sequence, "expected": expected, "reconnects": reconnects, "problems": problems,
         "detected_s": None if detected is None else round(detected, 3),
@@ -195,8 +205,8 @@ class Run:
         self.procs.append(h)
         return h
 
-    def device(self, conn_str, ca, *extra, prefix=None):
-        args = ["--cs", conn_str, "--ca", ca, "--prefix", prefix or self.name, "--rate", str(RATE),
+    def device(self, conn_str, ca, *extra, prefix=None, rate=RATE):
+        args = ["--cs", conn_str, "--ca", ca, "--prefix", prefix or self.name, "--rate", str(rate),
                 "--drain-timeout", str(DRAIN_TIMEOUT_MS), *extra]
         d = Device(os.path.join(self.args.build, "reliability", "device"), args, self.log("device"))
         self.procs.append(d)
@@ -210,18 +220,20 @@ class Run:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),)):
-    """Waits for the stream to flow, calls inject(), waits for the status that ends the fault, lets the stream
-    flow on, then stops the driver. Returns the monotonic time of the fault."""
+def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),), warmup=WARMUP_DELIVERIES,
+                   after_deliveries=AFTER_DELIVERIES):
+    """Waits for the stream to flow (warmup deliveries), calls inject(), waits for the status that ends the fault,
+    lets the stream flow on (after_deliveries more), then stops the driver. Returns the monotonic time of the
+    fault."""
     dev.wait_status("Connected", "Connection_Ok", 0, 60)
-    dev.wait_delivered(WARMUP_DELIVERIES, 0, 30)
+    dev.wait_delivered(warmup, 0, 30)
     fault_at = time.monotonic()
     inject()
     for status, reason in recovered:
         dev.wait_status(status, reason, fault_at, RECOVER_TIMEOUT)
     after = time.monotonic()
     if recovered[-1][0] == "Connected":
-        dev.wait_delivered(AFTER_DELIVERIES, after, 30)
+        dev.wait_delivered(after_deliveries, after, 30)
     else:
         dev.wait_for(lambda: dev.count("sent", after) >= RATE // 2, 30, "sends after the fatal status")
     dev.finish(DRAIN_TIMEOUT_MS / 1000 + 30)
@@ -293,8 +305,12 @@ def run_move_port(r):
     conn_str = re.sub(r"HostName=localhost:\d+", f"HostName=localhost:{r.front.port}", hub.conn_str)
     dev = r.device(conn_str, hub.ca)
     fault_at = stream_through(dev, lambda: move_port(r, hub, dev))
-    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {NN} > {C} > {CLOSE}", False, fault_at)
-    row["notes"] = "HostName names a fixed front address (the DNS name's stand-in); the engine resolves and dials it on every attempt"
+    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
+    row["notes"] = ("HostName names a fixed front address (the DNS name's stand-in); the engine resolves and dials it "
+                    "on every attempt. Until the front's record is updated it accepts each attempt and closes it at "
+                    "once (the old port refuses it): a TLS handshake that fails after TCP connected is "
+                    "Communication_Error, the status the lost link already set, so there is no second status event "
+                    "(a DNS record naming a refusing address would give No_Network)")
     return row, hub
 
 
@@ -307,15 +323,23 @@ def run_throttle(r):
     return row, hub
 
 
+# The smallest token options the engine accepts (lifetime >= 60 s, margin >= 5 s, lifetime - margin >= 30 s) that
+# renew twice in about a minute: every 30 s from the token's making.
+SAS_LIFETIME_S, SAS_MARGIN_S = 60, 30
+
+
 def run_token_lifetime(r):
     hub = r.hub()  # token grace 0 (the default): the hub drops a connection the moment its token expires
-    dev = r.device(hub.conn_str, hub.ca, "--sas-lifetime", "4", "--sas-margin", "1")
-    # Renewal replaces the connection every ~3 s: wait for two renewals as "the fault".
+    dev = r.device(hub.conn_str, hub.ca, "--sas-lifetime", str(SAS_LIFETIME_S), "--sas-margin", str(SAS_MARGIN_S))
+    # Renewal replaces the connection every lifetime - margin: wait for two renewals as "the fault".
     fault_at = stream_through(dev, lambda: dev.wait_for(
-        lambda: dev.count("status", reason="Expired_SAS_Token") >= 2, 30, "two token renewals"))
+        lambda: dev.count("status", reason="Expired_SAS_Token") >= 2, 2 * (SAS_LIFETIME_S - SAS_MARGIN_S) + 30,
+        "two token renewals"))
     row = analyze(dev.events, hub.message_ids(), rf"{C}( > {EST} > {C}){{2,}} > {CLOSE}", False, None)
     expired = hub.log_lines("sas token expired")
-    row["notes"] = f"SAS lifetime 4 s, renewed 1 s before expiry: {sum(1 for s in row['sequence'] if s == 'Retrying(Expired_SAS_Token)')} renewals"
+    renewals = sum(1 for s in row["sequence"] if s == "Retrying(Expired_SAS_Token)")
+    row["notes"] = (f"SAS lifetime {SAS_LIFETIME_S} s, renewed {SAS_MARGIN_S} s before expiry (the smallest the "
+                    f"engine's floors allow that renew every 30 s): {renewals} renewals")
     if expired:
         row["problems"].append(f"the hub dropped the device for an expired token: {expired[0]}")
     return row, hub
@@ -325,14 +349,148 @@ def run_blackhole(r):
     hub = r.hub()
     dev = r.device(hub.conn_str, hub.ca, "--keepalive", "2")
     fault_at = stream_through(dev, lambda: hub.fault(kind="blackhole", seconds=BLACKHOLE_S))
-    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {NN} > {C} > {CLOSE}", False, fault_at)
-    row["notes"] = f"keep-alive 2 s; blackhole {BLACKHOLE_S} s"
+    row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
+    row["notes"] = (f"keep-alive 2 s; blackhole {BLACKHOLE_S} s. The attempt that hangs in the TLS handshake fails "
+                    f"when the blackhole ends and hubsim closes it: a TLS handshake that fails after TCP connected is "
+                    f"Communication_Error, the status the lost link already set, so there is no second status event")
     return row, hub
 
 
 # paho declares a link dead keep-alive + its 10 s ping timeout after the last traffic, so the blackhole outlasts
 # that and the first reconnect attempt (which then hangs in the TLS handshake until the blackhole ends).
 BLACKHOLE_S = 16
+
+
+# ---- near-limit messages -----------------------------------------------------------------------------------------
+
+MAX_MESSAGE_SIZE, MAX_MESSAGE_ID, MAX_TOPIC = (LIMITS["MESSAGE_SIZE"], LIMITS["MESSAGE_ID_LENGTH"],
+                                               LIMITS["MQTT_TOPIC_LENGTH"])
+LIMIT_OF = {"id": MAX_MESSAGE_ID, "size": MAX_MESSAGE_SIZE, "topic": MAX_TOPIC}
+# Which limits each of the device's --near-limits cases sits at (device.c: near_limit_message).
+NEAR_LIMIT_CASES = {"message-id": ("id",), "byte-classes": (), "size": ("size",), "topic": ("topic",),
+                    "all-limits": ("id", "size", "topic")}
+# What each over-the-limit probe must be refused with.
+PROBES = {"message-id+1": "IOTCONN_ETOOLARGE", "size+1": "IOTCONN_ETOOLARGE", "topic+1": "IOTCONN_ETOOLARGE",
+          "reserved-key": "IOTCONN_EINVAL"}
+# Characters the byte-classes cases must carry in their property names or values.
+BYTE_CLASSES = " &=%+/?#\x01\x7f\u00e9\u20ac\U0001f600"
+CREATION_TIME = "iothub-creation-time-utc"  # the one "iothub-" property a device may set; they must carry it too
+FIELDS = ("messageId", "payload", "correlationId", "contentType", "contentEncoding", "propertyList")
+NEAR_LIMITS_RATE = 20  # messages per second; two in five are 256 KB
+NEAR_LIMITS_WARMUP, NEAR_LIMITS_AFTER = 25, 50  # deliveries before the fault and after recovering
+
+
+def hub_size(m):
+    """A message's size as IoT Hub counts it: payload, system property values, property names and values."""
+    system = ("messageId", "correlationId", "contentType", "contentEncoding")
+    return (len(m["payload"]) + sum(len(m[f].encode()) for f in system)
+            + sum(len(k.encode()) + len(v.encode()) for k, v in m["propertyList"]))
+
+
+def topic_len(m):
+    """The length of the MQTT topic carrying m: devices/{id}/messages/events/ and the property bag, the set system
+    properties first, every byte of each name and value but A-Z a-z 0-9 - _ . ~ percent-encoded."""
+    system = [("$.mid", m["messageId"]), ("$.cid", m["correlationId"]), ("$.ct", m["contentType"]),
+              ("$.ce", m["contentEncoding"])]
+    pairs = [p for p in system if p[1]] + [tuple(p) for p in m["propertyList"]]
+    bag = "&".join(urllib.parse.quote(k, safe="") + "=" + urllib.parse.quote(v, safe="") for k, v in pairs)
+    return len(f"devices/{DEVICE_ID}/messages/events/") + len(bag)
+
+
+def first_difference(sent, record):
+    """None when the hub's record has every field of the sent message unchanged, else where the first difference
+    is: the byte of a field, or the property of the ordered property list."""
+    for field in FIELDS:
+        a, b = sent[field], record.get(field)
+        if field == "propertyList":
+            a, b = [tuple(p) for p in a], [tuple(p) for p in b or []]
+        elif isinstance(a, str):
+            a, b = a.encode(), (b or "").encode()
+        if a == b:
+            continue
+        i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        if field == "propertyList":
+            return (f"propertyList differs at property {i} ({len(a)} sent, {len(b)} recorded): "
+                    f"{a[i] if i < len(a) else None!r} recorded as {b[i] if i < len(b) else None!r}")
+        return (f"{field} differs at byte {i} ({len(a)} bytes sent, {len(b)} recorded): "
+                f"{a[i:i + 8]!r} recorded as {b[i:i + 8]!r}")
+    return None
+
+
+def compare_records(events, sent, records):
+    """The near-limits row's own checks: each message send accepted (its line in the device's sent file) against
+    every hub record of its message id, field by field; that every case's messages sit at their limits and carry
+    every byte class; and that every probe one byte over a limit was refused with the right code. Lost and
+    duplicated messages are analyze's."""
+    problems = []
+    accepted = [e["mid"] for e in events if e["ev"] == "sent"]
+    by_mid = {m["messageId"]: dict(m, payload=base64.b64decode(m["payload"])) for m in sent}
+    unrecorded = [mid for mid in accepted if mid not in by_mid]
+    if unrecorded:
+        problems.append(f"{len(unrecorded)} accepted messages are not in the device's sent file: {unrecorded[:3]}")
+    at_hub = {}
+    for rec in records:
+        at_hub.setdefault(rec["messageId"], []).append(rec)
+    cases = {c: {"accepted": 0, "recorded": 0, "identical": 0} for c in NEAR_LIMIT_CASES}
+    differences, off_limit, missing_classes = [], [], set()
+    for mid in accepted:
+        m = by_mid.get(mid)
+        if m is None:
+            continue
+        case = cases[m["case"]]
+        case["accepted"] += 1
+        case["recorded"] += bool(at_hub.get(mid))
+        for rec in at_hub.get(mid, []):
+            diff = first_difference(m, rec)
+            case["identical"] += diff is None
+            if diff:
+                differences.append(f"{mid[:40]} ({m['case']}): {diff}")
+        measured = {"id": len(mid), "size": hub_size(m), "topic": topic_len(m)}
+        off_limit += [f"{mid[:40]} ({m['case']}): {what} {measured[what]}, not {LIMIT_OF[what]}"
+                      for what in NEAR_LIMIT_CASES[m["case"]] if measured[what] != LIMIT_OF[what]]
+        if m["case"] in ("byte-classes", "all-limits"):
+            text = "".join(k + v for k, v in m["propertyList"])
+            missing_classes |= {c for c in BYTE_CLASSES if c not in text}
+            if CREATION_TIME not in dict(m["propertyList"]):
+                missing_classes.add(CREATION_TIME)
+    if differences:
+        problems.append(f"{len(differences)} hub records differ from what send accepted; first: "
+                        + "; ".join(differences[:3]))
+    if off_limit:
+        problems.append(f"{len(off_limit)} messages are not at the limits their case claims: {off_limit[:3]}")
+    if missing_classes:
+        problems.append(f"the byte-class messages lack {sorted(missing_classes)!r}")
+    empty = sorted(c for c, n in cases.items() if not n["accepted"])
+    if empty:
+        problems.append(f"no message of the cases {empty} was sent: the row tested less than it claims")
+    probes = {e["case"]: ERROR_NAMES.get(e["rc"], e["rc"]) for e in events if e["ev"] == "probe"}
+    for name, want in PROBES.items():
+        if probes.get(name) != want:
+            problems.append(f"probe {name} (one byte over its limit) got {probes.get(name, 'no answer')}, not {want}")
+    return {"accepted": len(accepted), "recorded": sum(c["recorded"] for c in cases.values()),
+            "records": sum(len(at_hub.get(mid, [])) for mid in accepted),
+            "identical": sum(c["identical"] for c in cases.values()), "cases": cases, "probes": probes,
+            "problems": problems}
+
+
+def run_near_limits(r):
+    """Messages at every limit through a TCP reset: the hub must record each one send accepted byte-identical."""
+    hub = r.hub()
+    sent_file = os.path.join(r.tmp, "sent.jsonl")
+    dev = r.device(hub.conn_str, hub.ca, "--near-limits", sent_file, rate=NEAR_LIMITS_RATE)
+    fault_at = stream_through(dev, lambda: hub.fault(kind="kill-tcp", device=DEVICE_ID),
+                              warmup=NEAR_LIMITS_WARMUP, after_deliveries=NEAR_LIMITS_AFTER)
+    records = hub.messages()
+    row = analyze(dev.events, [m["messageId"] for m in records], rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
+    with open(sent_file, encoding="utf-8") as f:
+        sent = [json.loads(line) for line in f]
+    fidelity = compare_records(dev.events, sent, records)
+    row["problems"] += fidelity.pop("problems")
+    row["near_limits"] = dict(fidelity, rate=NEAR_LIMITS_RATE)
+    row["notes"] = (f"{fidelity['accepted']} messages at the limits accepted, {fidelity['recorded']} at the hub, "
+                    f"{fidelity['identical']} of {fidelity['records']} records byte-identical "
+                    f"(see Near-limit messages)")
+    return row, hub
 
 
 def run_mosquitto(r):
@@ -448,7 +606,9 @@ SCENARIOS = [
     ("hub-down-ws", "hub down 5 s (connects refused)", "hubsim",
      hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", websocket=True)),
     ("blackhole", "blackhole 16 s (longer than keep-alive 2 s + ping timeout)", "hubsim", run_blackhole),
-    ("token-lifetime", "SAS token expiry (4 s lifetime, renewed)", "hubsim", run_token_lifetime),
+    ("near-limits", "TCP reset while messages at every limit stream", "hubsim", run_near_limits),
+    ("token-lifetime", f"SAS token expiry ({SAS_LIFETIME_S} s lifetime, renewed {SAS_MARGIN_S} s before)", "hubsim",
+     run_token_lifetime),
     ("expire-token", "hub drops the link as for an expired token", "hubsim",
      hub_scenario({"kind": "expire-token", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}")),
     ("throttle", "throttling (1 connect/s, budget taken by others, 4 s)", "hubsim", run_throttle),

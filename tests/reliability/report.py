@@ -41,6 +41,43 @@ def result(row):
     return "pass" if row.get("passed") else "**FAIL**: " + "; ".join(row.get("problems", []))
 
 
+NEAR_LIMIT_CASES = {
+    "message-id": "message id of exactly 128 characters, every special IoT Hub allows among them",
+    "byte-classes": "property names and values with spaces, `&`, `=`, `%`, `+`, `/`, `?`, `#`, 2- to 4-byte UTF-8, "
+                    "control characters, a `$` name, a value that mimics system properties, an empty value and "
+                    "`iothub-creation-time-utc`; a payload of every byte value",
+    "size": "payload + properties exactly 262144 bytes as IoT Hub counts them",
+    "topic": "a property that makes the MQTT topic exactly 65535 bytes once percent-encoded",
+    "all-limits": "all of these in one message",
+}
+
+
+def near_limits(w, rows):
+    """The near-limits row's figures per case."""
+    for r in rows:
+        nl = r["near_limits"]
+        w("## Near-limit messages")
+        w("")
+        w(f"The `{r['name']}` row: the device (`device.c --near-limits`) sends {nl['accepted']} messages at "
+          f"`iotconn_send`'s limits, {nl['rate']} per second, through a TCP reset, each case in turn, all with a "
+          f"correlation id, content type "
+          f"and content encoding that need escaping, and writes each accepted message to a file. Every hub record of "
+          f"each accepted message id is compared with it field by field: payload bytes, message id, correlation id, "
+          f"content type, content encoding and the application properties in order (hubsim's `propertyList`). "
+          f"The row fails on any difference, a lost message, a refused send, a message not exactly at its case's "
+          f"limits (recomputed by the orchestrator), or a probe not refused.")
+        w("")
+        w("| Case | What sits at the limit | Accepted | At the hub | Byte-identical records |")
+        w("|---|---|---|---|---|")
+        for case, n in nl["cases"].items():
+            w(f"| {case} | {NEAR_LIMIT_CASES.get(case, '')} | {n['accepted']} | {n['recorded']} | {n['identical']} |")
+        w(f"| all | | {nl['accepted']} | {nl['recorded']} | {nl['identical']} of {nl['records']} |")
+        w("")
+        w("Probes sent before the stream, one byte over each limit (or with a name reserved to the hub), and what "
+          "`iotconn_send` answered: " + ", ".join(f"{k}: {v}" for k, v in nl["probes"].items()) + ".")
+        w("")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit("usage: report.py RESULTS_JSON")
@@ -65,8 +102,9 @@ def main():
     w(f"- The device is `tests/reliability/device.c`, an application of the C ABI (thread dispatch, default retry "
       f"policy: exponential 100 ms to 10 s, 100 ms delta, unlimited, and the engine's 1 s minimum between "
       f"attempts). It sends {res['rate']} messages/s, each with its own `$.mid`, from before the fault until about "
-      f"2 s after it recovered, then waits for every completion and closes. It logs every status event, "
-      f"accepted send, completion and library log line with a CLOCK_MONOTONIC time.")
+      f"2 s after it recovered, then waits for every completion and closes (the near-limits row: fewer, larger "
+      f"messages, see below). It logs every status event, accepted send, refused send with its code, completion "
+      f"and library log line with a CLOCK_MONOTONIC time.")
     w("- The orchestrator (`tests/reliability/matrix.py`) starts a fresh `iotconn-hubsim` on free 127.0.0.1 ports "
       "per row, injects the fault through the control API (`POST /faults`) after 100 deliveries, and compares "
       "the device's log with the hub's own record (`GET /devices/{id}/messages`).")
@@ -74,8 +112,9 @@ def main():
       "**Duplicates**: further records of those ids (at-least-once resends). **Lost**: accepted, never at the hub, "
       "and no failed completion, i.e. lost silently. **Failed**: completions other than delivered, with the error; "
       "only the fatal rows may have any, and there every message not at the hub must have one.")
-    w("- Checked in every row: lost = 0; every accepted message has exactly one completion; no completion says "
-      "delivered for a message the hub does not have; no unknown ids at the hub; the status sequence is exactly "
+    w("- Checked in every row: lost = 0; `iotconn_send` refused nothing; every accepted message has exactly one "
+      "completion; no completion says delivered for a message the hub does not have; no unknown ids at the hub; "
+      "the status sequence is exactly "
       "the expected one; and each reconnection came at most the retry policy's last delay (read from the engine's "
       f"`attempt N failed (...); next in D` log line) plus {res['slack_s']} s after the last failed attempt.")
     w(f"- **Reconnect**: downtime from the first `Disconnected_Retrying` to `Connected`; in brackets the policy's "
@@ -101,6 +140,7 @@ def main():
         if r.get("notes"):
             w(f"- {r['name']}: {r['notes']}")
     w("")
+    near_limits(w, [r for r in rows if "near_limits" in r])
     w("## Crash test (durable queue)")
     w("")
     w("A device with `queue_dir` set streams to hubsim; the hub goes down; once the device has accepted 300 messages "
@@ -138,9 +178,15 @@ DECISIONS = [
     "- **Blackhole** (`blackhole` 16 s, device keep-alive 2 s): traffic stalls both ways and new connections hang. "
     "The link is declared dead after the keep-alive plus paho's fixed 10 s ping timeout (the ABI has no option "
     "for the latter), about 12 s; the next attempt hangs in the TLS handshake until the blackhole ends and hubsim "
-    "closes it (No_Network); the one after connects. Messages written into the stalled socket are resent, so "
-    "duplicates appear here.",
-    "- **Token expiry** (4 s SAS lifetime, renewed 1 s before expiry; hubsim drops a link whose token expired): "
+    "closes it; the one after connects. A TLS handshake that fails after TCP connected is Communication_Error, "
+    "the state the lost link already set, so the device sees no second status event. Messages written into the "
+    "stalled socket are resent, so duplicates appear here.",
+    "- **Near-limit messages** (`near-limits`): the kill-tcp fault while the device streams messages at every "
+    "limit `iotconn_send` enforces (see the section above); hubsim counts a message's size as IoT "
+    "Hub does (body, system property values, property names and values) and closes the connection past 256 KB, "
+    "so the messages of exactly 262144 bytes are checked by the hub too.",
+    "- **Token expiry** (60 s SAS lifetime, renewed 30 s before expiry, the smallest the engine's floors allow: "
+    "lifetime >= 60 s, margin >= 5 s, >= 30 s between renewals; hubsim drops a link whose token expired): "
     "MQTT cannot renew a token in place, so every renewal is a planned reconnect reported as "
     "Disconnected_Retrying / Expired_SAS_Token and made at once (policy wait 0). The row fails if hubsim ever "
     "dropped the device for an expired token. The `expire-token` row is the hub cutting the link as for an "
@@ -164,8 +210,10 @@ DECISIONS = [
     "name; the device must resolve the name again on every attempt (the engine does: Go's dialer resolves "
     "`HostName` per dial, nothing is cached). On 127.0.0.1 only, an address change cannot be put in DNS, so the "
     "name is modelled by a fixed front address (`HostName=localhost:FRONT`, a TCP forwarder in the orchestrator) "
-    "whose record is updated to hubsim's new port 2.5 s after the move (a TTL). Until then attempts reach the "
-    "old, refusing port (No_Network); the first attempt after the update connects.",
+    "whose record is updated to hubsim's new port 2.5 s after the move (a TTL). Until then the front accepts each "
+    "attempt and closes it at once, as the old port refuses it: the TLS handshake fails after TCP connected, "
+    "Communication_Error like the lost link, so there is no second status event (a DNS record naming a refusing "
+    "address would give No_Network); the first attempt after the update connects.",
     "- **Hub restart** (`restart`): every connection reset, MQTT sessions forgotten, the registry reloaded, same "
     "ports; the engine reconnects at its first attempt.",
     "- **mosquitto** (apt package, TLS listener with a CA made by openssl, anonymous access so the IoT Hub user "

@@ -3,12 +3,16 @@
     python3 -m unittest tests/reliability/test_analyze.py
 """
 
+import base64
+import copy
 import os
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from matrix import C, CE, CLOSE, analyze, go_duration  # noqa: E402
+from matrix import (BYTE_CLASSES, C, CE, CLOSE, CREATION_TIME, ERROR_NAMES,  # noqa: E402
+                    MAX_MESSAGE_ID, MAX_MESSAGE_SIZE, MAX_TOPIC, NEAR_LIMIT_CASES, PROBES, analyze,
+                    compare_records, go_duration, hub_size, topic_len)
 
 EXPECTED = rf"{C} > {CE} > {C} > {CLOSE}"
 
@@ -88,12 +92,95 @@ class AnalyzeTest(unittest.TestCase):
         row = analyze(ev, HUB, EXPECTED, False, 0.5)
         self.assertTrue(any("drain timed out" in p for p in row["problems"]))
 
+    def test_refused_send_fails(self):
+        ev = healthy() + [{"t": 0.5, "ev": "refused", "mid": "p-4", "case": "size", "rc": -9, "message": "too big"}]
+        row = analyze(ev, HUB, EXPECTED, False, 0.5)
+        self.assertEqual(row["refused"], 1)
+        self.assertTrue(any("1 sends refused (first p-4 (size): IOTCONN_ETOOLARGE" in p for p in row["problems"]))
+
     def test_go_durations(self):
         self.assertAlmostEqual(go_duration("999.5ms"), 0.9995)
         self.assertAlmostEqual(go_duration("1m0.5s"), 60.5)
         self.assertAlmostEqual(go_duration("1.2s"), 1.2)
         with self.assertRaises(ValueError):
             go_duration("1 s")
+
+
+CODES = {name: code for code, name in ERROR_NAMES.items()}
+
+
+def near_limit_run():
+    """A healthy near-limits run: one accepted message per case at its case's limits, each recorded once unchanged,
+    and every probe refused as it must be. Returns the device's events, its sent file's lines and the hub's
+    records (payloads as bytes, as harness.Hub.messages gives them)."""
+    events = [{"t": 0.0, "ev": "probe", "case": name, "rc": CODES[code]} for name, code in PROBES.items()]
+    sent, records = [], []
+    for i, (case, limits) in enumerate(NEAR_LIMIT_CASES.items(), 1):
+        mid = f"p-{i}-" + "x" * MAX_MESSAGE_ID if "id" in limits else f"p-{i}"
+        m = {"messageId": mid[:MAX_MESSAGE_ID], "case": case, "payload": b"{}", "correlationId": "c &=\u00e9",
+             "contentType": "application/json", "contentEncoding": "utf-8", "propertyList": [["case", case]]}
+        if case in ("byte-classes", "all-limits"):
+            m["propertyList"] += [["classes", BYTE_CLASSES], [CREATION_TIME, "2026-11-27T06:23:40Z"]]
+        if "topic" in limits:
+            m["propertyList"].append(["fill", ""])
+            m["propertyList"][-1][1] = "x" * (MAX_TOPIC - topic_len(m))
+        if "size" in limits:
+            m["payload"] = bytes(n % 256 for n in range(MAX_MESSAGE_SIZE - hub_size(dict(m, payload=b""))))
+        events.append({"t": 0.1 * i, "ev": "sent", "id": i, "mid": m["messageId"], "case": case})
+        sent.append(dict(copy.deepcopy(m), payload=base64.b64encode(m["payload"]).decode()))
+        records.append({k: v for k, v in m.items() if k != "case"})
+    return events, sent, records
+
+
+class NearLimitsTest(unittest.TestCase):
+    def test_identical_records_pass(self):
+        got = compare_records(*near_limit_run())
+        self.assertEqual(got["problems"], [])
+        self.assertEqual((got["accepted"], got["recorded"], got["records"], got["identical"]), (5, 5, 5, 5))
+
+    def test_record_differing_in_one_byte_fails(self):
+        for field, index in [("payload", -1), ("correlationId", 4), ("contentType", 0), ("contentEncoding", 2)]:
+            events, sent, records = near_limit_run()
+            rec = records[-1]  # all-limits
+            value = rec[field] if isinstance(rec[field], bytes) else rec[field].encode()
+            changed = bytearray(value)
+            changed[index] ^= 1
+            rec[field] = bytes(changed) if field == "payload" else changed.decode()
+            got = compare_records(events, sent, records)
+            self.assertEqual(got["identical"], 4, field)
+            self.assertTrue(any(f"{field} differs at byte {index % len(value)}" in p for p in got["problems"]),
+                            (field, got["problems"]))
+
+    def test_property_changed_or_reordered_fails(self):
+        events, sent, records = near_limit_run()
+        props = records[1]["propertyList"]  # byte-classes
+        props[1] = ["classes", props[1][1].replace("+", " ")]  # a '+' decoded as a space
+        got = compare_records(events, sent, records)
+        self.assertTrue(any("propertyList differs at property 1" in p for p in got["problems"]), got["problems"])
+        events, sent, records = near_limit_run()
+        records[1]["propertyList"].reverse()
+        got = compare_records(events, sent, records)
+        self.assertTrue(any("propertyList differs at property 0" in p for p in got["problems"]), got["problems"])
+
+    def test_duplicate_record_is_compared_too(self):
+        events, sent, records = near_limit_run()
+        resent = dict(records[2], payload=records[2]["payload"][:-1])  # a resend that lost its last byte
+        got = compare_records(events, sent, records + [resent])
+        self.assertEqual((got["records"], got["identical"]), (6, 5))
+        self.assertTrue(any("payload differs" in p for p in got["problems"]))
+
+    def test_message_short_of_its_limit_fails(self):
+        events, sent, records = near_limit_run()
+        sent[2]["payload"] = base64.b64encode(base64.b64decode(sent[2]["payload"])[:-1]).decode()  # size case
+        records[2]["payload"] = records[2]["payload"][:-1]
+        got = compare_records(events, sent, records)
+        self.assertTrue(any(f"size {MAX_MESSAGE_SIZE - 1}, not {MAX_MESSAGE_SIZE}" in p for p in got["problems"]))
+
+    def test_probe_accepted_fails(self):
+        events, sent, records = near_limit_run()
+        events[1]["rc"] = 0  # size+1 accepted
+        got = compare_records(events, sent, records)
+        self.assertTrue(any("probe size+1" in p for p in got["problems"]), got["problems"])
 
 
 if __name__ == "__main__":
