@@ -20,6 +20,10 @@ namespace Iotconn
         // After close: poll until a poll with this wait runs nothing, at most DrainRounds times.
         private const uint DrainWaitMs = 50;
         private const int DrainRounds = 100;
+        // OpenAsync's cancellation repeats iotconn_connect_cancel every CancelRoundMs until iotconn_connect returned,
+        // at most CancelRounds times.
+        private const int CancelRoundMs = 10;
+        private const int CancelRounds = 300;
 
         private readonly ClientHandle handle;
         private readonly Thread dispatcher;
@@ -254,12 +258,73 @@ namespace Iotconn
         }
 
         /// <summary>Connects; completes once Connected, or fails with the reason the library gave up.</summary>
+        /// <remarks>Cancelling cancellationToken abandons the connect in progress (iotconn_connect_cancel): the task
+        /// then ends canceled within milliseconds rather than at the OperationTimeout, the client is
+        /// Disconnected/Retry_Expired, sends queued meanwhile fail with ErrorCode.Canceled, and OpenAsync may be
+        /// called again. It ends every OpenAsync in progress on this client: one whose own token was not cancelled
+        /// fails with ErrorCode.Canceled. Once connected, cancelling the token changes nothing.</remarks>
         public Task OpenAsync(CancellationToken cancellationToken = default(CancellationToken))
         {
             cancellationToken.ThrowIfCancellationRequested();
             ThrowIfClosed();
             // iotconn_connect blocks: run it on a pool thread (a managed thread calling out, never called into).
-            return Task.Run(() => Check(NativeMethods.iotconn_connect(handle, 0)), cancellationToken);
+            return Task.Run(() => Connect(cancellationToken), cancellationToken);
+        }
+
+        private void Connect(CancellationToken cancellationToken)
+        {
+            Thread connecting = Thread.CurrentThread;
+            int rc;
+            using (var returned = new ManualResetEventSlim())
+            {
+                // Disposing the registration waits for a CancelConnect in progress, so it never outlives returned.
+                using (cancellationToken.Register(() => CancelConnect(connecting, returned)))
+                {
+                    try
+                    {
+                        // Cancelled before the registration (CancelConnect ran here and did nothing): do not connect.
+                        rc = cancellationToken.IsCancellationRequested ? (int)ErrorCode.Canceled
+                            : NativeMethods.iotconn_connect(handle, 0);
+                    }
+                    finally
+                    {
+                        returned.Set();
+                    }
+                }
+            }
+            if (rc == (int)ErrorCode.Canceled)
+            {
+                // Canceled by this token, or else by another OpenAsync's (then it stays an IotconnException).
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+            Check(rc);
+        }
+
+        // Runs on the thread that cancels OpenAsync's token. iotconn_connect_cancel reaches only a connect that is in
+        // progress, and the pool thread may not be inside iotconn_connect yet: repeat it until that call returned.
+        private void CancelConnect(Thread connecting, ManualResetEventSlim returned)
+        {
+            if (Thread.CurrentThread == connecting)
+            {
+                return;
+            }
+            for (int round = 0; round < CancelRounds; round++)
+            {
+                try
+                {
+                    // Its only error, BadHandle, cannot happen while the SafeHandle is alive.
+                    NativeMethods.iotconn_connect_cancel(handle);
+                }
+                catch (ObjectDisposedException)
+                {
+                    // The client was disposed meanwhile: its close ends the connect (ErrorCode.Closed).
+                    return;
+                }
+                if (returned.Wait(CancelRoundMs))
+                {
+                    return;
+                }
+            }
         }
 
         /// <summary>Queues a message; completes when the hub acknowledged it, fails when it expired or

@@ -22,6 +22,8 @@ namespace Iotconn
         Throttled = -14,        // IOTCONN_ETHROTTLED
         MessageDropped = -15,   // IOTCONN_EDROPPED
         QueueStore = -16,       // IOTCONN_ESTORE
+        Canceled = -17,         // IOTCONN_ECANCELED
+        InDoubt = -18,          // IOTCONN_EINDOUBT
     }
 
     /// <summary>A failed iotconn operation: Code says which IOTCONN_E* error, Message adds the library's

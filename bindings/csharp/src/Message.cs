@@ -31,7 +31,8 @@ namespace Iotconn
         public string ContentEncoding { get; set; }
 
         /// <summary>Time-to-live from SendEventAsync: not delivered by then, the send fails with
-        /// ErrorCode.Timeout and the message is never sent after. Null: the client's OperationTimeout.</summary>
+        /// ErrorCode.Timeout, or ErrorCode.InDoubt when it was handed to the network but never acknowledged (it may
+        /// have reached the hub), and the message is never sent after. Null: the client's OperationTimeout.</summary>
         public TimeSpan? TimeToLive { get; set; }
 
         /// <summary>Application properties.</summary>

@@ -114,6 +114,9 @@ namespace Iotconn
         internal static extern int iotconn_connect(ClientHandle client, uint timeoutMs);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_connect_cancel(ClientHandle client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_send(ClientHandle client, ref CMessage message, out ulong id);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]

@@ -2,6 +2,8 @@ using System;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Linq;
+using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -9,7 +11,8 @@ using static Iotconn.Tests.Support;
 
 namespace Iotconn.Tests
 {
-    /// <summary>DeviceClient end to end against a real iotconn-hubsim process per test.</summary>
+    /// <summary>DeviceClient end to end against a real iotconn-hubsim process per test (or a listener that never
+    /// answers).</summary>
     internal static class ClientTests
     {
         public static readonly TestCase[] All =
@@ -22,6 +25,8 @@ namespace Iotconn.Tests
             new TestCase("CustomRetryPolicyThatGivesUpEndsRetryExpired", CustomPolicyGivesUp),
             new TestCase("AThrowingHandlerDoesNotStopTheDispatcher", ThrowingHandler),
             new TestCase("AHandlerMaySendAndClose", HandlerSendsAndCloses),
+            new TestCase("OpenAsyncWithATokenNeverCancelledConnects", OpenWithToken),
+            new TestCase("CancellingOpenAsyncAbandonsTheConnectAndTheClientStaysUsable", CancelOpen),
         };
 
         private const string Device = "cs-dev";
@@ -60,9 +65,9 @@ namespace Iotconn.Tests
             }
 
             /// <summary>Opens the client and returns the dispatcher thread (the one that reported Connected).</summary>
-            public Thread Open()
+            public Thread Open(CancellationToken cancellationToken = default(CancellationToken))
             {
-                Await(Client.OpenAsync(), "OpenAsync");
+                Await(Client.OpenAsync(cancellationToken), "OpenAsync");
                 List<StatusEvent> events = Statuses.WaitCount("status change", 1);
                 Assert(Same(events, Connected), "the first status is Connected/Connection_Ok: " + Show(events));
                 return events[0].Thread;
@@ -353,6 +358,125 @@ namespace Iotconn.Tests
                     "CloseAsync from the receive handler closes the client: " + Show(events));
                 Assert(Encoding.UTF8.GetString(Convert.FromBase64String((string)f.Hub.Messages(Device)[0]["payload"]))
                     == "from a handler", "the hub recorded the handler's message");
+            }
+        }
+
+        private static void OpenWithToken()
+        {
+            using (var f = new Fixture())
+            using (var cancellation = new CancellationTokenSource())
+            {
+                f.Open(cancellation.Token);
+                // Once connected, the token is no longer watched.
+                cancellation.Cancel();
+                Await(f.Client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("after open"))),
+                    "a send after the token was cancelled");
+                Assert(Same(f.Statuses.Events, Connected), "still connected: " + Show(f.Statuses.Events));
+            }
+        }
+
+        /// <summary>A TCP listener on 127.0.0.1 that accepts connections and never answers: a TLS handshake with it
+        /// never completes.</summary>
+        private sealed class SilentListener : IDisposable
+        {
+            private readonly TcpListener listener = new TcpListener(IPAddress.Loopback, 0);
+            private readonly Thread acceptor;
+
+            public readonly Recorder<TcpClient> Accepted = new Recorder<TcpClient>();
+
+            public SilentListener()
+            {
+                listener.Start();
+                acceptor = new Thread(() =>
+                {
+                    try
+                    {
+                        while (true)
+                        {
+                            Accepted.Add(listener.AcceptTcpClient());
+                        }
+                    }
+                    catch (Exception e) when (e is SocketException || e is InvalidOperationException)
+                    {
+                        // Dispose stopped the listener while this waited (SocketException) or before (not listening).
+                    }
+                }) { IsBackground = true };
+                acceptor.Start();
+            }
+
+            public string ConnectionString
+            {
+                get
+                {
+                    return "HostName=127.0.0.1:" + ((IPEndPoint)listener.LocalEndpoint).Port +
+                        ";DeviceId=d;SharedAccessKey=" + Convert.ToBase64String(new byte[32]);
+                }
+            }
+
+            public void Dispose()
+            {
+                listener.Stop();
+                acceptor.Join(Deadline);
+                foreach (TcpClient connection in Accepted.Events)
+                {
+                    connection.Close();
+                }
+            }
+        }
+
+        private static void CancelOpen()
+        {
+            // The default OperationTimeout (4 minutes): only the cancellation can end these connects in time (and
+            // Dispose, should the test fail: a connect in progress would keep the runner from exiting).
+            using (var listener = new SilentListener())
+            using (DeviceClient client = DeviceClient.CreateFromConnectionString(listener.ConnectionString))
+            {
+                var statuses = new Recorder<StatusEvent>();
+                client.SetConnectionStatusChangesHandler((s, r) => statuses.Add(new StatusEvent(s, r)));
+                for (int round = 1; round <= 2; round++)
+                {
+                    using (var cancellation = new CancellationTokenSource())
+                    {
+                        int accepted = listener.Accepted.Events.Count;
+                        Task open = client.OpenAsync(cancellation.Token);
+                        Task queued = client.SendEventAsync(new Message(new byte[] { 1 }));
+                        // Blocked in the TLS handshake once the listener accepted the connect's TCP connection.
+                        listener.Accepted.WaitCount("TCP connection of OpenAsync " + round, accepted + 1);
+                        cancellation.Cancel();
+                        var e = Failure(open, "cancelled OpenAsync " + round) as OperationCanceledException;
+                        Assert(open.IsCanceled && e != null && e.CancellationToken == cancellation.Token,
+                            "OpenAsync " + round + " ends canceled by its token: " + e);
+                        var failed = Failure(queued, "a send queued while connecting") as IotconnException;
+                        Assert(failed != null && failed.Code == ErrorCode.Canceled,
+                            "the queued send fails with Canceled: " + failed);
+                    }
+                    List<StatusEvent> events = statuses.WaitCount("status change", 1);
+                    Assert(events.Last().Is(ConnectionStatus.Disconnected, ConnectionStatusChangeReason.Retry_Expired),
+                        "the client ends Disconnected/Retry_Expired: " + Show(events));
+                }
+                // Cancelled right after OpenAsync returned, before or while the pool thread enters the connect: a
+                // stress of that window, where a single iotconn_connect_cancel can come too early.
+                for (int round = 0; round < 300; round++)
+                {
+                    using (var cancellation = new CancellationTokenSource())
+                    {
+                        double delayMs = round % 20 * 0.02;
+                        Task open = client.OpenAsync(cancellation.Token);
+                        for (Stopwatch delay = Stopwatch.StartNew(); delay.Elapsed.TotalMilliseconds < delayMs;)
+                        {
+                        }
+                        cancellation.Cancel();
+                        Failure(open, "OpenAsync cancelled " + delayMs + " ms after it returned");
+                        Assert(open.IsCanceled, "OpenAsync cancelled early ends canceled, not " + open.Status);
+                    }
+                }
+                // CloseAsync completes after the last status ran: the one before it is the state the client was in.
+                Await(client.CloseAsync(), "CloseAsync");
+                List<StatusEvent> final = statuses.Events;
+                Assert(final.Count >= 2 && final[final.Count - 2].Is(ConnectionStatus.Disconnected,
+                    ConnectionStatusChangeReason.Retry_Expired) && final.Last().Is(ConnectionStatus.Disabled,
+                    ConnectionStatusChangeReason.Client_Close), "Disconnected/Retry_Expired until CloseAsync closed "
+                    + "it: " + Show(final));
             }
         }
     }

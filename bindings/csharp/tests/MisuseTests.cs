@@ -14,7 +14,8 @@ namespace Iotconn.Tests
         {
             new TestCase("MalformedConnectionStringThrowsWithCodeAndMessage", MalformedConnectionString),
             new TestCase("NullAndOutOfRangeArgumentsThrowInvalidArgument", BadArguments),
-            new TestCase("EmptyAndTooLargeMessagesAreRefusedByTheLibrary", BadMessages),
+            new TestCase("EmptyTooLargeAndMalformedMessagesAreRefusedByTheLibrary", BadMessages),
+            new TestCase("ReservedPropertyNamesAreRefusedByTheLibrary", ReservedPropertyNames),
             new TestCase("UseAfterDisposeThrowsClosedAndDisposeTwiceIsHarmless", UseAfterDispose),
             new TestCase("MessagesQueuedAtCloseFailWithClosed", QueuedAtClose),
         };
@@ -46,6 +47,9 @@ namespace Iotconn.Tests
             ThrowsCode("KeepAliveInSeconds = 0", ErrorCode.InvalidArgument, "KeepAliveInSeconds",
                 () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
                     new ClientOptions { KeepAliveInSeconds = 0 }));
+            ThrowsCode("SasTokenTimeToLive = 1 s", ErrorCode.InvalidArgument, "SAS token lifetime",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { SasTokenTimeToLive = TimeSpan.FromSeconds(1) }));
             ThrowsCode("new Message(null)", ErrorCode.InvalidArgument, "body", () => new Message(null));
             ThrowsCode("a negative retry count", ErrorCode.InvalidArgument, "retryCount",
                 () => new ExponentialBackoff(-1, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero));
@@ -77,6 +81,47 @@ namespace Iotconn.Tests
                     () => client.SendEventAsync(new Message()));
                 ThrowsCode("a payload over 256 KiB", ErrorCode.MessageTooLarge, "too large",
                     () => client.SendEventAsync(new Message(new byte[256 * 1024 + 1])));
+                // IoT Hub counts the payload, the message id and the properties' names and values together.
+                Assert(!client.SendEventAsync(Sized(256 * 1024)).IsCompleted,
+                    "a message of 262144 bytes in all is queued");
+                ThrowsCode("262000 payload bytes and properties, 262145 bytes in all", ErrorCode.MessageTooLarge,
+                    "262145 bytes", () => client.SendEventAsync(Sized(256 * 1024 + 1)));
+                ThrowsCode("a MessageId of 129 characters", ErrorCode.MessageTooLarge, "129 bytes",
+                    () => client.SendEventAsync(new Message(new byte[] { 1 }) { MessageId = new string('m', 129) }));
+                ThrowsCode("a MessageId with a space", ErrorCode.InvalidArgument, "message id",
+                    () => client.SendEventAsync(new Message(new byte[] { 1 }) { MessageId = "in time" }));
+                // MQTT carries the properties percent-encoded in its topic, at most 65535 bytes: '&' takes three.
+                var encoded = new Message(new byte[] { 1 });
+                encoded.Properties["k"] = new string('&', 30000);
+                ThrowsCode("a property of 30000 '&' (90000 bytes percent-encoded)", ErrorCode.MessageTooLarge,
+                    "MQTT allows 65535", () => client.SendEventAsync(encoded));
+            }
+        }
+
+        // A message of total bytes as IoT Hub counts them: 262000 payload bytes, a 4-byte MessageId and a property.
+        private static Message Sized(int total)
+        {
+            var message = new Message(new byte[262000]) { MessageId = "m-id" };
+            message.Properties["pad"] = new string('p', total - 262000 - "m-id".Length - "pad".Length);
+            return message;
+        }
+
+        private static void ReservedPropertyNames()
+        {
+            using (DeviceClient client = NewClient())
+            {
+                // IoT Hub reads "$." and "iothub-" names (in any case) as its own system properties.
+                foreach (string key in new[] { "$.mid", "IoTHub-ack" })
+                {
+                    var message = new Message(new byte[] { 1 });
+                    message.Properties[key] = "x";
+                    ThrowsCode("a property named " + key, ErrorCode.InvalidArgument, key,
+                        () => client.SendEventAsync(message));
+                }
+                var stamped = new Message(new byte[] { 1 });
+                stamped.Properties["iothub-creation-time-utc"] = "2026-01-01T00:00:00Z";
+                Assert(!client.SendEventAsync(stamped).IsCompleted,
+                    "iothub-creation-time-utc, the one iothub- name a device may set, is queued");
             }
         }
 

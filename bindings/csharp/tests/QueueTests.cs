@@ -119,9 +119,9 @@ namespace Iotconn.Tests
                 Assert(e != null && e.Code == ErrorCode.Timeout && e.Message.Contains("time-to-live"),
                     "it fails with Timeout, saying why: " + e);
                 Await(client.OpenAsync(), "OpenAsync");
-                Await(Send(client, "in time"), "a send without a time-to-live");
+                Await(Send(client, "in-time"), "a send without a time-to-live");
                 List<string> recorded = Recorded(hub);
-                Assert(recorded.SequenceEqual(new[] { "in time" }), "the expired message never went out: " +
+                Assert(recorded.SequenceEqual(new[] { "in-time" }), "the expired message never went out: " +
                     string.Join(" ", recorded.ToArray()));
             }
         }
