@@ -271,6 +271,9 @@ func iotconn_close(client *C.iotconn_client_t) (rc C.int) {
 	if err := e.client.Close(); err != nil {
 		return failErr(err)
 	}
+	if !inCallback() { // in thread mode, the final events reach the callbacks before close returns
+		<-e.client.Done()
+	}
 	return 0
 }
 

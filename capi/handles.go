@@ -110,6 +110,7 @@ func destroyClient(h uintptr) error {
 	}
 	// Close first, so that the final events (Disabled / Client_Close, failed sends) still reach the callbacks.
 	err := e.client.Close()
+	<-e.client.Done() // never inside a callback: iotconn_client_destroy refuses that
 	e.unregisterAll()
 	return err
 }

@@ -31,7 +31,7 @@ func BenchmarkEngineSend(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer c.Close()
+	defer closeAndWait(c)
 	var left atomic.Int64
 	left.Store(int64(b.N))
 	var failed atomic.Int64

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/iotconn/iotconn/core/auth"
 	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/retry"
 	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
@@ -76,9 +76,10 @@ type Client struct {
 
 	// Dispatch and Close.
 	dispatcherDone chan struct{} // closed when the thread-mode dispatcher ends; nil in poll mode
-	dispatcherID   atomic.Uint64
 	pollMu         sync.Mutex
-	closeOnce      sync.Once
+
+	forbidden atomic.Int64 // transitions the status table refused: engine bugs
+	closeOnce sync.Once
 }
 
 // outMessage is an accepted message until its one completion.
@@ -334,7 +335,7 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 		}
 		return m.id, nil
 	}
-	c.poke()
+	notify.Raise(c.kick)
 	return m.id, nil
 }
 
@@ -407,13 +408,6 @@ func (c *Client) recover(recs []store.Record) {
 	c.recovered = len(recs)
 	if len(recs) > 0 {
 		c.logf(LogInfo, "recovered %d undelivered messages from %s as ids 1..%d", len(recs), c.opts.QueueDir, len(recs))
-	}
-}
-
-func (c *Client) poke() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
 	}
 }
 
@@ -497,8 +491,9 @@ func (c *Client) CancelConnect() {
 }
 
 // Close ends the link, fails every pending message with CodeClosed, moves to Disabled/Client_Close and stops
-// every goroutine of the client. In thread dispatch mode it returns after the last handler ran, unless it is
-// called from a handler, where it returns at once and the dispatcher ends after that handler. Idempotent.
+// every goroutine of the client but the thread-mode dispatcher, which ends once it ran the handlers of the
+// final events: wait for Done to know that no handler runs any more (not from inside a handler, which Done
+// waits for). Close itself never waits for a handler, so handlers may call it. Idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -507,18 +502,30 @@ func (c *Client) Close() error {
 		c.stopCancel()
 	})
 	<-c.loopDone
-	if c.dispatcherDone != nil && c.dispatcherID.Load() != goroutineID() {
-		<-c.dispatcherDone
-	}
 	return nil
 }
 
-// transition moves the status machine and emits its one event. It refuses transitions the table does not list.
+// Done is closed once the client is closed and every goroutine of it ended: in thread dispatch mode, after the
+// last handler returned; in poll mode, the final events wait for Poll.
+func (c *Client) Done() <-chan struct{} {
+	if c.dispatcherDone != nil {
+		return c.dispatcherDone
+	}
+	return c.loopDone
+}
+
+// transition moves the status machine and emits its one event. Staying in the same state is no transition; one
+// the table does not list is an engine bug: refused, logged and counted (the tests fail on it).
 func (c *Client) transition(to ConnectionStatus, reason ConnectionStatusChangeReason) {
 	next := state{to, reason}
 	c.mu.Lock()
-	if !transitionAllowed(c.cur, next) {
+	if cur := c.cur; !transitionAllowed(cur, next) {
 		c.mu.Unlock()
+		if cur != next {
+			c.forbidden.Add(1)
+			c.logf(LogError, "internal error: the status machine refused %v/%v -> %v/%v", cur.status, cur.reason,
+				to, reason)
+		}
 		return
 	}
 	c.cur = next
@@ -528,19 +535,4 @@ func (c *Client) transition(to ConnectionStatus, reason ConnectionStatusChangeRe
 
 func (c *Client) logf(level LogLevel, format string, args ...any) {
 	c.events.push(event{kind: evLog, level: level, text: fmt.Sprintf(format, args...)})
-}
-
-// goroutineID returns the id of the calling goroutine. Close needs it to know whether it runs on the dispatcher
-// it would otherwise wait for; Go offers no other way to ask.
-func goroutineID() uint64 {
-	var buf [32]byte
-	n := runtime.Stack(buf[:], false) // "goroutine 123 [running]:..."
-	s := string(buf[len("goroutine "):n])
-	for i := 0; i < len(s); i++ {
-		if s[i] == ' ' {
-			id, _ := strconv.ParseUint(s[:i], 10, 64)
-			return id
-		}
-	}
-	return 0
 }

@@ -8,7 +8,7 @@
 //	events            events.go: one FIFO per client of status changes, completions, messages, logs and custom
 //	                  retry questions; handlers run from it on the dispatcher goroutine or inside Poll
 //	supervisor        link.go: the loop goroutine; owns the live link, every timer and the status machine
-//	                  (states.go: the transition table and the classification of transport failures)
+//	                  (machine.go: the transition table; classify.go: transport failures to reasons)
 //	outbound queue    client.go (pending, queue), journal.go + core/store (durable mode)
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam), core/transport/mqtt (paho.mqtt.golang)

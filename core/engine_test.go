@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -109,8 +111,31 @@ func newTestClient(t *testing.T, d transport.Dialer, opts Options) (*Client, *re
 	}
 	r := newRecorder()
 	c.SetHandlers(r.handlers())
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { closeAndCheck(t, c) })
 	return c, r
+}
+
+// closeAndWait closes c and waits until its last handler returned.
+func closeAndWait(c *Client) {
+	c.Close()
+	<-c.Done()
+}
+
+// closeAndCheck closes c and fails the test if its status machine ever refused a transition.
+func closeAndCheck(t testing.TB, c *Client) {
+	closeAndWait(c)
+	if n := c.forbidden.Load(); n > 0 {
+		t.Errorf("the status machine refused %d transitions (see the log events)", n)
+	}
+}
+
+// goroutineID returns the id of the calling goroutine, to tell which goroutine ran a handler.
+func goroutineID() uint64 {
+	var buf [32]byte
+	n := runtime.Stack(buf[:], false) // "goroutine 123 [running]:..."
+	id, _, _ := strings.Cut(string(buf[len("goroutine "):n]), " ")
+	v, _ := strconv.ParseUint(id, 10, 64)
+	return v
 }
 
 func connect(t *testing.T, c *Client) error {
@@ -133,6 +158,19 @@ var (
 	disabled  = state{StatusDisabled, ReasonClientClose}
 )
 
+// statusEvents counts the status events queued on a poll-mode client.
+func statusEvents(c *Client) int {
+	c.events.mu.Lock()
+	defer c.events.mu.Unlock()
+	n := 0
+	for _, e := range c.events.items {
+		if e.kind == evStatus {
+			n++
+		}
+	}
+	return n
+}
+
 func TestTransitionTableIsWalked(t *testing.T) {
 	statuses := []ConnectionStatus{StatusDisconnected, StatusConnected, StatusDisconnectedRetrying, StatusDisabled}
 	var all []state
@@ -148,10 +186,10 @@ func TestTransitionTableIsWalked(t *testing.T) {
 			c.mu.Lock()
 			c.cur = from
 			c.mu.Unlock()
-			before := len(c.events.items)
+			before := statusEvents(c)
 			c.transition(to.status, to.reason)
 			got, _ := c.Status()
-			emitted := len(c.events.items) - before
+			emitted := statusEvents(c) - before
 			if transitionAllowed(from, to) {
 				moves++
 				if got != to.status || emitted != 1 {
@@ -178,6 +216,9 @@ func TestTransitionTableIsWalked(t *testing.T) {
 	}
 	if moves == 0 || refusals == 0 {
 		t.Fatalf("walked %d moves, %d refusals", moves, refusals)
+	}
+	if got, want := c.forbidden.Swap(0), int64(refusals-len(all)); got != want { // staying put is no refusal
+		t.Fatalf("%d refusals counted as engine bugs, want %d", got, want)
 	}
 	c.mu.Lock()
 	c.cur = state{StatusDisconnected, ReasonConnectionOk} // let Close walk to Disabled
@@ -579,7 +620,7 @@ func TestCloseFromInsideStatusHandler(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("no Disabled event after Close from a handler")
 	}
-	c.Close() // from outside: waits for the dispatcher to end
+	closeAndWait(c) // from outside: the dispatcher ends
 }
 
 func TestSendValidationAndQueueLimits(t *testing.T) {
@@ -647,7 +688,7 @@ func TestOptionsValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer closeAndWait(c)
 	if c.opts.KeepAlive != MaxKeepAlive {
 		t.Fatalf("keep-alive %v not capped", c.opts.KeepAlive)
 	}
@@ -695,7 +736,7 @@ func TestUserTokenThatCannotBeRenewedEndsExpired(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer closeAndWait(c)
 	r := newRecorder()
 	c.SetHandlers(r.handlers())
 	if err := connect(t, c); err != nil {

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/retry"
 )
 
@@ -61,21 +62,14 @@ func (q *eventQueue) push(e event) {
 		q.items = append(q.items, e)
 	}
 	q.mu.Unlock()
-	q.signal()
+	notify.Raise(q.ready)
 }
 
 func (q *eventQueue) finish() {
 	q.mu.Lock()
 	q.finished = true
 	q.mu.Unlock()
-	q.signal()
-}
-
-func (q *eventQueue) signal() {
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
+	notify.Raise(q.ready)
 }
 
 // take returns every queued event and whether the queue is finished and now empty.
@@ -117,7 +111,6 @@ func (c *Client) dispatch(e event) {
 // runDispatcher is the thread-mode dispatcher goroutine; it ends once the queue is finished and drained.
 func (c *Client) runDispatcher() {
 	defer close(c.dispatcherDone)
-	c.dispatcherID.Store(goroutineID())
 	for {
 		batch, done := c.events.take()
 		if done {

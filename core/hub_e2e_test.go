@@ -43,7 +43,7 @@ func (h hubDevice) client(t testing.TB, cs string, opts Options) (*Client, *reco
 	}
 	r := newRecorder()
 	c.SetHandlers(r.handlers())
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { closeAndCheck(t, c) })
 	return c, r
 }
 

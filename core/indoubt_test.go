@@ -73,8 +73,7 @@ func TestCloseSaysASentUnacknowledgedMessageMayHaveArrived(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return len(d.conn(0).sentIDs()) == 1 })
-	c.Close()
-	c.Send(&Message{Payload: []byte("never sent")}) // refused: closed
+	closeAndWait(c)
 	if comp := r.expectCompletions(t, 1)[0]; comp.result != SendFailed || comp.code != CodeClosed {
 		t.Fatalf("completion %+v", comp)
 	}

@@ -3,6 +3,7 @@ package core
 import (
 	"sync"
 
+	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/store"
 )
 
@@ -47,7 +48,7 @@ func (j *journal) put(m *outMessage) <-chan *Error {
 	j.nextKey++
 	j.puts = append(j.puts, p)
 	j.mu.Unlock()
-	j.signal()
+	notify.Raise(j.wake)
 	return p.written
 }
 
@@ -57,14 +58,7 @@ func (j *journal) remove(key uint64) {
 	j.mu.Lock()
 	j.dels = append(j.dels, key)
 	j.mu.Unlock()
-	j.signal()
-}
-
-func (j *journal) signal() {
-	select {
-	case j.wake <- struct{}{}:
-	default:
-	}
+	notify.Raise(j.wake)
 }
 
 func (j *journal) run() {
@@ -136,7 +130,7 @@ func (c *Client) written(puts []journalPut, err *Error) {
 	for _, m := range closed {
 		c.complete(m, SendFailed, c.closedError())
 	}
-	c.poke()
+	notify.Raise(c.kick)
 }
 
 // closedError is the completion of a message Close ended.

@@ -114,7 +114,7 @@ func TestSASOptionsBelowTheFloorsAreRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the floors themselves: %v", err)
 	}
-	c.Close()
+	closeAndWait(c)
 }
 
 // Renewals come (lifetime - margin) after the token was made, never sooner: not when the token's whole-second

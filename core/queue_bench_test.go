@@ -25,7 +25,7 @@ func BenchmarkQueueSend(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer c.Close()
+			defer closeAndWait(c)
 			msg := &Message{Payload: []byte(strings.Repeat("x", 256))}
 			errs := make(chan error, tc.senders)
 			var wg sync.WaitGroup

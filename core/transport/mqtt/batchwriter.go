@@ -4,6 +4,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/iotconn/iotconn/core/internal/notify"
 )
 
 // batchWriter sits between paho and the socket. paho writes each packet with its own Write, which over TLS is
@@ -80,7 +82,7 @@ func (w *batchWriter) Write(p []byte) (int, error) {
 	}
 	w.pending = append(w.pending, p...)
 	w.mu.Unlock()
-	signal(w.kick)
+	notify.Raise(w.kick)
 	return len(p), nil
 }
 
@@ -134,7 +136,7 @@ func (w *batchWriter) Close() error {
 		w.mu.Lock()
 		w.closing = true
 		w.mu.Unlock()
-		signal(w.kick)
+		notify.Raise(w.kick)
 		t := time.NewTimer(closeFlushWait)
 		defer t.Stop()
 		select {

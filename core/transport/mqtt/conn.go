@@ -9,6 +9,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/transport"
 )
@@ -89,15 +90,7 @@ func (c *conn) Send(m *transport.Message, done func(error)) {
 	}
 	c.unsettled = append(c.unsettled, &pendingSend{msg: m, done: done})
 	c.mu.Unlock()
-	signal(c.wake)
-}
-
-// signal sets a capacity-1 flag channel without blocking.
-func signal(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
+	notify.Raise(c.wake)
 }
 
 // publish is the publisher goroutine. It ends when the link does, or, if it raced the link's end into paho's
@@ -128,7 +121,7 @@ func (c *conn) publish() {
 		}
 		c.mu.Unlock()
 		clear(run) // the waiter owns them now
-		signal(c.tokenReady)
+		notify.Raise(c.tokenReady)
 	}
 }
 
@@ -200,7 +193,7 @@ func (c *conn) settleAcked() []*pendingSend {
 	full := c.handed+n >= maxInFlight
 	c.mu.Unlock()
 	if full {
-		signal(c.wake)
+		notify.Raise(c.wake)
 	}
 	return settled
 }

@@ -1,7 +1,5 @@
 package core
 
-import "github.com/iotconn/iotconn/core/transport"
-
 // state is one point of the status machine the application sees.
 type state struct {
 	status ConnectionStatus
@@ -40,37 +38,7 @@ var allowed = func() map[ConnectionStatus]map[state]bool {
 }()
 
 // transitionAllowed reports whether the client may go from its current state to next. Staying in the same
-// state is not a transition.
+// state is not a transition, so it is not allowed either.
 func transitionAllowed(cur, next state) bool {
 	return cur != next && allowed[cur.status][next]
-}
-
-// classification is what the engine does about a transport failure of one kind.
-type classification struct {
-	fatal  bool
-	reason ConnectionStatusChangeReason
-	code   Code
-}
-
-// classify maps a transport kind to transient or fatal, the status reason and the error code an app sees.
-// Fatal kinds are those retrying cannot fix: the credential, the device's registration, an untrusted hub.
-func classify(k transport.Kind) classification {
-	switch k {
-	case transport.KindNetwork:
-		return classification{false, ReasonNoNetwork, CodeNetwork}
-	case transport.KindAuth:
-		return classification{true, ReasonBadCredential, CodeAuth}
-	case transport.KindDeviceDisabled, transport.KindDeviceNotFound:
-		return classification{true, ReasonDeviceDisabled, CodeDeviceDisabled}
-	case transport.KindUntrusted:
-		return classification{true, ReasonCommunicationError, CodeProtocol}
-	case transport.KindThrottled, transport.KindQuota:
-		return classification{false, ReasonCommunicationError, CodeThrottled}
-	case transport.KindTooLarge:
-		return classification{false, ReasonCommunicationError, CodeTooLarge}
-	case transport.KindTimeout:
-		return classification{false, ReasonCommunicationError, CodeTimeout}
-	default: // protocol, server busy, and anything a transport did not classify
-		return classification{false, ReasonCommunicationError, CodeProtocol}
-	}
 }
