@@ -18,6 +18,7 @@ import (
 	"github.com/iotconn/iotconn/core/auth"
 	"github.com/iotconn/iotconn/core/clock"
 	"github.com/iotconn/iotconn/core/internal/notify"
+	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/retry"
 	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
@@ -26,9 +27,9 @@ import (
 
 // Defaults and limits; Options' zero values mean these.
 const (
-	DefaultKeepAlive        = 240 * time.Second
-	MaxKeepAlive            = 1177 * time.Second // IoT Hub closes idle MQTT links after 1177 s
-	DefaultSASLifetime      = time.Hour
+	DefaultKeepAlive        = iothub.DefaultKeepAlive
+	MaxKeepAlive            = iothub.MaxKeepAlive
+	DefaultSASLifetime      = iothub.DefaultSASLifetime
 	DefaultQueueMaxMessages = 10000
 	DefaultQueueMaxBytes    = 64 << 20
 	DefaultOperationTimeout = 4 * time.Minute

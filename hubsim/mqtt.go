@@ -23,16 +23,6 @@ import (
 // closes the connection.
 const maxD2CSize = iothub.MaxMessageSize
 
-// IoT Hub topics outside a device's own devices/{id}/ tree.
-const (
-	topicTwinGet      = "$iothub/twin/GET/"
-	topicTwinReported = "$iothub/twin/PATCH/properties/reported/"
-	topicTwinRes      = "$iothub/twin/res/"
-	topicTwinDesired  = "$iothub/twin/PATCH/properties/desired/"
-	topicMethodsPost  = "$iothub/methods/POST/"
-	topicMethodsRes   = "$iothub/methods/res/"
-)
-
 // mqttConnackCode is the MQTT 3.1.1 CONNACK return code for each rejection (README: CONNACK table), given as the
 // MQTT 5 code mochi translates for 3.1.1 clients; ok false means the connection closes without a CONNACK.
 func mqttConnackCode(k rejectKind) (code packets.Code, v3 int, ok bool) {
@@ -239,16 +229,16 @@ func (k *mqttHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	h := k.f.hub
 	topic := pk.TopicName
 	switch {
-	case strings.HasPrefix(topic, topicTwinGet):
+	case strings.HasPrefix(topic, iothub.TopicTwinGet):
 		l.sendTwinResponse(ridOf(topic), 200, 0, h.twinGet(l.id))
-	case strings.HasPrefix(topic, topicTwinReported):
+	case strings.HasPrefix(topic, iothub.TopicTwinReported):
 		if v, err := h.patchReported(l.id, pk.Payload); err != nil {
 			l.sendTwinResponse(ridOf(topic), 400, 0, []byte(strconv.Quote(err.Error())))
 		} else {
 			l.sendTwinResponse(ridOf(topic), 204, v, nil)
 		}
-	case strings.HasPrefix(topic, topicMethodsRes):
-		status, _, _ := strings.Cut(strings.TrimPrefix(topic, topicMethodsRes), "/")
+	case strings.HasPrefix(topic, iothub.TopicMethodsRes):
+		status, _, _ := strings.Cut(strings.TrimPrefix(topic, iothub.TopicMethodsRes), "/")
 		code, err := strconv.Atoi(status)
 		if err != nil {
 			code = 500
@@ -361,7 +351,7 @@ func (l *mqttLink) mayPublish(topic string) bool {
 	if _, ok := l.telemetryBag(topic); ok {
 		return true
 	}
-	for _, p := range []string{topicTwinGet, topicTwinReported, topicMethodsRes} {
+	for _, p := range []string{iothub.TopicTwinGet, iothub.TopicTwinReported, iothub.TopicMethodsRes} {
 		if strings.HasPrefix(topic, p) {
 			return true
 		}
@@ -376,7 +366,7 @@ func (l *mqttLink) maySubscribe(filter string) bool {
 	if l.id.module != "" {
 		own += "modules/" + l.id.module + "/"
 	}
-	for _, p := range []string{topicTwinRes, topicTwinDesired, topicMethodsPost, own} {
+	for _, p := range []string{iothub.TopicTwinRes, iothub.TopicTwinDesired, iothub.TopicMethodsPost, own} {
 		if strings.HasPrefix(filter, p) || filter+"/" == p {
 			return true
 		}
@@ -483,7 +473,7 @@ func (l *mqttLink) acked(packetID uint16) {
 }
 
 func (l *mqttLink) sendTwinResponse(rid string, status, version int, body []byte) {
-	topic := topicTwinRes + strconv.Itoa(status) + "/?$rid=" + rid
+	topic := iothub.TopicTwinRes + strconv.Itoa(status) + "/?$rid=" + rid
 	if version > 0 {
 		topic += "&$version=" + strconv.Itoa(version)
 	}
@@ -491,9 +481,9 @@ func (l *mqttLink) sendTwinResponse(rid string, status, version int, body []byte
 }
 
 func (l *mqttLink) sendDesired(version int, patch []byte) {
-	_ = l.publish(topicTwinDesired+"?$version="+strconv.Itoa(version), patch, 0, nil)
+	_ = l.publish(iothub.TopicTwinDesired+"?$version="+strconv.Itoa(version), patch, 0, nil)
 }
 
 func (l *mqttLink) sendMethod(name, rid string, payload []byte) bool {
-	return l.publish(topicMethodsPost+name+"/?$rid="+rid, payload, 0, nil) == nil
+	return l.publish(iothub.TopicMethodsPost+name+"/?$rid="+rid, payload, 0, nil) == nil
 }

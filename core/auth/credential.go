@@ -12,9 +12,6 @@ import (
 	"github.com/iotconn/iotconn/core/iothub"
 )
 
-// DefaultTokenLifetime is how long a generated SAS token is valid when the caller gives no lifetime.
-const DefaultTokenLifetime = time.Hour
-
 // ErrTokenExpired is returned (wrapped with the expiry) by a credential whose fixed token has run out.
 var ErrTokenExpired = errors.New("SAS token expired")
 
@@ -27,7 +24,7 @@ type Credential interface {
 }
 
 // NewCredential picks the credential c names. lifetime applies to tokens made from a shared access key
-// (DefaultTokenLifetime when 0); since a token's expiry has whole-second resolution it must be at least a second.
+// (iothub.DefaultSASLifetime when 0); since a token's expiry has whole-second resolution it must be at least a second.
 func NewCredential(c *ConnectionString, lifetime time.Duration) (Credential, error) {
 	if c == nil {
 		return nil, errors.New("no connection string")
@@ -35,7 +32,7 @@ func NewCredential(c *ConnectionString, lifetime time.Duration) (Credential, err
 	switch {
 	case c.SharedAccessKey != "":
 		if lifetime == 0 {
-			lifetime = DefaultTokenLifetime
+			lifetime = iothub.DefaultSASLifetime
 		}
 		if lifetime < time.Second {
 			return nil, fmt.Errorf("SAS token lifetime %v is too short: want at least 1s", lifetime)

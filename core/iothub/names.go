@@ -1,7 +1,29 @@
 package iothub
 
+import "time"
+
 // APIVersion is the IoT Hub API version iotconn announces in the MQTT user name.
 const APIVersion = "2021-04-12"
+
+// Connection conventions.
+const (
+	// DefaultKeepAlive is the MQTT keep-alive the Azure IoT device SDKs use.
+	DefaultKeepAlive = 240 * time.Second
+	// MaxKeepAlive is IoT Hub's limit: it closes an MQTT link idle for longer.
+	MaxKeepAlive = 1177 * time.Second
+	// DefaultSASLifetime is how long a SAS token made from a device key lives, as in the Azure IoT device SDKs.
+	DefaultSASLifetime = time.Hour
+)
+
+// IoT Hub topics outside a device's own devices/{id}/ tree: twins and direct methods.
+const (
+	TopicTwinGet      = "$iothub/twin/GET/"
+	TopicTwinReported = "$iothub/twin/PATCH/properties/reported/"
+	TopicTwinRes      = "$iothub/twin/res/"
+	TopicTwinDesired  = "$iothub/twin/PATCH/properties/desired/"
+	TopicMethodsPost  = "$iothub/methods/POST/"
+	TopicMethodsRes   = "$iothub/methods/res/"
+)
 
 // ClientID is the MQTT client id IoT Hub expects: the device id, or "device/module".
 func ClientID(deviceID, moduleID string) string {

@@ -16,6 +16,7 @@ import (
 // This file is the one place where wire failures become transport kinds. The stages of a dial, in order:
 //
 //	TCP connect                  any failure (DNS, refused, unreachable, i/o timeout)  -> KindNetwork
+//	                             the dial context was cancelled                        -> KindTimeout
 //	TLS handshake                hub certificate not verified                          -> KindUntrusted
 //	                             the hub refused our client certificate (TLS alert)    -> KindAuth
 //	                             the dial context ended                                -> KindTimeout
@@ -59,7 +60,14 @@ type dialError struct {
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-func tcpError(err error) *dialError { return &dialError{transport.KindNetwork, err} }
+// tcpError classifies a failed TCP connect: the network's failure, unless the dial was cancelled (Close, a
+// cancelled Connect), which says nothing about the network.
+func tcpError(ctx context.Context, err error) *dialError {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return &dialError{transport.KindTimeout, fmt.Errorf("TCP connect: %w", ctx.Err())}
+	}
+	return &dialError{transport.KindNetwork, err}
+}
 
 // handshakeError classifies a failed TLS handshake.
 func handshakeError(ctx context.Context, err error) *dialError {

@@ -19,9 +19,7 @@ import (
 )
 
 const (
-	defaultKeepAlive = 240 * time.Second
-	maxKeepAlive     = 1177 * time.Second // IoT Hub's limit
-	defaultTimeout   = 30 * time.Second   // a dial whose context has no deadline
+	defaultTimeout = 30 * time.Second // a dial whose context has no deadline
 	// publishWait bounds how long paho's Publish waits to hand a packet to paho's writer (which never blocks on
 	// the socket: see batchWriter); a publish that waited this long fails and ends the link.
 	publishWait = 10 * time.Second
@@ -101,9 +99,9 @@ func (c *conn) subscribeC2D(ctx context.Context) *transport.Error {
 func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.ClientOptions {
 	keepAlive := p.KeepAlive
 	if keepAlive <= 0 {
-		keepAlive = defaultKeepAlive
+		keepAlive = iothub.DefaultKeepAlive
 	}
-	keepAlive = min(keepAlive, maxKeepAlive)
+	keepAlive = min(keepAlive, iothub.MaxKeepAlive)
 	deadline, _ := ctx.Deadline()
 	host := p.Host
 	if _, _, err := net.SplitHostPort(host); err != nil {
@@ -185,7 +183,7 @@ func (c *conn) dialTLS(ctx context.Context, addr string, tlsConf *tls.Config) (n
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, tcpError(err)
+		return nil, tcpError(ctx, err)
 	}
 	c.watchDial(ctx, raw)
 	tc := tls.Client(raw, tlsConf)
