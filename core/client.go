@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,9 +16,9 @@ import (
 	"github.com/iotconn/iotconn/core/auth"
 	"github.com/iotconn/iotconn/core/clock"
 	"github.com/iotconn/iotconn/core/internal/notify"
+	"github.com/iotconn/iotconn/core/internal/outbox"
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/retry"
-	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
 	"github.com/iotconn/iotconn/core/transport/mqtt"
 )
@@ -46,24 +44,14 @@ type Client struct {
 	dialer transport.Dialer
 	clk    clock.Clock
 	events *eventQueue
-	// midPrefix makes generated $.mid values unique across clients and restarts: 130 random bits, then the id.
-	midPrefix string
-	journal   *journal // durable mode's writer; nil in memory mode
-	recovered int      // durable mode: messages loaded from the queue directory at creation (ids 1..recovered)
+	out    *outbox.Outbox // the outbound queue: every accepted message until its one completion
 
 	// Guarded by mu.
-	mu       sync.Mutex
-	cur      state
-	handlers Handlers
-	policy   retry.Policy
-	closed   bool
-	nextID   uint64
-	pending  map[uint64]*outMessage // accepted, not yet completed
-	queue    []*outMessage          // waiting to be sent, in id order; completed entries are skipped
-	bytes    int64                  // payload bytes of pending messages
-	// soonest is the earliest deadline of the messages queued since the loop last armed its expiry timer, so
-	// that the loop rescans the pending messages only when a shorter time-to-live came in.
-	soonest    time.Time
+	mu         sync.Mutex
+	cur        state
+	handlers   Handlers
+	policy     retry.Policy
+	closed     bool
 	connecting map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect
 
 	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
@@ -81,21 +69,6 @@ type Client struct {
 
 	forbidden atomic.Int64 // transitions the status table refused: engine bugs
 	closeOnce sync.Once
-}
-
-// outMessage is an accepted message until its one completion.
-type outMessage struct {
-	id       uint64
-	key      uint64 // durable mode: its record in the store
-	wire     transport.Message
-	size     int64
-	deadline time.Time
-	inFlight bool // on the live link, waiting for its acknowledgement
-	// sent: it was handed to a link (or recovered from disk, where it may have been) and not acknowledged, so it
-	// may have reached the hub. It never completes as if it certainly did not.
-	sent    bool
-	writing bool // durable mode: counted against the limits, not yet on disk, so not yet in the queue
-	done    bool
 }
 
 // NewClient validates the connection string and options; it does not connect.
@@ -133,21 +106,30 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
 		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: opts.RetryPolicy,
-		pending: map[uint64]*outMessage{}, midPrefix: rand.Text() + ".",
-		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{}, kick: make(chan struct{}, 1), lost: make(chan lostLink, 4),
-		loopDone: make(chan struct{}),
+		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
+		kick: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
+	}
+	c.out, err = outbox.New(outbox.Config{
+		MaxMessages: opts.QueueMaxMessages, MaxBytes: opts.QueueMaxBytes,
+		DropOldest: opts.QueueOverflow == OverflowDropOldest,
+		MIDPrefix:  rand.Text() + ".", // generated $.mid values unique across clients and restarts: 130 random bits
+		Dir:        opts.QueueDir,
+		Queued:     func() { notify.Raise(c.kick) },
+		WrittenAfterClose: func(es []*outbox.Entry) {
+			for _, e := range es {
+				c.complete(e, SendFailed, c.closedError())
+			}
+		},
+		Logf: func(format string, args ...any) { c.logf(LogWarn, format, args...) },
+	})
+	if err != nil {
+		return nil, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
+	}
+	if n := c.out.Recovered(); n > 0 {
+		c.logf(LogInfo, "recovered %d undelivered messages from %s as ids 1..%d", n, opts.QueueDir, n)
 	}
 	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
 	c.stop = c.stopCtx.Done()
-	if opts.QueueDir != "" {
-		st, recs, err := store.Open(opts.QueueDir)
-		if err != nil {
-			c.stopCancel()
-			return nil, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
-		}
-		c.recover(recs)
-		c.journal = newJournal(c, st, recs)
-	}
 	go c.loop()
 	if opts.Dispatch == DispatchThread {
 		c.dispatcherDone = make(chan struct{})
@@ -302,146 +284,49 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 	if ttl == 0 {
 		ttl = c.opts.OperationTimeout
 	}
-	size := int64(len(wire.Payload))
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
+	e, dropped, written, err := c.out.Add(wire, c.clk.Now().Add(ttl))
+	var full *outbox.FullError
+	switch {
+	case errors.Is(err, outbox.ErrClosed):
 		return 0, Errorf(CodeClosed, "client closed")
+	case errors.As(err, &full):
+		return 0, Errorf(CodeQueueFull, "%s", full.Msg)
 	}
-	dropped, err := c.makeRoom(size)
-	if err != nil {
-		c.mu.Unlock()
-		return 0, err
-	}
-	c.nextID++
-	m := &outMessage{id: c.nextID, wire: wire, size: size, deadline: c.clk.Now().Add(ttl)}
-	if m.wire.MessageID == "" {
-		m.wire.MessageID = c.midPrefix + strconv.FormatUint(m.id, 10)
-	}
-	c.pending[m.id] = m
-	c.bytes += size
-	var written <-chan *Error
-	if c.journal != nil {
-		written = c.journal.put(m) // queued once on disk, in id order: the journal keeps the order of puts
-	} else {
-		c.enqueueLocked(m)
-	}
-	c.mu.Unlock()
 	for _, d := range dropped {
-		c.completed(d, SendFailed, Errorf(CodeDropped, "dropped for message %d: the queue was full", m.id))
+		c.events.push(event{kind: evSendComplete, id: d.ID, result: SendFailed,
+			err: Errorf(CodeDropped, "dropped for message %d: the queue was full", e.ID)})
 	}
 	if written != nil {
 		if err := <-written; err != nil {
-			return 0, err
+			return 0, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
 		}
-		return m.id, nil
+		return e.ID, nil
 	}
 	notify.Raise(c.kick)
-	return m.id, nil
-}
-
-// enqueueLocked appends an accepted message to the send queue.
-func (c *Client) enqueueLocked(m *outMessage) {
-	c.queue = append(c.queue, m)
-	if c.soonest.IsZero() || m.deadline.Before(c.soonest) {
-		c.soonest = m.deadline
-	}
-}
-
-// makeRoom checks that one more message of size bytes fits the queue's limits. Under OverflowDropOldest it
-// takes the oldest queued messages out (never one that may have reached the hub, nor one still being written)
-// until the new one fits and returns them, finished, for their Failed completion. Called with c.mu held.
-func (c *Client) makeRoom(size int64) ([]*outMessage, *Error) {
-	maxCount, maxBytes := c.opts.QueueMaxMessages, c.opts.QueueMaxBytes
-	fits := func(count int, bytes int64) bool { return count < maxCount && bytes+size <= maxBytes }
-	count, bytes := len(c.pending), c.bytes
-	if fits(count, bytes) {
-		return nil, nil
-	}
-	full := Errorf(CodeQueueFull, "%d messages of %d bytes are waiting; the limits are %d messages and %d bytes",
-		count, bytes, maxCount, maxBytes)
-	if c.opts.QueueOverflow != OverflowDropOldest || size > maxBytes {
-		return nil, full
-	}
-	var dropped []*outMessage
-	n, kept := 0, false // kept: a message that may have reached the hub stays in the queue's head
-	for ; n < len(c.queue) && !fits(count, bytes); n++ {
-		switch m := c.queue[n]; {
-		case m.done:
-		case m.sent:
-			kept = true
-		default:
-			dropped = append(dropped, m)
-			count--
-			bytes -= m.size
-		}
-	}
-	if !fits(count, bytes) {
-		full.Msg += " (the rest may have reached the hub already or are being written, so none can be dropped)"
-		return nil, full
-	}
-	for _, m := range dropped {
-		c.finishLocked(m)
-	}
-	if kept {
-		c.queue = slices.DeleteFunc(c.queue, func(m *outMessage) bool { return m.done })
-	} else {
-		c.queue = c.queue[n:]
-	}
-	return dropped, nil
+	return e.ID, nil
 }
 
 // Recovered says how many undelivered messages NewClient loaded from Options.QueueDir. They took the ids
 // 1..Recovered() in their original order and keep their $.mid; they go out once connected, each with its one
 // completion. 0 in memory mode.
-func (c *Client) Recovered() int { return c.recovered }
+func (c *Client) Recovered() int { return c.out.Recovered() }
 
-// recover puts the messages a previous client left in the queue directory back in the queue, before any Send.
-func (c *Client) recover(recs []store.Record) {
-	for _, r := range recs {
-		c.nextID++
-		m := &outMessage{id: c.nextID, key: r.Key, wire: r.Msg, size: int64(len(r.Msg.Payload)), deadline: r.Deadline,
-			sent: true} // it may have gone out before the previous client ended
-		c.pending[m.id] = m
-		c.bytes += m.size
-		c.enqueueLocked(m)
-	}
-	c.recovered = len(recs)
-	if len(recs) > 0 {
-		c.logf(LogInfo, "recovered %d undelivered messages from %s as ids 1..%d", len(recs), c.opts.QueueDir, len(recs))
+// complete ends an accepted message with its one completion; later calls for the same message do nothing. In
+// durable mode a message leaves the disk once it can never be sent: delivered, expired or dropped. One that a
+// give-up (Retry_Expired, a connect timeout, a fatal error) or Close failed stays for the next client on the
+// same directory: an outage must not empty a durable queue.
+func (c *Client) complete(e *outbox.Entry, result SendResult, err *Error) {
+	if c.out.Complete(e, result != SendFailed || err.Code == CodeDropped) {
+		c.events.push(event{kind: evSendComplete, id: e.ID, result: result, err: err})
 	}
 }
 
-// complete ends a pending message with its one completion; later calls for the same message do nothing.
-func (c *Client) complete(m *outMessage, result SendResult, err *Error) {
-	c.mu.Lock()
-	first := c.finishLocked(m)
-	c.mu.Unlock()
-	if first {
-		c.completed(m, result, err)
+// closedError is the completion of a message Close ended.
+func (c *Client) closedError() *Error {
+	if c.out.Durable() {
+		return Errorf(CodeClosed, "client closed; the message stays in %s for the next client", c.opts.QueueDir)
 	}
-}
-
-// finishLocked takes m out of the pending messages; false when it already was. Called with c.mu held.
-func (c *Client) finishLocked(m *outMessage) bool {
-	if m.done {
-		return false
-	}
-	m.done = true
-	delete(c.pending, m.id)
-	c.bytes -= m.size
-	return true
-}
-
-// completed reports the completion of a finished message and, in durable mode, removes it from disk once it
-// can never be sent: delivered, expired or dropped. One that a give-up (Retry_Expired, a connect timeout, a
-// fatal error) or Close failed stays for the next client on the same directory: an outage must not empty a
-// durable queue.
-func (c *Client) completed(m *outMessage, result SendResult, err *Error) {
-	if c.journal != nil && (result != SendFailed || err.Code == CodeDropped) {
-		c.journal.remove(m.key)
-	}
-	c.events.push(event{kind: evSendComplete, id: m.id, result: result, err: err})
+	return Errorf(CodeClosed, "client closed")
 }
 
 // Connect links the client to the hub and returns once it is connected, or with an *Error when a fatal error
@@ -500,6 +385,7 @@ func (c *Client) Close() error {
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
+		c.out.Close()
 		c.stopCancel()
 	})
 	<-c.loopDone

@@ -9,7 +9,8 @@
 //	                  retry questions; handlers run from it on the dispatcher goroutine or inside Poll
 //	supervisor        link.go: the loop goroutine; owns the live link, every timer and the status machine
 //	                  (machine.go: the transition table; classify.go: transport failures to reasons)
-//	outbound queue    client.go (pending, queue), journal.go + core/store (durable mode)
+//	outbound queue    core/internal/outbox: every accepted message until its one completion, with its rules on
+//	                  link loss and reconnect; memory mode, or durable (durable.go: the journal over core/store)
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam), core/transport/mqtt (paho.mqtt.golang)
 //
@@ -20,8 +21,8 @@
 //   - runDispatcher (events.go), thread dispatch mode only, started by NewClient: ends once the loop finished the
 //     event queue and every event in it was dispatched; closes dispatcherDone. Close waits for it (unless Close
 //     runs on it, from a handler).
-//   - journal.run (journal.go), durable mode only, started by NewClient: stopped by journal.close, which the loop's
-//     shutdown calls after the last put.
+//   - the outbox's journal (outbox/durable.go), durable mode only, started by NewClient: stopped by
+//     Outbox.Shutdown, which the loop's shutdown calls after Close refused every later Add.
 //   - per live link, the transport's goroutines (for MQTT: paho's, the publisher and the waiter of conn.go):
 //     stopped by Conn.Close, which the loop calls in dropConn, so none outlives the loop.
 //   - per dial, context.AfterFunc watchers tying the dial to Close and to the first Connect's context: stopped by
@@ -29,16 +30,15 @@
 //
 // # Locks
 //
-//   - Client.mu guards the status (cur), handlers, policy, closed, the outbound queue (nextID, pending, queue,
-//     bytes, soonest, every outMessage's flags) and connecting.
-//   - journal.mu guards the journal's puts, dels and nextKey.
+//   - Client.mu guards the status (cur), handlers, policy, closed and connecting.
+//   - Outbox.mu guards the outbound queue and every entry's flags; journal.mu the journal's puts, dels and keys.
 //   - eventQueue.mu guards the event FIFO.
 //   - Client.pollMu serialises Poll calls.
 //
-// Lock order: Client.mu before journal.mu (Send puts under Client.mu) and before eventQueue.mu (a status change is
-// pushed under Client.mu, so events keep the order of changes). Nothing takes Client.mu while holding the other
-// two. A transport never holds its own lock while it calls the engine back, and the engine never holds
-// Client.mu while it calls the transport.
+// Lock order: Client.mu before eventQueue.mu (a status change is pushed under Client.mu, so events keep the order
+// of changes); Outbox.mu before journal.mu (Add puts under Outbox.mu). Client.mu and Outbox.mu are never held
+// together, and the outbox calls the client back with no lock held. A transport never holds its own lock while
+// it calls the engine back, and the engine never holds a lock while it calls the transport.
 //
 // No lock is held while application code runs: handlers and custom retry policies run from the event queue, or
 // on the loop goroutine for a thread-mode custom policy, with no engine lock held, so they may call Send and Close.

@@ -16,11 +16,20 @@ import (
 
 // Send refuses what cannot reach the hub exactly as given; nothing is cut or rewritten later.
 func TestSendRefusesWhatCannotReachTheHubUnchanged(t *testing.T) {
-	c, _ := newTestClient(t, newFakeDialer(), Options{})
-	if n := len(c.midPrefix) + len("18446744073709551615"); n > iothub.MaxGeneratedMessageIDLength {
+	d := newFakeDialer()
+	c, _ := newTestClient(t, d, Options{})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(&Message{Payload: []byte("id 1")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(d.conn(0).sentIDs()) == 1 })
+	generated := d.conn(0).sentIDs()[0] // its prefix, then the id "1"
+	if n := len(generated) - 1 + len("18446744073709551615"); n > iothub.MaxGeneratedMessageIDLength {
 		t.Fatalf("generated message ids reach %d bytes; the limits count %d", n, iothub.MaxGeneratedMessageIDLength)
 	}
-	if err, _ := iothub.CheckMessageID(c.midPrefix + "1"); err != nil {
+	if err, _ := iothub.CheckMessageID(generated); err != nil {
 		t.Fatalf("a generated message id breaks IoT Hub's rule: %v", err)
 	}
 	exact := func(extra int) *Message { // IoT Hub's count: payload + system values + property names and values

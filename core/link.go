@@ -3,12 +3,12 @@ package core
 import (
 	"context"
 	"errors"
-	"slices"
 	"strconv"
 	"time"
 
 	"github.com/iotconn/iotconn/core/auth"
 	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/internal/outbox"
 	"github.com/iotconn/iotconn/core/retry"
 	"github.com/iotconn/iotconn/core/transport"
 )
@@ -411,7 +411,7 @@ func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err 
 	return true
 }
 
-// dropConn closes the live connection and puts its unacknowledged messages back at the front of the queue. One
+// dropConn closes the live connection and puts its unacknowledged messages back at the head of the queue. One
 // whose deadline passed while its acknowledgement could still come expires now, as in doubt.
 func (c *Client) dropConn(ls *loopState) {
 	stopTimer(&ls.renew)
@@ -420,27 +420,7 @@ func (c *Client) dropConn(ls *loopState) {
 	}
 	ls.conn.Close()
 	ls.conn = nil
-	now := c.clk.Now()
-	var back, due []*outMessage
-	c.mu.Lock()
-	for _, m := range c.pending {
-		switch {
-		case !m.inFlight:
-		case m.deadline.After(now):
-			m.inFlight = false
-			back = append(back, m)
-			if c.soonest.IsZero() || m.deadline.Before(c.soonest) {
-				c.soonest = m.deadline
-			}
-		default:
-			m.inFlight = false
-			due = append(due, m)
-		}
-	}
-	slices.SortFunc(back, byID)
-	c.queue = append(back, c.queue...)
-	c.mu.Unlock()
-	c.expireAll(due)
+	c.expireAll(c.out.Requeue(c.clk.Now()))
 	c.armExpiry(ls)
 }
 
@@ -450,124 +430,73 @@ func (c *Client) flush(ls *loopState) {
 	if ls.conn == nil {
 		return
 	}
-	now := c.clk.Now()
-	var due []*outMessage
-	c.mu.Lock()
-	batch := c.queue
-	c.queue = nil
-	n := 0
-	for _, m := range batch {
-		switch {
-		case m.done:
-		case !m.deadline.After(now):
-			due = append(due, m)
-		default:
-			m.inFlight, m.sent = true, true
-			batch[n] = m
-			n++
-		}
-	}
-	c.mu.Unlock()
+	send, due := c.out.Ready(c.clk.Now())
 	c.expireAll(due)
-	for _, m := range batch[:n] {
-		c.sendOne(ls.conn, m)
+	for _, e := range send {
+		c.sendOne(ls.conn, e)
 	}
 }
 
-func (c *Client) sendOne(conn transport.Conn, m *outMessage) {
-	conn.Send(&m.wire, func(err error) {
+func (c *Client) sendOne(conn transport.Conn, e *outbox.Entry) {
+	conn.Send(&e.Wire, func(err error) {
 		if err == nil {
-			c.complete(m, SendDelivered, nil)
+			c.complete(e, SendDelivered, nil)
 		} // a failed send ends its link; the message goes out again on the next one, its deadline still bounds it
 	})
 }
 
-// armExpiry sets the expiry timer to the earliest deadline among pending messages (those still being written
-// to disk get theirs once written; those on the live link wait for their acknowledgement or the link's end). With
-// a timer armed it rescans only when a sooner deadline came in.
+// armExpiry sets the expiry timer to the earliest deadline among messages that may expire (see the outbox's
+// rules). With a timer armed it changes it only when a sooner deadline came in.
 func (c *Client) armExpiry(ls *loopState) {
-	c.mu.Lock()
-	soonest := c.soonest
-	c.soonest = time.Time{}
-	if ls.expiry != nil && (soonest.IsZero() || !soonest.Before(ls.expiryAt)) {
-		c.mu.Unlock()
+	armed := time.Time{}
+	if ls.expiry != nil {
+		armed = ls.expiryAt
+	}
+	next, rescan := c.out.NextDeadline(armed)
+	if !rescan {
 		return
 	}
-	var first time.Time
-	for _, m := range c.pending {
-		if expirable(m) && (first.IsZero() || m.deadline.Before(first)) {
-			first = m.deadline
-		}
-	}
-	c.mu.Unlock()
 	stopTimer(&ls.expiry)
-	if !first.IsZero() {
-		ls.expiry, ls.expiryAt = c.clk.NewTimer(first.Sub(c.clk.Now())), first
+	if !next.IsZero() {
+		ls.expiry, ls.expiryAt = c.clk.NewTimer(next.Sub(c.clk.Now())), next
 	}
 }
 
 // expire completes every message whose deadline passed with SendExpired, except those whose acknowledgement
-// may still come, and drops finished entries from the queue, which would otherwise grow while the link is down.
+// may still come.
 func (c *Client) expire(ls *loopState) {
 	ls.expiry = nil
-	now := c.clk.Now()
-	c.mu.Lock()
-	var due []*outMessage
-	for _, m := range c.pending {
-		if expirable(m) && !m.deadline.After(now) {
-			due = append(due, m)
-		}
-	}
-	c.mu.Unlock()
-	c.expireAll(due)
-	c.mu.Lock()
-	c.queue = slices.DeleteFunc(c.queue, func(m *outMessage) bool { return m.done })
-	c.mu.Unlock()
+	c.expireAll(c.out.Due(c.clk.Now()))
 	c.armExpiry(ls)
 }
 
-// expirable: neither being written to disk nor waiting for its acknowledgement on the live link.
-func expirable(m *outMessage) bool { return !m.writing && !m.inFlight }
-
-// expireAll completes due messages with SendExpired, oldest first. One that went out unacknowledged says that it
-// may have arrived (CodeInDoubt).
-func (c *Client) expireAll(due []*outMessage) {
-	slices.SortFunc(due, byID)
-	for _, m := range due {
+// expireAll completes due messages with SendExpired, in the order given. One that went out unacknowledged says
+// that it may have arrived (CodeInDoubt).
+func (c *Client) expireAll(due []*outbox.Entry) {
+	for _, e := range due {
 		err := Errorf(CodeTimeout, "not delivered within its time-to-live")
-		if m.sent {
+		if c.out.MayHaveArrived(e) {
 			err = Errorf(CodeInDoubt, "its time-to-live passed after it was sent without an acknowledgement: "+
 				"it may have reached the hub; not sent again")
 		}
-		c.complete(m, SendExpired, err)
+		c.complete(e, SendExpired, err)
 	}
 }
 
 // failAll completes every pending message with SendFailed and err, oldest first; the message of one that went
-// out unacknowledged adds that it may have arrived. Messages still being written to disk are left to the
-// journal, which queues them (or fails them after Close) once written.
+// out unacknowledged adds that it may have arrived.
 func (c *Client) failAll(err *Error) {
-	c.mu.Lock()
-	all := make([]*outMessage, 0, len(c.pending))
-	for _, m := range c.pending {
-		if !m.writing {
-			all = append(all, m)
-		}
-	}
-	c.queue = nil
-	c.mu.Unlock()
-	slices.SortFunc(all, byID)
 	var inDoubt *Error
-	for _, m := range all {
-		if !m.sent {
-			c.complete(m, SendFailed, err)
+	for _, e := range c.out.TakeAll() {
+		if !c.out.MayHaveArrived(e) {
+			c.complete(e, SendFailed, err)
 			continue
 		}
 		if inDoubt == nil {
 			inDoubt = &Error{Code: err.Code, Msg: err.Msg + "; it was sent without an acknowledgement and may have " +
 				"reached the hub", Err: err.Err}
 		}
-		c.complete(m, SendFailed, inDoubt)
+		c.complete(e, SendFailed, inDoubt)
 	}
 }
 
@@ -576,20 +505,8 @@ func (c *Client) shutdown(ls *loopState) {
 	c.dropConn(ls)
 	stopTimer(&ls.expiry)
 	c.failAll(c.closedError())
-	if c.journal != nil {
-		c.journal.close()
-	}
+	c.out.Shutdown()
 	ls.waiters.answer(Errorf(CodeClosed, "client closed"))
 	c.transition(StatusDisabled, ReasonClientClose)
 	c.events.finish()
-}
-
-func byID(a, b *outMessage) int {
-	switch {
-	case a.id < b.id:
-		return -1
-	case a.id > b.id:
-		return 1
-	}
-	return 0
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
@@ -64,18 +65,18 @@ func TestHubOverflowPolicies(t *testing.T) {
 	}
 }
 
-// pendingMIDs is the $.mid of every message c has not completed, in id order: the test reads the generated ones.
-func pendingMIDs(c *Client) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ids := make([]uint64, 0, len(c.pending))
-	for id := range c.pending {
-		ids = append(ids, id)
+// storedMIDs is the $.mid of every message in the queue directory dir, in order: the test reads the generated
+// ones. No client may hold dir.
+func storedMIDs(t *testing.T, dir string) []string {
+	t.Helper()
+	st, recs, err := store.Open(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	slices.Sort(ids)
-	mids := make([]string, len(ids))
-	for i, id := range ids {
-		mids[i] = c.pending[id].wire.MessageID
+	defer st.Close()
+	mids := make([]string, len(recs))
+	for i, r := range recs {
+		mids[i] = r.Msg.MessageID
 	}
 	return mids
 }
@@ -122,8 +123,11 @@ func TestHubDurableQueueSurvivesCloseWhileTheHubIsDown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mids := pendingMIDs(c)
-	c.Close()
+	closeAndWait(c)
+	mids := storedMIDs(t, dir)
+	if len(mids) != k {
+		t.Fatalf("%d messages on disk after close, want %d", len(mids), k)
+	}
 	if n := len(h.hub.Messages("dev1")); n != 0 {
 		t.Fatalf("the hub got %d messages while down", n)
 	}
