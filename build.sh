@@ -1,34 +1,28 @@
 #!/usr/bin/env bash
 # iotconn build entry point.
 #   ./build.sh          install what is missing, build libiotconn and iotconn-hubsim into build/
-#   ./build.sh test     build, then run every test suite
+#   ./build.sh test     build, then run every test suite: go c python csharp sdk reliability fuzz, in that order
+#   ./build.sh test SUITE...  build, then run only the named suites (an unknown name: the list, exit 2)
 #   ./build.sh demo     build, then run the device demo against the local hub emulator
 #   ./build.sh bench    build, then run the benchmarks (results in bench/results/)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
 BUILD="$ROOT/build"
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 export PATH="/usr/local/go/bin:$PATH"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 say() { printf '\n==> %s\n' "$*"; }
 
-# apt packages the build and the tests need; installed only when missing, so a second run changes nothing.
+# apt packages the build and the tests need; installed only when missing (apt_install_missing, scripts/lib.sh), so
+# a second run changes nothing.
 # binutils: nm/readelf (ABI test); curl, jq: the demo; mosquitto, openssl: the benchmark's second broker.
 APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates binutils curl jq mosquitto openssl)
 
 deps() {
-	local missing=()
-	for p in "${APT_PACKAGES[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	if ((${#missing[@]})); then
-		say "installing apt packages: ${missing[*]}"
-		local sudo=""
-		[ "$(id -u)" -eq 0 ] || sudo=sudo
-		$sudo apt-get update -qq
-		DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-	fi
+	apt_install_missing "${APT_PACKAGES[@]}"
 	command -v go >/dev/null || { echo "Go 1.22+ is required (https://go.dev/dl)"; exit 1; }
 	say "downloading Go modules"
 	go mod download
@@ -56,27 +50,66 @@ test_c() {
 	ctest --test-dir "$BUILD" --output-on-failure
 }
 
-test_all() {
-	build
-	test_go
-	test_c
+test_python() {
 	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, wheel"
 	bash bindings/python/run-tests.sh
-	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, version, nupkg, example" && bash bindings/csharp/run-tests.sh
+}
+
+test_csharp() {
+	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, version, nupkg, example"
+	bash bindings/csharp/run-tests.sh
+}
+
+test_sdk() {
 	say "official Azure IoT SDKs against hubsim"
 	bash tests/sdk/run.sh
-	say "reliability: fault matrix (hubsim, mosquitto kill -9) and durable-queue crash test" && bash tests/reliability/run.sh
-	say "fuzzing: connection string, SAS, property bag and its lengths, send vs the hub record, C ABI (10 s each)" && bash tests/fuzz/run.sh
+}
+
+test_reliability() {
+	say "reliability: fault matrix (hubsim, mosquitto kill -9) and durable-queue crash test"
+	bash tests/reliability/run.sh
+}
+
+test_fuzz() {
+	say "fuzzing: connection string, SAS, property bag and its lengths, send vs the hub record, C ABI (10 s each)"
+	bash tests/fuzz/run.sh
+}
+
+# The suites in the order `./build.sh test` runs them; each is a test_NAME function above.
+SUITES=(go c python csharp sdk reliability fuzz)
+
+is_suite() {
+	local known
+	for known in "${SUITES[@]}"; do
+		[ "$1" != "$known" ] || return 0
+	done
+	return 1
+}
+
+# run_tests [SUITE...]: checks the names, builds, then runs the named suites in the order given (all: none named).
+run_tests() {
+	local s
+	for s in "$@"; do
+		is_suite "$s" || { echo "unknown test suite '$s'; the suites: ${SUITES[*]}" >&2; exit 2; }
+	done
+	(($#)) || set -- "${SUITES[@]}"
+	build
+	for s in "$@"; do
+		"test_$s"
+	done
 }
 
 case "${1:-build}" in
 build) build ;;
 deps) deps ;;
-test) test_all ;;
+test)
+	shift
+	run_tests "$@"
+	;;
 demo) build && bash examples/demo.sh ;;
 bench) build && bash bench/run.sh ;;
 *)
-	echo "usage: $0 [build|test|demo|bench|deps]" >&2
+	echo "usage: $0 [build|test [SUITE...]|demo|bench|deps]; suites: ${SUITES[*]}" >&2
 	exit 2
 	;;
 esac

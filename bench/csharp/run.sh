@@ -16,7 +16,7 @@ command -v mcs >/dev/null && command -v mono >/dev/null || {
 [ -e build/libiotconn.so ] && [ -e build/bin/iotconn-hubsim ] || { echo "run ./build.sh first" >&2; exit 1; }
 
 mkdir -p "$out" bench/results
-mcs -nologo -warnaserror -optimize -target:library -out:"$out/Iotconn.dll" bindings/csharp/src/*.cs
+mcs -nologo -warnaserror -optimize -target:library -out:"$out/Iotconn.dll" -recurse:"bindings/csharp/src/*.cs"
 # The tests' Hubsim starts and stops hubsim by its PID.
 mcs -nologo -warnaserror -optimize -out:"$out/Send.exe" -r:"$out/Iotconn.dll" bench/csharp/Send.cs \
 	bindings/csharp/tests/Hubsim.cs bindings/csharp/tests/Json.cs

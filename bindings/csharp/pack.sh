@@ -16,9 +16,9 @@ native=$(readlink -f "$root/build/libiotconn.so")
 stage="$out/stage"
 rm -rf "$stage"
 mkdir -p "$stage/lib/netstandard2.0"
-# CS1591: members without XML docs (the enum members and overloads explain themselves).
+# CS1591: members without XML docs (the enum members and overloads explain themselves). -recurse: src/ and src/Impl/.
 mcs -nologo -warnaserror -nowarn:1591 -optimize -target:library -out:"$stage/lib/netstandard2.0/Iotconn.dll" \
-	-doc:"$stage/lib/netstandard2.0/Iotconn.xml" "$here"/src/*.cs
+	-doc:"$stage/lib/netstandard2.0/Iotconn.xml" -recurse:"$here/src/*.cs"
 
 package="$out/Iotconn.$version.nupkg"
 python3 - "$stage" "$native" "$package" "$version" <<'PY'

@@ -6,13 +6,11 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$root/build/csharp"
+# shellcheck source=scripts/lib.sh
+. "$root/scripts/lib.sh"
 
 if ! command -v mcs >/dev/null || ! command -v mono >/dev/null; then
-	echo "==> csharp: installing mono-mcs and mono-runtime"
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mono-mcs mono-runtime >/dev/null
+	apt_install_missing mono-mcs mono-runtime
 fi
 
 command -v python3 >/dev/null || { echo "python3 is needed to build the .nupkg" >&2; exit 1; }
@@ -25,7 +23,8 @@ for need in "$root/build/libiotconn.so" "$root/build/bin/iotconn-hubsim"; do
 done
 
 mkdir -p "$out"
-mcs -nologo -warnaserror -target:library -out:"$out/Iotconn.dll" "$here"/src/*.cs
+# -recurse: src/ and its subfolders (src/Impl/: the native layer), as Iotconn.csproj's src/**/*.cs.
+mcs -nologo -warnaserror -target:library -out:"$out/Iotconn.dll" -recurse:"$here/src/*.cs"
 mcs -nologo -warnaserror -target:exe -out:"$out/Iotconn.Tests.exe" -r:"$out/Iotconn.dll" \
 	"$here"/tests/*.cs
 # The package test unpacks this and runs examples/csharp/Telemetry.cs from it.

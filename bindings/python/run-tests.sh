@@ -4,6 +4,8 @@
 # iotconn-hubsim processes. Idempotent: the virtualenv and pytest are made once and reused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 BUILD=${IOTCONN_BUILD_DIR:-$PWD/build}
 VENV="$BUILD/python-venv"
 DIST="$BUILD/python-dist"
@@ -15,11 +17,7 @@ done
 
 # Debian's own python3 makes virtualenvs only with python3-venv (ensurepip) installed.
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
-	echo "==> python: installing python3-venv"
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+	apt_install_missing python3-venv
 fi
 if [ ! -x "$VENV/bin/python" ]; then
 	echo "==> python: virtualenv $VENV"

@@ -7,19 +7,12 @@
 # fails its checks.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 BUILD=${BUILD:-build}
 OUT=$BUILD/reliability
 
-missing=()
-for p in mosquitto openssl; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+apt_install_missing mosquitto openssl
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 for f in "$BUILD/bin/iotconn-hubsim" "$BUILD/reliability/device"; do
 	[ -x "$f" ] || { echo "$f is not built: run ./build.sh first" >&2; exit 1; }

@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 SDK="$ROOT/tests/sdk"
 VENV="$ROOT/build/sdk-venv"
 HUBSIM="$ROOT/build/bin/iotconn-hubsim"
@@ -17,13 +19,6 @@ say() { printf -- '--> %s\n' "$*"; }
 # digest FILE... prints one digest of the files, to tell whether an install is current.
 digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
-apt_install() {
-	local sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
-}
-
 if [ ! -x "$HUBSIM" ]; then
 	say "building $HUBSIM (not built yet)"
 	go build -o "$HUBSIM" ./hubsim/cmd/iotconn-hubsim
@@ -32,7 +27,7 @@ fi
 # Node SDK: npm ci from the committed lock file, redone only when the lock file changed.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 	say "installing Node.js and npm (apt)"
-	apt_install nodejs npm
+	apt_install_missing nodejs npm
 fi
 node_stamp="$SDK/node/node_modules/.iotconn-lock-sha256"
 if [ "$(cat "$node_stamp" 2>/dev/null)" != "$(digest "$SDK/node/package-lock.json")" ]; then
@@ -46,7 +41,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 	say "creating the Python virtualenv $VENV"
 	python3 -m venv "$VENV" 2>/dev/null || {
 		say "python3 -m venv failed; installing python3-venv (apt)"
-		apt_install python3-venv
+		apt_install_missing python3-venv
 		python3 -m venv "$VENV"
 	}
 fi
