@@ -7,8 +7,10 @@
 //	Client API        api.go, client.go: NewClient, Connect, Send, Poll, Close; validation (limits.go)
 //	events            events.go: one FIFO per client of status changes, completions, messages, logs and custom
 //	                  retry questions; handlers run from it on the dispatcher goroutine or inside Poll
-//	supervisor        link.go: the loop goroutine; owns the live link, every timer and the status machine
-//	                  (machine.go: the transition table; classify.go: transport failures to reasons)
+//	supervisor        link.go: the loop goroutine, one select over every event, with an explicit phase (idle,
+//	                  dialing, connected, backing off, asking the policy, gave up, closed); owns the live link,
+//	                  every timer and the status machine (machine.go: the transition table; classify.go:
+//	                  transport failures to reasons)
 //	outbound queue    core/internal/outbox: every accepted message until its one completion, with its rules on
 //	                  link loss and reconnect; memory mode, or durable (durable.go: the journal over core/store)
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions

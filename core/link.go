@@ -89,8 +89,32 @@ func (h linkHandler) OnConnectionLost(err *transport.Error) {
 	}
 }
 
-// loopState is owned by the loop goroutine: the live connection and the timers.
+// phase is what the supervisor is doing. With loopState's live link and timers it is the engine's whole
+// internal state; the application sees only the status machine (machine.go), which phases move.
+type phase int
+
+const (
+	phaseIdle       phase = iota // no link and no attempt: before the first Connect
+	phaseDialing                 // an attempt in progress (the loop is inside dial)
+	phaseConnected               // a live link
+	phaseBackingOff              // an attempt failed; the retry timer starts the next
+	phaseAsking                  // an attempt failed; the application's retry policy answers inside Poll
+	phaseGaveUp                  // a fatal error, the policy or a Connect's deadline ended the attempts
+	phaseClosed                  // Close: the loop has ended
+)
+
+// Which events each phase acts on (all phases keep the queue's deadlines and take Close):
+//
+//	idle, gave up   Connect: dial at once
+//	connected       Connect: answered at once; a queue kick: send; the link's loss or a renewal: dial again
+//	backing off     the retry timer: dial; Connect: wait with the others, bounded by the first one's deadline
+//	asking          the policy's answer: back off or give up; Connect: as backing off
+//
+// A Connect waiting in backing off or asking gives up at its deadline or its context's end.
+
+// loopState is owned by the loop goroutine: the phase, the live connection, the attempts and every timer.
 type loopState struct {
+	phase     phase
 	conn      transport.Conn
 	gen       uint64
 	expiry    clock.Timer // fires at the earliest send deadline
@@ -100,6 +124,21 @@ type loopState struct {
 	issuedAt  time.Time // when the engine made the live token
 	renewable bool
 	waiters   connectWaiters
+	deadline  clock.Timer // the first waiting Connect's deadline, while not connected
+
+	attempts     int       // failed attempts since the last link came up
+	attemptStart time.Time // when the last attempt (or the lost link's end) began
+	failed       failure   // the last failure, while backing off or asking
+	retry        clock.Timer
+	retryAt      time.Time        // when retry fires
+	answer       chan retryAnswer // the custom policy's answer, while asking
+}
+
+// failure is a failed attempt as the policy and the status machine see it.
+type failure struct {
+	err  *Error
+	kind transport.Kind
+	cls  classification
 }
 
 func timerC(t clock.Timer) <-chan time.Time {
@@ -117,7 +156,7 @@ func stopTimer(t *clock.Timer) {
 }
 
 // loop is the client's one supervisor goroutine: it owns the link and every timer, so the status machine
-// changes from one place only.
+// changes from one place only, and every event it handles comes through this one select.
 func (c *Client) loop() {
 	var ls loopState
 	defer close(c.loopDone)
@@ -127,74 +166,152 @@ func (c *Client) loop() {
 		case <-c.stop:
 			return
 		case req := <-c.connectReqs:
-			ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
-			if !c.link(&ls) {
-				return
-			}
+			c.connectRequested(&ls, req)
 		case <-c.kick:
+			c.flush(&ls)
 			c.armExpiry(&ls)
 		case <-timerC(ls.expiry):
 			c.expire(&ls)
+		case l := <-c.lost:
+			if ls.phase == phaseConnected && l.gen == ls.gen {
+				c.linkEnded(&ls, l.err)
+			}
+		case <-timerC(ls.renew):
+			ls.renew = nil
+			if err := c.renewToken(&ls); err != nil {
+				c.linkEnded(&ls, err)
+			}
+		case <-timerC(ls.retry):
+			ls.retry = nil
+			c.attempt(&ls)
+		case a := <-ls.answer:
+			ls.answer = nil
+			c.policyAnswered(&ls, a)
+		case <-ls.waiters.ctxDone():
+			c.giveUp(&ls, ReasonRetryExpired, ls.waiters.connectTimedOut(ls.failed.err))
+		case <-timerC(ls.deadline):
+			ls.deadline = nil
+			c.giveUp(&ls, ReasonRetryExpired, ls.waiters.connectTimedOut(ls.failed.err))
 		}
 	}
 }
 
-// link connects and keeps the link up until a fatal error or the retry policy ends it (true) or Close (false).
-func (c *Client) link(ls *loopState) bool {
-	attempt := 0
-	for {
-		attemptStart := c.clk.Now()
-		err := c.dial(ls)
-		if err == nil {
-			attempt = 0
-			c.transition(StatusConnected, ReasonConnectionOk)
-			ls.waiters.answer(nil)
-			c.flush(ls)
-			c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
-			var stopped bool
-			if err, stopped = c.serve(ls); stopped {
-				return false
-			}
-			c.dropConn(ls)
-			if errors.Is(err, errRenewal) {
-				c.transition(StatusDisconnectedRetrying, ReasonExpiredSASToken)
-				continue // a fresh token, at once: a renewal is not a failure
-			}
-			attemptStart = c.clk.Now()
-		}
-		if errors.Is(err, auth.ErrTokenExpired) {
-			return c.giveUp(ls, ReasonExpiredSASToken, &Error{Code: CodeAuth, Msg: err.Error(), Err: err})
-		}
-		kind := transport.KindOf(err)
-		cls := classify(kind)
-		if cls.fatal {
-			return c.giveUp(ls, cls.reason, &Error{Code: cls.code, Msg: err.Error(), Err: err})
-		}
-		if ls.waiters.expired(c.clk.Now()) {
-			return c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
-		}
-		attempt++
-		again, delay, res := c.askPolicy(ls, attempt, &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind)
-		switch res {
-		case waitStopped:
-			return false
-		case waitTimedOut:
-			return c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
-		}
-		if !again {
-			return c.giveUp(ls, ReasonRetryExpired, &Error{Code: CodeRetryExpired,
-				Msg: "retry policy gave up after " + strconv.Itoa(attempt) + " failures; last error: " + err.Error(), Err: err})
-		}
-		delay = retry.Spaced(attemptStart, c.clk.Now(), delay)
-		c.transition(StatusDisconnectedRetrying, cls.reason)
-		c.logf(LogWarn, "attempt %d failed (%v); next in %v", attempt, err, delay)
-		switch c.backoff(ls, delay) {
-		case waitStopped:
-			return false
-		case waitTimedOut:
-			return c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
-		}
+// connectRequested handles a Connect call.
+func (c *Client) connectRequested(ls *loopState, req *connectRequest) {
+	switch ls.phase {
+	case phaseConnected:
+		req.result <- nil
+	case phaseIdle, phaseGaveUp:
+		ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
+		ls.attempts = 0 // the policy counts from the first failure of this Connect
+		c.attempt(ls)
+	default:
+		ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
+		c.armDeadline(ls)
 	}
+}
+
+// armDeadline sets the timer of the first waiting Connect's deadline when it comes before the retry timer (or
+// while asking, which has no end of its own); after the retry timer, the next attempt's dial is bounded by it.
+func (c *Client) armDeadline(ls *loopState) {
+	if ls.deadline != nil || !ls.waiters.waiting() {
+		return
+	}
+	if ls.phase == phaseAsking || ls.waiters.deadline.Before(ls.retryAt) {
+		ls.deadline = c.clk.NewTimer(ls.waiters.deadline.Sub(c.clk.Now()))
+	}
+}
+
+// attempt dials once; the link comes up or the failure goes to the policy.
+func (c *Client) attempt(ls *loopState) {
+	ls.phase, ls.attemptStart = phaseDialing, c.clk.Now()
+	if err := c.dial(ls); err != nil {
+		c.attemptFailed(ls, err)
+		return
+	}
+	ls.phase, ls.attempts = phaseConnected, 0
+	stopTimer(&ls.deadline)
+	c.transition(StatusConnected, ReasonConnectionOk)
+	ls.waiters.answer(nil)
+	c.flush(ls)
+	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
+}
+
+// linkEnded handles the end of the live link: a renewal dials again at once, anything else is a failure.
+func (c *Client) linkEnded(ls *loopState, err error) {
+	c.dropConn(ls)
+	if errors.Is(err, errRenewal) {
+		c.transition(StatusDisconnectedRetrying, ReasonExpiredSASToken)
+		c.attempt(ls) // a fresh token, at once: a renewal is not a failure
+		return
+	}
+	ls.attemptStart = c.clk.Now()
+	c.attemptFailed(ls, err)
+}
+
+// attemptFailed gives up on a fatal error or a Connect past its deadline, and otherwise asks the retry policy:
+// the application's own inside Poll in poll mode (the loop goes on meanwhile), any other at once.
+func (c *Client) attemptFailed(ls *loopState, err error) {
+	if errors.Is(err, auth.ErrTokenExpired) {
+		c.giveUp(ls, ReasonExpiredSASToken, &Error{Code: CodeAuth, Msg: err.Error(), Err: err})
+		return
+	}
+	kind := transport.KindOf(err)
+	cls := classify(kind)
+	ls.failed = failure{err: &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind: kind, cls: cls}
+	switch {
+	case cls.fatal:
+		c.giveUp(ls, cls.reason, ls.failed.err)
+		return
+	case ls.waiters.expired(c.clk.Now()):
+		c.giveUp(ls, ReasonRetryExpired, ls.waiters.connectTimedOut(err))
+		return
+	}
+	ls.attempts++
+	p := c.currentPolicy()
+	if !builtinPolicy(p) && c.opts.Dispatch == DispatchPoll {
+		q := &retryQuestion{policy: p, attempt: ls.attempts, lastErr: ls.failed.err, answer: make(chan retryAnswer, 1)}
+		c.events.push(event{kind: evRetryQuestion, question: q})
+		ls.phase, ls.answer = phaseAsking, q.answer // a late answer, after a give-up, stays in the buffer unread
+		stopTimer(&ls.deadline)
+		c.armDeadline(ls)
+		return
+	}
+	again, delay := p.ShouldRetry(ls.attempts, ls.failed.err)
+	c.policyAnswered(ls, retryAnswer{again, delay})
+}
+
+func builtinPolicy(p retry.Policy) bool {
+	switch p.(type) {
+	case *retry.Exponential, retry.NoRetry:
+		return true
+	}
+	return false
+}
+
+// policyAnswered backs off as the policy said, or gives up. Built-in policies wait the slower throttling
+// schedule after throttling and quota errors; a server's retry-after wins over any policy's delay.
+func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
+	f := ls.failed
+	if !a.retry {
+		c.giveUp(ls, ReasonRetryExpired, &Error{Code: CodeRetryExpired, Msg: "retry policy gave up after " +
+			strconv.Itoa(ls.attempts) + " failures; last error: " + f.err.Msg, Err: f.err.Err})
+		return
+	}
+	delay := a.delay
+	var te *transport.Error
+	switch {
+	case errors.As(f.err, &te) && te.RetryAfter > 0:
+		delay = te.RetryAfter
+	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
+		delay = retry.ThrottleDelay(ls.attempts, 0, nil)
+	}
+	delay = retry.Spaced(ls.attemptStart, c.clk.Now(), max(delay, 0))
+	c.transition(StatusDisconnectedRetrying, f.cls.reason)
+	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Err, delay)
+	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
+	stopTimer(&ls.deadline) // each wait arms its own, if the deadline comes first
+	c.armDeadline(ls)
 }
 
 // connectTimedOut is how a Connect ends when its deadline passed or its caller cancelled it.
@@ -240,32 +357,6 @@ func (c *Client) dial(ls *loopState) error {
 
 var errRenewal = errors.New("token renewal needs a new connection")
 
-// serve runs while connected. It returns the error that ended the link, or stopped=true on Close.
-func (c *Client) serve(ls *loopState) (err error, stopped bool) {
-	for {
-		select {
-		case <-c.stop:
-			return nil, true
-		case l := <-c.lost:
-			if l.gen == ls.gen {
-				return l.err, false
-			}
-		case req := <-c.connectReqs:
-			req.result <- nil
-		case <-c.kick:
-			c.flush(ls)
-			c.armExpiry(ls)
-		case <-timerC(ls.expiry):
-			c.expire(ls)
-		case <-timerC(ls.renew):
-			ls.renew = nil
-			if err := c.renewToken(ls); err != nil {
-				return err, false
-			}
-		}
-	}
-}
-
 // renewToken hands a fresh token to the live link, or reports that the link must be replaced.
 func (c *Client) renewToken(ls *loopState) error {
 	if !ls.renewable {
@@ -305,110 +396,17 @@ func (c *Client) armRenew(ls *loopState) {
 	ls.renew = c.clk.NewTimer(at.Sub(c.clk.Now()))
 }
 
-type waitResult int
-
-const (
-	waitElapsed waitResult = iota
-	waitStopped
-	waitTimedOut
-)
-
-// backoff waits delay between attempts; see waitFor.
-func (c *Client) backoff(ls *loopState, delay time.Duration) waitResult {
-	t := c.clk.NewTimer(delay)
-	defer t.Stop()
-	res, _ := c.waitFor(ls, t.C(), c.clk.Now().Add(delay), nil)
-	return res
-}
-
-// waitFor keeps the queue's deadlines and takes Connect calls until elapsed fires (at horizon) or, with elapsed
-// nil, the application's policy answers. A Connect waiting here gives up at its deadline instead of waiting
-// past it.
-func (c *Client) waitFor(ls *loopState, elapsed <-chan time.Time, horizon time.Time,
-	answer <-chan retryAnswer) (waitResult, retryAnswer) {
-	var deadline clock.Timer
-	armDeadline := func() {
-		if ls.waiters.waiting() && (elapsed == nil || ls.waiters.deadline.Before(horizon)) {
-			deadline = c.clk.NewTimer(ls.waiters.deadline.Sub(c.clk.Now()))
-		}
-	}
-	armDeadline()
-	defer func() { stopTimer(&deadline) }()
-	for {
-		select {
-		case <-c.stop:
-			return waitStopped, retryAnswer{}
-		case <-elapsed:
-			return waitElapsed, retryAnswer{}
-		case a := <-answer:
-			return waitElapsed, a
-		case <-ls.waiters.ctxDone():
-			return waitTimedOut, retryAnswer{}
-		case <-timerC(deadline):
-			return waitTimedOut, retryAnswer{}
-		case req := <-c.connectReqs:
-			first := !ls.waiters.waiting()
-			ls.waiters.add(req, c.clk.Now(), c.opts.OperationTimeout)
-			if first {
-				armDeadline()
-			}
-		case <-c.kick:
-			c.armExpiry(ls)
-		case <-timerC(ls.expiry):
-			c.expire(ls)
-		}
-	}
-}
-
-// askPolicy asks the retry policy about attempt. An application's policy is asked inside Poll, on the
-// application's thread, in poll mode; meanwhile the loop keeps its chores, and a Connect whose deadline passes
-// before the answer ends the wait (waitTimedOut). Built-in policies wait the slower throttling schedule after
-// throttling and quota errors; a server's retry-after wins over any policy's delay.
-func (c *Client) askPolicy(ls *loopState, attempt int, err error, kind transport.Kind) (again bool, delay time.Duration,
-	res waitResult) {
-	p := c.currentPolicy()
-	builtin := false
-	switch p.(type) {
-	case *retry.Exponential, retry.NoRetry:
-		builtin = true
-	}
-	if !builtin && c.opts.Dispatch == DispatchPoll {
-		q := &retryQuestion{policy: p, attempt: attempt, lastErr: err, answer: make(chan retryAnswer, 1)}
-		c.events.push(event{kind: evRetryQuestion, question: q})
-		var a retryAnswer
-		if res, a = c.waitFor(ls, nil, time.Time{}, q.answer); res != waitElapsed {
-			return false, 0, res // a late answer goes into the buffered channel, unread
-		}
-		again, delay = a.retry, a.delay
-	} else {
-		again, delay = p.ShouldRetry(attempt, err)
-	}
-	if !again {
-		return false, 0, waitElapsed
-	}
-	var after time.Duration
-	var te *transport.Error
-	if errors.As(err, &te) {
-		after = te.RetryAfter
-	}
-	switch {
-	case after > 0:
-		delay = after
-	case builtin && (kind == transport.KindThrottled || kind == transport.KindQuota):
-		delay = retry.ThrottleDelay(attempt, 0, nil)
-	}
-	return true, max(delay, 0), waitElapsed
-}
-
-// giveUp ends the link for good: Disconnected with reason, every pending message failed with err, every
-// waiting Connect answered with err.
-func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err *Error) bool {
+// giveUp ends the attempts for good: Disconnected with reason, every pending message failed with err, every
+// waiting Connect answered with err. A later Connect starts again.
+func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err *Error) {
 	c.dropConn(ls)
+	stopTimer(&ls.retry)
+	stopTimer(&ls.deadline)
+	ls.phase, ls.answer = phaseGaveUp, nil
 	c.transition(StatusDisconnected, reason)
 	c.logf(LogError, "%v", err)
 	c.failAll(err)
 	ls.waiters.answer(err)
-	return true
 }
 
 // dropConn closes the live connection and puts its unacknowledged messages back at the head of the queue. One
@@ -503,7 +501,10 @@ func (c *Client) failAll(err *Error) {
 // shutdown is the loop's last act on Close.
 func (c *Client) shutdown(ls *loopState) {
 	c.dropConn(ls)
-	stopTimer(&ls.expiry)
+	ls.phase = phaseClosed
+	for _, t := range []*clock.Timer{&ls.expiry, &ls.retry, &ls.deadline} {
+		stopTimer(t)
+	}
 	c.failAll(c.closedError())
 	c.out.Shutdown()
 	ls.waiters.answer(Errorf(CodeClosed, "client closed"))
