@@ -13,6 +13,8 @@
 //	                  transport failures to reasons)
 //	outbound queue    core/internal/outbox: every accepted message until its one completion, with its rules on
 //	                  link loss and reconnect; memory mode, or durable (durable.go: the journal over core/store)
+//	request/response  core/internal/reqresp: request ids, deadlines and link-loss rules of twin, method and DPS
+//	                  requests (the features that use it come with the twin/method and DPS work)
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam), core/transport/mqtt (paho.mqtt.golang)
 //
