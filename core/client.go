@@ -20,7 +20,6 @@ import (
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/retry"
 	"github.com/iotconn/iotconn/core/transport"
-	"github.com/iotconn/iotconn/core/transport/mqtt"
 )
 
 // Defaults and limits; Options' zero values mean these.
@@ -98,7 +97,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		return nil, err
 	}
 	if dialer == nil {
-		dialer = mqtt.NewDialer()
+		dialer = protocols[opts.Transport].newDialer()
 	}
 	if err := dialer.CheckIdentity(cs.DeviceID, cs.ModuleID); err != nil {
 		return nil, &Error{Code: CodeInvalidArgument, Msg: "connection string: " + errors.Unwrap(err).Error(), Err: err}
@@ -139,10 +138,11 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 }
 
 func applyDefaults(o *Options) error {
+	_, known := protocols[o.Transport]
 	switch {
-	case o.Transport == TransportAMQP:
+	case o.Transport == TransportAMQP && !known:
 		return Errorf(CodeInvalidArgument, "the AMQP transport is not available yet; use MQTT or MQTT over WebSocket")
-	case o.Transport != TransportMQTT && o.Transport != TransportMQTTWS:
+	case !known:
 		return Errorf(CodeInvalidArgument, "unknown transport %d", o.Transport)
 	case o.Dispatch != DispatchThread && o.Dispatch != DispatchPoll:
 		return Errorf(CodeInvalidArgument, "unknown dispatch mode %d", o.Dispatch)

@@ -344,7 +344,7 @@ func (c *Client) dial(ls *loopState) error {
 	ls.gen++
 	conn, err := c.dialer.Dial(ctx, transport.DialParams{
 		Host: c.cs.ConnectHost(), HubHost: c.cs.HostName, DeviceID: c.cs.DeviceID, ModuleID: c.cs.ModuleID,
-		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: c.opts.Transport == TransportMQTTWS,
+		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: protocols[c.opts.Transport].websocket,
 		Handler: linkHandler{c: c, gen: ls.gen},
 	})
 	if err != nil {
