@@ -384,14 +384,15 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 	})
 }
 
-// answeringListener accepts TCP connections on 127.0.0.1, writes reply to each and closes it: a live peer that
-// does not speak TLS.
-func answeringListener(t *testing.T, reply []byte) (addr string) {
+// testListener accepts TCP connections on 127.0.0.1 until the test ends and hands each to serve, which says
+// whether it stays open (until then).
+func testListener(t *testing.T, serve func(net.Conn) (keep bool)) (addr string) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var kept []net.Conn
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -401,47 +402,37 @@ func answeringListener(t *testing.T, reply []byte) (addr string) {
 			if err != nil {
 				return
 			}
-			c.Write(reply)
-			c.Close()
+			if serve(c) {
+				kept = append(kept, c)
+			}
 		}
 	}()
 	t.Cleanup(func() {
 		l.Close()
 		wg.Wait()
+		for _, c := range kept {
+			c.Close()
+		}
 	})
 	return l.Addr().String()
 }
 
-// silentListener accepts TCP connections on 127.0.0.1 and never answers; each accept is signalled.
-func silentListener(t *testing.T) (addr string, accepted <-chan struct{}) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	acc := make(chan struct{}, 8)
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns = append(conns, c)
-			acc <- struct{}{}
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-		for _, c := range conns {
-			c.Close()
-		}
+// answeringListener writes reply to each connection and closes it: a live peer that does not speak TLS.
+func answeringListener(t *testing.T, reply []byte) (addr string) {
+	return testListener(t, func(c net.Conn) bool {
+		c.Write(reply)
+		c.Close()
+		return false
 	})
-	return l.Addr().String(), acc
+}
+
+// silentListener never answers; each accept is signalled.
+func silentListener(t *testing.T) (addr string, accepted <-chan struct{}) {
+	acc := make(chan struct{}, 8)
+	return testListener(t, func(net.Conn) bool {
+		acc <- struct{}{}
+		return true
+	}), acc
 }
 
 func TestDialEndsWithItsContext(t *testing.T) {
