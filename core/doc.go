@@ -16,7 +16,9 @@
 //	request/response  core/internal/reqresp: request ids, deadlines and link-loss rules of twin, method and DPS
 //	                  requests (the features that use it come with the twin/method and DPS work)
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
-//	transport         core/transport (the seam), core/transport/mqtt (paho.mqtt.golang)
+//	transport         core/transport (the seam: dial with features C2D/twin/methods, Send, Request, inbound
+//	                  messages and twin/method traffic, token renewal), core/transport/mqtt (paho.mqtt.golang);
+//	                  the protocols a client may use are a registry (transports.go)
 //
 // # Goroutines of a client, and who stops each
 //

@@ -74,6 +74,9 @@ func (c *fakeConn) Send(m *transport.Message, done func(error)) {
 	done(nil)
 }
 
+// Request is written at once; the fake hub answers nothing.
+func (c *fakeConn) Request(_ *transport.Request, done func(error)) { done(nil) }
+
 // ackAll acknowledges every send still waiting.
 func (c *fakeConn) ackAll() {
 	c.mu.Lock()

@@ -78,6 +78,12 @@ func (h linkHandler) OnMessage(m *transport.Message) {
 	h.c.events.push(event{kind: evMessage, msg: msg})
 }
 
+// OnInbound drops what no feature of this client asked for (the engine subscribes to C2D only, until the twin
+// and method features use the transport's), and says so.
+func (h linkHandler) OnInbound(in *transport.Inbound) {
+	h.c.logf(LogWarn, "dropped an unrequested inbound of kind %d (request id %q)", in.Kind, in.RID)
+}
+
 func (h linkHandler) OnConnectionLost(err *transport.Error) {
 	lost := lostLink{gen: h.gen, err: errors.New("connection lost")}
 	if err != nil {
@@ -345,7 +351,8 @@ func (c *Client) dial(ls *loopState) error {
 	conn, err := c.dialer.Dial(ctx, transport.DialParams{
 		Host: c.cs.ConnectHost(), HubHost: c.cs.HostName, DeviceID: c.cs.DeviceID, ModuleID: c.cs.ModuleID,
 		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: protocols[c.opts.Transport].websocket,
-		Handler: linkHandler{c: c, gen: ls.gen},
+		Features: transport.FeatureC2D,
+		Handler:  linkHandler{c: c, gen: ls.gen},
 	})
 	if err != nil {
 		return err

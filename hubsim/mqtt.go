@@ -285,13 +285,8 @@ func d2cFromBag(payload []byte, bag string) (D2CMessage, error) {
 
 // ridOf returns the $rid of a topic's query exactly as the device wrote it, since devices match it verbatim.
 func ridOf(topic string) string {
-	_, query, _ := strings.Cut(topic, "?")
-	for _, part := range strings.Split(query, "&") {
-		if v, ok := strings.CutPrefix(part, "$rid="); ok {
-			return v
-		}
-	}
-	return ""
+	rid, _ := iothub.TopicQuery(topic, "$rid")
+	return rid
 }
 
 // topicMatches applies an MQTT topic filter (with + and #) to a topic name.
@@ -473,17 +468,13 @@ func (l *mqttLink) acked(packetID uint16) {
 }
 
 func (l *mqttLink) sendTwinResponse(rid string, status, version int, body []byte) {
-	topic := iothub.TopicTwinRes + strconv.Itoa(status) + "/?$rid=" + rid
-	if version > 0 {
-		topic += "&$version=" + strconv.Itoa(version)
-	}
-	_ = l.publish(topic, body, 0, nil)
+	_ = l.publish(iothub.TwinResponseTopic(status, rid, int64(version)), body, 0, nil)
 }
 
 func (l *mqttLink) sendDesired(version int, patch []byte) {
-	_ = l.publish(iothub.TopicTwinDesired+"?$version="+strconv.Itoa(version), patch, 0, nil)
+	_ = l.publish(iothub.DesiredTopic(int64(version)), patch, 0, nil)
 }
 
 func (l *mqttLink) sendMethod(name, rid string, payload []byte) bool {
-	return l.publish(iothub.TopicMethodsPost+name+"/?$rid="+rid, payload, 0, nil) == nil
+	return l.publish(iothub.MethodRequestTopic(name, rid), payload, 0, nil) == nil
 }

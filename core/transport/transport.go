@@ -77,6 +77,52 @@ type Message struct {
 	Properties      [][2]string // application properties in order
 }
 
+// Feature is a subscription a device link makes beyond telemetry. Dial subscribes to every feature asked for
+// before it returns, so each new link (after a loss, a renewal) has them again.
+type Feature uint8
+
+const (
+	FeatureC2D     Feature = 1 << iota // cloud-to-device messages (devices only: IoT Hub has none for modules)
+	FeatureTwin                        // twin responses (InboundTwinResponse) and desired updates (InboundDesired)
+	FeatureMethods                     // direct method calls (InboundMethod)
+)
+
+// RequestKind is what a Request asks of the hub.
+type RequestKind int
+
+const (
+	RequestTwinGet        RequestKind = iota + 1 // the whole twin; answered by InboundTwinResponse
+	RequestTwinReport                            // a reported-properties patch; answered by InboundTwinResponse
+	RequestMethodResponse                        // the answer to InboundMethod RID; the hub sends nothing back
+)
+
+// Request is one request a link sends; RID correlates the hub's answer.
+type Request struct {
+	Kind    RequestKind
+	RID     string
+	Status  int    // RequestMethodResponse: the application's status
+	Payload []byte // UTF-8 JSON
+}
+
+// InboundKind is what an Inbound carries.
+type InboundKind int
+
+const (
+	InboundTwinResponse InboundKind = iota + 1 // the answer to the request RID: Status, Version, Payload
+	InboundDesired                             // a desired-properties patch: Version, Payload
+	InboundMethod                              // a direct method call: Method, RID, Payload
+)
+
+// Inbound is what the hub sends unasked (desired updates, method calls) or in answer to a Request.
+type Inbound struct {
+	Kind    InboundKind
+	RID     string
+	Status  int
+	Version int64 // the twin's $version (desired updates; answers to reported patches); 0 when absent
+	Method  string
+	Payload []byte
+}
+
 // DialParams say whom to connect as and how.
 type DialParams struct {
 	Host      string // host[:port] of the hub or gateway
@@ -87,6 +133,7 @@ type DialParams struct {
 	TLS       *tls.Config // roots, client certificate, ServerName
 	KeepAlive time.Duration
 	WebSocket bool
+	Features  Feature
 	Handler   Handler
 }
 
@@ -94,6 +141,8 @@ type DialParams struct {
 type Handler interface {
 	// OnMessage delivers a cloud-to-device message.
 	OnMessage(m *Message)
+	// OnInbound delivers what a twin or methods feature receives.
+	OnInbound(in *Inbound)
 	// OnConnectionLost reports, once per Conn, that it died; the engine decides what happens next.
 	OnConnectionLost(err *Error)
 }
@@ -120,6 +169,9 @@ type Conn interface {
 	// Send publishes m and returns at once; done is called exactly once, from a transport goroutine, with nil when
 	// the hub acknowledged it or with an *Error. Calls may be pipelined.
 	Send(m *Message, done func(err error))
+	// Request sends r in order with the sends and returns at once; done is called exactly once, with nil when r
+	// was written (an answer comes through Handler.OnInbound) or with the *Error that ended the link.
+	Request(r *Request, done func(err error))
 	// RenewToken hands a fresh SAS token to a live link. It returns ErrRenewNeedsReconnect where the protocol
 	// cannot do that in place (MQTT): the engine then reconnects with the new token.
 	RenewToken(ctx context.Context, token string) error

@@ -41,10 +41,21 @@ type conn struct {
 	awaitDone  chan struct{}
 }
 
+// pendingSend is a telemetry message or, with req set, a twin or method request, on its way to paho.
 type pendingSend struct {
 	msg  *transport.Message
+	req  *transport.Request
 	done func(error)
 	tok  paho.Token // set under conn.mu once paho took the message
+}
+
+// publishOne hands ps to paho: telemetry at QoS 1, requests at QoS 0 as IoT Hub takes them (their answer, if any,
+// is the acknowledgement that matters).
+func (c *conn) publishOne(ps *pendingSend) paho.Token {
+	if ps.req != nil {
+		return c.client.Publish(requestTopic(ps.req), 0, false, ps.req.Payload)
+	}
+	return c.client.Publish(c.telemetryTopic(ps.msg), 1, false, ps.msg.Payload)
 }
 
 const (
@@ -81,14 +92,27 @@ func (c *conn) Send(m *transport.Message, done func(error)) {
 		done(&transport.Error{Kind: transport.KindProtocol, Op: "send", Err: errNilMessage})
 		return
 	}
+	c.enqueue(&pendingSend{msg: m, done: done})
+}
+
+// Request queues r behind the sends before it; done gets nil once paho wrote it.
+func (c *conn) Request(r *transport.Request, done func(error)) {
+	if r == nil {
+		done(&transport.Error{Kind: transport.KindProtocol, Op: "request", Err: errNilMessage})
+		return
+	}
+	c.enqueue(&pendingSend{req: r, done: done})
+}
+
+func (c *conn) enqueue(ps *pendingSend) {
 	c.mu.Lock()
 	if c.downErr != nil {
 		err := c.sendErrLocked()
 		c.mu.Unlock()
-		done(err)
+		ps.done(err)
 		return
 	}
-	c.unsettled = append(c.unsettled, &pendingSend{msg: m, done: done})
+	c.unsettled = append(c.unsettled, ps)
 	c.mu.Unlock()
 	notify.Raise(c.wake)
 }
@@ -113,7 +137,7 @@ func (c *conn) publish() {
 		c.writerOf().waitRoom(c.down)
 		toks = toks[:0]
 		for _, ps := range run {
-			toks = append(toks, c.client.Publish(c.telemetryTopic(ps.msg), 1, false, ps.msg.Payload))
+			toks = append(toks, c.publishOne(ps))
 		}
 		c.mu.Lock()
 		for i, ps := range run {

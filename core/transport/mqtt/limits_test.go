@@ -34,6 +34,7 @@ func FuzzTopicLenMatchesTheTopic(f *testing.F) {
 type nopHandler struct{}
 
 func (nopHandler) OnMessage(*transport.Message)      {}
+func (nopHandler) OnInbound(*transport.Inbound)      {}
 func (nopHandler) OnConnectionLost(*transport.Error) {}
 
 func TestCheckMessageStopsAtMQTTsTopicLimit(t *testing.T) {

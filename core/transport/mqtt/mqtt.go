@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -49,10 +50,11 @@ func (d *Dialer) Dial(ctx context.Context, p transport.DialParams) (transport.Co
 	}
 	c := newConn(p)
 	c.client = paho.NewClient(c.options(ctx, p))
-	if p.ModuleID == "" {
+	subs := c.subscriptions(p)
+	for _, sub := range subs {
 		// Routed before CONNECT: a resumed session gets queued C2D messages right after the CONNACK, before our
 		// SUBSCRIBE, and paho neither delivers nor acknowledges a message it has no route for.
-		c.client.AddRoute(c.c2dFilter(), c.onC2D)
+		c.client.AddRoute(sub.filter, sub.handler)
 	}
 	tok := c.client.Connect()
 	<-tok.Done() // bounded: ctx closes the socket, and paho's connect timeout is the time ctx has left
@@ -60,11 +62,9 @@ func (d *Dialer) Dial(ctx context.Context, p transport.DialParams) (transport.Co
 		c.Close()
 		return nil, connectError(ctx, tok.(*paho.ConnectToken).ReturnCode(), err)
 	}
-	if p.ModuleID == "" {
-		if err := c.subscribeC2D(ctx); err != nil {
-			c.Close()
-			return nil, err
-		}
+	if err := c.subscribe(ctx, subs); err != nil {
+		c.Close()
+		return nil, err
 	}
 	c.stopDialWatch()
 	if err := c.establish(); err != nil {
@@ -74,18 +74,49 @@ func (d *Dialer) Dial(ctx context.Context, p transport.DialParams) (transport.Co
 	return c, nil
 }
 
-func (c *conn) c2dFilter() string { return c.c2dPrefix + "#" }
+// subscription is one topic filter a feature needs, with its QoS and the handler of what arrives on it.
+type subscription struct {
+	filter  string
+	qos     byte
+	handler paho.MessageHandler
+}
 
-// subscribeC2D subscribes to the device's C2D messages at QoS 1 and waits for the SUBACK.
-func (c *conn) subscribeC2D(ctx context.Context) *transport.Error {
-	tok := c.client.Subscribe(c.c2dFilter(), 1, nil) // the route is already there
+// subscriptions are the filters of the features p asks for. IoT Hub has no C2D for modules, and takes twin and
+// method traffic at QoS 0.
+func (c *conn) subscriptions(p transport.DialParams) []subscription {
+	var subs []subscription
+	if p.Features&transport.FeatureC2D != 0 && p.ModuleID == "" {
+		subs = append(subs, subscription{c.c2dPrefix + "#", 1, c.onC2D})
+	}
+	if p.Features&transport.FeatureTwin != 0 {
+		subs = append(subs, subscription{iothub.TopicTwinRes + "#", 0, c.onTwinResponse},
+			subscription{iothub.TopicTwinDesired + "#", 0, c.onDesired})
+	}
+	if p.Features&transport.FeatureMethods != 0 {
+		subs = append(subs, subscription{iothub.TopicMethodsPost + "#", 0, c.onMethod})
+	}
+	return subs
+}
+
+// subscribe sends one SUBSCRIBE for subs and waits for the SUBACK; a refused filter fails the dial.
+func (c *conn) subscribe(ctx context.Context, subs []subscription) *transport.Error {
+	if len(subs) == 0 {
+		return nil
+	}
+	filters := make(map[string]byte, len(subs))
+	for _, sub := range subs {
+		filters[sub.filter] = sub.qos
+	}
+	tok := c.client.SubscribeMultiple(filters, nil) // the routes are already there
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
 			return subscribeError(ctx, err)
 		}
-		if tok.(*paho.SubscribeToken).Result()[c.c2dFilter()] > 1 {
-			return subscribeError(ctx, errSubscribeRefused)
+		for filter, granted := range tok.(*paho.SubscribeToken).Result() {
+			if granted > 2 {
+				return subscribeError(ctx, fmt.Errorf("%w: %s", errSubscribeRefused, filter))
+			}
 		}
 		return nil
 	case <-ctx.Done():
@@ -227,10 +258,43 @@ func (c *conn) onC2D(_ paho.Client, m paho.Message) {
 	c.handler.OnMessage(out)
 }
 
+// onTwinResponse hands a twin answer to the handler; one the hub should never send (no status or $rid) is
+// dropped: nothing waits for it.
+func (c *conn) onTwinResponse(_ paho.Client, m paho.Message) {
+	if status, rid, version, ok := iothub.ParseTwinResponse(m.Topic()); ok {
+		c.handler.OnInbound(&transport.Inbound{Kind: transport.InboundTwinResponse, RID: rid, Status: status,
+			Version: version, Payload: m.Payload()})
+	}
+}
+
+func (c *conn) onDesired(_ paho.Client, m paho.Message) {
+	if version, ok := iothub.ParseDesired(m.Topic()); ok {
+		c.handler.OnInbound(&transport.Inbound{Kind: transport.InboundDesired, Version: version, Payload: m.Payload()})
+	}
+}
+
+func (c *conn) onMethod(_ paho.Client, m paho.Message) {
+	if name, rid, ok := iothub.ParseMethodRequest(m.Topic()); ok {
+		c.handler.OnInbound(&transport.Inbound{Kind: transport.InboundMethod, Method: name, RID: rid,
+			Payload: m.Payload()})
+	}
+}
+
 // telemetryTopic renders m's topic: system properties first, then the application properties.
 func (c *conn) telemetryTopic(m *transport.Message) string {
 	var buf [8][2]string // most messages fit without allocating
 	return c.eventsPrefix + iothub.EncodeProperties(bagPairs(m, buf[:0]))
+}
+
+// requestTopic is the topic of a twin or method request.
+func requestTopic(r *transport.Request) string {
+	switch r.Kind {
+	case transport.RequestTwinGet:
+		return iothub.TwinGetTopic(r.RID)
+	case transport.RequestTwinReport:
+		return iothub.TwinReportedTopic(r.RID)
+	}
+	return iothub.MethodResponseTopic(r.Status, r.RID)
 }
 
 // bagPairs appends m's property bag to buf: the system properties that are set, then the application properties.

@@ -29,15 +29,18 @@ const waitLimit = 10 * time.Second
 
 // recorder is a transport.Handler that keeps what arrives.
 type recorder struct {
-	msgs chan *transport.Message
-	lost chan *transport.Error
+	msgs    chan *transport.Message
+	inbound chan *transport.Inbound
+	lost    chan *transport.Error
 }
 
 func newRecorder() *recorder {
-	return &recorder{msgs: make(chan *transport.Message, 16), lost: make(chan *transport.Error, 4)}
+	return &recorder{msgs: make(chan *transport.Message, 16), inbound: make(chan *transport.Inbound, 16),
+		lost: make(chan *transport.Error, 4)}
 }
 
 func (r *recorder) OnMessage(m *transport.Message)      { r.msgs <- m }
+func (r *recorder) OnInbound(in *transport.Inbound)     { r.inbound <- in }
 func (r *recorder) OnConnectionLost(e *transport.Error) { r.lost <- e }
 
 func (r *recorder) expectLoss(t *testing.T) *transport.Error {
@@ -91,7 +94,8 @@ func params(t testing.TB, h *hubsim.Hub, id, key string, r *recorder) transport.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return transport.DialParams{Host: h.HostName(), DeviceID: id, Token: tok, TLS: tlsFor(t, h), Handler: r}
+	return transport.DialParams{Host: h.HostName(), DeviceID: id, Token: tok, TLS: tlsFor(t, h),
+		Features: transport.FeatureC2D, Handler: r}
 }
 
 // overWebSocket points p at the hub's WebSocket listener.
