@@ -1,8 +1,14 @@
 // Command paho-bench is the baseline of bench/run.sh: raw paho.mqtt.golang publishing QoS 1 telemetry as IoT
-// Hub expects it (same user name, SAS token and topic as iotconn), pipelined: publish N, then wait for N acks.
-// It prints one line per round, in the format of the C ABI benchmark:
+// Hub expects it (same user name, SAS token and topic as iotconn, and the same C2D SUBSCRIBE after CONNECT). It
+// prints one line per round, in the format of the C ABI benchmark (bench/c/throughput.c) for the same mode:
 //
-//	round=R msgs=N seconds=S rate=MSG_PER_S
+//	pipelined: publish N, then wait for the N tokens
+//	  round=R msgs=N seconds=S rate=MSG_PER_S
+//	window1: publish one message and wait for its token, then the next; latency = Publish to the token's end
+//	  round=R msgs=N seconds=S rate=MSG_PER_S p50_us=US p99_us=US
+//	connect: every round is one fresh client, from the connection string to the SUBACK (SAS token, CA file, TLS
+//	configuration, CONNECT, SUBSCRIBE), then Disconnect (not timed)
+//	  round=R connect_us=US
 package main
 
 import (
@@ -11,7 +17,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,13 +29,23 @@ import (
 )
 
 func main() {
+	mode := flag.String("mode", "pipelined", "pipelined, window1 or connect")
 	connStr := flag.String("connstr", "", "device connection string (HostName=...;DeviceId=...;SharedAccessKey=...)")
 	caFile := flag.String("ca", "", "PEM file of the broker's CA")
-	n := flag.Int("n", 20000, "messages per round")
-	rounds := flag.Int("rounds", 5, "rounds")
+	n := flag.Int("n", 20000, "messages per round (unused by connect)")
+	rounds := flag.Int("rounds", 5, "rounds (connect: fresh clients)")
 	size := flag.Int("payload", 256, "payload bytes")
 	flag.Parse()
-	if err := run(*connStr, *caFile, *n, *rounds, *size); err != nil {
+	var err error
+	switch *mode {
+	case "pipelined", "window1":
+		err = runSends(*mode, *connStr, *caFile, *n, *rounds, *size)
+	case "connect":
+		err = runConnects(*connStr, *caFile, *rounds)
+	default:
+		err = fmt.Errorf("unknown mode %q", *mode)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "paho-bench:", err)
 		os.Exit(1)
 	}
@@ -50,24 +68,27 @@ func parseConnStr(s string) (map[string]string, error) {
 	return fields, nil
 }
 
-func run(connStr, caFile string, n, rounds, size int) error {
+// connect does what iotconn_client_create + iotconn_connect do on the wire: a fresh client with a fresh SAS
+// token, CONNECT, then the device's C2D SUBSCRIBE at QoS 1, waiting for the SUBACK. It returns the client and the
+// device's telemetry topic.
+func connect(connStr, caFile string) (mqtt.Client, string, error) {
 	cs, err := parseConnStr(connStr)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	host, device := cs["HostName"], cs["DeviceId"]
 	token, err := iothub.BuildSAS(iothub.ResourceURI(host, device, ""), cs["SharedAccessKey"], "",
 		time.Now().Add(time.Hour))
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(pem) {
-		return errors.New("no certificate in " + caFile)
+		return nil, "", errors.New("no certificate in " + caFile)
 	}
 	serverName, _, _ := strings.Cut(host, ":")
 	opts := mqtt.NewClientOptions().
@@ -82,25 +103,77 @@ func run(connStr, caFile string, n, rounds, size int) error {
 		SetCleanSession(false)
 	client := mqtt.NewClient(opts)
 	if t := client.Connect(); !t.WaitTimeout(time.Minute) || t.Error() != nil {
-		return fmt.Errorf("connect: %v", t.Error())
+		return nil, "", fmt.Errorf("connect: %v", t.Error())
 	}
-	defer client.Disconnect(250)
+	if t := client.Subscribe(iothub.C2DPrefix(device)+"#", 1, nil); !t.WaitTimeout(time.Minute) || t.Error() != nil {
+		client.Disconnect(250)
+		return nil, "", fmt.Errorf("subscribe: %v", t.Error())
+	}
+	return client, iothub.TelemetryTopic(device, "", ""), nil
+}
 
-	topic := iothub.TelemetryTopic(device, "", "")
-	payload := []byte(strings.Repeat("x", size))
-	tokens := make([]mqtt.Token, n)
+func runConnects(connStr, caFile string, rounds int) error {
 	for r := 1; r <= rounds; r++ {
 		start := time.Now()
-		for i := range tokens {
-			tokens[i] = client.Publish(topic, 1, false, payload)
+		client, _, err := connect(connStr, caFile)
+		if err != nil {
+			return err
 		}
-		for _, t := range tokens {
-			if !t.WaitTimeout(5*time.Minute) || t.Error() != nil {
-				return fmt.Errorf("publish: %v", t.Error())
+		elapsed := time.Since(start)
+		client.Disconnect(250)
+		fmt.Printf("round=%d connect_us=%.0f\n", r, float64(elapsed.Nanoseconds())/1e3)
+	}
+	return nil
+}
+
+func runSends(mode, connStr, caFile string, n, rounds, size int) error {
+	client, topic, err := connect(connStr, caFile)
+	if err != nil {
+		return err
+	}
+	defer client.Disconnect(250)
+	payload := []byte(strings.Repeat("x", size))
+	tokens := make([]mqtt.Token, n)
+	lat := make([]time.Duration, n)
+	wait := func(t mqtt.Token) error {
+		if !t.WaitTimeout(5*time.Minute) || t.Error() != nil {
+			return fmt.Errorf("publish: %v", t.Error())
+		}
+		return nil
+	}
+	for r := 1; r <= rounds; r++ {
+		start := time.Now()
+		if mode == "window1" {
+			for i := range lat {
+				t0 := time.Now()
+				if err := wait(client.Publish(topic, 1, false, payload)); err != nil {
+					return err
+				}
+				lat[i] = time.Since(t0)
+			}
+		} else {
+			for i := range tokens {
+				tokens[i] = client.Publish(topic, 1, false, payload)
+			}
+			for _, t := range tokens {
+				if err := wait(t); err != nil {
+					return err
+				}
 			}
 		}
 		elapsed := time.Since(start).Seconds()
-		fmt.Printf("round=%d msgs=%d seconds=%.3f rate=%.0f\n", r, n, elapsed, float64(n)/elapsed)
+		fmt.Printf("round=%d msgs=%d seconds=%.3f rate=%.0f", r, n, elapsed, float64(n)/elapsed)
+		if mode == "window1" {
+			fmt.Printf(" p50_us=%.1f p99_us=%.1f", quantile(lat, 0.50), quantile(lat, 0.99))
+		}
+		fmt.Println()
 	}
 	return nil
+}
+
+// quantile is the q-quantile (nearest rank) of v, which it sorts, in microseconds.
+func quantile(v []time.Duration, q float64) float64 {
+	slices.Sort(v)
+	rank := max(int(math.Ceil(q*float64(len(v)))), 1)
+	return float64(v[rank-1].Nanoseconds()) / 1e3
 }
