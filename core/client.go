@@ -53,6 +53,11 @@ type Client struct {
 	closed     bool
 	connecting map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect
 
+	// sendMu serialises handing messages to the live link (flush), which the loop and Send both do; live is
+	// that link, published by the loop, nil while there is none. Taken with no other lock held.
+	sendMu sync.Mutex
+	live   transport.Conn
+
 	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
 	connectReqs chan *connectRequest
 	kick        chan struct{} // capacity 1: "the queue changed"
@@ -296,13 +301,15 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 		c.events.push(event{kind: evSendComplete, id: d.ID, result: SendFailed,
 			err: Errorf(CodeDropped, "dropped for message %d: the queue was full", e.ID)})
 	}
-	if written != nil {
+	if written != nil { // the journal wakes the loop once the message is queued
 		if err := <-written; err != nil {
 			return 0, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
 		}
 		return e.ID, nil
 	}
-	notify.Raise(c.kick)
+	if !c.flush() {
+		notify.Raise(c.kick) // queued: the loop arms its expiry timer and sends it once a link is up
+	}
 	return e.ID, nil
 }
 

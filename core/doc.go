@@ -37,14 +37,17 @@
 // # Locks
 //
 //   - Client.mu guards the status (cur), handlers, policy, closed and connecting.
+//   - Client.sendMu serialises handing queued messages to the live link (flush, from the loop or from Send) and
+//     guards live, the link the loop publishes.
 //   - Outbox.mu guards the outbound queue and every entry's flags; journal.mu the journal's puts, dels and keys.
 //   - eventQueue.mu guards the event FIFO.
 //   - Client.pollMu serialises Poll calls.
 //
 // Lock order: Client.mu before eventQueue.mu (a status change is pushed under Client.mu, so events keep the order
-// of changes); Outbox.mu before journal.mu (Add puts under Outbox.mu). Client.mu and Outbox.mu are never held
+// of changes); Outbox.mu before journal.mu (Add puts under Outbox.mu); sendMu before Outbox.mu and the
+// transport's own lock (flush takes ready messages and sends them under sendMu). Client.mu and Outbox.mu are never held
 // together, and the outbox calls the client back with no lock held. A transport never holds its own lock while
-// it calls the engine back, and the engine never holds a lock while it calls the transport.
+// it calls the engine back, and the engine holds no lock but sendMu while it calls the transport.
 //
 // No lock is held while application code runs: handlers and custom retry policies run from the event queue, or
 // on the loop goroutine for a thread-mode custom policy, with no engine lock held, so they may call Send and Close.

@@ -174,7 +174,7 @@ func (c *Client) loop() {
 		case req := <-c.connectReqs:
 			c.connectRequested(&ls, req)
 		case <-c.kick:
-			c.flush(&ls)
+			c.flush()
 			c.armExpiry(&ls)
 		case <-timerC(ls.expiry):
 			c.expire(&ls)
@@ -239,7 +239,8 @@ func (c *Client) attempt(ls *loopState) {
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
-	c.flush(ls)
+	c.setLive(ls.conn)
+	c.flush()
 	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
 }
 
@@ -423,23 +424,39 @@ func (c *Client) dropConn(ls *loopState) {
 	if ls.conn == nil {
 		return
 	}
+	c.setLive(nil)
 	ls.conn.Close()
 	ls.conn = nil
 	c.expireAll(c.out.Requeue(c.clk.Now()))
 	c.armExpiry(ls)
 }
 
-// flush hands every queued message to the live connection without waiting for acknowledgements. A message
-// whose deadline passed expires instead: none is sent after its time-to-live.
-func (c *Client) flush(ls *loopState) {
-	if ls.conn == nil {
-		return
+// flush hands every queued message to the live link, if any, without waiting for acknowledgements, in id order
+// (sendMu keeps concurrent flushes from interleaving). A message whose deadline passed expires instead: none is
+// sent after its time-to-live. The loop calls it when a link comes up and when the queue changed; Send calls it
+// too, so that a message reaches a live link without waking the loop.
+func (c *Client) flush() (linked bool) {
+	c.sendMu.Lock()
+	var due []*outbox.Entry
+	conn := c.live
+	if conn != nil {
+		var send []*outbox.Entry
+		send, due = c.out.Ready(c.clk.Now())
+		for _, e := range send {
+			c.sendOne(conn, e)
+		}
 	}
-	send, due := c.out.Ready(c.clk.Now())
+	c.sendMu.Unlock()
 	c.expireAll(due)
-	for _, e := range send {
-		c.sendOne(ls.conn, e)
-	}
+	return conn != nil
+}
+
+// setLive publishes the live link to flush (nil: none). Clearing it first lets dropConn requeue every message
+// a concurrent flush handed to the old link.
+func (c *Client) setLive(conn transport.Conn) {
+	c.sendMu.Lock()
+	c.live = conn
+	c.sendMu.Unlock()
 }
 
 func (c *Client) sendOne(conn transport.Conn, e *outbox.Entry) {
