@@ -194,10 +194,10 @@ func (c *Client) loop() {
 			ls.answer = nil
 			c.policyAnswered(&ls, a)
 		case <-ls.waiters.ctxDone():
-			c.giveUp(&ls, ReasonRetryExpired, ls.waiters.connectTimedOut(ls.failed.err))
+			c.giveUp(&ls, ReasonRetryExpired, ls.waiters.connectTimedOut(ls.failed.err.Err))
 		case <-timerC(ls.deadline):
 			ls.deadline = nil
-			c.giveUp(&ls, ReasonRetryExpired, ls.waiters.connectTimedOut(ls.failed.err))
+			c.giveUp(&ls, ReasonRetryExpired, ls.waiters.connectTimedOut(ls.failed.err.Err))
 		}
 	}
 }
