@@ -674,8 +674,8 @@ static void op_send(input_t *in)
 		return;
 	}
 	int want = !m || !g.sendable ? IOTCONN_EINVAL : g.too_large ? IOTCONN_ETOOLARGE : t.s->closed ? IOTCONN_ECLOSED : 1;
-	/* too large and an empty property key: either check may come first */
-	if (m && g.valid && g.empty_key && g.too_large && rc == IOTCONN_ETOOLARGE)
+	/* an empty property key and a size or id over a limit: either check may come first */
+	if (m && g.valid && g.empty_key && (g.too_large || g.ruled) && rc == IOTCONN_ETOOLARGE)
 		want = IOTCONN_ETOOLARGE;
 	if (m && g.sendable && g.ruled && (rc == IOTCONN_EINVAL || rc == IOTCONN_ETOOLARGE))
 		want = rc;
