@@ -1,6 +1,6 @@
 package core
 
-// This file is the engine's public contract, used by capi/ and the tests. The engine issue (#3) implements it;
+// This file is the engine's public contract, used by capi/ and the tests (doc.go describes the engine behind it);
 // signatures here change only together with capi/.
 
 import (
@@ -125,6 +125,8 @@ const (
 //	(*Client).Recovered() int // durable mode: messages loaded from QueueDir; they took ids 1..Recovered()
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
-//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent
+//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent;
+//	                        // never waits for a handler, so handlers may call it
+//	(*Client).Done() <-chan struct{} // closed once the last handler returned (thread mode) or the loop ended
 //
 // Errors returned are *Error.
