@@ -92,20 +92,20 @@ func TestRegistryValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"", "has space", "slash/", strings.Repeat("x", 129), "tab\t", "é"} {
-		if _, err := r.add(bad, "", true); err == nil {
+		if _, err := r.addOne(DeviceSpec{ID: bad}); err == nil {
 			t.Errorf("id %q accepted", bad)
 		}
 	}
-	if _, err := r.add("d1", "not base64!", true); err == nil {
+	if _, err := r.addOne(DeviceSpec{ID: "d1", Key: "not base64!"}); err == nil {
 		t.Error("bad key accepted")
 	}
-	if _, err := r.add("d-1:.+%_#*?!(),=@$'", "", true); err != nil {
+	if _, err := r.addOne(DeviceSpec{ID: "d-1:.+%_#*?!(),=@$'"}); err != nil {
 		t.Errorf("IoT Hub's special characters refused: %v", err)
 	}
-	if _, err := r.add("d1", "", true); err != nil {
+	if _, err := r.addOne(DeviceSpec{ID: "d1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.add("d1", "", true); !errors.Is(err, ErrExists) {
+	if _, err := r.addOne(DeviceSpec{ID: "d1"}); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate: got %v, want ErrExists", err)
 	}
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -83,7 +85,7 @@ func (p *cliProcess) next(t *testing.T) string {
 func (p *cliProcess) startupLines(t *testing.T) []string {
 	t.Helper()
 	var lines []string
-	for i := 0; i < 100; i++ {
+	for i := 0; i < 10000; i++ {
 		l := p.next(t)
 		lines = append(lines, l)
 		if l == "hubsim: ready" {
@@ -188,11 +190,61 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 	p2.stop(t)
 }
 
+func TestCLIRegistersADevicesFile(t *testing.T) {
+	bin := buildCLI(t)
+	dir := t.TempDir()
+	key := randomKey()
+	var file strings.Builder
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&file, "f%04d\n", i)
+	}
+	fmt.Fprintf(&file, "\n  keyed:%s \r\nd1\n", key) // blank line, spaces, CRLF, d1 also given by --device
+	list := filepath.Join(t.TempDir(), "devices.txt")
+	if err := os.WriteFile(list, []byte(file.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--dir", dir, "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", "d1", "--devices-file", list}
+	// deviceLines keeps each device line without its HostName, whose port changes between runs.
+	deviceLines := func(lines []string) []string {
+		var out []string
+		for _, l := range lines {
+			if strings.HasPrefix(l, "hubsim: device ") {
+				out = append(out, regexp.MustCompile(`HostName=[^;]*;`).ReplaceAllString(l, ""))
+			}
+		}
+		return out
+	}
+	p := startCLI(t, bin, args...)
+	first := deviceLines(p.startupLines(t))
+	p.stop(t)
+	if len(first) != 1002 || !strings.HasPrefix(first[0], "hubsim: device d1 DeviceId=d1;SharedAccessKey=") ||
+		!strings.HasPrefix(first[1000], "hubsim: device f0999 DeviceId=f0999;SharedAccessKey=") ||
+		first[1001] != "hubsim: device keyed DeviceId=keyed;SharedAccessKey="+key {
+		t.Fatalf("%d device lines, first %q, last %q", len(first), first[0], first[len(first)-1])
+	}
+
+	// The same flags on the next run keep the stored devices and their keys.
+	p2 := startCLI(t, bin, args...)
+	second := deviceLines(p2.startupLines(t))
+	p2.stop(t)
+	if strings.Join(second, "\n") != strings.Join(first, "\n") {
+		t.Fatalf("second run changed the devices: %d lines", len(second))
+	}
+}
+
 func TestCLIRejectsBadArguments(t *testing.T) {
 	bin := buildCLI(t)
+	badList := filepath.Join(t.TempDir(), "devices.txt")
+	if err := os.WriteFile(badList, []byte("ok1\nok2\nbad id\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badListDir := t.TempDir()
 	for _, args := range [][]string{
 		{"--mqtt", "127.0.0.1:0"},
 		{"--dir", t.TempDir(), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", "bad id"},
+		{"--dir", t.TempDir(), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", "d1:" + randomKey(), "--device", "d1:" + randomKey()},
+		{"--dir", t.TempDir(), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--devices-file", filepath.Join(t.TempDir(), "missing")},
+		{"--dir", badListDir, "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--devices-file", badList},
 		{"--dir", t.TempDir(), "--bogus"},
 	} {
 		out, err := exec.Command(bin, args...).CombinedOutput()
@@ -200,5 +252,9 @@ func TestCLIRejectsBadArguments(t *testing.T) {
 		if !errors.As(err, &exit) || exit.ExitCode() == 0 || len(out) == 0 {
 			t.Errorf("%v: exit %v, output %q; want a failure with a message", args, err, out)
 		}
+	}
+	// A bad id in the file registers none of the file's devices.
+	if r, err := loadRegistry(badListDir); err != nil || len(r.devices) != 0 {
+		t.Errorf("after a bad devices file the registry holds %d devices (%v)", len(r.devices), err)
 	}
 }

@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -75,9 +76,18 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
-// readJSON decodes a bounded JSON body, rejecting unknown fields so typos are reported.
+// readJSON decodes a bounded JSON body.
 func readJSON(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxControlBody))
+	b, err := readBody(r)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(b, v)
+}
+
+// decodeJSON rejects unknown fields so typos are reported.
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("request body: %w", err)
@@ -104,37 +114,55 @@ func (h *Hub) handleListDevices(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// deviceRequest is one device of POST /devices.
+type deviceRequest struct {
+	ID     string `json:"id"`
+	Key    string `json:"key"`
+	Status string `json:"status"`
+}
+
+// handleAddDevice registers one device (a JSON object) or many (an array of them, all or none, one registry write).
 func (h *Hub) handleAddDevice(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		ID     string `json:"id"`
-		Key    string `json:"key"`
-		Status string `json:"status"`
-	}
-	if err := readJSON(r, &req); err != nil {
-		writeError(w, err)
-		return
-	}
-	enabled, err := parseStatus(req.Status)
+	body, err := readBody(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if _, err := h.AddDevice(req.ID, req.Key); err != nil {
+	var reqs []deviceRequest
+	batch := bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("["))
+	if batch {
+		err = decodeJSON(body, &reqs)
+	} else {
+		reqs = make([]deviceRequest, 1)
+		err = decodeJSON(body, &reqs[0])
+	}
+	if err != nil {
 		writeError(w, err)
 		return
 	}
-	if !enabled {
-		if err := h.SetDeviceEnabled(req.ID, false); err != nil {
+	specs := make([]DeviceSpec, len(reqs))
+	for i, req := range reqs {
+		enabled, err := parseStatus(req.Status)
+		if err != nil {
 			writeError(w, err)
 			return
 		}
+		specs[i] = DeviceSpec{ID: req.ID, Key: req.Key, Disabled: !enabled}
 	}
-	d, err := h.Device(req.ID)
+	devs, err := h.AddDevices(specs)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, h.deviceJSON(d))
+	out := make([]deviceJSON, len(devs))
+	for i, d := range devs {
+		out[i] = h.deviceJSON(d)
+	}
+	if batch {
+		writeJSON(w, http.StatusCreated, out)
+	} else {
+		writeJSON(w, http.StatusCreated, out[0])
+	}
 }
 
 func parseStatus(s string) (enabled bool, err error) {

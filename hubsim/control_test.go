@@ -96,6 +96,39 @@ func TestControlAPIDevices(t *testing.T) {
 	}
 }
 
+func TestControlAPIAddsDevicesInBulk(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.ControlAddr = "127.0.0.1:0" })
+	key := randomKey()
+	code, b := call(t, h, "POST", "/devices", ` [{"id":"b1"},{"id":"b2","key":"`+key+`"},{"id":"b3","status":"disabled"}]`)
+	got := decode[[]deviceJSON](t, b)
+	if code != 201 || len(got) != 3 || got[0].ID != "b1" || got[1].PrimaryKey != key || got[2].Status != "disabled" ||
+		got[1].ConnectionString != "HostName="+h.HostName()+";DeviceId=b2;SharedAccessKey="+key {
+		t.Fatalf("POST /devices [3 devices]: %d %s", code, b)
+	}
+	for _, c := range []struct {
+		body string
+		code int
+	}{
+		{`[{"id":"ok1"},{"id":"bad id"}]`, 400},
+		{`[{"id":"ok1"},{"id":"b1"}]`, 409},
+		{`[{"id":"ok1"},{"id":"ok1"}]`, 409},
+		{`[{"id":"ok1"},{"id":"x","status":"sleepy"}]`, 400},
+		{`[{"id":"ok1"},{"id":"x","colour":"red"}]`, 400},
+		{`[{"id":"ok1"},"x"]`, 400},
+	} {
+		code, b := call(t, h, "POST", "/devices", c.body)
+		if code != c.code || decode[map[string]string](t, b)["error"] == "" {
+			t.Errorf("POST /devices %s: %d %s, want %d with an error message", c.body, code, b, c.code)
+		}
+	}
+	if code, b := call(t, h, "GET", "/devices", ""); code != 200 || len(decode[[]deviceJSON](t, b)) != 3 {
+		t.Fatalf("failed batches registered devices: %d %s", code, b)
+	}
+	if code, b := call(t, h, "POST", "/devices", `[]`); code != 201 || string(b) != "[]\n" {
+		t.Fatalf("POST /devices []: %d %s", code, b)
+	}
+}
+
 func TestControlAPIMessagesC2DTwinMethodsFaults(t *testing.T) {
 	h := startHub(t, func(c *Config) { c.ControlAddr = "127.0.0.1:0" })
 	d := addDevice(t, h, "d1")

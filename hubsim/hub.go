@@ -263,12 +263,28 @@ func (h *Hub) HostName() string {
 	return "localhost:" + port
 }
 
+// DeviceSpec is one device for AddDevices.
+type DeviceSpec struct {
+	ID       string
+	Key      string // primary key, base64; "" draws a random 32-byte key
+	Disabled bool
+}
+
 // AddDevice registers an enabled device; key "" draws a random 32-byte key.
 func (h *Hub) AddDevice(id, key string) (Device, error) {
-	if strings.Contains(id, "/") {
-		return Device{}, fmt.Errorf("%w: %q contains '/'", errDeviceIDInvalid, id)
+	return only(h.AddDevices([]DeviceSpec{{ID: id, Key: key}}))
+}
+
+// AddDevices registers devices with one registry write, where AddDevice in a loop rewrites the whole registry per
+// device. Each spec is checked as AddDevice checks it; a bad one (or an id given twice) fails the batch and none is
+// registered. The devices come back in the order of specs.
+func (h *Hub) AddDevices(specs []DeviceSpec) ([]Device, error) {
+	for _, s := range specs {
+		if strings.Contains(s.ID, "/") {
+			return nil, fmt.Errorf("%w: %q contains '/'", errDeviceIDInvalid, s.ID)
+		}
 	}
-	return h.addIdentity(id, key, true)
+	return h.addIdentities(specs)
 }
 
 // AddModule registers an enabled module identity of an existing device.
@@ -282,21 +298,35 @@ func (h *Hub) AddModule(deviceID, moduleID, key string) (Device, error) {
 	if !ok {
 		return Device{}, fmt.Errorf("%w: %s", ErrNotFound, deviceID)
 	}
-	return h.addIdentity(deviceID+"/"+moduleID, key, true)
+	return only(h.addIdentities([]DeviceSpec{{ID: deviceID + "/" + moduleID, Key: key}}))
 }
 
-func (h *Hub) addIdentity(id, key string, enabled bool) (Device, error) {
+// addIdentities registers identities all or none under one lock and one save, so the file on disk always holds
+// either none or all of them.
+func (h *Hub) addIdentities(specs []DeviceSpec) ([]Device, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	rec, err := h.reg.add(id, key, enabled)
+	recs, err := h.reg.add(specs)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.reg.save(); err != nil {
+		h.reg.remove(recs)
+		return nil, fmt.Errorf("saving registry: %w", err)
+	}
+	out := make([]Device, len(recs))
+	for i, rec := range recs {
+		out[i] = h.deviceLocked(rec)
+	}
+	return out, nil
+}
+
+// only unwraps the answer to a batch of one.
+func only(ds []Device, err error) (Device, error) {
 	if err != nil {
 		return Device{}, err
 	}
-	if err := h.reg.save(); err != nil {
-		delete(h.reg.devices, id)
-		return Device{}, fmt.Errorf("saving registry: %w", err)
-	}
-	return h.deviceLocked(rec), nil
+	return ds[0], nil
 }
 
 // Device returns a registered identity ("device" or "device/module") with its connection state.

@@ -102,24 +102,47 @@ func (r *registry) ids() []string {
 	return ids
 }
 
-// add creates a device ("d") or module ("d/m") identity; key "" draws a random one. The secondary key is always
-// random.
-func (r *registry) add(id, key string, enabled bool) (*deviceRecord, error) {
-	if err := validateIdentity(id); err != nil {
+// add creates identities, devices ("d") or modules ("d/m"), all or none: the first bad one fails the lot and those
+// added before it are forgotten. A spec's key "" draws a random one; the secondary key is always random.
+func (r *registry) add(specs []DeviceSpec) ([]*deviceRecord, error) {
+	recs := make([]*deviceRecord, 0, len(specs))
+	for i, s := range specs {
+		d, err := r.addOne(s)
+		if err != nil {
+			r.remove(recs)
+			if len(specs) > 1 { // name the culprit of a batch; a single add keeps AddDevice's error text
+				err = fmt.Errorf("entry %d (%q): %w", i, s.ID, err)
+			}
+			return nil, err
+		}
+		recs = append(recs, d)
+	}
+	return recs, nil
+}
+
+func (r *registry) addOne(s DeviceSpec) (*deviceRecord, error) {
+	if err := validateIdentity(s.ID); err != nil {
 		return nil, err
 	}
-	if _, ok := r.devices[id]; ok {
-		return nil, fmt.Errorf("%w: %s", ErrExists, id)
+	if _, ok := r.devices[s.ID]; ok {
+		return nil, fmt.Errorf("%w: %s", ErrExists, s.ID)
 	}
+	key := s.Key
 	if key == "" {
 		key = randomKey()
 	} else if err := validateKey(key); err != nil {
 		return nil, err
 	}
-	d := &deviceRecord{ID: id, PrimaryKey: key, SecondaryKey: randomKey(), Disabled: !enabled}
+	d := &deviceRecord{ID: s.ID, PrimaryKey: key, SecondaryKey: randomKey(), Disabled: s.Disabled}
 	d.Twin.init()
-	r.devices[id] = d
+	r.devices[s.ID] = d
 	return d, nil
+}
+
+func (r *registry) remove(recs []*deviceRecord) {
+	for _, d := range recs {
+		delete(r.devices, d.ID)
+	}
 }
 
 func validateKey(key string) error {

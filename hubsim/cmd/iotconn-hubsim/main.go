@@ -33,12 +33,14 @@ func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("iotconn-hubsim", flag.ContinueOnError)
 	var cfg hubsim.Config
 	var devices deviceFlags
+	var devicesFile string
 	fs.StringVar(&cfg.Dir, "dir", "", "state directory: CA, server certificate, registry (required)")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt", hubsim.DefaultMQTTAddr, "MQTT over TLS listen address")
 	fs.StringVar(&cfg.TCPAddr, "tcp", "", "plain MQTT listen address (off when empty)")
 	fs.StringVar(&cfg.WSAddr, "ws", "", "MQTT over WebSocket (TLS) listen address (off when empty)")
 	fs.StringVar(&cfg.ControlAddr, "control", "127.0.0.1:8080", "HTTP control API listen address")
 	fs.Var(&devices, "device", "register a device ID or ID:KEY (base64); repeatable")
+	fs.StringVar(&devicesFile, "devices-file", "", "register the devices in this file, one ID or ID:KEY a line")
 	fs.DurationVar(&cfg.TokenGrace, "token-grace", 0, "drop a connection this long after its SAS token expired")
 	fs.DurationVar(&cfg.ClockSkew, "clock-skew", 0, "tolerated SAS token expiry skew")
 	if err := fs.Parse(args); err != nil {
@@ -49,6 +51,13 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if cfg.Dir == "" {
 		return errors.New("--dir is required")
+	}
+	if devicesFile != "" {
+		listed, err := readDevicesFile(devicesFile)
+		if err != nil {
+			return fmt.Errorf("--devices-file: %w", err)
+		}
+		devices = append(devices, listed...)
 	}
 	log := &heldWriter{out: stdout}
 	cfg.Log = log
@@ -62,11 +71,12 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer hub.Close()
-	for _, d := range devices {
-		id, key, _ := strings.Cut(d, ":")
-		if err := ensureDevice(hub, id, key); err != nil {
-			return err
-		}
+	specs, err := newDevices(hub, devices)
+	if err != nil {
+		return err
+	}
+	if _, err := hub.AddDevices(specs); err != nil {
+		return err
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "hubsim: mqtts %s\n", hub.Addr())
@@ -96,20 +106,48 @@ func run(args []string, stdout io.Writer) error {
 	return nil
 }
 
-// ensureDevice registers id unless the registry has it; a stored device given with another key is an error.
-func ensureDevice(hub *hubsim.Hub, id, key string) error {
-	d, err := hub.Device(id)
-	if errors.Is(err, hubsim.ErrNotFound) {
-		_, err = hub.AddDevice(id, key)
-		return err
-	}
+// readDevicesFile reads one ID[:KEY] a line; blank lines are skipped.
+func readDevicesFile(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if key != "" && key != d.PrimaryKey && key != d.SecondaryKey {
-		return fmt.Errorf("device %s is registered in the state dir with another key", id)
+	var entries []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			entries = append(entries, line)
+		}
 	}
-	return nil
+	return entries, nil
+}
+
+// newDevices returns the ID[:KEY] entries the registry lacks, each once, so they are registered in one batch; a
+// device kept in the state dir or given twice with another key is an error.
+func newDevices(hub *hubsim.Hub, entries []string) ([]hubsim.DeviceSpec, error) {
+	var specs []hubsim.DeviceSpec
+	queued := map[string]int{} // id -> its index in specs
+	for _, e := range entries {
+		id, key, _ := strings.Cut(e, ":")
+		if i, ok := queued[id]; ok {
+			if key != "" && key != specs[i].Key {
+				return nil, fmt.Errorf("device %s is given twice with different keys", id)
+			}
+			continue
+		}
+		d, err := hub.Device(id)
+		if errors.Is(err, hubsim.ErrNotFound) {
+			queued[id] = len(specs)
+			specs = append(specs, hubsim.DeviceSpec{ID: id, Key: key})
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if key != "" && key != d.PrimaryKey && key != d.SecondaryKey {
+			return nil, fmt.Errorf("device %s is registered in the state dir with another key", id)
+		}
+	}
+	return specs, nil
 }
 
 // heldWriter holds log lines written while the hub starts so the startup lines come first.
