@@ -118,6 +118,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		DropOldest: opts.QueueOverflow == OverflowDropOldest,
 		MIDPrefix:  rand.Text() + ".", // generated $.mid values unique across clients and restarts: 130 random bits
 		Dir:        opts.QueueDir,
+		Now:        opts.Clock.Now,
 		Queued:     func() { notify.Raise(c.kick) },
 		WrittenAfterClose: func(es []*outbox.Entry) {
 			for _, e := range es {

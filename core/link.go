@@ -427,7 +427,7 @@ func (c *Client) dropConn(ls *loopState) {
 	c.setLive(nil)
 	ls.conn.Close()
 	ls.conn = nil
-	c.expireAll(c.out.Requeue(c.clk.Now()))
+	c.expireAll(c.out.Requeue())
 	c.armExpiry(ls)
 }
 
@@ -441,7 +441,7 @@ func (c *Client) flush() (linked bool) {
 	conn := c.live
 	if conn != nil {
 		var send []*outbox.Entry
-		send, due = c.out.Ready(c.clk.Now())
+		send, due = c.out.Ready()
 		for _, e := range send {
 			c.sendOne(conn, e)
 		}
@@ -488,7 +488,7 @@ func (c *Client) armExpiry(ls *loopState) {
 // may still come.
 func (c *Client) expire(ls *loopState) {
 	ls.expiry = nil
-	c.expireAll(c.out.Due(c.clk.Now()))
+	c.expireAll(c.out.Due())
 	c.armExpiry(ls)
 }
 

@@ -55,6 +55,9 @@ type Config struct {
 	DropOldest  bool   // when full: drop the oldest never-sent entries instead of refusing
 	MIDPrefix   string // generated message ids are MIDPrefix + the entry's id
 	Dir         string // durable mode: the queue directory; "" = memory only
+	// Now is the client's clock. Ready, Requeue and Due read it under the outbox's lock, so an entry one of them
+	// found past its deadline is never found sendable by a later one.
+	Now func() time.Time
 
 	// Queued is called when entries joined the queue from the disk writer (not from Add, whose caller knows).
 	Queued func()
@@ -250,9 +253,10 @@ func (o *Outbox) finishLocked(e *Entry) bool {
 
 // Ready takes every queued entry for the live link: the returned send entries are in flight (in id order); due
 // ones passed their deadline and must expire instead.
-func (o *Outbox) Ready(now time.Time) (send, due []*Entry) {
+func (o *Outbox) Ready() (send, due []*Entry) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.cfg.Now()
 	batch := o.queue
 	o.queue = nil
 	n := 0
@@ -272,9 +276,10 @@ func (o *Outbox) Ready(now time.Time) (send, due []*Entry) {
 
 // Requeue is the end of the live link: entries in flight go back to the head of the queue, in id order, except
 // those past their deadline, which are returned due.
-func (o *Outbox) Requeue(now time.Time) (due []*Entry) {
+func (o *Outbox) Requeue() (due []*Entry) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.cfg.Now()
 	var back []*Entry
 	for _, e := range o.pending {
 		switch {
@@ -301,9 +306,10 @@ func expirable(e *Entry) bool { return !e.writing && !e.inFlight }
 
 // Due returns the entries past their deadline that may expire now, oldest first, and drops finished entries
 // from the queue (those of earlier calls among them), which would otherwise grow while the link is down.
-func (o *Outbox) Due(now time.Time) []*Entry {
+func (o *Outbox) Due() []*Entry {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	now := o.cfg.Now()
 	o.queue = slices.DeleteFunc(o.queue, func(e *Entry) bool { return e.done })
 	var due []*Entry
 	for _, e := range o.pending {

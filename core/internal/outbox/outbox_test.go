@@ -11,9 +11,16 @@ import (
 
 var t0 = time.Unix(1700000000, 0)
 
+// now is the tests' clock: t0 until a test moves it.
+var now = t0
+
+func clock() time.Time { return now }
+
 func newMemory(t *testing.T, maxMessages int, dropOldest bool) *Outbox {
 	t.Helper()
-	o, err := New(Config{MaxMessages: maxMessages, MaxBytes: 1 << 20, DropOldest: dropOldest, MIDPrefix: "p."})
+	now = t0
+	o, err := New(Config{MaxMessages: maxMessages, MaxBytes: 1 << 20, DropOldest: dropOldest, MIDPrefix: "p.",
+		Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,26 +60,27 @@ func TestIDsAndGeneratedMessageIDs(t *testing.T) {
 func TestLinkLossRequeuesInOrderAndExpiresWhatPassedItsDeadline(t *testing.T) {
 	o := newMemory(t, 10, false)
 	short, long := add(t, o, "short", 10*time.Second), add(t, o, "long", time.Hour)
-	send, due := o.Ready(t0)
+	send, due := o.Ready()
 	if !slices.Equal(ids(send), []uint64{1, 2}) || len(due) != 0 {
 		t.Fatalf("ready %v, due %v", ids(send), ids(due))
 	}
 	// While the link lives, an entry in flight waits for its acknowledgement past its deadline.
-	if due := o.Due(t0.Add(time.Minute)); len(due) != 0 {
+	now = t0.Add(time.Minute)
+	if due := o.Due(); len(due) != 0 {
 		t.Fatalf("due in flight: %v", ids(due))
 	}
 	if next, _ := o.NextDeadline(time.Time{}); !next.IsZero() {
 		t.Fatalf("an expiry deadline %v for entries in flight", next)
 	}
 	// The link ends after short's deadline: short is due (not resent), long goes back to the queue.
-	if due := o.Requeue(t0.Add(time.Minute)); !slices.Equal(ids(due), []uint64{short.ID}) {
+	if due := o.Requeue(); !slices.Equal(ids(due), []uint64{short.ID}) {
 		t.Fatalf("due after the link ended: %v", ids(due))
 	}
 	if !o.MayHaveArrived(short) || !o.MayHaveArrived(long) {
 		t.Fatal("sent entries are not marked as possibly arrived")
 	}
 	o.Complete(short, true)
-	if send, _ := o.Ready(t0.Add(time.Minute)); !slices.Equal(ids(send), []uint64{long.ID}) {
+	if send, _ := o.Ready(); !slices.Equal(ids(send), []uint64{long.ID}) {
 		t.Fatalf("resent %v", ids(send))
 	}
 }
@@ -80,8 +88,8 @@ func TestLinkLossRequeuesInOrderAndExpiresWhatPassedItsDeadline(t *testing.T) {
 func TestCompleteOnceAndDropOldestKeepsWhatMayHaveArrived(t *testing.T) {
 	o := newMemory(t, 2, true)
 	sent := add(t, o, "sent", time.Hour)
-	o.Ready(t0)
-	o.Requeue(t0) // back in the queue, unacknowledged
+	o.Ready()
+	o.Requeue() // back in the queue, unacknowledged
 	queued := add(t, o, "queued", time.Hour)
 	newest, dropped, _, err := o.Add(transport.Message{Payload: []byte("x")}, t0.Add(time.Hour))
 	if err != nil || !slices.Equal(ids(dropped), []uint64{queued.ID}) {
@@ -93,11 +101,11 @@ func TestCompleteOnceAndDropOldestKeepsWhatMayHaveArrived(t *testing.T) {
 	if !o.Complete(sent, true) || o.Complete(sent, true) {
 		t.Fatal("Complete is not once")
 	}
-	o.Ready(t0) // newest is in flight
+	o.Ready() // newest is in flight
 	if _, _, _, err = o.Add(transport.Message{Payload: []byte("x")}, t0.Add(time.Hour)); err != nil {
 		t.Fatalf("room after a completion: %v", err)
 	}
-	o.Ready(t0)
+	o.Ready()
 	_, _, _, err = o.Add(transport.Message{Payload: []byte("x")}, t0.Add(time.Hour))
 	var full *FullError
 	if !errors.As(err, &full) {
@@ -125,7 +133,7 @@ func TestNextDeadlineRescansOnlyForASoonerOne(t *testing.T) {
 func TestDurableEntriesSurviveAndCountAsPossiblySent(t *testing.T) {
 	dir := t.TempDir()
 	var afterClose []*Entry
-	cfg := Config{MaxMessages: 10, MaxBytes: 1 << 20, MIDPrefix: "p.", Dir: dir, Queued: func() {},
+	cfg := Config{MaxMessages: 10, MaxBytes: 1 << 20, MIDPrefix: "p.", Dir: dir, Now: clock, Queued: func() {},
 		WrittenAfterClose: func(es []*Entry) { afterClose = append(afterClose, es...) },
 		Logf:              func(string, ...any) {}}
 	o, err := New(cfg)
