@@ -115,7 +115,7 @@ typedef enum iotconn_reason {
 
 /* iotconn_options_t.queue_overflow: what iotconn_send() does when the outbound queue is at a limit. */
 #define IOTCONN_QUEUE_OVERFLOW_REJECT 0      /* return IOTCONN_EQUEUEFULL (default) */
-#define IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST 1 /* the oldest queued messages not yet handed to the network complete
+#define IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST 1 /* the oldest queued messages never handed to the network complete
 						IOTCONN_SEND_FAILED / IOTCONN_EDROPPED until the new one fits */
 
 /* The `result` of a send completion: every message iotconn_send() accepted ends in exactly one of these. */
