@@ -17,8 +17,9 @@
 //	                  requests (the features that use it come with the twin/method and DPS work)
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam: dial with features C2D/twin/methods, Send, Request, inbound
-//	                  messages and twin/method traffic, token renewal), core/transport/mqtt (paho.mqtt.golang);
-//	                  the protocols a client may use are a registry (transports.go)
+//	                  messages and twin/method traffic, token renewal), core/transport/mqtt (paho.mqtt.golang),
+//	                  core/transport/pool (one Dialer several clients share: their links multiplexed onto shared
+//	                  connections); the protocols a client may use are a registry (transports.go)
 //
 // # Goroutines of a client, and who stops each
 //
