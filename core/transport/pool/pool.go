@@ -61,7 +61,8 @@ type Shared interface {
 	// Done is closed once the connection has ended.
 	Done() <-chan struct{}
 	// Close ends the connection and releases what it holds; Done closes. The pool calls it once per connection,
-	// possibly after the connection ended on its own.
+	// possibly after the connection ended on its own, from the Dial or the Conn.Close of whichever client
+	// found it ended or left it last, so it must not wait long: that client's supervisor waits for it.
 	Close() error
 }
 
