@@ -70,8 +70,9 @@ start() {
 	exec 4<&-
 }
 
-say "building the paho baseline"
+say "building the paho baseline and the C-thread boundary probe"
 go build -trimpath -o "$tmp/paho-bench" ./bench/paho
+go build -trimpath -o "$tmp/boundary" ./bench/boundary
 
 # fresh_hubsim CASE: stops the running hubsim, if any, and starts one with an empty state directory. hubsim
 # keeps every message it receives, and a fuller hub is a slower one: each case gets its own.
@@ -207,7 +208,14 @@ case_pipelined() {
 
 case_window1() {
 	alternate window1 "$W1_PASSES" "$W1_N" "$W1_ROUNDS"
-	local broker f abi paho c
+	local broker f abi paho c pass
+	say "window1 in Go (core.Client vs paho, bench/paho's BenchmarkWindow1) on hubsim, and the C-thread boundary"
+	: >"$tmp/go.window1"
+	for pass in $(seq 1 "$W1_PASSES"); do
+		go test -run - -bench Window1 -benchtime "${W1_N}x" -count 1 ./bench/paho/ \
+			-args -hub-connstr "$hub_cs" -hub-ca "$hub_ca" | tee -a "$tmp/go.window1"
+	done
+	"$tmp/boundary" -n 20000 -rounds "$W1_ROUNDS" | tee "$tmp/boundary.txt"
 	{
 		header "iotconn window of one: C ABI (iotconn_send, wait for its completion) vs raw paho.mqtt.golang" \
 			"BENCH_W1_N=$W1_N BENCH_W1_ROUNDS=$W1_ROUNDS BENCH_W1_PASSES=$W1_PASSES bash bench/run.sh window1" \
@@ -232,6 +240,23 @@ case_window1() {
 			echo "abi_rounds: $(values "$f.abi" rate | tr '\n' ' ')"
 			echo "paho_rounds: $(values "$f.paho" rate | tr '\n' ' ')"
 		done
+		gorate() { awk -v b="$1" '$1 ~ b { for (i = 1; i < NF; i++) if ($(i + 1) == "msgs/s") print $i }' "$tmp/go.window1"; }
+		abi=$(gorate 'Window1/iotconn' | quantile 0.5)
+		paho=$(gorate 'Window1/paho' | quantile 0.5)
+		echo
+		echo "# The same window of one in one Go process (core.Client's Send and completion handler vs paho's"
+		echo "# Publish and token, on this run's hubsim): the engine's own cost, without the C thread's."
+		echo "[go, hubsim]"
+		echo "engine_msgs_per_s=$abi"
+		echo "paho_msgs_per_s=$paho"
+		echo "ratio_engine_over_paho=$(ratio "$abi" "$paho")"
+		echo
+		echo "# bench/boundary: a C thread calls into Go, a goroutine answers through a condition variable the"
+		echo "# thread waits on (iotconn_send, then a thread-dispatch callback), against the same hand-off between"
+		echo "# two goroutines. Each window-1 message of the C ABI pays this round trip; paho's Go caller does not."
+		echo "[boundary]"
+		echo "c_thread_round_trip_us=$(grep -o 'c_thread_round_trip_us=[0-9.]*' "$tmp/boundary.txt" | cut -d= -f2 | quantile 0.5)"
+		echo "goroutine_round_trip_us=$(grep -o 'goroutine_round_trip_us=[0-9.]*' "$tmp/boundary.txt" | cut -d= -f2 | quantile 0.5)"
 	} >"$tmp/results"
 }
 

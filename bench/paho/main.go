@@ -12,9 +12,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -25,7 +22,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
-	"github.com/iotconn/iotconn/core/iothub"
+	"github.com/iotconn/iotconn/bench/internal/pahodevice"
 )
 
 func main() {
@@ -51,71 +48,10 @@ func main() {
 	}
 }
 
-func parseConnStr(s string) (map[string]string, error) {
-	fields := map[string]string{}
-	for _, part := range strings.Split(s, ";") {
-		k, v, ok := strings.Cut(part, "=")
-		if !ok {
-			return nil, fmt.Errorf("connection string part %q has no '='", part)
-		}
-		fields[k] = v
-	}
-	for _, k := range []string{"HostName", "DeviceId", "SharedAccessKey"} {
-		if fields[k] == "" {
-			return nil, fmt.Errorf("connection string has no %s", k)
-		}
-	}
-	return fields, nil
-}
-
-// connect does what iotconn_client_create + iotconn_connect do on the wire: a fresh client with a fresh SAS
-// token, CONNECT, then the device's C2D SUBSCRIBE at QoS 1, waiting for the SUBACK. It returns the client and the
-// device's telemetry topic.
-func connect(connStr, caFile string) (mqtt.Client, string, error) {
-	cs, err := parseConnStr(connStr)
-	if err != nil {
-		return nil, "", err
-	}
-	host, device := cs["HostName"], cs["DeviceId"]
-	token, err := iothub.BuildSAS(iothub.ResourceURI(host, device, ""), cs["SharedAccessKey"], "",
-		time.Now().Add(time.Hour))
-	if err != nil {
-		return nil, "", err
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, "", err
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pem) {
-		return nil, "", errors.New("no certificate in " + caFile)
-	}
-	serverName, _, _ := strings.Cut(host, ":")
-	opts := mqtt.NewClientOptions().
-		AddBroker("ssl://" + host).
-		SetClientID(iothub.ClientID(device, "")).
-		SetUsername(iothub.Username(host, device, "")).
-		SetPassword(token).
-		SetTLSConfig(&tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12}).
-		SetProtocolVersion(4).
-		SetAutoReconnect(false).
-		SetConnectRetry(false).
-		SetCleanSession(false)
-	client := mqtt.NewClient(opts)
-	if t := client.Connect(); !t.WaitTimeout(time.Minute) || t.Error() != nil {
-		return nil, "", fmt.Errorf("connect: %v", t.Error())
-	}
-	if t := client.Subscribe(iothub.C2DPrefix(device)+"#", 1, nil); !t.WaitTimeout(time.Minute) || t.Error() != nil {
-		client.Disconnect(250)
-		return nil, "", fmt.Errorf("subscribe: %v", t.Error())
-	}
-	return client, iothub.TelemetryTopic(device, "", ""), nil
-}
-
 func runConnects(connStr, caFile string, rounds int) error {
 	for r := 1; r <= rounds; r++ {
 		start := time.Now()
-		client, _, err := connect(connStr, caFile)
+		client, _, err := pahodevice.Connect(connStr, caFile)
 		if err != nil {
 			return err
 		}
@@ -127,7 +63,7 @@ func runConnects(connStr, caFile string, rounds int) error {
 }
 
 func runSends(mode, connStr, caFile string, n, rounds, size int) error {
-	client, topic, err := connect(connStr, caFile)
+	client, topic, err := pahodevice.Connect(connStr, caFile)
 	if err != nil {
 		return err
 	}

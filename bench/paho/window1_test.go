@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotconn/iotconn/bench/internal/pahodevice"
 	"github.com/iotconn/iotconn/core"
 	"github.com/iotconn/iotconn/hubsim"
 )
@@ -44,7 +45,7 @@ func BenchmarkWindow1(b *testing.B) {
 	payload := []byte(strings.Repeat("x", 256))
 
 	b.Run("paho", func(b *testing.B) {
-		client, topic, err := connect(cs, ca)
+		client, topic, err := pahodevice.Connect(cs, ca)
 		if err != nil {
 			b.Fatal(err)
 		}
