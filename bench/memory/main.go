@@ -169,7 +169,7 @@ func measure() usage {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return usage{rss: rssBytes(), heap: ms.HeapInuse, stack: ms.StackInuse,
-		other: ms.MSpanInuse + ms.MCacheInuse + ms.BuckHashSys + ms.GCSys + ms.OtherSys,
+		other:      ms.MSpanInuse + ms.MCacheInuse + ms.BuckHashSys + ms.GCSys + ms.OtherSys,
 		goroutines: runtime.NumGoroutine()}
 }
 
