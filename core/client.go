@@ -3,8 +3,10 @@ package core
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -190,6 +192,53 @@ func applyDefaults(o *Options) error {
 	return nil
 }
 
+// rootCache shares one parsed pool per distinct set of trusted CAs among a process's clients: a fleet of
+// thousands of clients with the same CA file would otherwise parse and keep it once each (about 4 KiB per client,
+// bench/memory). A pool is never changed once made, so sharing it is safe.
+type rootCache struct {
+	mu    sync.Mutex
+	pools map[[sha256.Size]byte]*x509.CertPool
+}
+
+const maxCachedRootPools = 64
+
+var trustedRoots = rootCache{pools: map[[sha256.Size]byte]*x509.CertPool{}}
+
+var (
+	errNoCAInFile = errors.New("no PEM certificate in the CA file")
+	errNoCAInPEM  = errors.New("no PEM certificate in the CA PEM")
+)
+
+// get returns the pool of filePEM's and extraPEM's certificates; each one given must hold at least one.
+func (rc *rootCache) get(filePEM, extraPEM []byte) (*x509.CertPool, error) {
+	h := sha256.New()
+	for _, part := range [][]byte{filePEM, extraPEM} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part))) // the length keeps (a, bc) apart from (ab, c)
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var key [sha256.Size]byte
+	h.Sum(key[:0])
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if pool, ok := rc.pools[key]; ok {
+		return pool, nil
+	}
+	pool := x509.NewCertPool()
+	if len(filePEM) > 0 && !pool.AppendCertsFromPEM(filePEM) {
+		return nil, errNoCAInFile
+	}
+	if len(extraPEM) > 0 && !pool.AppendCertsFromPEM(extraPEM) {
+		return nil, errNoCAInPEM
+	}
+	if len(rc.pools) >= maxCachedRootPools {
+		clear(rc.pools) // CAs rotated many times over: start again rather than keep every old pool
+	}
+	rc.pools[key] = pool
+	return pool, nil
+}
+
 func buildTLS(cs *auth.ConnectionString, o *Options) (*tls.Config, error) {
 	host := cs.ConnectHost()
 	if h, _, err := net.SplitHostPort(host); err == nil {
@@ -197,17 +246,21 @@ func buildTLS(cs *auth.ConnectionString, o *Options) (*tls.Config, error) {
 	}
 	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
 	if o.CAFile != "" || len(o.CAPEM) > 0 {
-		pool := x509.NewCertPool()
+		var filePEM []byte
 		if o.CAFile != "" {
-			pem, err := os.ReadFile(o.CAFile)
-			if err != nil {
+			var err error
+			if filePEM, err = os.ReadFile(o.CAFile); err != nil {
 				return nil, Errorf(CodeInvalidArgument, "CA file: %v", err)
 			}
-			if !pool.AppendCertsFromPEM(pem) {
+			if len(filePEM) == 0 {
 				return nil, Errorf(CodeInvalidArgument, "CA file %s holds no PEM certificate", o.CAFile)
 			}
 		}
-		if len(o.CAPEM) > 0 && !pool.AppendCertsFromPEM(o.CAPEM) {
+		pool, err := trustedRoots.get(filePEM, o.CAPEM)
+		if err != nil {
+			if errors.Is(err, errNoCAInFile) {
+				return nil, Errorf(CodeInvalidArgument, "CA file %s holds no PEM certificate", o.CAFile)
+			}
 			return nil, Errorf(CodeInvalidArgument, "CA PEM holds no certificate")
 		}
 		conf.RootCAs = pool
