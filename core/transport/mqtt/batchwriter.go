@@ -4,14 +4,13 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"github.com/iotconn/iotconn/core/internal/notify"
 )
 
 // batchWriter sits between paho and the socket. paho writes each packet with its own Write, which over TLS is
-// one record and one syscall per packet; batchWriter lets Write return once the packet is buffered, and one
+// one record and one syscall per packet; batchWriter lets Write return once the packet is buffered, and a
 // flusher goroutine writes whatever piled up meanwhile in a single call. An idle link still sends each packet at
-// once; a busy one sends many per syscall. Delivery is still judged by PUBACKs, never by a Write returning.
+// once; a busy one sends many per syscall. The flusher runs only while there is something to write, so an idle
+// link, of the thousands a fleet process holds, keeps no goroutine and no buffer for it. Delivery is still judged by PUBACKs, never by a Write returning.
 //
 // Write never blocks, so paho's writer always takes the next packet at once. The publisher holds back instead:
 // it waits in waitRoom while more than maxPending bytes are unflushed, so a slow link slows the publisher, not
@@ -22,15 +21,14 @@ import (
 type batchWriter struct {
 	net.Conn
 
-	mu      sync.Mutex
-	pending []byte        // written by paho, not yet flushed
-	room    chan struct{} // closed and replaced whenever the flusher takes the buffer
-	err     error         // the first flush failure; every later Write returns it
-	closing bool
-
-	kick      chan struct{} // capacity 1: "pending may be non-empty"
-	closeOnce sync.Once
-	flushed   chan struct{} // closed when the flusher has ended
+	mu       sync.Mutex
+	pending  []byte        // written by paho, not yet flushed
+	spare    []byte        // the last flushed buffer, reused for the next batch
+	room     chan struct{} // closed and replaced whenever the flusher takes the buffer
+	err      error         // the first flush failure; every later Write returns it
+	closing  bool
+	flushing chan struct{} // non-nil while a flusher runs; closed when it ends
+	ended    chan struct{} // closed once no flush will ever run again: failed, or closed and flushed
 }
 
 const (
@@ -40,12 +38,12 @@ const (
 	flushStall = 30 * time.Second
 	// closeFlushWait is how long Close lets the last packets (DISCONNECT) reach the socket.
 	closeFlushWait = 100 * time.Millisecond
+	// spareKeep is the largest buffer kept between batches: an idle link does not hold on to a burst's memory.
+	spareKeep = 4 << 10
 )
 
 func newBatchWriter(nc net.Conn) *batchWriter {
-	w := &batchWriter{Conn: nc, room: make(chan struct{}), kick: make(chan struct{}, 1), flushed: make(chan struct{})}
-	go w.flusher()
-	return w
+	return &batchWriter{Conn: nc, room: make(chan struct{}), ended: make(chan struct{})}
 }
 
 // waitRoom returns once at most maxPending bytes wait for the socket, the writer failed or closed, or stop is
@@ -61,7 +59,7 @@ func (w *batchWriter) waitRoom(stop <-chan struct{}) {
 		}
 		select {
 		case <-room:
-		case <-w.flushed:
+		case <-w.ended:
 			return
 		case <-stop:
 			return
@@ -71,19 +69,29 @@ func (w *batchWriter) waitRoom(stop <-chan struct{}) {
 
 func (w *batchWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	switch {
 	case w.err != nil:
-		err := w.err
-		w.mu.Unlock()
-		return 0, err
+		return 0, w.err
 	case w.closing:
-		w.mu.Unlock()
 		return 0, net.ErrClosed
 	}
+	if w.pending == nil {
+		w.pending, w.spare = w.spare[:0], nil
+	}
 	w.pending = append(w.pending, p...)
-	w.mu.Unlock()
-	notify.Raise(w.kick)
+	w.startFlusherLocked()
 	return len(p), nil
+}
+
+// startFlusherLocked starts a flusher unless one runs. The flusher ends once the buffer is empty, so an idle
+// link keeps no goroutine for it.
+func (w *batchWriter) startFlusherLocked() {
+	if w.flushing != nil {
+		return
+	}
+	w.flushing = make(chan struct{})
+	go w.flusher(w.flushing)
 }
 
 // SetWriteDeadline is ignored: each flush sets its own deadline of publishWait.
@@ -92,59 +100,74 @@ func (w *batchWriter) SetWriteDeadline(time.Time) error { return nil }
 // SetDeadline applies to reads only, for the same reason.
 func (w *batchWriter) SetDeadline(t time.Time) error { return w.Conn.SetReadDeadline(t) }
 
-// flusher writes the buffer out until Close, and then once more.
-func (w *batchWriter) flusher() {
-	defer close(w.flushed)
-	var out []byte
+// flusher writes the buffer out until it is empty, then ends; finished is closed as its last act.
+func (w *batchWriter) flusher(finished chan struct{}) {
+	defer close(finished)
 	for {
-		<-w.kick
 		w.mu.Lock()
-		out, w.pending = w.pending, out[:0]
-		closing := w.closing
+		out := w.pending
+		w.pending = nil
 		close(w.room)
 		w.room = make(chan struct{})
-		w.mu.Unlock()
-		if len(out) > 0 && !w.flush(out) {
+		if len(out) == 0 {
+			w.flushing = nil
+			if w.closing {
+				close(w.ended)
+			}
+			w.mu.Unlock()
 			return
 		}
-		if closing {
+		w.mu.Unlock()
+		if err := w.flush(out); err != nil {
+			w.mu.Lock()
+			w.err, w.flushing = err, nil
+			close(w.ended)
+			w.mu.Unlock()
+			w.Conn.SetReadDeadline(time.Now()) // paho's reader fails and reports the loss
 			return
+		}
+		if cap(out) <= spareKeep {
+			w.mu.Lock()
+			w.spare = out
+			w.mu.Unlock()
 		}
 	}
 }
 
-// flush writes out and says whether the link is still good.
-func (w *batchWriter) flush(out []byte) bool {
+// flush writes out, in chunks each within flushStall.
+func (w *batchWriter) flush(out []byte) error {
 	for len(out) > 0 {
 		n := min(len(out), flushChunk)
 		w.Conn.SetWriteDeadline(time.Now().Add(flushStall))
 		if _, err := w.Conn.Write(out[:n]); err != nil {
-			w.mu.Lock()
-			w.err = err
-			w.mu.Unlock()
-			w.Conn.SetReadDeadline(time.Now())
-			return false
+			return err
 		}
 		out = out[n:]
 	}
-	return true
+	return nil
 }
 
 // Close flushes what is buffered (for at most closeFlushWait), closes the socket and waits for the flusher.
 func (w *batchWriter) Close() error {
-	w.closeOnce.Do(func() {
-		w.mu.Lock()
-		w.closing = true
-		w.mu.Unlock()
-		notify.Raise(w.kick)
+	w.mu.Lock()
+	first := !w.closing
+	w.closing = true
+	running := w.flushing
+	if first && running == nil && w.err == nil {
+		close(w.ended)
+	}
+	w.mu.Unlock()
+	if first && running != nil {
 		t := time.NewTimer(closeFlushWait)
-		defer t.Stop()
 		select {
-		case <-w.flushed:
+		case <-running:
 		case <-t.C:
 		}
-	})
+		t.Stop()
+	}
 	err := w.Conn.Close() // also ends a flush stuck on a dead socket
-	<-w.flushed
+	if running != nil {
+		<-running
+	}
 	return err
 }

@@ -18,7 +18,8 @@ import (
 // goroutine hands messages to paho in order, and a waiter goroutine completes them in the same order as their
 // PUBACKs arrive. Only the waiter completes a message, so each gets exactly one completion; when the link ends
 // it fails every message still unsettled at once, without waiting for the publisher, which paho can hold inside
-// Publish for up to publishWait when the link dies under it.
+// Publish for up to publishWait when the link dies under it. Both run only while they have work (the publisher
+// while messages wait for paho, the waiter while any is unsettled), so an idle link keeps neither.
 type conn struct {
 	client       paho.Client
 	handler      transport.Handler
@@ -35,10 +36,12 @@ type conn struct {
 	unsettled   []*pendingSend // accepted and not completed, in send order
 	handed      int            // unsettled[:handed] went to paho (the last one may still lack its token)
 
+	publishing bool          // a publisher goroutine runs
+	waiterDone chan struct{} // non-nil while a waiter goroutine runs; closed when it ends
+
 	down       chan struct{} // closed when the link ends, lost or closed
-	wake       chan struct{} // capacity 1: "there may be something to publish"
+	wake       chan struct{} // capacity 1: "in-flight room came free"
 	tokenReady chan struct{} // capacity 1: "a handed message got its token"
-	awaitDone  chan struct{}
 }
 
 // pendingSend is a telemetry message or, with req set, a twin or method request, on its way to paho.
@@ -78,10 +81,7 @@ func newConn(p transport.DialParams) *conn {
 		down:         make(chan struct{}),
 		wake:         make(chan struct{}, 1),
 		tokenReady:   make(chan struct{}, 1),
-		awaitDone:    make(chan struct{}),
 	}
-	go c.publish()
-	go c.await()
 	return c
 }
 
@@ -113,12 +113,19 @@ func (c *conn) enqueue(ps *pendingSend) {
 		return
 	}
 	c.unsettled = append(c.unsettled, ps)
+	if !c.publishing {
+		c.publishing = true
+		go c.publish()
+	}
+	if c.waiterDone == nil {
+		c.waiterDone = make(chan struct{})
+		go c.await(c.waiterDone)
+	}
 	c.mu.Unlock()
-	notify.Raise(c.wake)
 }
 
-// publish is the publisher goroutine. It ends when the link does, or, if it raced the link's end into paho's
-// Publish, up to publishWait later: paho gives no way to abort a Publish.
+// publish is the publisher goroutine. It ends once paho has every queued message, when the link ends, or, if it
+// raced the link's end into paho's Publish, up to publishWait later: paho gives no way to abort a Publish.
 func (c *conn) publish() {
 	run := make([]*pendingSend, 0, publishRun)
 	toks := make([]paho.Token, 0, publishRun)
@@ -155,11 +162,13 @@ func (c *conn) writerOf() *batchWriter {
 	return c.writer
 }
 
-// takeRun appends the next messages to publish to run; nil once the link is down.
+// takeRun appends the next messages to publish to run: none while the in-flight window is full, nil (and the
+// publisher ends) once the link is down or paho has every queued message.
 func (c *conn) takeRun(run []*pendingSend) []*pendingSend {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.downErr != nil {
+	if c.downErr != nil || c.handed == len(c.unsettled) {
+		c.publishing = false
 		return nil
 	}
 	n := min(len(c.unsettled)-c.handed, publishRun, maxInFlight-c.handed)
@@ -169,17 +178,23 @@ func (c *conn) takeRun(run []*pendingSend) []*pendingSend {
 }
 
 // await is the waiter goroutine: it completes handed messages in order, and everything unsettled when the link
-// ends.
-func (c *conn) await() {
-	defer close(c.awaitDone)
+// ends. It ends once nothing is unsettled; done is closed as its last act.
+func (c *conn) await(done chan struct{}) {
+	defer close(done)
 	for {
-		head := c.firstWithToken()
+		head, idle := c.firstWithToken()
+		if idle {
+			return
+		}
 		if head == nil {
 			select {
 			case <-c.tokenReady:
 				continue
 			case <-c.down:
 				c.failUnsettled()
+				c.mu.Lock()
+				c.waiterDone = nil
+				c.mu.Unlock()
 				return
 			}
 		}
@@ -193,14 +208,19 @@ func (c *conn) await() {
 	}
 }
 
-// firstWithToken returns the oldest unsettled message if paho has it, else nil.
-func (c *conn) firstWithToken() *pendingSend {
+// firstWithToken returns the oldest unsettled message if paho has it, else nil; with nothing unsettled it says
+// the waiter is idle, and the waiter ends (a later Send starts another).
+func (c *conn) firstWithToken() (head *pendingSend, idle bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.unsettled) == 0 || c.unsettled[0].tok == nil {
-		return nil
+	switch {
+	case len(c.unsettled) == 0:
+		c.waiterDone = nil
+		return nil, true
+	case c.unsettled[0].tok == nil:
+		return nil, false
 	}
-	return c.unsettled[0]
+	return c.unsettled[0], false
 }
 
 // settleAcked removes the oldest message and those after it that paho finished with, and wakes the publisher
@@ -342,6 +362,11 @@ func (c *conn) Close() error {
 			c.client.Disconnect(disconnectQuiesce)
 		}
 	}
-	<-c.awaitDone
+	c.mu.Lock()
+	waiter := c.waiterDone
+	c.mu.Unlock()
+	if waiter != nil {
+		<-waiter
+	}
 	return nil
 }

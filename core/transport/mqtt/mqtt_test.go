@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -590,4 +591,46 @@ func TestKeepAliveDefaultsAndCap(t *testing.T) {
 			t.Errorf("keep-alive %v became %d s, want %d s", in, opts.KeepAlive, want)
 		}
 	}
+}
+
+// An idle link keeps none of the transport's own goroutines (publisher, waiter, flusher): a process with
+// thousands of idle devices pays only paho's. Each starts again with the next send.
+func TestIdleLinkKeepsNoTransportGoroutine(t *testing.T) {
+	h := startHub(t, hubsim.Config{})
+	key := addDevice(t, h, "dev1")
+	r := newRecorder()
+	c := mustDial(t, params(t, h, "dev1", key, r))
+	defer c.Close()
+	for round := range 2 {
+		s := sendAll(c, numbered(200, fmt.Sprintf("r%d-", round)))
+		for i, err := range s.wait(t) {
+			if err != nil {
+				t.Fatalf("round %d, send %d: %v", round, i, err)
+			}
+		}
+		deadline := time.Now().Add(waitLimit)
+		for running := transportGoroutines(); running != ""; running = transportGoroutines() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: idle link still runs: %s", round, running)
+			}
+			runtime.Gosched()
+			time.Sleep(time.Millisecond) // polling a goroutine dump: there is no event to wait on
+		}
+	}
+	if got := len(h.Messages("dev1")); got != 400 {
+		t.Fatalf("hub recorded %d messages, want 400", got)
+	}
+}
+
+// transportGoroutines names the transport's own goroutines that are running, "" if none.
+func transportGoroutines() string {
+	buf := make([]byte, 1<<20)
+	dump := string(buf[:runtime.Stack(buf, true)])
+	var running []string
+	for _, fn := range []string{"mqtt.(*conn).publish", "mqtt.(*conn).await", "mqtt.(*batchWriter).flusher"} {
+		if strings.Contains(dump, fn+"(") {
+			running = append(running, fn)
+		}
+	}
+	return strings.Join(running, ", ")
 }
