@@ -43,8 +43,11 @@ type Options struct {
 	QueueMaxBytes    int64         // default 64 MiB
 	OperationTimeout time.Duration // connect and send give up after this; default 4 min
 	Dispatch         DispatchMode
-	RetryPolicy      retry.Policy // default retry.DefaultExponential()
-	Clock            clock.Clock  // default the real clock; tests inject a fake
+	// Dispatcher, when set, runs this client's handlers together with other clients' (see Dispatcher); its mode
+	// is the client's, and Dispatch may only repeat it.
+	Dispatcher  *Dispatcher
+	RetryPolicy retry.Policy // default retry.DefaultExponential()
+	Clock       clock.Clock  // default the real clock; tests inject a fake
 
 	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
 	QueueOverflow OverflowPolicy
@@ -127,6 +130,9 @@ const (
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
 //	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent;
 //	                        // never waits for a handler, so handlers may call it
+//	NewDispatcher(mode DispatchMode) (*Dispatcher, error) // one dispatch goroutine or polling thread for many clients
+//	(*Dispatcher).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeClosed at the end
+//	(*Dispatcher).Close() error // CodeState while an attached client is not closed
 //	(*Client).Done() <-chan struct{} // closed once the last handler returned (thread mode) or the loop ended
 //
 // Errors returned are *Error.

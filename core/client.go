@@ -70,7 +70,7 @@ type Client struct {
 	loopDone    chan struct{}
 
 	// Dispatch and Close.
-	dispatcherDone chan struct{} // closed when the thread-mode dispatcher ends; nil in poll mode
+	dispatcherDone chan struct{} // thread mode: closed once the last event was dispatched; nil in poll mode
 	pollMu         sync.Mutex
 
 	forbidden atomic.Int64 // transitions the status table refused: engine bugs
@@ -115,6 +115,12 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
 		kick: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
 	}
+	if d := opts.Dispatcher; d != nil {
+		if err := d.attach(c); err != nil {
+			return nil, err
+		}
+		c.events.forward = func() { d.signal(c) }
+	}
 	c.out, err = outbox.New(outbox.Config{
 		MaxMessages: opts.QueueMaxMessages, MaxBytes: opts.QueueMaxBytes,
 		DropOldest: opts.QueueOverflow == OverflowDropOldest,
@@ -130,6 +136,9 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		Logf: func(format string, args ...any) { c.logf(LogWarn, format, args...) },
 	})
 	if err != nil {
+		if d := opts.Dispatcher; d != nil {
+			d.leave(c)
+		}
 		return nil, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
 	}
 	if n := c.out.Recovered(); n > 0 {
@@ -137,11 +146,13 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c.stopCtx, c.stopCancel = context.WithCancel(context.Background())
 	c.stop = c.stopCtx.Done()
-	go c.loop()
 	if opts.Dispatch == DispatchThread {
 		c.dispatcherDone = make(chan struct{})
-		go c.runDispatcher()
+		if opts.Dispatcher == nil {
+			go c.runDispatcher()
+		}
 	}
+	go c.loop()
 	return c, nil
 }
 
@@ -154,6 +165,8 @@ func applyDefaults(o *Options) error {
 		return Errorf(CodeInvalidArgument, "unknown transport %d", o.Transport)
 	case o.Dispatch != DispatchThread && o.Dispatch != DispatchPoll:
 		return Errorf(CodeInvalidArgument, "unknown dispatch mode %d", o.Dispatch)
+	case o.Dispatcher != nil && o.Dispatch != o.Dispatcher.mode && o.Dispatch != DispatchThread:
+		return Errorf(CodeInvalidArgument, "the dispatch mode conflicts with the dispatcher's")
 	case o.KeepAlive < 0 || o.SASLifetime < 0 || o.SASRenewMargin < 0 || o.OperationTimeout < 0:
 		return Errorf(CodeInvalidArgument, "durations must not be negative")
 	case o.QueueMaxMessages < 0 || o.QueueMaxBytes < 0:
@@ -188,6 +201,9 @@ func applyDefaults(o *Options) error {
 	}
 	if o.Clock == nil {
 		o.Clock = clock.Real()
+	}
+	if o.Dispatcher != nil {
+		o.Dispatch = o.Dispatcher.mode
 	}
 	return nil
 }
@@ -453,8 +469,14 @@ func (c *Client) Close() error {
 	return nil
 }
 
+func (c *Client) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
 // Done is closed once the client is closed and every goroutine of it ended: in thread dispatch mode, after the
-// last handler returned; in poll mode, the final events wait for Poll.
+// last handler returned; in poll mode, the final events wait for Poll (Client.Poll or its Dispatcher's).
 func (c *Client) Done() <-chan struct{} {
 	if c.dispatcherDone != nil {
 		return c.dispatcherDone

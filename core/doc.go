@@ -28,10 +28,14 @@
 //   - runDispatcher (events.go), thread dispatch mode only, started by NewClient: ends once the loop finished the
 //     event queue and every event in it was dispatched; closes dispatcherDone. Close waits for it (unless Close
 //     runs on it, from a handler).
+//   - a shared Dispatcher's goroutine (dispatcher.go), thread mode, started by NewDispatcher: serves every attached
+//     client's queue in turn in place of their own runDispatcher; ends once Dispatcher.Close found every attached
+//     client closed and their final events dispatched. A poll-mode Dispatcher has none: Dispatcher.Poll serves.
 //   - the outbox's journal (outbox/durable.go), durable mode only, started by NewClient: stopped by
 //     Outbox.Shutdown, which the loop's shutdown calls after Close refused every later Add.
-//   - per live link, the transport's goroutines (for MQTT: paho's, the publisher and the waiter of conn.go):
-//     stopped by Conn.Close, which the loop calls in dropConn, so none outlives the loop.
+//   - per live link, the transport's goroutines (for MQTT: paho's, and, only while they have work, the publisher
+//     and the waiter of conn.go and the batch writer's flusher): stopped by Conn.Close, which the loop calls in
+//     dropConn, so none outlives the loop.
 //   - per dial, context.AfterFunc watchers tying the dial to Close and to the first Connect's context: stopped by
 //     the dial's deferred stop calls.
 //
@@ -41,14 +45,15 @@
 //   - Client.sendMu serialises handing queued messages to the live link (flush, from the loop or from Send) and
 //     guards live, the link the loop publishes.
 //   - Outbox.mu guards the outbound queue and every entry's flags; journal.mu the journal's puts, dels and keys.
-//   - eventQueue.mu guards the event FIFO.
+//   - eventQueue.mu guards the event FIFO; Dispatcher.mu the clients it serves and those with events waiting.
 //   - Client.pollMu serialises Poll calls.
 //
-// Lock order: Client.mu before eventQueue.mu (a status change is pushed under Client.mu, so events keep the order
-// of changes); Outbox.mu before journal.mu (Add puts under Outbox.mu); sendMu before Outbox.mu and the
-// transport's own lock (flush takes ready messages and sends them under sendMu). Client.mu and Outbox.mu are never held
-// together, and the outbox calls the client back with no lock held. A transport never holds its own lock while
-// it calls the engine back, and the engine holds no lock but sendMu while it calls the transport.
+// Lock order: Client.mu before eventQueue.mu (a status change is pushed under Client.mu, so events keep the
+// order of changes) and before Dispatcher.mu (that push then signals the client's Dispatcher, if any); Outbox.mu
+// before journal.mu (Add puts under Outbox.mu); sendMu before Outbox.mu and the transport's own lock (flush takes
+// ready messages and sends them under sendMu). Client.mu and Outbox.mu are never held together, and the outbox
+// calls the client back with no lock held. A transport never holds its own lock while it calls the engine back,
+// and the engine holds no lock but sendMu while it calls the transport.
 //
 // No lock is held while application code runs: handlers and custom retry policies run from the event queue, or
 // on the loop goroutine for a thread-mode custom policy, with no engine lock held, so they may call Send and Close.

@@ -52,24 +52,42 @@ type eventQueue struct {
 	items    []event
 	ready    chan struct{} // capacity 1: "items may be non-empty or the queue finished"
 	finished bool
+	forward  func() // set before the first push for a client of a shared Dispatcher: it signals instead of ready
 }
 
 func newEventQueue() *eventQueue { return &eventQueue{ready: make(chan struct{}, 1)} }
 
 func (q *eventQueue) push(e event) {
 	q.mu.Lock()
-	if !q.finished {
+	added := !q.finished
+	if added {
 		q.items = append(q.items, e)
 	}
 	q.mu.Unlock()
-	notify.Raise(q.ready)
+	if added {
+		q.signal()
+	}
 }
 
 func (q *eventQueue) finish() {
 	q.mu.Lock()
 	q.finished = true
 	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *eventQueue) signal() {
+	if q.forward != nil {
+		q.forward()
+		return
+	}
 	notify.Raise(q.ready)
+}
+
+func (q *eventQueue) isFinished() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.finished
 }
 
 // take returns every queued event and whether the queue is finished and now empty.
@@ -130,8 +148,11 @@ func (c *Client) runDispatcher() {
 // It returns how many events it dispatched; once the client is closed and every final event was dispatched it
 // returns CodeClosed. Only in DispatchPoll mode.
 func (c *Client) Poll(timeout time.Duration) (int, error) {
-	if c.opts.Dispatch != DispatchPoll {
+	switch {
+	case c.opts.Dispatch != DispatchPoll:
 		return 0, Errorf(CodeState, "Poll needs the poll dispatch mode")
+	case c.opts.Dispatcher != nil:
+		return 0, Errorf(CodeState, "this client's events are dispatched by its Dispatcher: poll that")
 	}
 	c.pollMu.Lock()
 	defer c.pollMu.Unlock()
