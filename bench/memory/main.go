@@ -1,9 +1,10 @@
 // Command memory measures what an idle connected device costs a process: it connects N devices (iotconn's
-// core.Client, or raw paho as IoT Hub's wire needs it), waits until all are connected, collects garbage, and
+// core.Client, each with its own dispatcher or all on one shared core.Dispatcher, or raw paho as IoT Hub's wire
+// needs it), waits until all are connected, collects garbage, and
 // prints the growth per device of the resident set, Go's heap and goroutine stacks, and the goroutines each
 // device keeps. bench/memory/run.sh runs it against hubsim for both and writes bench/results/memory.txt.
 //
-//	memory -mode iotconn|paho -devices FILE -ca CA_FILE [-heapprofile FILE]
+//	memory -mode iotconn|iotconn-shared|paho -devices FILE -ca CA_FILE [-heapprofile FILE] [-goroutines FILE]
 //
 // FILE holds one connection string a line; every line is one device.
 package main
@@ -31,7 +32,7 @@ import (
 const connectWorkers = 16
 
 func main() {
-	mode := flag.String("mode", "iotconn", "iotconn or paho")
+	mode := flag.String("mode", "iotconn", "iotconn, iotconn-shared (one Dispatcher for all) or paho")
 	devicesFile := flag.String("devices", "", "file of connection strings, one a line")
 	caFile := flag.String("ca", "", "PEM file of the hub's CA")
 	heapProfile := flag.String("heapprofile", "", "write a heap profile here once all are connected")
@@ -52,7 +53,16 @@ func run(mode, devicesFile, caFile, heapProfile, goroutines string) error {
 	var connect func(cs string) (stop func(), err error)
 	switch mode {
 	case "iotconn":
-		connect = func(cs string) (func(), error) { return connectIotconn(cs, caFile) }
+		connect = func(cs string) (func(), error) { return connectIotconn(cs, core.Options{CAFile: caFile}) }
+	case "iotconn-shared":
+		d, err := core.NewDispatcher(core.DispatchThread)
+		if err != nil {
+			return err
+		}
+		defer d.Close() // after the deferred stops below: a dispatcher closes once its clients did
+		connect = func(cs string) (func(), error) {
+			return connectIotconn(cs, core.Options{CAFile: caFile, Dispatcher: d})
+		}
 	case "paho":
 		connect = func(cs string) (func(), error) {
 			client, _, err := pahodevice.Connect(cs, caFile)
@@ -104,8 +114,8 @@ func writeProfile(path, name string, debug int) error {
 	return pprof.Lookup(name).WriteTo(f, debug)
 }
 
-func connectIotconn(cs, caFile string) (func(), error) {
-	c, err := core.NewClient(cs, core.Options{CAFile: caFile})
+func connectIotconn(cs string, opts core.Options) (func(), error) {
+	c, err := core.NewClient(cs, opts)
 	if err != nil {
 		return nil, err
 	}

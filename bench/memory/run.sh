@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Memory per idle connected device: N devices through iotconn's engine (core.Client) and N through raw paho, each
-# in a fresh process against one hubsim, then the heap profile of the iotconn run by function.
+# Memory per idle connected device: N devices through iotconn's engine (core.Client, each with its own dispatch
+# goroutine, then all on one shared Dispatcher) and N through raw paho, each in a fresh process against one
+# hubsim, then the heap profile and the goroutines of each run by function.
 # Usage: bench/memory/run.sh [N] (default 2000) -> bench/results/memory.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +30,8 @@ grep -q '^hubsim: ready' "$tmp/hub.log" || { echo "hubsim did not start" >&2; ex
 sed -n 's/^hubsim: device mem-[0-9]* //p' "$tmp/hub.log" >"$tmp/devices"
 ca=$(sed -n 's/^hubsim: ca //p' "$tmp/hub.log")
 
-for mode in iotconn paho; do
+modes=(iotconn iotconn-shared paho)
+for mode in "${modes[@]}"; do
 	echo "==> $N devices, $mode"
 	"$tmp/memory" -mode "$mode" -devices "$tmp/devices" -ca "$ca" -heapprofile "$tmp/$mode.heap" \
 		-goroutines "$tmp/$mode.goroutines" | tee "$tmp/$mode.txt"
@@ -39,9 +41,10 @@ done
 	echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	echo "# $(nproc) CPUs, Linux $(uname -r), $(go version | cut -d' ' -f3); reproduce: bash bench/memory/run.sh $N"
 	echo "# rss: the resident set's growth; heap: Go heap in use; stack: goroutine stacks; other_go: the runtime's"
-	echo "# own (spans, GC metadata); all per device, KiB. iotconn: core.Client with defaults (thread dispatch)."
-	cat "$tmp/iotconn.txt" "$tmp/paho.txt"
-	for mode in iotconn paho; do
+	echo "# own (spans, GC metadata); all per device, KiB. iotconn: core.Client with defaults (thread dispatch);"
+	echo "# iotconn-shared: the same on one core.Dispatcher (Options.Dispatcher; iotconn_dispatcher_t in C)."
+	for mode in "${modes[@]}"; do cat "$tmp/$mode.txt"; done
+	for mode in "${modes[@]}"; do
 		echo
 		echo "# $mode: heap in use by allocating function (go tool pprof -top -inuse_space), top 15"
 		go tool pprof -top -inuse_space -nodecount 15 "$tmp/memory" "$tmp/$mode.heap" 2>/dev/null | sed -n '/flat%/,$p'
