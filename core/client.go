@@ -109,7 +109,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
-		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: opts.RetryPolicy,
+		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
 		kick: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
 	}
@@ -244,8 +244,17 @@ func (c *Client) SetRetryPolicy(p retry.Policy) error {
 	if c.closed {
 		return Errorf(CodeClosed, "client closed")
 	}
-	c.policy = p
+	c.policy = ownPolicy(p)
 	return nil
+}
+
+// ownPolicy gives the client its own copy of a built-in policy whose delays depend on the ones before (decorrelated
+// jitter), so that clients sharing a policy value do not share its chain.
+func ownPolicy(p retry.Policy) retry.Policy {
+	if e, ok := p.(*retry.Exponential); ok {
+		return e.Clone()
+	}
+	return p
 }
 
 func (c *Client) currentPolicy() retry.Policy {

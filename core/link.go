@@ -311,9 +311,9 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	case errors.As(f.err, &te) && te.RetryAfter > 0:
 		delay = te.RetryAfter
 	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
-		delay = retry.ThrottleDelay(ls.attempts, 0, nil)
+		delay = retry.ThrottleDelay(ls.attempts)
 	}
-	delay = retry.Spaced(ls.attemptStart, c.clk.Now(), max(delay, 0))
+	delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
 	c.transition(StatusDisconnectedRetrying, f.cls.reason)
 	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Err, delay)
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
