@@ -525,6 +525,55 @@ func TestDelaysFollowThePolicies(t *testing.T) {
 	})
 }
 
+// nextTimer returns the duration of the next timer the engine creates.
+func nextTimer(t *testing.T, fake *clock.Fake) time.Duration {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	d, err := fake.NextTimer(ctx)
+	if err != nil {
+		t.Fatal("no timer:", err)
+	}
+	return d
+}
+
+// The no-network guard spaces only dials that failed fast. After a healthy link drops, the first retry is the
+// policy's (issue 11: kill-tcp waited the guard's 1 s where the default policy says 100 ms); so is the retry
+// after a dial that took longer than the guard's floor.
+func TestGuardOnlyAfterADialThatFailedFast(t *testing.T) {
+	firstLo, firstHi := 100*time.Millisecond, 180*time.Millisecond // the default policy's first delay
+	t.Run("lost link", func(t *testing.T) {
+		for range 5 {
+			fake := clock.NewFake(time.Unix(1700000000, 0))
+			d := newFakeDialer()
+			c, r := newTestClient(t, d, Options{Clock: fake})
+			if err := connect(t, c); err != nil {
+				t.Fatal(err)
+			}
+			r.expectStates(t, connected)
+			nextTimer(t, fake) // the token's renewal
+			d.conn(0).kill(transport.KindProtocol)
+			if got := nextTimer(t, fake); got < firstLo || got > firstHi {
+				t.Fatalf("the first retry after a lost link waits %v, want the policy's [%v, %v]", got, firstLo, firstHi)
+			}
+			fake.Advance(firstHi)
+			r.expectStates(t, state{StatusDisconnectedRetrying, ReasonCommunicationError}, connected)
+		}
+	})
+	t.Run("slow dial failure", func(t *testing.T) {
+		fake := clock.NewFake(time.Unix(1700000000, 0))
+		d := newFakeDialer()
+		d.fallback = &transport.Error{Kind: transport.KindTimeout, Op: "connect"}
+		d.during = func() { fake.Advance(retry.MinAttemptSpacing) }
+		c, _ := newTestClient(t, d, Options{Clock: fake, OperationTimeout: time.Hour})
+		go connect(t, c)
+		if got := nextTimer(t, fake); got < firstLo || got > firstHi {
+			t.Fatalf("after a dial that failed in %v the retry waits %v, want the policy's [%v, %v]",
+				retry.MinAttemptSpacing, got, firstLo, firstHi)
+		}
+	})
+}
+
 func TestPollModeRunsHandlersAndCustomPolicyOnTheCaller(t *testing.T) {
 	fake := clock.NewFake(time.Unix(1700000000, 0))
 	d := newFakeDialer(&transport.Error{Kind: transport.KindNetwork, Op: "connect"})

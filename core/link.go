@@ -133,7 +133,7 @@ type loopState struct {
 	deadline  clock.Timer // the first waiting Connect's deadline, while not connected
 
 	attempts     int       // failed attempts since the last link came up
-	attemptStart time.Time // when the last attempt (or the lost link's end) began
+	attemptStart time.Time // when the last dial began; zero after a lost link, whose retry the guard leaves alone
 	failed       failure   // the last failure, while backing off or asking
 	retry        clock.Timer
 	retryAt      time.Time        // when retry fires
@@ -252,7 +252,7 @@ func (c *Client) linkEnded(ls *loopState, err error) {
 		c.attempt(ls) // a fresh token, at once: a renewal is not a failure
 		return
 	}
-	ls.attemptStart = c.clk.Now()
+	ls.attemptStart = time.Time{} // no dial failed: the link was up, so the network was there
 	c.attemptFailed(ls, err)
 }
 
@@ -297,7 +297,8 @@ func builtinPolicy(p retry.Policy) bool {
 }
 
 // policyAnswered backs off as the policy said, or gives up. Built-in policies wait the slower throttling
-// schedule after throttling and quota errors; a server's retry-after wins over any policy's delay.
+// schedule after throttling and quota errors; a server's retry-after wins over any policy's delay. A dial that
+// failed fast (no network) is spaced by the CPU guard; the first retry after a lost link is the policy's own.
 func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	f := ls.failed
 	if !a.retry {
@@ -305,7 +306,7 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 			strconv.Itoa(ls.attempts) + " failures; last error: " + f.err.Msg, Err: f.err.Err})
 		return
 	}
-	delay := a.delay
+	delay := max(a.delay, 0) // a custom policy may answer a negative delay
 	var te *transport.Error
 	switch {
 	case errors.As(f.err, &te) && te.RetryAfter > 0:
@@ -313,7 +314,9 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
 		delay = retry.ThrottleDelay(ls.attempts)
 	}
-	delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
+	if !ls.attemptStart.IsZero() {
+		delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
+	}
 	c.transition(StatusDisconnectedRetrying, f.cls.reason)
 	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Err, delay)
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
