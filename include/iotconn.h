@@ -142,9 +142,13 @@ typedef enum iotconn_reason {
 #define IOTCONN_RETRY_NONE 1        /* never retry: the first failure is final */
 #define IOTCONN_RETRY_CUSTOM 2      /* ask the application's callback */
 
-/* iotconn_retry_policy_t.jitter */
-#define IOTCONN_JITTER_DEFAULT 0 /* the .NET SDK's: the growth step is scaled by a random 0.8-1.2 */
-#define IOTCONN_JITTER_FULL 1    /* uniform between min and the exponential delay (fleets that drop together) */
+/* iotconn_retry_policy_t.jitter: how the delay before retry n (1 for the first) is drawn. U[a, b] is a fresh uniform
+ * draw; every delay but FULL's is capped at c = U[max(min, 0.8 max), max], so even capped delays stay random. */
+#define IOTCONN_JITTER_DEFAULT 0      /* the .NET SDK's: min(min + (2^(n-1) - 1) x U[0.8 delta, 1.2 delta], c);
+					 the first: min(min + U[0, 0.8 delta], c) */
+#define IOTCONN_JITTER_FULL 1         /* U[min, min(min + (2^(n-1) - 1) x delta, max)]; the first as DEFAULT's */
+#define IOTCONN_JITTER_DECORRELATED 2 /* AWS's: min(U[min, 3 x the previous delay], c), the first's previous
+					 being min; delta unused; min_backoff_ms must be above 0 */
 
 /* iotconn_retry_policy_t.retry_count: retry forever. */
 #define IOTCONN_RETRY_UNLIMITED (-1)
@@ -226,7 +230,7 @@ typedef struct iotconn_retry_policy {
 	uint32_t min_backoff_ms;   /* EXPONENTIAL: the smallest delay */
 	uint32_t max_backoff_ms;   /* EXPONENTIAL: the largest delay */
 	uint32_t delta_backoff_ms; /* EXPONENTIAL: the growth step */
-	int jitter;                /* EXPONENTIAL: IOTCONN_JITTER_DEFAULT or IOTCONN_JITTER_FULL */
+	int jitter;                /* EXPONENTIAL: IOTCONN_JITTER_DEFAULT, _FULL or _DECORRELATED */
 	iotconn_retry_cb custom;   /* CUSTOM: the callback; must not be NULL */
 	void *user;                /* CUSTOM: handed to the callback; owned by the application */
 } iotconn_retry_policy_t;
@@ -330,7 +334,8 @@ int iotconn_queue_recovered(iotconn_client_t *client, uint64_t *out_count);
 
 /* Replaces the retry policy (the default is IOTCONN_RETRY_POLICY_INIT's). `policy` is copied; for CUSTOM, the
  * callback and its `user` must stay valid until the client is destroyed or the policy replaced. Thread-safe.
- * Errors: IOTCONN_EINVAL (NULL, bad size or kind, min > max, CUSTOM without a callback). */
+ * Errors: IOTCONN_EINVAL (NULL, bad size, kind or jitter, min > max, DECORRELATED with min 0, CUSTOM without a
+ * callback). */
 int iotconn_set_retry_policy(iotconn_client_t *client, const iotconn_retry_policy_t *policy);
 
 /* Register (or, with cb NULL, remove) a callback; the last registration wins. `user` is handed to it untouched

@@ -706,7 +706,7 @@ static void op_retry_policy(input_t *in)
 		p.min_backoff_ms = u16(in);
 		p.max_backoff_ms = u16(in);
 		p.delta_backoff_ms = u16(in);
-		p.jitter = u8(in) % 3;
+		p.jitter = u8(in) % 4; /* DEFAULT, FULL, DECORRELATED or unknown */
 		p.custom = u8(in) % 2 ? on_retry : NULL;
 		p.user = (void *)(uintptr_t)u64(in);
 		if (p.size != sizeof p || p.kind > IOTCONN_RETRY_CUSTOM || (p.kind == IOTCONN_RETRY_CUSTOM && !p.custom))

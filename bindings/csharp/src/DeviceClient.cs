@@ -228,6 +228,7 @@ namespace Iotconn
                 native.MinBackoffMs = exponential.MinBackoffMs;
                 native.MaxBackoffMs = exponential.MaxBackoffMs;
                 native.DeltaBackoffMs = exponential.DeltaBackoffMs;
+                native.Jitter = (int)exponential.Jitter;
             }
             else if (retryPolicy is NoRetry)
             {

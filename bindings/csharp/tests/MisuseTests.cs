@@ -55,6 +55,11 @@ namespace Iotconn.Tests
                 () => new ExponentialBackoff(-1, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero));
             ThrowsCode("minBackoff > maxBackoff", ErrorCode.InvalidArgument, "minBackoff",
                 () => new ExponentialBackoff(3, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1), TimeSpan.Zero));
+            ThrowsCode("an unknown Jitter", ErrorCode.InvalidArgument, "jitter",
+                () => new ExponentialBackoff(3, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero, (Jitter)3));
+            ThrowsCode("Jitter.Decorrelated from 0", ErrorCode.InvalidArgument, "minBackoff",
+                () => new ExponentialBackoff(3, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero,
+                    Jitter.Decorrelated));
             using (DeviceClient client = NewClient())
             {
                 ThrowsCode("SendEventAsync(null)", ErrorCode.InvalidArgument, "message",
