@@ -30,6 +30,9 @@ const (
 	DefaultQueueMaxMessages = 10000
 	DefaultQueueMaxBytes    = 64 << 20
 	DefaultOperationTimeout = 4 * time.Minute
+	// DefaultBackoffResetAfter: a hub that accepts and drops every connection at once is retried at the policy's
+	// growing delays (aws-c-mqtt resets after 30 s too), not at its first one for ever.
+	DefaultBackoffResetAfter = 30 * time.Second
 )
 
 // Client is one device's connection to IoT Hub. See api.go for the contract of its methods and doc.go for its
@@ -154,6 +157,9 @@ func applyDefaults(o *Options) error {
 		return Errorf(CodeInvalidArgument, "unknown dispatch mode %d", o.Dispatch)
 	case o.KeepAlive < 0 || o.SASLifetime < 0 || o.SASRenewMargin < 0 || o.OperationTimeout < 0:
 		return Errorf(CodeInvalidArgument, "durations must not be negative")
+	case o.BackoffResetAfter < 0:
+		return Errorf(CodeInvalidArgument, "BackoffResetAfter %v must not be negative (0 means the default, %v)",
+			o.BackoffResetAfter, DefaultBackoffResetAfter)
 	case o.QueueMaxMessages < 0 || o.QueueMaxBytes < 0:
 		return Errorf(CodeInvalidArgument, "queue limits must not be negative")
 	case o.QueueOverflow != OverflowReject && o.QueueOverflow != OverflowDropOldest:
@@ -180,6 +186,9 @@ func applyDefaults(o *Options) error {
 	}
 	if o.OperationTimeout == 0 {
 		o.OperationTimeout = DefaultOperationTimeout
+	}
+	if o.BackoffResetAfter == 0 {
+		o.BackoffResetAfter = DefaultBackoffResetAfter
 	}
 	if o.RetryPolicy == nil {
 		o.RetryPolicy = retry.DefaultExponential()

@@ -574,6 +574,71 @@ func TestGuardOnlyAfterADialThatFailedFast(t *testing.T) {
 	})
 }
 
+// defaultDelayRange is the default policy's delay before retry attempt n (JitterDefault: 100 ms, 10 s, 100 ms).
+func defaultDelayRange(n int) (lo, hi time.Duration) {
+	if n == 1 {
+		return 100 * time.Millisecond, 180 * time.Millisecond
+	}
+	steps := time.Duration(1)<<(n-1) - 1
+	return min(100*time.Millisecond+steps*80*time.Millisecond, 8*time.Second),
+		min(100*time.Millisecond+steps*120*time.Millisecond, 10*time.Second)
+}
+
+// The back-off starts over only after a link stayed up BackoffResetAfter (issue 11: it reset on every connect, so
+// a hub that accepts and drops at once was retried at the first delay for ever).
+func TestBackoffResetsOnlyAfterTheLinkStayedUp(t *testing.T) {
+	// up runs the client's link for uptime, cuts it and returns the retry's delay after the wait elapsed and the
+	// next link came up.
+	up := func(t *testing.T, fake *clock.Fake, d *fakeDialer, r *recorder, link int, uptime time.Duration) time.Duration {
+		t.Helper()
+		nextTimer(t, fake) // the link's token renewal
+		fake.Advance(uptime)
+		d.conn(link).kill(transport.KindProtocol)
+		delay := nextTimer(t, fake)
+		fake.Advance(delay)
+		r.expectStates(t, state{StatusDisconnectedRetrying, ReasonCommunicationError}, connected)
+		return delay
+	}
+	expect := func(t *testing.T, what string, delay time.Duration, attempt int) {
+		t.Helper()
+		if lo, hi := defaultDelayRange(attempt); delay < lo || delay > hi {
+			t.Fatalf("%s: waited %v, want attempt %d's [%v, %v]", what, delay, attempt, lo, hi)
+		}
+	}
+	start := func(t *testing.T, opts Options) (*clock.Fake, *fakeDialer, *recorder) {
+		fake := clock.NewFake(time.Unix(1700000000, 0))
+		opts.Clock = fake
+		d := newFakeDialer()
+		c, r := newTestClient(t, d, opts)
+		if err := connect(t, c); err != nil {
+			t.Fatal(err)
+		}
+		r.expectStates(t, connected)
+		return fake, d, r
+	}
+	t.Run("default 30 s", func(t *testing.T) {
+		fake, d, r := start(t, Options{})
+		expect(t, "the first loss", up(t, fake, d, r, 0, time.Minute), 1)
+		expect(t, "a loss 29 s after reconnecting", up(t, fake, d, r, 1, 29*time.Second), 2)
+		expect(t, "the next loss 1 s later", up(t, fake, d, r, 2, time.Second), 3)
+		expect(t, "a loss 30 s after reconnecting", up(t, fake, d, r, 3, 30*time.Second), 1)
+	})
+	t.Run("configured", func(t *testing.T) {
+		fake, d, r := start(t, Options{BackoffResetAfter: 5 * time.Minute})
+		expect(t, "the first loss", up(t, fake, d, r, 0, time.Second), 1)
+		expect(t, "a loss 4 min after reconnecting", up(t, fake, d, r, 1, 4*time.Minute), 2)
+		expect(t, "a loss 5 min after reconnecting", up(t, fake, d, r, 2, 5*time.Minute), 1)
+	})
+	// A hub that accepts and drops every connection at once: the delays grow to the policy's cap, so the attempts
+	// per minute are bounded by the cap (at most 60 / 8 s), not by the first delay or the guard.
+	t.Run("accepted and dropped at once", func(t *testing.T) {
+		fake, d, r := start(t, Options{})
+		for link := 0; link < 12; link++ {
+			expect(t, fmt.Sprintf("loss %d", link+1), up(t, fake, d, r, link, 0), link+1)
+		}
+	})
+}
+
 func TestPollModeRunsHandlersAndCustomPolicyOnTheCaller(t *testing.T) {
 	fake := clock.NewFake(time.Unix(1700000000, 0))
 	d := newFakeDialer(&transport.Error{Kind: transport.KindNetwork, Op: "connect"})
@@ -738,6 +803,7 @@ func TestOptionsValidation(t *testing.T) {
 		"negative":    {KeepAlive: -1},
 		"margin":      {SASLifetime: time.Minute, SASRenewMargin: time.Minute},
 		"queue":       {QueueMaxMessages: -1},
+		"reset after": {BackoffResetAfter: -time.Second},
 		"ca file":     {CAFile: "/nonexistent/ca.pem"},
 		"ca pem":      {CAPEM: []byte("not pem")},
 		"client cert": {CertFile: "c.pem", KeyFile: "k.pem"},

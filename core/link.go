@@ -132,7 +132,8 @@ type loopState struct {
 	waiters   connectWaiters
 	deadline  clock.Timer // the first waiting Connect's deadline, while not connected
 
-	attempts     int       // failed attempts since the last link came up
+	attempts     int       // failed attempts since a link last stayed up BackoffResetAfter (or since Connect)
+	connectedAt  time.Time // when the live link came up
 	attemptStart time.Time // when the last dial began; zero after a lost link, whose retry the guard leaves alone
 	failed       failure   // the last failure, while backing off or asking
 	retry        clock.Timer
@@ -235,7 +236,7 @@ func (c *Client) attempt(ls *loopState) {
 		c.attemptFailed(ls, err)
 		return
 	}
-	ls.phase, ls.attempts = phaseConnected, 0
+	ls.phase, ls.connectedAt = phaseConnected, c.clk.Now()
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
@@ -244,9 +245,14 @@ func (c *Client) attempt(ls *loopState) {
 	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
 }
 
-// linkEnded handles the end of the live link: a renewal dials again at once, anything else is a failure.
+// linkEnded handles the end of the live link: a renewal dials again at once, anything else is a failure. The
+// back-off starts over only after a link that stayed up BackoffResetAfter: one that a hub accepts and drops at
+// once is one more failed attempt, so the policy's delays keep growing.
 func (c *Client) linkEnded(ls *loopState, err error) {
 	c.dropConn(ls)
+	if c.clk.Now().Sub(ls.connectedAt) >= c.opts.BackoffResetAfter {
+		ls.attempts = 0
+	}
 	if errors.Is(err, errRenewal) {
 		c.transition(StatusDisconnectedRetrying, ReasonExpiredSASToken)
 		c.attempt(ls) // a fresh token, at once: a renewal is not a failure

@@ -183,10 +183,14 @@ typedef struct iotconn_options {
 	 * after connecting (iotconn_queue_recovered).
 	 * One client per directory at a time: another gets IOTCONN_ESTORE after waiting 1 s for the lock. */
 	const char *queue_dir;
+	/* The retry policy's attempt count, and with it the back-off, starts over only once a link stayed up this
+	 * long; a link lost sooner counts as one more failed attempt, so a hub that accepts and drops every connection
+	 * at once is retried at the policy's growing delays, not at its first one for ever. Default 30000 (30 s). */
+	uint32_t backoff_reset_after_ms;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0}
 
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {

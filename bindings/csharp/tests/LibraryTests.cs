@@ -151,7 +151,7 @@ namespace Iotconn.Tests
                     "key_file KeyFile", "keepalive_s KeepaliveS", "sas_lifetime_s SasLifetimeS",
                     "sas_renew_margin_s SasRenewMarginS", "queue_max_messages QueueMaxMessages",
                     "queue_max_bytes QueueMaxBytes", "operation_timeout_ms OperationTimeoutMs", "dispatch Dispatch",
-                    "queue_overflow QueueOverflow", "queue_dir QueueDir",
+                    "queue_overflow QueueOverflow", "queue_dir QueueDir", "backoff_reset_after_ms BackoffResetAfterMs",
                 }),
                 Tuple.Create("iotconn_message_t", typeof(NativeMethods.CMessage), new[]
                 {
