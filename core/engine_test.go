@@ -320,6 +320,7 @@ func TestFatalKindsStopAtOnceAndFailPending(t *testing.T) {
 		{transport.KindAuth, ReasonBadCredential, CodeAuth},
 		{transport.KindDeviceDisabled, ReasonDeviceDisabled, CodeDeviceDisabled},
 		{transport.KindDeviceNotFound, ReasonDeviceDisabled, CodeDeviceDisabled},
+		{transport.KindServerUnavailable, ReasonDeviceDisabled, CodeDeviceDisabled}, // never connected: disabled
 		{transport.KindUntrusted, ReasonCommunicationError, CodeProtocol},
 	} {
 		t.Run(tc.kind.String(), func(t *testing.T) {
@@ -637,6 +638,69 @@ func TestBackoffResetsOnlyAfterTheLinkStayedUp(t *testing.T) {
 			expect(t, fmt.Sprintf("loss %d", link+1), up(t, fake, d, r, link, 0), link+1)
 		}
 	})
+}
+
+// CONNACK 3 "server unavailable" from a device that connected before with the same credentials is taken for
+// throttling (IoT Hub may answer a throttled connect so; it also answers a disabled device so): the slower
+// schedule, not a fatal Device_Disabled. TestFatalKindsStopAtOnceAndFailPending has the device that never did.
+func TestServerUnavailableAfterAConnectIsThrottling(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	unavailable := &transport.Error{Kind: transport.KindServerUnavailable, Op: "connect"}
+	d := newFakeDialer(nil, unavailable, unavailable)
+	c, r := newTestClient(t, d, Options{Clock: fake})
+	logs := make(chan string, 100)
+	h := r.handlers()
+	h.OnLog = func(_ LogLevel, msg string) { logs <- msg }
+	c.SetHandlers(h)
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	nextTimer(t, fake) // the token's renewal
+	d.conn(0).kill(transport.KindProtocol)
+	fake.Advance(nextTimer(t, fake)) // the first retry: CONNACK 3
+	for i, want := range [][2]time.Duration{{10 * time.Second, 14 * time.Second}, {14 * time.Second, 16 * time.Second}} {
+		got := nextTimer(t, fake)
+		if got < want[0] || got > want[1] {
+			t.Fatalf("throttled retry %d waits %v, want the throttling schedule's [%v, %v]", i+1, got, want[0], want[1])
+		}
+		fake.Advance(got)
+	}
+	r.expectStates(t, state{StatusDisconnectedRetrying, ReasonCommunicationError}, connected)
+	for deadline := time.After(waitLimit); ; {
+		select {
+		case msg := <-logs:
+			if strings.Contains(msg, "taken for throttling") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no log line says the CONNACK 3 was taken for throttling")
+		}
+	}
+}
+
+// The throttling schedule counts the throttled attempts in a row: a device throttled after an outage starts it at
+// its first step (10-14 s), not at the step of its overall attempt count.
+func TestThrottleScheduleCountsThrottledAttemptsInARow(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	network := &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
+	throttled := &transport.Error{Kind: transport.KindThrottled, Op: "connect"}
+	d := newFakeDialer(network, network, network, throttled, throttled, network, throttled)
+	c, _ := newTestClient(t, d, Options{Clock: fake, OperationTimeout: time.Hour})
+	res := make(chan error, 1)
+	go func() { res <- connect(t, c) }()
+	delays := advanceTimers(t, fake, 7)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range map[int][2]time.Duration{
+		3: {10 * time.Second, 14 * time.Second}, 4: {14 * time.Second, 16 * time.Second},
+		6: {10 * time.Second, 14 * time.Second},
+	} {
+		if got := delays[i]; got < want[0] || got > want[1] {
+			t.Fatalf("attempt %d (throttled) waited %v, want [%v, %v]; all delays %v", i+1, got, want[0], want[1], delays)
+		}
+	}
 }
 
 func TestPollModeRunsHandlersAndCustomPolicyOnTheCaller(t *testing.T) {

@@ -133,6 +133,8 @@ type loopState struct {
 	deadline  clock.Timer // the first waiting Connect's deadline, while not connected
 
 	attempts     int       // failed attempts since a link last stayed up BackoffResetAfter (or since Connect)
+	throttled    int       // throttling or quota failures in a row: the throttling schedule's attempt
+	knownGood    bool      // a link came up with this client's credentials: the hub knows and accepts the device
 	connectedAt  time.Time // when the live link came up
 	attemptStart time.Time // when the last dial began; zero after a lost link, whose retry the guard leaves alone
 	failed       failure   // the last failure, while backing off or asking
@@ -236,7 +238,7 @@ func (c *Client) attempt(ls *loopState) {
 		c.attemptFailed(ls, err)
 		return
 	}
-	ls.phase, ls.connectedAt = phaseConnected, c.clk.Now()
+	ls.phase, ls.connectedAt, ls.knownGood, ls.throttled = phaseConnected, c.clk.Now(), true, 0
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
@@ -269,9 +271,20 @@ func (c *Client) attemptFailed(ls *loopState, err error) {
 		c.giveUp(ls, ReasonExpiredSASToken, &Error{Code: CodeAuth, Msg: err.Error(), Err: err})
 		return
 	}
-	kind := transport.KindOf(err)
+	wire := transport.KindOf(err)
+	kind := resolve(wire, ls.knownGood)
 	cls := classify(kind)
-	ls.failed = failure{err: &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind: kind, cls: cls}
+	msg := err.Error()
+	if wire != kind && kind == transport.KindThrottled {
+		msg += "; taken for throttling, as the device connected before with these credentials (IoT Hub answers " +
+			"a disabled device the same way)"
+	}
+	ls.failed = failure{err: &Error{Code: cls.code, Msg: msg, Err: err}, kind: kind, cls: cls}
+	if kind == transport.KindThrottled || kind == transport.KindQuota {
+		ls.throttled++
+	} else {
+		ls.throttled = 0
+	}
 	switch {
 	case cls.fatal:
 		c.giveUp(ls, cls.reason, ls.failed.err)
@@ -303,7 +316,8 @@ func builtinPolicy(p retry.Policy) bool {
 }
 
 // policyAnswered backs off as the policy said, or gives up. Built-in policies wait the slower throttling
-// schedule after throttling and quota errors; a server's retry-after wins over any policy's delay. A dial that
+// schedule after throttling and quota errors, counted over the throttled attempts in a row (a device throttled
+// after an outage starts it at its first step); a server's retry-after wins over any policy's delay. A dial that
 // failed fast (no network) is spaced by the CPU guard; the first retry after a lost link is the policy's own.
 func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	f := ls.failed
@@ -318,13 +332,13 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	case errors.As(f.err, &te) && te.RetryAfter > 0:
 		delay = te.RetryAfter
 	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
-		delay = retry.ThrottleDelay(ls.attempts)
+		delay = retry.ThrottleDelay(ls.throttled)
 	}
 	if !ls.attemptStart.IsZero() {
 		delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
 	}
 	c.transition(StatusDisconnectedRetrying, f.cls.reason)
-	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Err, delay)
+	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
 	stopTimer(&ls.deadline) // each wait arms its own, if the deadline comes first
 	c.armDeadline(ls)

@@ -76,7 +76,7 @@ typedef enum iotconn_reason {
 #define IOTCONN_ESTATE (-11)        /* not allowed in the current state or dispatch mode */
 #define IOTCONN_EINTERNAL (-12)     /* a bug in the library: please report it with iotconn_last_error() */
 #define IOTCONN_EPROTOCOL (-13)     /* the peer broke the protocol or closed the connection */
-#define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device and retrying gave up */
+#define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device (a connect closed without CONNACK, or CONNACK 3 once it had connected) */
 #define IOTCONN_EDROPPED (-15)      /* dropped by IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST to make room for a newer message */
 #define IOTCONN_ESTORE (-16)        /* queue_dir cannot be used: not writable, corrupt, or in use by another client */
 #define IOTCONN_ECANCELED (-17)     /* iotconn_connect_cancel() abandoned the connect */

@@ -193,20 +193,28 @@ DECISIONS = [
     "dropped the device for an expired token. The `expire-token` row is the hub cutting the link as for an "
     "expired token: MQTT 3.1.1 carries no reason, so the device sees a lost link (Communication_Error) and "
     "reconnects with a fresh token.",
-    "- **Throttling**: hubsim allows 1 connect per second for 4 s; a flood of other clients (plain MQTT CONNECTs) "
-    "takes each second's budget a few ms into the second, and the device's link is cut half a second into a "
-    "second, so its attempts (1 s apart) are closed without CONNACK until the throttle ends. IoT Hub's answer to "
-    "a throttled connect is not documented; hubsim closes without CONNACK, which the engine treats as a transient "
-    "protocol failure (Communication_Error), so the status does not change while throttled. The row fails unless "
-    "hubsim's log shows the device throttled at least once.",
+    "- **Throttling** (`throttle`, `throttle-connack3`): hubsim allows 1 connect per second for 4 s; a flood of "
+    "other clients (plain MQTT CONNECTs) takes each second's budget a few ms into the second, and the device's link "
+    "is cut half a second into a second, so its first retry (100-180 ms later) is refused. IoT Hub's answer to a "
+    "throttled connect is not documented: it closes the connection, and may answer CONNACK 3, which it also "
+    "answers a disabled device. The first row closes without CONNACK, the second answers CONNACK 3; the device, "
+    "which connected before with the same credentials, takes both for throttling and waits the throttling "
+    "schedule (10-60 s; the first wait 10-14 s), by when the throttle has ended. The status stays "
+    "Communication_Error while throttled. Each row fails unless hubsim's log shows the device throttled at least "
+    "once and every retry after a throttled attempt waited on the throttling schedule (from the engine's log).",
     "- **Key rotated mid-life** (`rotate-key`): hubsim gives the device new keys and drops the link; the next "
     "connect gets CONNACK 5. The connection string is the device's only credential, so the engine cannot recover "
     "by itself: Bad_Credential is fatal by design and the client ends Disconnected / Bad_Credential. Every "
     "message not yet delivered completes failed with IOTCONN_EAUTH; messages sent afterwards wait in the queue "
     "and fail with IOTCONN_ECLOSED at close. The application recovers by creating a client with the new "
     "connection string and sending again what failed; nothing is lost silently.",
-    "- **Device disabled mid-life** (`disable-device`): the next connect gets CONNACK 3; fatal Device_Disabled, "
-    "pending messages fail with IOTCONN_EDISABLED, later ones with IOTCONN_ECLOSED.",
+    "- **Device disabled mid-life** (`disable-device`, enabled again 3 s later): the next connect gets CONNACK 3. "
+    "MQTT 3.1.1 cannot tell a disabled device from a throttled connect (see Throttling), and the device connected "
+    "before with the same credentials, so it takes the answer for throttling: Communication_Error, the throttling "
+    "schedule's 10-14 s wait, then the connect after the device was enabled again succeeds and every message goes "
+    "out. A device that was never accepted by the hub gets Device_Disabled at once (fatal; core's end-to-end "
+    "tests). The row fails unless the device was refused with CONNACK 3 at least once and waited on the "
+    "throttling schedule after it.",
     "- **Hub moved to another port** (`move-port`): IoT Hub fails over by changing the address behind its DNS "
     "name; the device must resolve the name again on every attempt (the engine does: Go's dialer resolves "
     "`HostName` per dial, nothing is cached). On 127.0.0.1 only, an address change cannot be put in DNS, so the "

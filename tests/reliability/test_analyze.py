@@ -12,7 +12,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from matrix import (BYTE_CLASSES, C, CE, CLOSE, CREATION_TIME, ERROR_NAMES,  # noqa: E402
                     MAX_MESSAGE_ID, MAX_MESSAGE_SIZE, MAX_TOPIC, NEAR_LIMIT_CASES, PROBES, analyze,
-                    check_first_retry, compare_records, go_duration, hub_size, topic_len)
+                    check_first_retry, check_throttle_schedule, compare_records, go_duration, hub_size,
+                    topic_len)
 
 EXPECTED = rf"{C} > {CE} > {C} > {CLOSE}"
 
@@ -111,6 +112,18 @@ class AnalyzeTest(unittest.TestCase):
         self.assertTrue(check(healthy()))  # 999.5 ms: the guard's wait, not the policy's first delay
         self.assertTrue(check(first_wait("attempt 2 failed (connection lost); next in 150ms")))
         self.assertTrue(check([e for e in healthy() if e["ev"] != "log"]))
+
+    def test_throttle_schedule(self):
+        def check(*msgs):
+            row = {"problems": []}
+            check_throttle_schedule(row, [{"t": 1.0, "ev": "log", "msg": m} for m in msgs], "taken for throttling")
+            return row["problems"]
+
+        throttled = "attempt 2 failed (connect: CONNACK 3 (server unavailable); taken for throttling, as ...); next in "
+        self.assertEqual(check(throttled + "12.5s", "attempt 1 failed (connection lost); next in 150ms"), [])
+        self.assertTrue(check(throttled + "1.5s"))  # the normal schedule after a throttled attempt
+        self.assertTrue(check(throttled + "1m5s"))
+        self.assertTrue(check("attempt 1 failed (connection lost); next in 150ms"))  # nothing throttled: untested
 
     def test_go_durations(self):
         self.assertAlmostEqual(go_duration("999.5ms"), 0.9995)
