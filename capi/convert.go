@@ -33,9 +33,11 @@ func checkSize(p unsafe.Pointer, what string, sizes ...uintptr) (uintptr, *core.
 	return size, nil
 }
 
-// Earlier versions of the structs: options before queue_overflow and queue_dir, messages before ttl_ms.
+// Earlier versions of the structs: options before queue_overflow and queue_dir (V1) and before
+// backoff_reset_after_ms (V2), messages before ttl_ms.
 var (
 	optionsV1Size = unsafe.Offsetof(C.iotconn_options_t{}.queue_overflow)
+	optionsV2Size = unsafe.Offsetof(C.iotconn_options_t{}.backoff_reset_after_ms)
 	messageV1Size = unsafe.Offsetof(C.iotconn_message_t{}.ttl_ms)
 )
 
@@ -46,7 +48,8 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	o, size := defaultOptions, uintptr(defaultOptions.size)
 	if p != nil {
 		var err *core.Error
-		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV1Size); err != nil {
+		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV2Size,
+			optionsV1Size); err != nil {
 			return core.Options{}, err
 		}
 		o = p
@@ -78,6 +81,9 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	if size > optionsV1Size {
 		opts.QueueOverflow = core.OverflowPolicy(o.queue_overflow) // the engine rejects unknown values
 		opts.QueueDir = C.GoString(o.queue_dir)
+	}
+	if size > optionsV2Size {
+		opts.BackoffResetAfter = time.Duration(o.backoff_reset_after_ms) * time.Millisecond
 	}
 	return opts, nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/iotconn/iotconn/core"
 	"github.com/iotconn/iotconn/core/iothub"
+	"github.com/iotconn/iotconn/core/retry"
 	"github.com/iotconn/iotconn/core/transport/mqtt"
 )
 
@@ -99,6 +100,8 @@ func TestHeaderAPIEnumsMatchEngine(t *testing.T) {
 			"DROP_OLDEST": int(core.OverflowDropOldest)}},
 		{"IOTCONN_LOG_", map[string]int{"ERROR": int(core.LogError), "WARN": int(core.LogWarn),
 			"INFO": int(core.LogInfo), "DEBUG": int(core.LogDebug)}},
+		{"IOTCONN_JITTER_", map[string]int{"DEFAULT": int(retry.JitterDefault), "FULL": int(retry.JitterFull),
+			"DECORRELATED": int(retry.JitterDecorrelated)}},
 	} {
 		got := headerValues(t, tc.prefix)
 		if len(got) != len(tc.want) {

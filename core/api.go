@@ -49,6 +49,10 @@ type Options struct {
 	RetryPolicy retry.Policy // default retry.DefaultExponential()
 	Clock       clock.Clock  // default the real clock; tests inject a fake
 
+	// BackoffResetAfter: the retry policy's attempt count, and with it the back-off, starts over only once a link
+	// stayed up this long; a link lost sooner counts as one more failed attempt. Default 30 s.
+	BackoffResetAfter time.Duration
+
 	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
 	QueueOverflow OverflowPolicy
 	// shortTokensForTests waives the SAS floors (MinSASLifetime, ...) so that tests against the emulator see

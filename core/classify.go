@@ -31,3 +31,18 @@ func classify(k transport.Kind) classification {
 		return classification{false, ReasonCommunicationError, CodeProtocol}
 	}
 }
+
+// resolve settles a kind that the wire leaves ambiguous with what the engine knows of the device. IoT Hub refuses
+// a disabled device with MQTT's CONNACK 3 "server unavailable", and may refuse a throttled connect the same way
+// (its answer is not documented): from a device that connected before with the same credentials it is taken for
+// throttling, since a fleet that gave up for good on a busy hub would stay offline until restarted; from one that
+// never did, for a disabled device (fatal).
+func resolve(k transport.Kind, knownGood bool) transport.Kind {
+	switch {
+	case k != transport.KindServerUnavailable:
+		return k
+	case knownGood:
+		return transport.KindThrottled
+	}
+	return transport.KindDeviceDisabled
+}

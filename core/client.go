@@ -32,6 +32,9 @@ const (
 	DefaultQueueMaxMessages = 10000
 	DefaultQueueMaxBytes    = 64 << 20
 	DefaultOperationTimeout = 4 * time.Minute
+	// DefaultBackoffResetAfter: a hub that accepts and drops every connection at once is retried at the policy's
+	// growing delays (aws-c-mqtt resets after 30 s too), not at its first one for ever.
+	DefaultBackoffResetAfter = 30 * time.Second
 )
 
 // Client is one device's connection to IoT Hub. See api.go for the contract of its methods and doc.go for its
@@ -111,7 +114,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
-		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: opts.RetryPolicy,
+		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
 		kick: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
 	}
@@ -169,6 +172,9 @@ func applyDefaults(o *Options) error {
 		return Errorf(CodeInvalidArgument, "the dispatch mode conflicts with the dispatcher's")
 	case o.KeepAlive < 0 || o.SASLifetime < 0 || o.SASRenewMargin < 0 || o.OperationTimeout < 0:
 		return Errorf(CodeInvalidArgument, "durations must not be negative")
+	case o.BackoffResetAfter < 0:
+		return Errorf(CodeInvalidArgument, "BackoffResetAfter %v must not be negative (0 means the default, %v)",
+			o.BackoffResetAfter, DefaultBackoffResetAfter)
 	case o.QueueMaxMessages < 0 || o.QueueMaxBytes < 0:
 		return Errorf(CodeInvalidArgument, "queue limits must not be negative")
 	case o.QueueOverflow != OverflowReject && o.QueueOverflow != OverflowDropOldest:
@@ -195,6 +201,9 @@ func applyDefaults(o *Options) error {
 	}
 	if o.OperationTimeout == 0 {
 		o.OperationTimeout = DefaultOperationTimeout
+	}
+	if o.BackoffResetAfter == 0 {
+		o.BackoffResetAfter = DefaultBackoffResetAfter
 	}
 	if o.RetryPolicy == nil {
 		o.RetryPolicy = retry.DefaultExponential()
@@ -313,8 +322,17 @@ func (c *Client) SetRetryPolicy(p retry.Policy) error {
 	if c.closed {
 		return Errorf(CodeClosed, "client closed")
 	}
-	c.policy = p
+	c.policy = ownPolicy(p)
 	return nil
+}
+
+// ownPolicy gives the client its own copy of a built-in policy whose delays depend on the ones before (decorrelated
+// jitter), so that clients sharing a policy value do not share its chain.
+func ownPolicy(p retry.Policy) retry.Policy {
+	if e, ok := p.(*retry.Exponential); ok {
+		return e.Clone()
+	}
+	return p
 }
 
 func (c *Client) currentPolicy() retry.Policy {

@@ -17,7 +17,8 @@ type fakeDialer struct {
 	fallback error
 	dials    int
 	conns    []*fakeConn
-	manual   bool // when set, connections do not acknowledge sends by themselves
+	manual   bool   // when set, connections do not acknowledge sends by themselves
+	during   func() // when set, runs inside each Dial (a test moves its fake clock: the dial takes time)
 	dialed   chan int
 }
 
@@ -38,7 +39,11 @@ func (d *fakeDialer) Dial(ctx context.Context, p transport.DialParams) (transpor
 		conn = &fakeConn{params: p, manual: d.manual}
 		d.conns = append(d.conns, conn)
 	}
+	during := d.during
 	d.mu.Unlock()
+	if during != nil {
+		during()
+	}
 	d.dialed <- n
 	if err != nil {
 		return nil, err

@@ -132,8 +132,11 @@ type loopState struct {
 	waiters   connectWaiters
 	deadline  clock.Timer // the first waiting Connect's deadline, while not connected
 
-	attempts     int       // failed attempts since the last link came up
-	attemptStart time.Time // when the last attempt (or the lost link's end) began
+	attempts     int       // failed attempts since a link last stayed up BackoffResetAfter (or since Connect)
+	throttled    int       // throttling or quota failures in a row: the throttling schedule's attempt
+	knownGood    bool      // a link came up with this client's credentials: the hub knows and accepts the device
+	connectedAt  time.Time // when the live link came up
+	attemptStart time.Time // when the last dial began; zero after a lost link, whose retry the guard leaves alone
 	failed       failure   // the last failure, while backing off or asking
 	retry        clock.Timer
 	retryAt      time.Time        // when retry fires
@@ -235,7 +238,7 @@ func (c *Client) attempt(ls *loopState) {
 		c.attemptFailed(ls, err)
 		return
 	}
-	ls.phase, ls.attempts = phaseConnected, 0
+	ls.phase, ls.connectedAt, ls.knownGood, ls.throttled = phaseConnected, c.clk.Now(), true, 0
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
@@ -244,15 +247,20 @@ func (c *Client) attempt(ls *loopState) {
 	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
 }
 
-// linkEnded handles the end of the live link: a renewal dials again at once, anything else is a failure.
+// linkEnded handles the end of the live link: a renewal dials again at once, anything else is a failure. The
+// back-off starts over only after a link that stayed up BackoffResetAfter: one that a hub accepts and drops at
+// once is one more failed attempt, so the policy's delays keep growing.
 func (c *Client) linkEnded(ls *loopState, err error) {
 	c.dropConn(ls)
+	if c.clk.Now().Sub(ls.connectedAt) >= c.opts.BackoffResetAfter {
+		ls.attempts = 0
+	}
 	if errors.Is(err, errRenewal) {
 		c.transition(StatusDisconnectedRetrying, ReasonExpiredSASToken)
 		c.attempt(ls) // a fresh token, at once: a renewal is not a failure
 		return
 	}
-	ls.attemptStart = c.clk.Now()
+	ls.attemptStart = time.Time{} // no dial failed: the link was up, so the network was there
 	c.attemptFailed(ls, err)
 }
 
@@ -263,9 +271,20 @@ func (c *Client) attemptFailed(ls *loopState, err error) {
 		c.giveUp(ls, ReasonExpiredSASToken, &Error{Code: CodeAuth, Msg: err.Error(), Err: err})
 		return
 	}
-	kind := transport.KindOf(err)
+	wire := transport.KindOf(err)
+	kind := resolve(wire, ls.knownGood)
 	cls := classify(kind)
-	ls.failed = failure{err: &Error{Code: cls.code, Msg: err.Error(), Err: err}, kind: kind, cls: cls}
+	msg := err.Error()
+	if wire != kind && kind == transport.KindThrottled {
+		msg += "; taken for throttling, as the device connected before with these credentials (IoT Hub answers " +
+			"a disabled device the same way)"
+	}
+	ls.failed = failure{err: &Error{Code: cls.code, Msg: msg, Err: err}, kind: kind, cls: cls}
+	if kind == transport.KindThrottled || kind == transport.KindQuota {
+		ls.throttled++
+	} else {
+		ls.throttled = 0
+	}
 	switch {
 	case cls.fatal:
 		c.giveUp(ls, cls.reason, ls.failed.err)
@@ -297,7 +316,9 @@ func builtinPolicy(p retry.Policy) bool {
 }
 
 // policyAnswered backs off as the policy said, or gives up. Built-in policies wait the slower throttling
-// schedule after throttling and quota errors; a server's retry-after wins over any policy's delay.
+// schedule after throttling and quota errors, counted over the throttled attempts in a row (a device throttled
+// after an outage starts it at its first step); a server's retry-after wins over any policy's delay. A dial that
+// failed fast (no network) is spaced by the CPU guard; the first retry after a lost link is the policy's own.
 func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	f := ls.failed
 	if !a.retry {
@@ -305,17 +326,19 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 			strconv.Itoa(ls.attempts) + " failures; last error: " + f.err.Msg, Err: f.err.Err})
 		return
 	}
-	delay := a.delay
+	delay := max(a.delay, 0) // a custom policy may answer a negative delay
 	var te *transport.Error
 	switch {
 	case errors.As(f.err, &te) && te.RetryAfter > 0:
 		delay = te.RetryAfter
 	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
-		delay = retry.ThrottleDelay(ls.attempts, 0, nil)
+		delay = retry.ThrottleDelay(ls.throttled)
 	}
-	delay = retry.Spaced(ls.attemptStart, c.clk.Now(), max(delay, 0))
+	if !ls.attemptStart.IsZero() {
+		delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
+	}
 	c.transition(StatusDisconnectedRetrying, f.cls.reason)
-	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Err, delay)
+	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
 	stopTimer(&ls.deadline) // each wait arms its own, if the deadline comes first
 	c.armDeadline(ls)

@@ -30,6 +30,7 @@ const (
 	rejectIdentifier                              // unknown device, client id not matching the user name
 	rejectDisabled                                // device disabled in the registry
 	rejectUnavailable                             // throttled or refused by a fault: the connection closes unanswered
+	rejectServerUnavailable                       // throttled, answered "server unavailable" (the throttle's answer)
 )
 
 // rejection is why a connect was refused.

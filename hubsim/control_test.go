@@ -76,6 +76,8 @@ func TestControlAPIDevices(t *testing.T) {
 		{"POST", "/faults", `{"kind":"earthquake"}`, 400},
 		{"POST", "/faults", `{"kind":"kill-tcp","device":"ghost"}`, 404},
 		{"POST", "/faults", `{"kind":"blackhole"}`, 400},
+		{"POST", "/faults", `{"kind":"throttle","rate":1,"answer":"teapot"}`, 400},
+		{"POST", "/faults", `{"kind":"restart","answer":"close"}`, 400},
 	} {
 		code, b := call(t, h, c.method, c.path, c.body)
 		if code != c.code || decode[map[string]string](t, b)["error"] == "" {

@@ -31,6 +31,17 @@ const (
 	FaultRestart          FaultKind = "restart"           // restart the hub: drop everything, reload the registry, reopen
 )
 
+// ThrottleAnswer is how the throttle fault refuses a connect over its budget. IoT Hub does not document its
+// answer on MQTT: it closes the connection, and may answer CONNACK 3 "server unavailable", which it also answers a
+// disabled device; hubsim offers both, so a client's handling of each can be tested.
+type ThrottleAnswer string
+
+// Throttle answers; the strings are also the control API's "answer" values.
+const (
+	ThrottleClose             ThrottleAnswer = "close"              // close without CONNACK (the default)
+	ThrottleServerUnavailable ThrottleAnswer = "server-unavailable" // CONNACK 3
+)
+
 // Fault is one fault to inject.
 type Fault struct {
 	Kind     FaultKind
@@ -38,6 +49,7 @@ type Fault struct {
 	Duration time.Duration
 	Rate     int
 	Addr     string
+	Answer   ThrottleAnswer // throttle only: "" is ThrottleClose
 }
 
 // Fault injects f. Timed faults return at once and end on their own; Close ends them early.
@@ -49,6 +61,15 @@ func (h *Hub) Fault(f Fault) error {
 	}
 	if f.Duration < 0 || f.Rate < 0 {
 		return errors.New("fault duration and rate must not be negative")
+	}
+	switch {
+	case f.Answer != "" && f.Kind != FaultThrottle:
+		return fmt.Errorf("an answer applies to the throttle fault only, not %q", f.Kind)
+	case f.Answer == "":
+		f.Answer = ThrottleClose
+	case f.Answer != ThrottleClose && f.Answer != ThrottleServerUnavailable:
+		return fmt.Errorf("unknown throttle answer %q (want %q or %q)", f.Answer, ThrottleClose,
+			ThrottleServerUnavailable)
 	}
 	if err := h.applyFault(f); err != nil {
 		return err
@@ -64,7 +85,7 @@ func describeFault(f Fault, addr string) string {
 	}
 	switch f.Kind {
 	case FaultThrottle:
-		s += fmt.Sprintf(" at %d connects/s", f.Rate)
+		s += fmt.Sprintf(" at %d connects/s, answered %s", f.Rate, f.Answer)
 	case FaultMovePort:
 		s += " to " + addr
 	}
@@ -110,7 +131,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if f.Duration > 0 {
 			until = time.Now().Add(f.Duration)
 		}
-		h.gate.setThrottle(f.Rate, until)
+		h.gate.setThrottle(f.Rate, until, f.Answer)
 	case FaultBlackhole:
 		if f.Duration <= 0 {
 			return errors.New("blackhole needs a duration")

@@ -256,6 +256,55 @@ func TestFaultThrottleClosesConnectsWithoutConnack(t *testing.T) {
 	}
 }
 
+func TestFaultThrottleCanAnswerServerUnavailable(t *testing.T) {
+	h := startHub(t, func(c *Config) { withTCP(c); c.ControlAddr = "127.0.0.1:0" })
+	d := addDevice(t, h, "d1")
+	events, cancel := h.Events()
+	defer cancel()
+	if code, b := call(t, h, "POST", "/faults", `{"kind":"throttle","rate":1,"seconds":60,"answer":"server-unavailable"}`); code != 200 {
+		t.Fatalf("POST /faults: %d %s", code, b)
+	}
+	accepted, refused := 0, 0
+	for i := 0; i < 5; i++ {
+		_, code := rawConnect(t, h.TCPAddr(), validCreds(t, h, d))
+		switch code {
+		case 0:
+			accepted++
+		case 3:
+			refused++
+		default:
+			t.Fatalf("a connect throttled with CONNACK 3 got %d", code)
+		}
+	}
+	if accepted < 1 || refused < 1 {
+		t.Fatalf("accepted %d, refused %d", accepted, refused)
+	}
+	e := waitEvent(t, events, func(e Event) bool { return e.Kind == EventReject })
+	if e.Code != 3 || !strings.Contains(e.Reason, "throttled") {
+		t.Fatalf("reject event %+v", e)
+	}
+	// The next throttle fault chooses its own answer: the default closes.
+	if err := h.Fault(Fault{Kind: FaultThrottle, Rate: 1, Duration: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[int]bool{}
+	for i := 0; i < 5; i++ {
+		_, code := rawConnect(t, h.TCPAddr(), validCreds(t, h, d))
+		codes[code] = true
+	}
+	if codes[3] || !codes[-1] {
+		t.Fatalf("connects under a closing throttle answered %v", codes)
+	}
+	for _, bad := range []Fault{
+		{Kind: FaultThrottle, Rate: 1, Answer: "teapot"},
+		{Kind: FaultKillTCP, Answer: ThrottleClose},
+	} {
+		if err := h.Fault(bad); err == nil {
+			t.Fatalf("fault %+v accepted", bad)
+		}
+	}
+}
+
 func TestFaultExpireToken(t *testing.T) {
 	h := startHub(t, withTCP)
 	d := addDevice(t, h, "d1")

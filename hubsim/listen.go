@@ -92,6 +92,7 @@ type gate struct {
 	held      []net.Conn    // connections accepted during a blackhole, never answered
 	rate      int           // connects allowed per second; 0 = unlimited
 	rateUntil time.Time
+	answer    ThrottleAnswer // how a connect over the budget is refused
 	second    int64
 	count     int
 }
@@ -152,24 +153,25 @@ func (g *gate) endBlackhole() {
 	}
 }
 
-func (g *gate) setThrottle(rate int, until time.Time) {
+func (g *gate) setThrottle(rate int, until time.Time, answer ThrottleAnswer) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.rate, g.rateUntil, g.count = rate, until, 0
+	g.rate, g.rateUntil, g.count, g.answer = rate, until, 0, answer
 }
 
-// allowConnect counts a connect attempt against the throttle's per-second budget.
-func (g *gate) allowConnect(now time.Time) bool {
+// allowConnect counts a connect attempt against the throttle's per-second budget; a refused one is answered as
+// the throttle says.
+func (g *gate) allowConnect(now time.Time) (bool, ThrottleAnswer) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.rate <= 0 || (!g.rateUntil.IsZero() && now.After(g.rateUntil)) {
-		return true
+		return true, ""
 	}
 	if s := now.Unix(); s != g.second {
 		g.second, g.count = s, 0
 	}
 	g.count++
-	return g.count <= g.rate
+	return g.count <= g.rate, g.answer
 }
 
 // listener is one listening socket of the hub. Its address survives a close so hub-down and restart reopen the

@@ -33,7 +33,7 @@ func mqttConnackCode(k rejectKind) (code packets.Code, v3 int, ok bool) {
 		return packets.ErrBadUsernameOrPassword, 5, true
 	case rejectIdentifier:
 		return packets.ErrClientIdentifierNotValid, 2, true
-	case rejectDisabled:
+	case rejectDisabled, rejectServerUnavailable:
 		return packets.ErrServerUnavailable, 3, true
 	}
 	return packets.Code{}, -1, false
@@ -116,8 +116,12 @@ func (k *mqttHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.events.emit(Event{Kind: EventReject, Device: clientID, Remote: cl.Net.Remote, Reason: "MQTT 5 is not supported", Code: 1})
 		return packets.ErrUnsupportedProtocolVersion
 	}
-	if !h.gate.allowConnect(time.Now()) {
-		return refuse(reject(rejectUnavailable, "throttled: too many connects per second"))
+	if ok, answer := h.gate.allowConnect(time.Now()); !ok {
+		kind := rejectUnavailable
+		if answer == ThrottleServerUnavailable {
+			kind = rejectServerUnavailable
+		}
+		return refuse(reject(kind, "throttled: too many connects per second"))
 	}
 	id, expiry, r := h.authenticate(credentials{
 		clientID: clientID, username: string(pk.Connect.Username), password: string(pk.Connect.Password),

@@ -76,7 +76,7 @@ typedef enum iotconn_reason {
 #define IOTCONN_ESTATE (-11)        /* not allowed in the current state or dispatch mode */
 #define IOTCONN_EINTERNAL (-12)     /* a bug in the library: please report it with iotconn_last_error() */
 #define IOTCONN_EPROTOCOL (-13)     /* the peer broke the protocol or closed the connection */
-#define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device and retrying gave up */
+#define IOTCONN_ETHROTTLED (-14)    /* the hub throttled the device (a connect closed without CONNACK, or CONNACK 3 once it had connected) */
 #define IOTCONN_EDROPPED (-15)      /* dropped by IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST to make room for a newer message */
 #define IOTCONN_ESTORE (-16)        /* queue_dir cannot be used: not writable, corrupt, or in use by another client */
 #define IOTCONN_ECANCELED (-17)     /* iotconn_connect_cancel() abandoned the connect */
@@ -142,9 +142,13 @@ typedef enum iotconn_reason {
 #define IOTCONN_RETRY_NONE 1        /* never retry: the first failure is final */
 #define IOTCONN_RETRY_CUSTOM 2      /* ask the application's callback */
 
-/* iotconn_retry_policy_t.jitter */
-#define IOTCONN_JITTER_DEFAULT 0 /* the .NET SDK's: the growth step is scaled by a random 0.8-1.2 */
-#define IOTCONN_JITTER_FULL 1    /* uniform between min and the exponential delay (fleets that drop together) */
+/* iotconn_retry_policy_t.jitter: how the delay before retry n (1 for the first) is drawn. U[a, b] is a fresh uniform
+ * draw; every delay but FULL's is capped at c = U[max(min, 0.8 max), max], so even capped delays stay random. */
+#define IOTCONN_JITTER_DEFAULT 0      /* the .NET SDK's: min(min + (2^(n-1) - 1) x U[0.8 delta, 1.2 delta], c);
+					 the first: min(min + U[0, 0.8 delta], c) */
+#define IOTCONN_JITTER_FULL 1         /* U[min, min(min + (2^(n-1) - 1) x delta, max)]; the first as DEFAULT's */
+#define IOTCONN_JITTER_DECORRELATED 2 /* AWS's: min(U[min, 3 x the previous delay], c), the first's previous
+					 being min; delta unused; min_backoff_ms must be above 0 */
 
 /* iotconn_retry_policy_t.retry_count: retry forever. */
 #define IOTCONN_RETRY_UNLIMITED (-1)
@@ -179,10 +183,14 @@ typedef struct iotconn_options {
 	 * after connecting (iotconn_queue_recovered).
 	 * One client per directory at a time: another gets IOTCONN_ESTORE after waiting 1 s for the lock. */
 	const char *queue_dir;
+	/* The retry policy's attempt count, and with it the back-off, starts over only once a link stayed up this
+	 * long; a link lost sooner counts as one more failed attempt, so a hub that accepts and drops every connection
+	 * at once is retried at the policy's growing delays, not at its first one for ever. Default 30000 (30 s). */
+	uint32_t backoff_reset_after_ms;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0}
 
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {
@@ -226,7 +234,7 @@ typedef struct iotconn_retry_policy {
 	uint32_t min_backoff_ms;   /* EXPONENTIAL: the smallest delay */
 	uint32_t max_backoff_ms;   /* EXPONENTIAL: the largest delay */
 	uint32_t delta_backoff_ms; /* EXPONENTIAL: the growth step */
-	int jitter;                /* EXPONENTIAL: IOTCONN_JITTER_DEFAULT or IOTCONN_JITTER_FULL */
+	int jitter;                /* EXPONENTIAL: IOTCONN_JITTER_DEFAULT, _FULL or _DECORRELATED */
 	iotconn_retry_cb custom;   /* CUSTOM: the callback; must not be NULL */
 	void *user;                /* CUSTOM: handed to the callback; owned by the application */
 } iotconn_retry_policy_t;
@@ -330,7 +338,8 @@ int iotconn_queue_recovered(iotconn_client_t *client, uint64_t *out_count);
 
 /* Replaces the retry policy (the default is IOTCONN_RETRY_POLICY_INIT's). `policy` is copied; for CUSTOM, the
  * callback and its `user` must stay valid until the client is destroyed or the policy replaced. Thread-safe.
- * Errors: IOTCONN_EINVAL (NULL, bad size or kind, min > max, CUSTOM without a callback). */
+ * Errors: IOTCONN_EINVAL (NULL, bad size, kind or jitter, min > max, DECORRELATED with min 0, CUSTOM without a
+ * callback). */
 int iotconn_set_retry_policy(iotconn_client_t *client, const iotconn_retry_policy_t *policy);
 
 /* Register (or, with cb NULL, remove) a callback; the last registration wins. `user` is handed to it untouched

@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
-
-	"github.com/cenkalti/backoff/v4"
 )
 
 // Jitter selects how an Exponential policy randomises its delays.
@@ -19,30 +17,53 @@ const (
 	// JitterFull draws the whole delay uniformly between minBackoff and the un-jittered capped delay (AWS "full
 	// jitter"), which spreads out a fleet of devices that lost the hub at the same moment.
 	JitterFull Jitter = 1
+	// JitterDecorrelated draws each delay between minBackoff and three times the previous one (AWS "decorrelated
+	// jitter"): no two devices keep a common schedule, whatever their attempt counts.
+	JitterDecorrelated Jitter = 2
 )
 
 // Unlimited as a retry count retries for ever.
 const Unlimited = -1
 
-// Exponential is the .NET SDK's ExponentialBackoff retry policy.
+// Exponential is the .NET SDK's ExponentialBackoff retry policy, with delays that stay random at both ends.
 //
-// With JitterDefault the delay before retry attempt n (n = 1 after the first failure) is
+// Notation: n >= 1 is the retry attempt (1 after the first failure), U[a, b] a uniform draw with nanosecond
+// resolution, both ends included, drawn afresh for each delay, and c = U[max(minBackoff, 0.8*maxBackoff),
+// maxBackoff] the jittered cap.
 //
-//	min(minBackoff + (2^(n-1) - 1) * d, maxBackoff), d uniform in [0.8*deltaBackoff, 1.2*deltaBackoff]
+// JitterDefault, the .NET formula (its 0-based retry count is our n-1) with both ends randomised:
 //
-// which matches the .NET SDK (its 0-based retry count is our n-1). Differences from .NET: d is drawn with nanosecond
-// resolution and an inclusive upper bound where .NET draws whole milliseconds below 1.2*delta, and large n saturate
-// at maxBackoff instead of overflowing a double-to-TimeSpan conversion.
+//	n = 1:   min(minBackoff + U[0, 0.8*deltaBackoff], c)
+//	n >= 2:  min(minBackoff + (2^(n-1) - 1) * d, c),  d = U[0.8*deltaBackoff, 1.2*deltaBackoff]
 //
-// With JitterFull the delay is uniform in [minBackoff, min(minBackoff + (2^(n-1) - 1) * deltaBackoff, maxBackoff)]:
-// full jitter floored at minBackoff.
+// .NET waits exactly minBackoff first and exactly maxBackoff once the formula passes it; both constants keep a
+// fleet that lost the hub together retrying in step (DESIGN.md rule 7). The first delay's spread stops where the
+// second's starts, so a delay never draws below the one before it; large n saturate at c instead of
+// overflowing a double-to-TimeSpan conversion as .NET does.
+//
+// JitterFull:
+//
+//	n = 1:   as JitterDefault
+//	n >= 2:  U[minBackoff, min(minBackoff + (2^(n-1) - 1) * deltaBackoff, maxBackoff)]
+//
+// JitterDecorrelated, AWS's formula (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/)
+// with the jittered cap; deltaBackoff is not used, and minBackoff must be above 0, since every delay grows from it:
+//
+//	delay(n) = min(U[minBackoff, 3 * delay(n-1)], c),  delay(0) = minBackoff
+//
+// delay(n-1) is the delay this policy value returned for the previous attempt; attempt 1 starts a new chain. The
+// engine gives each client its own copy (Clone), so clients sharing a value do not share a chain.
+//
+// A deltaBackoff of 0 under JitterDefault and JitterFull, or minBackoff = maxBackoff, gives constant delays: the
+// application asked for them.
 type Exponential struct {
 	retryCount                           int
 	minBackoff, maxBackoff, deltaBackoff time.Duration
 	jitter                               Jitter
 
-	mu *sync.Mutex // guards r, which *rand.Rand needs for concurrent use
-	r  *rand.Rand  // nil: the package-level source, already safe for concurrent use
+	mu   *sync.Mutex   // guards r, shared by clones, and prev
+	r    *rand.Rand    // nil: the package-level source, already safe for concurrent use
+	prev time.Duration // JitterDecorrelated: the delay returned last
 }
 
 // NewExponential returns an Exponential policy; see the type's documentation for the formulas.
@@ -54,8 +75,10 @@ func NewExponential(retryCount int, minBackoff, maxBackoff, deltaBackoff time.Du
 		return nil, fmt.Errorf("backoff durations must not be negative (min %v, max %v, delta %v)", minBackoff, maxBackoff, deltaBackoff)
 	case minBackoff > maxBackoff:
 		return nil, fmt.Errorf("minimum backoff %v is greater than maximum backoff %v", minBackoff, maxBackoff)
-	case jitter != JitterDefault && jitter != JitterFull:
+	case jitter != JitterDefault && jitter != JitterFull && jitter != JitterDecorrelated:
 		return nil, fmt.Errorf("unknown jitter mode %d", jitter)
+	case jitter == JitterDecorrelated && minBackoff == 0:
+		return nil, fmt.Errorf("decorrelated jitter grows every delay from the minimum backoff, which must be above 0")
 	}
 	return &Exponential{retryCount: retryCount, minBackoff: minBackoff, maxBackoff: maxBackoff,
 		deltaBackoff: deltaBackoff, jitter: jitter, mu: new(sync.Mutex)}, nil
@@ -71,37 +94,56 @@ func DefaultExponential() *Exponential {
 // use of r, so it stays safe for concurrent use.
 func (e *Exponential) WithRand(r *rand.Rand) *Exponential {
 	c := *e
-	c.mu, c.r = new(sync.Mutex), r
+	c.mu, c.r, c.prev = new(sync.Mutex), r, 0
 	return &c
 }
 
-// ShouldRetry retries while attempt <= the retry count (always for Unlimited) and returns the delay for attempt.
+// Clone returns a copy of e with its own decorrelated chain, drawing from the same source.
+func (e *Exponential) Clone() *Exponential {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := *e
+	c.prev = 0
+	return &c
+}
+
+// ShouldRetry retries while attempt <= the retry count (always for Unlimited) and returns the delay for attempt
+// (values below 1 count as 1).
 func (e *Exponential) ShouldRetry(attempt int, _ error) (bool, time.Duration) {
 	if e.retryCount != Unlimited && attempt > e.retryCount {
 		return false, 0
 	}
-	return true, e.Delay(attempt)
-}
-
-// Delay is the randomised delay before retry attempt (values below 1 count as 1), whatever the retry count.
-func (e *Exponential) Delay(attempt int) time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.draw(e.r, attempt)
-}
-
-// draw computes the delay for attempt with randomness from r (nil: the package-level source).
-func (e *Exponential) draw(r *rand.Rand, attempt int) time.Duration {
-	if e.jitter == JitterFull {
-		return uniform(r, e.minBackoff, e.capped(attempt, e.deltaBackoff))
+	if attempt <= 1 {
+		e.prev = 0
 	}
-	d := uniform(r, e.deltaBackoff-e.deltaBackoff/5, satAdd(e.deltaBackoff, e.deltaBackoff/5))
-	return e.capped(attempt, d)
+	e.prev = e.draw(max(attempt, 1))
+	return true, e.prev
 }
 
-// capped is min(minBackoff + (2^(attempt-1) - 1) * d, maxBackoff), computed without overflow for any attempt.
-func (e *Exponential) capped(attempt int, d time.Duration) time.Duration {
-	n := max(attempt, 1) - 1
+// draw computes the delay for attempt; e.mu is held.
+func (e *Exponential) draw(attempt int) time.Duration {
+	c := uniform(e.r, max(e.minBackoff, e.maxBackoff-e.maxBackoff/5), e.maxBackoff)
+	switch {
+	case e.jitter == JitterDecorrelated:
+		prev := e.prev
+		if prev == 0 {
+			prev = e.minBackoff
+		}
+		return min(uniform(e.r, e.minBackoff, satMul(prev, 3)), c)
+	case attempt == 1:
+		return min(satAdd(e.minBackoff, uniform(e.r, 0, e.deltaBackoff-e.deltaBackoff/5)), c)
+	case e.jitter == JitterFull:
+		return uniform(e.r, e.minBackoff, e.grown(attempt, e.deltaBackoff))
+	}
+	d := uniform(e.r, e.deltaBackoff-e.deltaBackoff/5, satAdd(e.deltaBackoff, e.deltaBackoff/5))
+	return min(e.grown(attempt, d), c)
+}
+
+// grown is min(minBackoff + (2^(attempt-1) - 1) * d, maxBackoff), computed without overflow for any attempt.
+func (e *Exponential) grown(attempt int, d time.Duration) time.Duration {
+	n := attempt - 1
 	if d == 0 || n == 0 {
 		return e.minBackoff
 	}
@@ -116,58 +158,41 @@ func (e *Exponential) capped(attempt int, d time.Duration) time.Duration {
 	return e.minBackoff + steps*d
 }
 
-// BackOff adapts e to github.com/cenkalti/backoff/v4 (for backoff.Retry and friends). backoff's own
-// ExponentialBackOff cannot express the .NET formula: it multiplies the previous interval and jitters it by a
-// factor around itself, while .NET adds (2^(n-1) - 1) random deltas to a fixed minimum, so the schedule here
-// implements NextBackOff itself and leaves the retry count to backoff.WithMaxRetries.
-func (e *Exponential) BackOff() backoff.BackOff {
-	s := &schedule{policy: e}
-	if e.retryCount == Unlimited {
-		return s
-	}
-	return backoff.WithMaxRetries(s, uint64(e.retryCount))
-}
-
-// schedule counts attempts for the stateful backoff.BackOff interface.
-type schedule struct {
-	policy  *Exponential
-	attempt int
-}
-
-func (s *schedule) NextBackOff() time.Duration {
-	if s.attempt < math.MaxInt {
-		s.attempt++
-	}
-	return s.policy.Delay(s.attempt)
-}
-
-func (s *schedule) Reset() { s.attempt = 0 }
-
 // NoRetry never retries: the first failure is final.
 type NoRetry struct{}
 
 func (NoRetry) ShouldRetry(int, error) (bool, time.Duration) { return false, 0 }
 
-// throttling is the slower schedule for throttling errors.
+// throttling is the slower schedule for throttling errors: JitterDefault's formula from 10 s to 60 s, 5 s delta.
 var throttling = &Exponential{retryCount: Unlimited, minBackoff: 10 * time.Second, maxBackoff: 60 * time.Second,
-	deltaBackoff: 5 * time.Second, jitter: JitterDefault}
+	deltaBackoff: 5 * time.Second, jitter: JitterDefault, mu: new(sync.Mutex)}
 
-// ThrottleDelay is the wait before retry attempt after a throttling error: the server's retryAfter when positive,
-// else JitterDefault's formula with 10 s min, 60 s max and 5 s delta. r nil uses the package-level source; a
-// non-nil r must not be shared between goroutines without the caller's own locking.
-func ThrottleDelay(attempt int, retryAfter time.Duration, r *rand.Rand) time.Duration {
-	if retryAfter > 0 {
-		return retryAfter
-	}
-	return throttling.draw(r, attempt)
+// ThrottleDelay is the wait before the n-th retry in a row that follows a throttling error, when the server named
+// no wait of its own: JitterDefault's formula with 10 s min, 60 s max and 5 s delta, so every draw lies in
+// [10 s, 60 s] (the first in [10 s, 14 s]).
+func ThrottleDelay(n int) time.Duration {
+	_, d := throttling.ShouldRetry(n, nil)
+	return d
 }
 
-// MinAttemptSpacing is the CPU guard: an attempt never starts sooner than this after the previous one started.
+// MinAttemptSpacing is the CPU guard's floor: after an attempt that failed within this long of its own start (a
+// dial that failed fast: no network), the next one starts no sooner than this after it.
 const MinAttemptSpacing = time.Second
 
-// Spaced stretches delay so the next attempt starts no sooner than MinAttemptSpacing after attemptStart.
-func Spaced(attemptStart, now time.Time, delay time.Duration) time.Duration {
-	return max(delay, attemptStart.Add(MinAttemptSpacing).Sub(now), 0)
+// GuardSpread is how far past its floor the guard spreads the next attempt, uniformly, so that devices that lost
+// their network together do not retry together (over 2 s, a 100 ms slice gets 5 % of them).
+const GuardSpread = 2 * time.Second
+
+// Spaced is the wait before the next attempt when the one that failed started elapsed ago and the policy asked
+// for delay. Only an attempt that failed within MinAttemptSpacing of its start is guarded, and only when the
+// policy's delay would start the next one sooner than the floor: it then starts at U[MinAttemptSpacing,
+// MinAttemptSpacing + GuardSpread] after the failed one started. Any other delay is kept as the policy gave it.
+func Spaced(elapsed, delay time.Duration) time.Duration {
+	delay, elapsed = max(delay, 0), max(elapsed, 0)
+	if elapsed >= MinAttemptSpacing || delay >= MinAttemptSpacing-elapsed {
+		return delay
+	}
+	return MinAttemptSpacing - elapsed + uniform(nil, 0, GuardSpread)
 }
 
 // uniform draws from [lo, hi] (hi >= lo >= 0) using r, or the package-level source when r is nil.
@@ -188,4 +213,12 @@ func satAdd(a, b time.Duration) time.Duration {
 		return math.MaxInt64
 	}
 	return a + b
+}
+
+// satMul multiplies a non-negative duration by k > 0, saturating at the largest duration.
+func satMul(a time.Duration, k int64) time.Duration {
+	if a > math.MaxInt64/time.Duration(k) {
+		return math.MaxInt64
+	}
+	return a * time.Duration(k)
 }

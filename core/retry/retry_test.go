@@ -2,14 +2,13 @@ package retry
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/cenkalti/backoff/v4"
 )
 
 const samples = 2000
@@ -38,14 +37,43 @@ func mustExponential(t *testing.T, count int, minB, maxB, delta time.Duration, j
 	return e.WithRand(rand.New(rand.NewPCG(1, 2)))
 }
 
-func TestJitterDefaultFollowsTheDotNetFormula(t *testing.T) {
+// distinctAtLeastHalf fails unless draws holds at least half as many distinct values as samples: a delay that a
+// floor, guard or cap turned into a constant would hold one (DESIGN.md rule 7).
+func distinctAtLeastHalf(t *testing.T, what string, draws []time.Duration) {
+	t.Helper()
+	seen := map[time.Duration]bool{}
+	for _, d := range draws {
+		seen[d] = true
+	}
+	if len(seen) < len(draws)/2 {
+		t.Fatalf("%s: only %d distinct delays in %d draws", what, len(seen), len(draws))
+	}
+}
+
+// spread returns the smallest and largest draw.
+func spread(draws []time.Duration) (least, most time.Duration) {
+	least = math.MaxInt64
+	for _, d := range draws {
+		least, most = min(least, d), max(most, d)
+	}
+	return least, most
+}
+
+// The tests below draw from seeded sources (WithRand), so each run sees the same values: their statistical checks
+// are deterministic.
+
+func TestJitterDefaultFollowsTheDotNetFormulaWithRandomEnds(t *testing.T) {
 	minB, maxB, delta := 2*time.Second, 90*time.Second, time.Second
+	capLo := 72 * time.Second // the jittered cap: U[0.8*maxB, maxB]
 	e := mustExponential(t, Unlimited, minB, maxB, delta, JitterDefault)
-	for attempt := 1; attempt <= 10; attempt++ {
+	for attempt := 1; attempt <= 12; attempt++ {
 		lo, hi := bounds(attempt, minB, maxB, 800*time.Millisecond, 1200*time.Millisecond)
-		seen := map[time.Duration]bool{}
-		var least, most time.Duration = math.MaxInt64, 0
-		for range samples {
+		if attempt == 1 { // .NET waits exactly minBackoff; here up to the second attempt's lower bound
+			lo, hi = minB, minB+800*time.Millisecond
+		}
+		lo = min(lo, capLo)
+		draws := make([]time.Duration, samples)
+		for i := range draws {
 			ok, d := e.ShouldRetry(attempt, errFailed)
 			if !ok {
 				t.Fatalf("attempt %d: unlimited policy gave up", attempt)
@@ -53,19 +81,11 @@ func TestJitterDefaultFollowsTheDotNetFormula(t *testing.T) {
 			if d < lo || d > hi {
 				t.Fatalf("attempt %d: delay %v outside [%v, %v]", attempt, d, lo, hi)
 			}
-			seen[d] = true
-			least, most = min(least, d), max(most, d)
+			draws[i] = d
 		}
-		switch {
-		case attempt == 1 && (len(seen) != 1 || least != minB):
-			t.Fatalf("attempt 1: want exactly minBackoff %v, got %d values from %v", minB, len(seen), least)
-		case lo == maxB && (len(seen) != 1 || least != maxB):
-			t.Fatalf("attempt %d: want the cap %v, got %d values from %v", attempt, maxB, len(seen), least)
-		case attempt > 1 && lo < maxB:
-			// The jitter must use most of its range, not sit at one value.
-			if len(seen) < samples/2 || most-least < (hi-lo)*8/10 {
-				t.Fatalf("attempt %d: %d distinct delays spanning %v of [%v, %v]", attempt, len(seen), most-least, lo, hi)
-			}
+		distinctAtLeastHalf(t, fmt.Sprintf("attempt %d", attempt), draws)
+		if least, most := spread(draws); most-least < (hi-lo)*8/10 {
+			t.Fatalf("attempt %d: delays span %v of [%v, %v]", attempt, most-least, lo, hi)
 		}
 	}
 }
@@ -75,25 +95,23 @@ func TestJitterFullIsUniformBetweenMinAndTheCap(t *testing.T) {
 	e := mustExponential(t, Unlimited, minB, maxB, delta, JitterFull)
 	for attempt := 1; attempt <= 8; attempt++ {
 		_, hi := bounds(attempt, minB, maxB, delta, delta)
-		var least, most time.Duration = math.MaxInt64, 0
+		if attempt == 1 {
+			hi = minB + 800*time.Millisecond
+		}
+		draws := make([]time.Duration, samples)
 		below := 0 // samples in the lower half, for a crude uniformity check
-		for range samples {
+		for i := range draws {
 			_, d := e.ShouldRetry(attempt, errFailed)
 			if d < minB || d > hi {
 				t.Fatalf("attempt %d: delay %v outside [%v, %v]", attempt, d, minB, hi)
 			}
-			least, most = min(least, d), max(most, d)
+			draws[i] = d
 			if d < minB+(hi-minB)/2 {
 				below++
 			}
 		}
-		if attempt == 1 {
-			if most != minB {
-				t.Fatalf("attempt 1: full jitter over an empty range gave %v, want %v", most, minB)
-			}
-			continue
-		}
-		if most-least < (hi-minB)*9/10 {
+		distinctAtLeastHalf(t, fmt.Sprintf("attempt %d", attempt), draws)
+		if least, most := spread(draws); most-least < (hi-minB)*9/10 {
 			t.Fatalf("attempt %d: delays span only %v of [%v, %v]", attempt, most-least, minB, hi)
 		}
 		if below < samples*4/10 || below > samples*6/10 {
@@ -102,24 +120,87 @@ func TestJitterFullIsUniformBetweenMinAndTheCap(t *testing.T) {
 	}
 }
 
-func TestLargeAttemptsSaturateAtTheCap(t *testing.T) {
-	for _, j := range []Jitter{JitterDefault, JitterFull} {
-		e := mustExponential(t, Unlimited, 0, time.Hour, 100*time.Millisecond, j)
+func TestJitterDecorrelatedDrawsFromThePreviousDelay(t *testing.T) {
+	minB, maxB := 100*time.Millisecond, 10*time.Second
+	e := mustExponential(t, Unlimited, minB, maxB, time.Hour, JitterDecorrelated) // delta is not used
+	const chains, steps = 500, 15
+	byAttempt := make([][]time.Duration, steps+1)
+	for range chains {
+		prev := minB
+		for attempt := 1; attempt <= steps; attempt++ {
+			_, d := e.ShouldRetry(attempt, errFailed)
+			if hi := min(3*prev, maxB); d < minB || d > hi {
+				t.Fatalf("attempt %d after %v: delay %v outside [%v, %v]", attempt, prev, d, minB, hi)
+			}
+			byAttempt[attempt] = append(byAttempt[attempt], d)
+			prev = d
+		}
+	}
+	mean := func(ds []time.Duration) time.Duration {
+		var sum time.Duration
+		for _, d := range ds {
+			sum += d
+		}
+		return sum / time.Duration(len(ds))
+	}
+	for attempt := 1; attempt <= steps; attempt++ {
+		distinctAtLeastHalf(t, fmt.Sprintf("attempt %d", attempt), byAttempt[attempt])
+	}
+	if m1, m8 := mean(byAttempt[1]), mean(byAttempt[8]); m1 > 250*time.Millisecond || m8 < 2*time.Second {
+		t.Fatalf("mean delay %v at attempt 1 and %v at attempt 8: the chain does not grow", m1, m8)
+	}
+	// Late in a chain many draws pass the cap: AWS's formula puts each of them at exactly maxBackoff, the jittered
+	// cap spreads them over [8s, 10s].
+	var capped []time.Duration
+	for _, d := range byAttempt[steps] {
+		if d >= 8*time.Second {
+			capped = append(capped, d)
+		}
+	}
+	if len(capped) < chains/5 {
+		t.Fatalf("attempt %d: only %d of %d draws reached the cap's range [8s, 10s]", steps, len(capped), chains)
+	}
+	distinctAtLeastHalf(t, "draws at the cap", capped)
+	if least, most := spread(capped); most-least < 1500*time.Millisecond {
+		t.Fatalf("draws at the cap span only %v..%v", least, most)
+	}
+}
+
+func TestCloneHasItsOwnDecorrelatedChain(t *testing.T) {
+	minB := 100 * time.Millisecond
+	shared := mustExponential(t, Unlimited, minB, time.Hour, 0, JitterDecorrelated)
+	own := shared.Clone()
+	for attempt := 1; attempt <= 30; attempt++ {
+		shared.ShouldRetry(attempt, errFailed) // grows shared's chain far past 3 * minB
+	}
+	if _, d := own.ShouldRetry(2, errFailed); d > 3*minB {
+		t.Fatalf("the clone's second delay %v follows the original's chain; want at most %v", d, 3*minB)
+	}
+	if _, d := shared.ShouldRetry(1, errFailed); d > 3*minB {
+		t.Fatalf("attempt 1 waited %v: it must start a new chain (at most %v)", d, 3*minB)
+	}
+}
+
+func TestLargeAttemptsSaturateAtTheJitteredCap(t *testing.T) {
+	for _, j := range []Jitter{JitterDefault, JitterFull, JitterDecorrelated} {
+		e := mustExponential(t, Unlimited, time.Millisecond, time.Hour, 100*time.Millisecond, j)
 		for _, attempt := range []int{40, 61, 62, 63, 64, 1000, math.MaxInt} {
 			_, d := e.ShouldRetry(attempt, errFailed)
-			if d < 0 || d > time.Hour {
-				t.Fatalf("jitter %d attempt %d: delay %v outside [0, 1h]", j, attempt, d)
+			if d < time.Millisecond || d > time.Hour {
+				t.Fatalf("jitter %d attempt %d: delay %v outside [1ms, 1h]", j, attempt, d)
 			}
-			if j == JitterDefault && d != time.Hour {
-				t.Fatalf("attempt %d: delay %v, want the cap", attempt, d)
+			if j == JitterDefault && d < 48*time.Minute {
+				t.Fatalf("attempt %d: delay %v, want the jittered cap [48m, 1h]", attempt, d)
 			}
 		}
 	}
 	// Durations near the limit of time.Duration must not wrap around.
-	e := mustExponential(t, Unlimited, 0, math.MaxInt64, math.MaxInt64/2, JitterDefault)
-	for attempt := 1; attempt <= 70; attempt++ {
-		if _, d := e.ShouldRetry(attempt, errFailed); d < 0 {
-			t.Fatalf("attempt %d: negative delay %v", attempt, d)
+	for _, j := range []Jitter{JitterDefault, JitterDecorrelated} {
+		e := mustExponential(t, Unlimited, 1, math.MaxInt64, math.MaxInt64/2, j)
+		for attempt := 1; attempt <= 70; attempt++ {
+			if _, d := e.ShouldRetry(attempt, errFailed); d < 1 {
+				t.Fatalf("jitter %d attempt %d: delay %v below the minimum", j, attempt, d)
+			}
 		}
 	}
 }
@@ -155,8 +236,8 @@ func TestRetryCountLimits(t *testing.T) {
 
 func TestDefaultExponentialIsTheDotNetDefault(t *testing.T) {
 	e := DefaultExponential().WithRand(rand.New(rand.NewPCG(3, 4)))
-	if ok, d := e.ShouldRetry(1, errFailed); !ok || d != 100*time.Millisecond {
-		t.Fatalf("attempt 1: %v %v, want retry after 100ms", ok, d)
+	if ok, d := e.ShouldRetry(1, errFailed); !ok || d < 100*time.Millisecond || d > 180*time.Millisecond {
+		t.Fatalf("attempt 1: %v %v, want retry after [100ms, 180ms]", ok, d)
 	}
 	lo, hi := bounds(4, 100*time.Millisecond, 10*time.Second, 80*time.Millisecond, 120*time.Millisecond)
 	for range samples {
@@ -164,8 +245,8 @@ func TestDefaultExponentialIsTheDotNetDefault(t *testing.T) {
 			t.Fatalf("attempt 4: %v outside [%v, %v]", d, lo, hi)
 		}
 	}
-	if ok, d := e.ShouldRetry(1_000_000, errFailed); !ok || d != 10*time.Second {
-		t.Fatalf("attempt 1e6: %v %v, want retry after the 10s cap", ok, d)
+	if ok, d := e.ShouldRetry(1_000_000, errFailed); !ok || d < 8*time.Second || d > 10*time.Second {
+		t.Fatalf("attempt 1e6: %v %v, want retry after the jittered cap [8s, 10s]", ok, d)
 	}
 }
 
@@ -176,14 +257,16 @@ func TestConstructorErrors(t *testing.T) {
 		jitter        Jitter
 		want          string
 	}{
-		"count below -1":   {-2, 0, time.Second, 0, JitterDefault, "retry count -2"},
-		"negative min":     {1, -1, time.Second, 0, JitterDefault, "negative"},
-		"negative max":     {1, 0, -time.Second, 0, JitterDefault, "negative"},
-		"negative delta":   {1, 0, time.Second, -time.Millisecond, JitterDefault, "negative"},
-		"min above max":    {1, 2 * time.Second, time.Second, 0, JitterDefault, "greater than maximum"},
-		"unknown jitter":   {1, 0, time.Second, 0, Jitter(7), "jitter mode 7"},
-		"negative jitter":  {1, 0, time.Second, 0, Jitter(-1), "jitter mode -1"},
-		"count below -1 b": {math.MinInt, 0, time.Second, 0, JitterDefault, "retry count"},
+		"count below -1":        {-2, 0, time.Second, 0, JitterDefault, "retry count -2"},
+		"negative min":          {1, -1, time.Second, 0, JitterDefault, "negative"},
+		"negative max":          {1, 0, -time.Second, 0, JitterDefault, "negative"},
+		"negative delta":        {1, 0, time.Second, -time.Millisecond, JitterDefault, "negative"},
+		"min above max":         {1, 2 * time.Second, time.Second, 0, JitterDefault, "greater than maximum"},
+		"unknown jitter":        {1, 0, time.Second, 0, Jitter(7), "jitter mode 7"},
+		"negative jitter":       {1, 0, time.Second, 0, Jitter(-1), "jitter mode -1"},
+		"count below -1 b":      {math.MinInt, 0, time.Second, 0, JitterDefault, "retry count"},
+		"decorrelated from 0":   {1, 0, time.Second, 0, JitterDecorrelated, "above 0"},
+		"jitter after the last": {1, 0, time.Second, 0, Jitter(3), "jitter mode 3"},
 	}
 	for name, c := range cases {
 		e, err := NewExponential(c.count, c.minB, c.maxB, c.d, c.jitter)
@@ -216,14 +299,14 @@ func TestWithRandIsReproducibleAndLeavesTheOriginal(t *testing.T) {
 }
 
 func TestConcurrentUseOfAnInjectedSource(t *testing.T) {
-	e := mustExponential(t, Unlimited, 0, time.Minute, time.Second, JitterFull)
+	e := mustExponential(t, Unlimited, time.Millisecond, time.Minute, time.Second, JitterDecorrelated)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for attempt := 1; attempt <= 500; attempt++ {
-				if _, d := e.ShouldRetry(attempt%10+1, errFailed); d < 0 || d > time.Minute {
+				if _, d := e.ShouldRetry(attempt%10+1, errFailed); d < time.Millisecond || d > time.Minute {
 					t.Errorf("delay %v out of range", d)
 					return
 				}
@@ -258,99 +341,66 @@ func TestCustomIsAskedWithAttemptAndError(t *testing.T) {
 }
 
 func TestThrottleDelay(t *testing.T) {
-	r := rand.New(rand.NewPCG(5, 6))
+	schedule := throttling.WithRand(rand.New(rand.NewPCG(5, 6))) // ThrottleDelay's schedule, seeded
 	for attempt := 1; attempt <= 8; attempt++ {
 		lo, hi := bounds(attempt, 10*time.Second, time.Minute, 4*time.Second, 6*time.Second)
-		seen := map[time.Duration]bool{}
-		for i := range samples {
-			src := r
-			if i%2 == 1 {
-				src = nil // the package-level source
-			}
-			d := ThrottleDelay(attempt, 0, src)
-			if d < lo || d > hi {
+		if attempt == 1 {
+			hi = 14 * time.Second
+		}
+		lo = min(lo, 48*time.Second) // the jittered cap
+		draws := make([]time.Duration, samples)
+		for i := range draws {
+			_, draws[i] = schedule.ShouldRetry(attempt, errFailed)
+			if d := draws[i]; d < lo || d > hi {
 				t.Fatalf("attempt %d: %v outside [%v, %v]", attempt, d, lo, hi)
 			}
-			seen[d] = true
 		}
-		if lo < hi && len(seen) < samples/2 {
-			t.Fatalf("attempt %d: only %d distinct delays", attempt, len(seen))
-		}
-	}
-	if d := ThrottleDelay(1, 0, r); d != 10*time.Second {
-		t.Fatalf("first throttled retry waits %v, want 10s", d)
-	}
-	for _, attempt := range []int{1, 5, 1000} {
-		if d := ThrottleDelay(attempt, 3*time.Second, r); d != 3*time.Second {
-			t.Fatalf("attempt %d: retry-after 3s gave %v", attempt, d)
-		}
-		if d := ThrottleDelay(attempt, 5*time.Minute, nil); d != 5*time.Minute {
-			t.Fatalf("attempt %d: retry-after 5m gave %v", attempt, d)
+		distinctAtLeastHalf(t, fmt.Sprintf("attempt %d", attempt), draws)
+		// The package-level source, as the engine uses it: bounds only.
+		if d := ThrottleDelay(attempt); d < lo || d > hi {
+			t.Fatalf("ThrottleDelay(%d) = %v outside [%v, %v]", attempt, d, lo, hi)
 		}
 	}
 }
 
-func TestSpaced(t *testing.T) {
-	start := time.Unix(1700000000, 0)
-	cases := []struct {
-		elapsed, delay, want time.Duration
-	}{
-		{0, 0, time.Second}, // instant failure: wait the whole guard
-		{300 * time.Millisecond, 100 * time.Millisecond, 700 * time.Millisecond}, // guard longer than the policy's delay
-		{300 * time.Millisecond, 2 * time.Second, 2 * time.Second},               // policy's delay longer
-		{5 * time.Second, 0, 0}, // attempt took long: no extra wait
+func TestSpacedKeepsThePolicysDelayUnlessTheAttemptFailedFast(t *testing.T) {
+	for _, c := range []struct{ elapsed, delay, want time.Duration }{
+		{time.Second, 0, 0}, // the attempt took the floor's length: not guarded
 		{5 * time.Second, 250 * time.Millisecond, 250 * time.Millisecond},
-		{-time.Second, 0, 2 * time.Second}, // clock stepped back: still never negative, guard measured from start
-		{time.Second, 0, 0},
-		{5 * time.Second, -time.Second, 0}, // a custom policy's negative delay
-	}
-	for _, c := range cases {
-		if got := Spaced(start, start.Add(c.elapsed), c.delay); got != c.want {
+		{5 * time.Second, -time.Second, 0},                                       // a custom policy's negative delay
+		{300 * time.Millisecond, 700 * time.Millisecond, 700 * time.Millisecond}, // the policy already waits long enough
+		{300 * time.Millisecond, 2 * time.Second, 2 * time.Second},
+	} {
+		if got := Spaced(c.elapsed, c.delay); got != c.want {
 			t.Fatalf("elapsed %v delay %v: got %v, want %v", c.elapsed, c.delay, got, c.want)
 		}
 	}
-}
-
-// instantTimer makes backoff.Retry record each wait instead of sleeping.
-type instantTimer struct {
-	waits []time.Duration
-	c     chan time.Time
-}
-
-func (t *instantTimer) Start(d time.Duration) {
-	t.waits = append(t.waits, d)
-	t.c = make(chan time.Time, 1)
-	t.c <- time.Time{}
-}
-func (t *instantTimer) Stop()               {}
-func (t *instantTimer) C() <-chan time.Time { return t.c }
-
-func TestBackOffAdapterDrivesBackoffRetry(t *testing.T) {
-	e := mustExponential(t, 4, time.Second, 20*time.Second, time.Second, JitterDefault)
-	timer := &instantTimer{}
-	calls := 0
-	err := backoff.RetryNotifyWithTimer(func() error { calls++; return errFailed }, e.BackOff(), nil, timer)
-	if !errors.Is(err, errFailed) {
-		t.Fatalf("Retry returned %v", err)
-	}
-	if calls != 5 || len(timer.waits) != 4 {
-		t.Fatalf("%d calls and %d waits; want 1 try + 4 retries", calls, len(timer.waits))
-	}
-	for i, d := range timer.waits {
-		lo, hi := bounds(i+1, time.Second, 20*time.Second, 800*time.Millisecond, 1200*time.Millisecond)
-		if d < lo || d > hi {
-			t.Fatalf("wait %d: %v outside [%v, %v]", i+1, d, lo, hi)
+	for _, c := range []struct{ elapsed, delay time.Duration }{
+		{0, 0}, {300 * time.Millisecond, 100 * time.Millisecond}, {999 * time.Millisecond, 0},
+		{-time.Second, 0}, // a clock that stepped back counts as no time
+	} {
+		floor := MinAttemptSpacing - max(c.elapsed, 0)
+		for range 100 {
+			if got := Spaced(c.elapsed, c.delay); got < floor || got > floor+GuardSpread {
+				t.Fatalf("elapsed %v delay %v: got %v, want [%v, %v]", c.elapsed, c.delay, got, floor, floor+GuardSpread)
+			}
 		}
 	}
+}
 
-	b := mustExponential(t, Unlimited, 0, time.Minute, time.Second, JitterDefault).BackOff()
-	for i := range 100 {
-		if d := b.NextBackOff(); d == backoff.Stop {
-			t.Fatalf("Unlimited schedule stopped after %d", i)
-		}
+// The guard draws from the package-level source, as the engine does, so this test is not seeded. Each of the 20
+// slices of 100 ms expects 1000 of the 20000 draws (standard deviation about 31); a count outside 1000 +- 250 is
+// more than 8 standard deviations out: probability below 1e-15 per slice, below 1e-13 for the run.
+func TestSpacedSpreadsTheGuardUniformly(t *testing.T) {
+	const draws, slices = 20000, 20
+	var counts [slices]int
+	for range draws {
+		d := Spaced(0, 0) - MinAttemptSpacing
+		counts[min(int(d/(GuardSpread/slices)), slices-1)]++
 	}
-	b.Reset()
-	if d := b.NextBackOff(); d != 0 {
-		t.Fatalf("after Reset the first wait is %v, want minBackoff 0", d)
+	for i, n := range counts {
+		if n < 750 || n > 1250 {
+			t.Fatalf("slice %d of the guard's spread holds %d of %d draws, want 1000 +- 250: %v", i, n, draws, counts)
+		}
 	}
 }

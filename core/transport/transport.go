@@ -25,13 +25,16 @@ const (
 	KindTooLarge                       // message over the hub's limit
 	KindTimeout                        // an operation got no answer in time
 	KindUntrusted                      // the server's TLS certificate failed verification
+	// KindServerUnavailable: the hub refused the connect as unavailable, which IoT Hub also answers a disabled
+	// device (MQTT's CONNACK 3); the engine tells the two apart by whether the device connected before.
+	KindServerUnavailable
 )
 
 var kindNames = map[Kind]string{
 	KindNetwork: "network", KindProtocol: "protocol", KindAuth: "auth", KindDeviceDisabled: "device disabled",
 	KindDeviceNotFound: "device not found", KindThrottled: "throttled", KindQuota: "quota exceeded",
 	KindServerBusy: "server busy", KindTooLarge: "message too large", KindTimeout: "timeout",
-	KindUntrusted: "server not trusted",
+	KindUntrusted: "server not trusted", KindServerUnavailable: "server unavailable",
 }
 
 func (k Kind) String() string {

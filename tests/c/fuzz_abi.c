@@ -267,6 +267,7 @@ static target_t pick_handle(input_t *in)
 
 /* Sizes a struct may have: the current one and each earlier version's (it ended where a field was appended). */
 #define OPTIONS_V1_SIZE offsetof(iotconn_options_t, queue_overflow)
+#define OPTIONS_V2_SIZE offsetof(iotconn_options_t, backoff_reset_after_ms)
 #define MESSAGE_V1_SIZE offsetof(iotconn_message_t, ttl_ms)
 
 /* A struct size: mostly right, else an earlier version's, off by one, doubled, zero, small or huge. */
@@ -412,7 +413,9 @@ static iotconn_options_t *gen_options(input_t *in, iotconn_options_t *o, int *va
 	o->dispatch = dispatches[u8(in) % 4];
 	o->queue_overflow = overflows[u8(in) % 4];
 	o->queue_dir = gen_queue_dir(in);
-	*valid = (o->size == sizeof *o || o->size == OPTIONS_V1_SIZE) && o->dispatch >= 0 && o->dispatch <= 1;
+	o->backoff_reset_after_ms = gen_u32(in);
+	*valid = (o->size == sizeof *o || o->size == OPTIONS_V2_SIZE || o->size == OPTIONS_V1_SIZE) &&
+		 o->dispatch >= 0 && o->dispatch <= 1;
 	return o;
 }
 
@@ -706,7 +709,7 @@ static void op_retry_policy(input_t *in)
 		p.min_backoff_ms = u16(in);
 		p.max_backoff_ms = u16(in);
 		p.delta_backoff_ms = u16(in);
-		p.jitter = u8(in) % 3;
+		p.jitter = u8(in) % 4; /* DEFAULT, FULL, DECORRELATED or unknown */
 		p.custom = u8(in) % 2 ? on_retry : NULL;
 		p.user = (void *)(uintptr_t)u64(in);
 		if (p.size != sizeof p || p.kind > IOTCONN_RETRY_CUSTOM || (p.kind == IOTCONN_RETRY_CUSTOM && !p.custom))

@@ -341,6 +341,12 @@ static void test_retry_policy_misuse(void)
 	p.jitter = IOTCONN_JITTER_FULL;
 	p.retry_count = 3;
 	CHECK_RC(iotconn_set_retry_policy(c, &p), 0);
+	p = (iotconn_retry_policy_t)IOTCONN_RETRY_POLICY_INIT;
+	p.jitter = IOTCONN_JITTER_DECORRELATED;
+	CHECK_RC(iotconn_set_retry_policy(c, &p), 0);
+	p.min_backoff_ms = 0; /* decorrelated jitter grows every delay from min */
+	CHECK_RC(iotconn_set_retry_policy(c, &p), IOTCONN_EINVAL);
+	CHECK(strstr(iotconn_last_error(), "minimum backoff") != NULL);
 	CHECK_RC(iotconn_client_destroy(c), 0);
 }
 

@@ -1,7 +1,10 @@
 /* A custom C retry policy controls the reconnect: it is asked with attempt numbers 1, 2, 3, ... and the library
  * waits at least the delay it returned before the next attempt; when it gives up the client ends
- * Disconnected / Retry_Expired; in POLL mode it is asked only inside iotconn_poll(), on the polling thread. */
+ * Disconnected / Retry_Expired; in POLL mode it is asked only inside iotconn_poll(), on the polling thread; the
+ * count starts over only after a link stayed up backoff_reset_after_ms. */
+#include <stddef.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -186,6 +189,46 @@ static void test_policy_in_poll_mode(void)
 	CHECK_RC(iotconn_client_destroy(k.client), 0);
 }
 
+/* The policy's attempt number at the second of two link losses in a row (each link up at least 20 ms), with
+ * options of the given size and backoff_reset_after_ms. */
+static uint32_t second_loss_attempt(size_t size, uint32_t reset_after_ms)
+{
+	policy_t p;
+	policy_init(&p, 50, 0);
+	recorder_t rec;
+	recorder_init(&rec, 4);
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	o.size = size;
+	o.backoff_reset_after_ms = reset_after_ms;
+	iotconn_client_t *c = NULL;
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-retry"), &o, &c), 0);
+	recorder_attach(&rec, c);
+	set_policy(c, &p);
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	for (int loss = 0, up = 0; loss < 2 && up >= 0; loss++) {
+		usleep(20000); /* the link's uptime is what the option is about: 20 ms is past a 1 ms reset time */
+		CHECK(hub_fault(&hub, "{\"kind\":\"kill-tcp\",\"device\":\"dev-retry\"}") == 0);
+		up = recorder_wait_status(&rec, up + 1, IOTCONN_STATUS_CONNECTED, IOTCONN_REASON_CONNECTION_OK, WAIT_MS);
+		CHECK(up > 0);
+	}
+	CHECK_RC(iotconn_client_destroy(c), 0);
+	recorder_free(&rec);
+	pthread_mutex_lock(&p.mu);
+	CHECK(p.nasks == 2 && p.asks[0].attempt == 1);
+	uint32_t attempt = p.nasks == 2 ? p.asks[1].attempt : 0;
+	pthread_mutex_unlock(&p.mu);
+	return attempt;
+}
+
+/* backoff_reset_after_ms: the policy's count starts over only after a link stayed up that long (default 30 s); a
+ * program built before the field (its size ends where the field starts) gets the default. */
+static void test_backoff_reset_after(void)
+{
+	CHECK(second_loss_attempt(sizeof(iotconn_options_t), 0) == 2);
+	CHECK(second_loss_attempt(sizeof(iotconn_options_t), 1) == 1);
+	CHECK(second_loss_attempt(offsetof(iotconn_options_t, backoff_reset_after_ms), 1) == 2);
+}
+
 int main(void)
 {
 	main_thread = pthread_self();
@@ -195,6 +238,7 @@ int main(void)
 	test_policy_gives_up();
 	test_policy_in_poll_mode();
 	test_policy_paces_reconnect();
+	test_backoff_reset_after();
 	hubsim_stop(&hub);
 	return test_done("retry");
 }

@@ -3,6 +3,7 @@
 import logging
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 
@@ -130,6 +131,37 @@ def test_custom_retry_policy_that_gives_up_ends_retry_expired(hub, make_client):
     events = statuses.wait_for(lambda e: pairs(e)[-1] == (S.DISCONNECTED, R.RETRY_EXPIRED))
     assert pairs(events)[1] == (S.DISCONNECTED_RETRYING, R.COMMUNICATION_ERROR)
     assert attempts.events == [1, 2, 3]
+
+
+@pytest.mark.parametrize("reset_after, second", [(None, 2), (0.001, 1), (timedelta(milliseconds=1), 1)])
+def test_backoff_starts_over_only_after_the_link_stayed_up(hub, make_client, reset_after, second):
+    """Two link losses in a row: the policy is asked with attempt 2 at the second unless the link between them
+    stayed up backoff_reset_after (default 30 s)."""
+    client = make_client(backoff_reset_after=reset_after)
+    statuses, _ = watch(client)
+    attempts = Recorder()
+
+    def policy(attempt, error):
+        attempts.add(attempt)
+        return True, 0.05
+
+    client.set_retry_policy(policy)
+    client.connect(timeout=30)
+    for loss in (1, 2):
+        statuses.wait_count(2 * loss - 1)
+        time.sleep(0.02)  # the link's uptime is what the option is about: 20 ms is past a 1 ms reset time
+        hub.fault("kill-tcp", device=DEVICE)
+    statuses.wait_for(lambda e: len(e) >= 5 and pairs(e)[-1] == CONNECTED)
+    assert attempts.events == [1, second]
+
+
+def test_bad_backoff_reset_after_raises(make_client):
+    with pytest.raises(ValueError, match="backoff_reset_after"):
+        make_client(backoff_reset_after=-1)
+    with pytest.raises(TypeError, match="backoff_reset_after"):
+        make_client(backoff_reset_after="30")
+    with pytest.raises(ValueError, match="backoff_reset_after"):
+        make_client(backoff_reset_after=2**32)
 
 
 def test_no_retry_policy_gives_up_at_the_first_failure(hub, make_client):

@@ -102,6 +102,7 @@ def test_exponential_backoff_fills_the_native_policy():
     assert (native.kind, native.retry_count, native.jitter) == (_native.RETRY_EXPONENTIAL, 5, 1)
     assert (native.min_backoff_ms, native.max_backoff_ms, native.delta_backoff_ms) == (250, 30000, 1000)
     assert iotconn.ExponentialBackoff()._struct().retry_count == _native.RETRY_UNLIMITED
+    assert iotconn.ExponentialBackoff(jitter=iotconn.Jitter.DECORRELATED)._struct().jitter == 2
     assert iotconn.NoRetry()._struct().kind == _native.RETRY_NONE
 
 
@@ -114,3 +115,7 @@ def test_bad_retry_settings_raise():
         iotconn.ExponentialBackoff(delta_backoff=-1)
     with pytest.raises(TypeError, match="max_backoff"):
         iotconn.ExponentialBackoff(max_backoff="10")
+    with pytest.raises(ValueError, match="min_backoff"):
+        iotconn.ExponentialBackoff(min_backoff=0, jitter=iotconn.Jitter.DECORRELATED)
+    with pytest.raises(ValueError):
+        iotconn.ExponentialBackoff(jitter=3)

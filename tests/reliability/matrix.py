@@ -38,9 +38,14 @@ RECOVER_TIMEOUT = 60
 DRAIN_TIMEOUT_MS = 30000
 # Slack allowed between the end of the retry policy's wait and Connected: one successful dial (TCP, TLS
 # handshake, CONNECT/CONNACK, SUBSCRIBE) on loopback takes tens of milliseconds; the rest covers the scheduler
-# of this shared 2-core machine and the callback queue. A late reconnect caused by the engine (a lost timer, an
-# extra attempt) costs at least one more policy delay (>= 1 s here), so 1.5 s still tells it apart.
+# of this shared 2-core machine and the callback queue. It bounds how late a reconnect comes after the wait the
+# engine logged; whether that wait was the right one is checked from the logged waits themselves (first_retry).
 SLACK_S = 1.5
+# The default policy's first delay: 100 ms + U[0, 80 ms]. After a healthy link drops, the first retry waits it;
+# the no-network guard (1-3 s) is only for dials that failed fast.
+FIRST_RETRY_MAX_S = 0.18
+# Every wait of the throttling schedule (README: "Throttling").
+THROTTLE_WAIT_S = (10.0, 60.0)
 
 # Expected status sequences are regular expressions over "A > B > ..." of these tokens (escaped).
 C = re.escape("Connected(Connection_Ok)")
@@ -49,7 +54,6 @@ NN = re.escape("Retrying(No_Network)")
 EST = re.escape("Retrying(Expired_SAS_Token)")
 CLOSE = re.escape("Disabled(Client_Close)")
 BAD_CREDENTIAL = re.escape("Disconnected(Bad_Credential)")
-DISABLED = re.escape("Disconnected(Device_Disabled)")
 
 GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 RETRY_LOG = re.compile(r"attempt (\d+) failed \(.*\); next in (\S+)$")
@@ -240,10 +244,37 @@ def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),), war
     return fault_at
 
 
-def hub_scenario(fault, expected, fatal_reason=None, websocket=False):
+def check_first_retry(row, events, fault_at):
+    """The first retry after the fault cut a healthy link waited the policy's first delay, as the engine logged it."""
+    waits = [RETRY_LOG.search(e["msg"]) for e in events if e["ev"] == "log" and e["t"] >= fault_at]
+    first = next((m for m in waits if m), None)
+    if first is None:
+        row["problems"].append("no retry was logged after the fault")
+    elif first.group(1) != "1" or go_duration(first.group(2)) > FIRST_RETRY_MAX_S:
+        row["problems"].append(f"the first retry after the lost link was attempt {first.group(1)} after "
+                               f"{first.group(2)}; want attempt 1 after the policy's first delay "
+                               f"(<= {FIRST_RETRY_MAX_S} s)")
+
+
+def check_throttle_schedule(row, events, needle):
+    """Every retry after a failure whose logged error holds needle waited on the throttling schedule, and there was
+    at least one."""
+    waits = [(e["msg"], go_duration(m.group(2))) for e in events if e["ev"] == "log"
+             for m in [RETRY_LOG.search(e["msg"])] if m and needle in e["msg"]]
+    if not waits:
+        row["problems"].append(f"no retry followed a failure logged with {needle!r}: the row tested nothing")
+    lo, hi = THROTTLE_WAIT_S
+    for msg, wait in waits:
+        if not lo <= wait <= hi:
+            row["problems"].append(f"a throttled attempt was followed by a wait of {wait:.2f} s, not the throttling "
+                                   f"schedule's {lo:.0f}-{hi:.0f} s: {msg}")
+
+
+def hub_scenario(fault, expected, fatal_reason=None, websocket=False, first_retry=False):
     """A scenario against hubsim whose fault is one control API call. A fatal fault ends in Disconnected with
     fatal_reason; any other ends when the device is Connected again. websocket: MQTT over WebSocket (the
-    connection string names hubsim's WebSocket port)."""
+    connection string names hubsim's WebSocket port). first_retry: the fault cuts a healthy link, so the first
+    retry must wait the policy's first delay."""
     def run(r):
         hub = r.hub()
         if websocket:
@@ -254,14 +285,18 @@ def hub_scenario(fault, expected, fatal_reason=None, websocket=False):
             dev = r.device(hub.conn_str, hub.ca)
         ends = (("Disconnected", fatal_reason),) if fatal_reason else (("Connected", "Connection_Ok"),)
         fault_at = stream_through(dev, lambda: hub.fault(**fault), ends)
-        return analyze(dev.events, hub.message_ids(), expected, fatal_reason is not None, fault_at), hub
+        row = analyze(dev.events, hub.message_ids(), expected, fatal_reason is not None, fault_at)
+        if first_retry:
+            check_first_retry(row, dev.events, fault_at)
+        return row, hub
     return run
 
 
-def throttle(r, hub, dev):
-    """Throttle the hub to 1 connect/s while a flood of other clients takes each second's budget at its start,
-    then cut the device's connection half a second into a second: its reconnects (1 s apart, at half past) find
-    the budget spent until the throttle ends."""
+def throttle(r, hub, dev, answer):
+    """Throttle the hub to 1 connect/s, answering extra connects as answer says, while a flood of other clients
+    takes each second's budget at its start, then cut the device's connection half a second into the next second:
+    its first retry (100-180 ms later) finds the budget spent; the next comes on the throttling schedule (10-14 s),
+    after the throttle ended."""
     stop = threading.Event()
 
     def flood():
@@ -275,17 +310,18 @@ def throttle(r, hub, dev):
     t.start()
     r.closers.append(lambda: (stop.set(), t.join(5)))
     time.sleep((0.3 - time.time()) % 1.0)  # to x.3 s: clear of the flood at x.0 and of the kill at x.5
-    hub.fault(kind="throttle", rate=1, seconds=4)
-    time.sleep((0.5 - time.time()) % 1.0)
+    hub.fault(kind="throttle", rate=1, seconds=4, answer=answer)  # a new budget: this second's is free again
+    time.sleep((0.5 - time.time()) % 1.0 + 1.0)  # to x.5 s of the next second, whose budget the flood took
     hub.fault(kind="kill-tcp", device=DEVICE_ID)
     dev.wait_status("Connected", "Connection_Ok", time.monotonic(), RECOVER_TIMEOUT)
     stop.set()
     t.join(5)
 
 
-def check_throttled(row, hub):
+def check_throttled(row, hub, answer):
     n = sum(1 for l in hub.log_lines(f"reject {DEVICE_ID} ") if "throttled" in l)
-    row["notes"] = f"{n} of the device's connects throttled (closed without CONNACK)"
+    how = {"close": "closed without CONNACK", "server-unavailable": "answered CONNACK 3"}[answer]
+    row["notes"] = f"{n} of the device's connects throttled ({how}), each followed by a wait of the throttling schedule"
     if n == 0:
         row["problems"].append("the device was never throttled: the row tested nothing")
 
@@ -314,12 +350,38 @@ def run_move_port(r):
     return row, hub
 
 
-def run_throttle(r):
+def throttle_scenario(answer, logged):
+    """The throttle row with the hub's answer to an extra connect; logged is what the engine's log line says of
+    such a failure."""
+    def run(r):
+        hub = r.hub()
+        dev = r.device(hub.conn_str, hub.ca)
+        fault_at = stream_through(dev, lambda: throttle(r, hub, dev, answer))
+        row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
+        check_throttled(row, hub, answer)
+        check_throttle_schedule(row, dev.events, logged)
+        return row, hub
+    return run
+
+
+def run_disable_device(r):
+    """Disable the device mid-life and enable it again 3 s later."""
     hub = r.hub()
     dev = r.device(hub.conn_str, hub.ca)
-    fault_at = stream_through(dev, lambda: throttle(r, hub, dev))
+
+    def disable_then_enable():
+        hub.fault(kind="disable-device", device=DEVICE_ID)
+        time.sleep(3)  # how long the device stays disabled: part of the fault, not a synchronisation
+        hub.api("PATCH", f"/devices/{DEVICE_ID}", {"status": "enabled"})
+
+    fault_at = stream_through(dev, disable_then_enable)
     row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
-    check_throttled(row, hub)
+    n = sum(1 for l in hub.log_lines(f"reject {DEVICE_ID} ") if "connack 3" in l)
+    row["notes"] = (f"{n} of the device's connects refused with CONNACK 3 while it was disabled, each taken for "
+                    f"throttling and followed by a wait of the throttling schedule")
+    if n == 0:
+        row["problems"].append("the device was never refused while disabled: the row tested nothing")
+    check_throttle_schedule(row, dev.events, "taken for throttling")
     return row, hub
 
 
@@ -596,9 +658,10 @@ CRASH_OUTAGE_S = 8
 
 SCENARIOS = [
     ("kill-tcp", "TCP connection reset (kill-tcp)", "hubsim",
-     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}")),
+     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", first_retry=True)),
     ("kill-tcp-ws", "TCP connection reset (kill-tcp)", "hubsim",
-     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", websocket=True)),
+     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", websocket=True,
+                  first_retry=True)),
     ("shutdown-listener", "graceful listener shutdown, reopened after 3 s", "hubsim",
      hub_scenario({"kind": "shutdown-listener", "seconds": 3}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
     ("hub-down", "hub down 5 s (connects refused)", "hubsim",
@@ -611,14 +674,14 @@ SCENARIOS = [
      run_token_lifetime),
     ("expire-token", "hub drops the link as for an expired token", "hubsim",
      hub_scenario({"kind": "expire-token", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}")),
-    ("throttle", "throttling (1 connect/s, budget taken by others, 4 s)", "hubsim", run_throttle),
+    ("throttle", "throttling (1 connect/s, budget taken by others, 4 s; closed without CONNACK)", "hubsim",
+     throttle_scenario("close", "closed without CONNACK")),
+    ("throttle-connack3", "throttling (1 connect/s, budget taken by others, 4 s; CONNACK 3)", "hubsim",
+     throttle_scenario("server-unavailable", "taken for throttling")),
     ("rotate-key", "device key rotated mid-life (fatal by design)", "hubsim",
      hub_scenario({"kind": "rotate-key", "device": DEVICE_ID}, rf"{C} > {CE} > {BAD_CREDENTIAL} > {CLOSE}",
                   fatal_reason="Bad_Credential")),
-    ("disable-device", "device disabled mid-life (fatal by design)", "hubsim",
-     hub_scenario({"kind": "disable-device", "device": DEVICE_ID},
-                  rf"{C} > {CE} > {DISABLED} > {CLOSE}",
-                  fatal_reason="Device_Disabled")),
+    ("disable-device", "device disabled mid-life, enabled again 3 s later", "hubsim", run_disable_device),
     ("move-port", "hub moved to another port (name re-resolved per attempt)", "hubsim", run_move_port),
     ("restart", "hub restart (sessions forgotten)", "hubsim",
      hub_scenario({"kind": "restart"}, rf"{C} > {CE} > {C} > {CLOSE}")),

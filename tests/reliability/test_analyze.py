@@ -12,7 +12,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from matrix import (BYTE_CLASSES, C, CE, CLOSE, CREATION_TIME, ERROR_NAMES,  # noqa: E402
                     MAX_MESSAGE_ID, MAX_MESSAGE_SIZE, MAX_TOPIC, NEAR_LIMIT_CASES, PROBES, analyze,
-                    compare_records, go_duration, hub_size, topic_len)
+                    check_first_retry, check_throttle_schedule, compare_records, go_duration, hub_size,
+                    topic_len)
 
 EXPECTED = rf"{C} > {CE} > {C} > {CLOSE}"
 
@@ -97,6 +98,32 @@ class AnalyzeTest(unittest.TestCase):
         row = analyze(ev, HUB, EXPECTED, False, 0.5)
         self.assertEqual(row["refused"], 1)
         self.assertTrue(any("1 sends refused (first p-4 (size): IOTCONN_ETOOLARGE" in p for p in row["problems"]))
+
+    def test_first_retry_after_a_lost_link(self):
+        def check(ev):
+            row = {"problems": []}
+            check_first_retry(row, ev, 0.5)
+            return row["problems"]
+
+        def first_wait(msg):
+            return [dict(e, msg=msg) if e["ev"] == "log" else e for e in healthy()]
+
+        self.assertEqual(check(first_wait("attempt 1 failed (connection lost); next in 143.2ms")), [])
+        self.assertTrue(check(healthy()))  # 999.5 ms: the guard's wait, not the policy's first delay
+        self.assertTrue(check(first_wait("attempt 2 failed (connection lost); next in 150ms")))
+        self.assertTrue(check([e for e in healthy() if e["ev"] != "log"]))
+
+    def test_throttle_schedule(self):
+        def check(*msgs):
+            row = {"problems": []}
+            check_throttle_schedule(row, [{"t": 1.0, "ev": "log", "msg": m} for m in msgs], "taken for throttling")
+            return row["problems"]
+
+        throttled = "attempt 2 failed (connect: CONNACK 3 (server unavailable); taken for throttling, as ...); next in "
+        self.assertEqual(check(throttled + "12.5s", "attempt 1 failed (connection lost); next in 150ms"), [])
+        self.assertTrue(check(throttled + "1.5s"))  # the normal schedule after a throttled attempt
+        self.assertTrue(check(throttled + "1m5s"))
+        self.assertTrue(check("attempt 1 failed (connection lost); next in 150ms"))  # nothing throttled: untested
 
     def test_go_durations(self):
         self.assertAlmostEqual(go_duration("999.5ms"), 0.9995)

@@ -44,5 +44,10 @@ namespace Iotconn
         /// later process or after a crash, sends what was not delivered (DeviceClient.RecoveredSends). One client
         /// per directory at a time (ErrorCode.QueueStore otherwise). Null: memory only.</summary>
         public string QueueDirectory { get; set; }
+
+        /// <summary>How long a link must stay up before the retry policy's count (and with it the back-off) starts
+        /// over; a link lost sooner counts as one more failed attempt, so a hub that accepts and drops every
+        /// connection at once is retried at the policy's growing delays (default 30 seconds).</summary>
+        public TimeSpan? BackoffResetAfter { get; set; }
     }
 }

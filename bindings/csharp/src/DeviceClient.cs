@@ -151,6 +151,9 @@ namespace Iotconn
                 Dispatch = NativeMethods.DispatchPoll,
                 QueueOverflow = (int)options.QueueOverflow,
                 QueueDir = blocks.Utf8(options.QueueDirectory),
+                BackoffResetAfterMs = options.BackoffResetAfter.HasValue
+                    ? (uint)Positive("BackoffResetAfter", (long)Math.Ceiling(options.BackoffResetAfter.Value
+                        .TotalMilliseconds), uint.MaxValue) : 0,
             };
         }
 
@@ -228,6 +231,7 @@ namespace Iotconn
                 native.MinBackoffMs = exponential.MinBackoffMs;
                 native.MaxBackoffMs = exponential.MaxBackoffMs;
                 native.DeltaBackoffMs = exponential.DeltaBackoffMs;
+                native.Jitter = (int)exponential.Jitter;
             }
             else if (retryPolicy is NoRetry)
             {

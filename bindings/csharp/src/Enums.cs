@@ -40,6 +40,21 @@ namespace Iotconn
         DropOldest = 1,
     }
 
+    /// <summary>How ExponentialBackoff draws its delays (IOTCONN_JITTER_*; the formulas are in include/iotconn.h
+    /// and on ExponentialBackoff).</summary>
+    public enum Jitter
+    {
+        /// <summary>The .NET SDK's formula, with a random first delay and a random cap (the default).</summary>
+        Default = 0,
+
+        /// <summary>Uniform between minBackoff and the exponential delay.</summary>
+        Full = 1,
+
+        /// <summary>AWS's decorrelated jitter: uniform between minBackoff and three times the previous delay,
+        /// capped; minBackoff must be above 0.</summary>
+        Decorrelated = 2,
+    }
+
     /// <summary>Called on the binding's dispatcher thread for each status change, in order.</summary>
     public delegate void ConnectionStatusChangesHandler(ConnectionStatus status, ConnectionStatusChangeReason reason);
 }

@@ -14,16 +14,29 @@ namespace Iotconn
     }
 
     /// <summary>
-    /// Randomised exponential back-off, the .NET SDK's and the library's default policy: the delay before retry n
-    /// (n = currentRetryCount) is min(minBackoff + (2^n - 1) * d, maxBackoff), d drawn from 0.8-1.2 x deltaBackoff;
-    /// retryCount retries at most. Set on a client, the library itself runs this schedule (no managed call per
-    /// attempt); ShouldRetry computes the same schedule for policies that wrap this one.
+    /// Randomised exponential back-off, the .NET SDK's and the library's default policy; retryCount retries at most.
+    /// With n = currentRetryCount (0 for the first retry), U[a, b] a fresh uniform draw and c = U[max(minBackoff,
+    /// 0.8 maxBackoff), maxBackoff] the jittered cap, the delay before retry n is, by jitter:
+    /// Default: min(minBackoff + (2^n - 1) x U[0.8 deltaBackoff, 1.2 deltaBackoff], c), the first min(minBackoff +
+    /// U[0, 0.8 deltaBackoff], c) (the .NET SDK waits exactly minBackoff first and exactly maxBackoff once capped,
+    /// which keeps a fleet that lost its hub together retrying in step);
+    /// Full: U[minBackoff, min(minBackoff + (2^n - 1) x deltaBackoff, maxBackoff)], the first as Default's;
+    /// Decorrelated: min(U[minBackoff, 3 x the previous delay], c), the first's previous being minBackoff.
+    /// Set on a client, the library itself runs this schedule (no managed call per attempt); ShouldRetry computes
+    /// the same schedule for policies that wrap this one.
     /// </summary>
     public sealed class ExponentialBackoff : IRetryPolicy
     {
         private readonly Random random = new Random();
+        private double previousMs; // Decorrelated: the delay ShouldRetry returned last; guarded by random
 
         public ExponentialBackoff(int retryCount, TimeSpan minBackoff, TimeSpan maxBackoff, TimeSpan deltaBackoff)
+            : this(retryCount, minBackoff, maxBackoff, deltaBackoff, Jitter.Default)
+        {
+        }
+
+        public ExponentialBackoff(int retryCount, TimeSpan minBackoff, TimeSpan maxBackoff, TimeSpan deltaBackoff,
+            Jitter jitter)
         {
             if (retryCount < 0)
             {
@@ -37,10 +50,22 @@ namespace Iotconn
                 throw IotconnException.InvalidArgument("minBackoff", minBackoff + " is greater than maxBackoff (" +
                     maxBackoff + ")");
             }
+            if (!Enum.IsDefined(typeof(Jitter), jitter))
+            {
+                throw IotconnException.InvalidArgument("jitter", "unknown value " + jitter);
+            }
+            if (jitter == Jitter.Decorrelated && MinBackoffMs == 0)
+            {
+                throw IotconnException.InvalidArgument("minBackoff", "must be above 0 with Jitter.Decorrelated, " +
+                    "which grows every delay from it");
+            }
             RetryCount = retryCount;
+            Jitter = jitter;
         }
 
         public int RetryCount { get; private set; }
+
+        public Jitter Jitter { get; private set; }
 
         internal uint MinBackoffMs { get; private set; }
         internal uint MaxBackoffMs { get; private set; }
@@ -53,15 +78,42 @@ namespace Iotconn
                 retryInterval = TimeSpan.Zero;
                 return false;
             }
-            double delta;
+            double ms;
             lock (random)
             {
-                delta = DeltaBackoffMs * (0.8 + 0.4 * random.NextDouble());
+                double cap = Uniform(Math.Max(MinBackoffMs, 0.8 * MaxBackoffMs), MaxBackoffMs);
+                if (Jitter == Jitter.Decorrelated)
+                {
+                    double previous = currentRetryCount == 0 ? MinBackoffMs : previousMs;
+                    ms = previousMs = Math.Min(Uniform(MinBackoffMs, 3 * previous), cap);
+                }
+                else if (currentRetryCount == 0)
+                {
+                    ms = Math.Min(MinBackoffMs + Uniform(0, 0.8 * DeltaBackoffMs), cap);
+                }
+                else if (Jitter == Jitter.Full)
+                {
+                    ms = Uniform(MinBackoffMs, Grown(currentRetryCount, DeltaBackoffMs));
+                }
+                else
+                {
+                    ms = Math.Min(Grown(currentRetryCount, Uniform(0.8 * DeltaBackoffMs, 1.2 * DeltaBackoffMs)), cap);
+                }
             }
-            // 2^n overflows to infinity for large n, and Math.Min then gives maxBackoff.
-            double ms = MinBackoffMs + (Math.Pow(2, currentRetryCount) - 1) * delta;
-            retryInterval = TimeSpan.FromMilliseconds(Math.Min(ms, MaxBackoffMs));
+            retryInterval = TimeSpan.FromMilliseconds(ms);
             return true;
+        }
+
+        // min(minBackoff + (2^n - 1) x delta, maxBackoff); 2^n overflows to infinity for large n, which Math.Min
+        // turns into maxBackoff (but infinity x 0 would be NaN).
+        private double Grown(int n, double delta)
+        {
+            return delta == 0 ? MinBackoffMs : Math.Min(MinBackoffMs + (Math.Pow(2, n) - 1) * delta, MaxBackoffMs);
+        }
+
+        private double Uniform(double lo, double hi)
+        {
+            return lo + (hi - lo) * random.NextDouble();
         }
 
         internal static uint Milliseconds(string what, TimeSpan value)

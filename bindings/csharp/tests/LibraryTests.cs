@@ -19,6 +19,7 @@ namespace Iotconn.Tests
         public static readonly TestCase[] All =
         {
             new TestCase("EnumsMatchHeader", EnumsMatchHeader),
+            new TestCase("ExponentialBackoffComputesTheHeadersFormulas", ExponentialBackoffFormulas),
             new TestCase("ErrorCodesMatchHeader", ErrorCodesMatchHeader),
             new TestCase("NativeLayoutsMatchHeader", NativeLayoutsMatchHeader),
             new TestCase("LibraryAndBindingVersionsMatchHeader", VersionsMatchHeader),
@@ -44,12 +45,15 @@ namespace Iotconn.Tests
             string header = Header();
             CompareEnum(header, "STATUS", typeof(ConnectionStatus), iotconn_status_str);
             CompareEnum(header, "REASON", typeof(ConnectionStatusChangeReason), iotconn_reason_str);
+            CompareEnum(header, "JITTER", typeof(Jitter), null);
         }
 
+        // The members of an enum ("IOTCONN_X_NAME = n") or of a #define family ("#define IOTCONN_X_NAME n") against
+        // the binding's enum; libraryName, when the library has one, must spell each as the binding does.
         private static void CompareEnum(string header, string prefix, Type type, Func<int, IntPtr> libraryName)
         {
             var fromHeader = new Dictionary<string, int>();
-            foreach (Match m in Regex.Matches(header, @"\bIOTCONN_" + prefix + @"_([A-Z_]+)\s*=\s*(\d+)"))
+            foreach (Match m in Regex.Matches(header, @"\bIOTCONN_" + prefix + @"_([A-Z_]+)(?:\s*=\s*|\s+)(\d+)"))
             {
                 fromHeader[m.Groups[1].Value] = int.Parse(m.Groups[2].Value);
             }
@@ -64,10 +68,64 @@ namespace Iotconn.Tests
                 Assert(fromHeader.TryGetValue(name.ToUpperInvariant(), out expected),
                     type.Name + "." + name + " is in the header");
                 Assert(value == expected, type.Name + "." + name + " = " + value + ", header says " + expected);
-                // The header spells names in capitals; the library's *_str gives the exact .NET spelling.
-                string spelled = Marshal.PtrToStringAnsi(libraryName(value));
-                Assert(spelled == name, type.Name + "." + name + " is spelled '" + spelled + "' by the library");
+                if (libraryName != null)
+                {
+                    // The header spells names in capitals; the library's *_str gives the exact .NET spelling.
+                    string spelled = Marshal.PtrToStringAnsi(libraryName(value));
+                    Assert(spelled == name, type.Name + "." + name + " is spelled '" + spelled + "' by the library");
+                }
             }
+        }
+
+        // ShouldRetry's managed schedule, for policies that wrap ExponentialBackoff, draws as the library does:
+        // bounds for every draw, and no retry count at which a floor or the cap made the delay a constant. The
+        // draws are unseeded; TimeSpan keeps whole milliseconds, so a range of at least 80 ms gives 2000 draws
+        // fewer than 10 distinct values with a probability below 10^-100.
+        private static void ExponentialBackoffFormulas()
+        {
+            TimeSpan ms100 = TimeSpan.FromMilliseconds(100), s10 = TimeSpan.FromSeconds(10);
+            foreach (Jitter jitter in Enum.GetValues(typeof(Jitter)))
+            {
+                var policy = new ExponentialBackoff(int.MaxValue, ms100, s10, ms100, jitter);
+                Assert(policy.Jitter == jitter, "the policy keeps its jitter");
+                double previous = 100;
+                for (int n = 0; n < 40; n++)
+                {
+                    var seen = new HashSet<double>();
+                    for (int i = 0; i < 2000; i++)
+                    {
+                        TimeSpan interval;
+                        Assert(policy.ShouldRetry(n, null, out interval), "retry " + n + " is allowed");
+                        double ms = interval.TotalMilliseconds, lo = 100, hi = 10000;
+                        if (jitter == Jitter.Decorrelated)
+                        {
+                            // Draws follow each other here: each from the one before, which retry 0 resets.
+                            hi = Math.Min(3 * (n == 0 ? 100 : previous), 10000);
+                            previous = ms;
+                        }
+                        else if (n == 0)
+                        {
+                            hi = 180;
+                        }
+                        else if (jitter == Jitter.Default)
+                        {
+                            lo = Math.Min(100 + (Math.Pow(2, n) - 1) * 80, 8000);
+                            hi = Math.Min(100 + (Math.Pow(2, n) - 1) * 120, 10000);
+                        }
+                        else
+                        {
+                            hi = Math.Min(100 + (Math.Pow(2, n) - 1) * 100, 10000);
+                        }
+                        Assert(ms >= lo - 1 && ms <= hi + 1, jitter + " retry " + n + ": " + ms + " ms outside [" + lo +
+                            ", " + hi + "]");
+                        seen.Add(ms);
+                    }
+                    Assert(seen.Count >= 10, jitter + " retry " + n + ": only " + seen.Count + " distinct delays");
+                }
+            }
+            TimeSpan ignored;
+            Assert(!new ExponentialBackoff(2, ms100, s10, ms100).ShouldRetry(2, null, out ignored),
+                "retryCount 2 allows retries 0 and 1 only");
         }
 
         private static void ErrorCodesMatchHeader()
@@ -93,7 +151,7 @@ namespace Iotconn.Tests
                     "key_file KeyFile", "keepalive_s KeepaliveS", "sas_lifetime_s SasLifetimeS",
                     "sas_renew_margin_s SasRenewMarginS", "queue_max_messages QueueMaxMessages",
                     "queue_max_bytes QueueMaxBytes", "operation_timeout_ms OperationTimeoutMs", "dispatch Dispatch",
-                    "queue_overflow QueueOverflow", "queue_dir QueueDir",
+                    "queue_overflow QueueOverflow", "queue_dir QueueDir", "backoff_reset_after_ms BackoffResetAfterMs",
                 }),
                 Tuple.Create("iotconn_message_t", typeof(NativeMethods.CMessage), new[]
                 {

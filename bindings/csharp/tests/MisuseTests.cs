@@ -50,11 +50,30 @@ namespace Iotconn.Tests
             ThrowsCode("SasTokenTimeToLive = 1 s", ErrorCode.InvalidArgument, "SAS token lifetime",
                 () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
                     new ClientOptions { SasTokenTimeToLive = TimeSpan.FromSeconds(1) }));
+            ThrowsCode("BackoffResetAfter = 0", ErrorCode.InvalidArgument, "BackoffResetAfter",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { BackoffResetAfter = TimeSpan.Zero }));
+            ThrowsCode("a negative BackoffResetAfter", ErrorCode.InvalidArgument, "BackoffResetAfter",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { BackoffResetAfter = TimeSpan.FromSeconds(-1) }));
+            ThrowsCode("BackoffResetAfter of 50 days", ErrorCode.InvalidArgument, "BackoffResetAfter",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { BackoffResetAfter = TimeSpan.FromDays(50) }));
+            using (DeviceClient client = DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                new ClientOptions { BackoffResetAfter = TimeSpan.FromMinutes(5) }))
+            {
+                Assert(client.RecoveredSends.Count == 0, "a client with BackoffResetAfter = 5 min is created");
+            }
             ThrowsCode("new Message(null)", ErrorCode.InvalidArgument, "body", () => new Message(null));
             ThrowsCode("a negative retry count", ErrorCode.InvalidArgument, "retryCount",
                 () => new ExponentialBackoff(-1, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero));
             ThrowsCode("minBackoff > maxBackoff", ErrorCode.InvalidArgument, "minBackoff",
                 () => new ExponentialBackoff(3, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(1), TimeSpan.Zero));
+            ThrowsCode("an unknown Jitter", ErrorCode.InvalidArgument, "jitter",
+                () => new ExponentialBackoff(3, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero, (Jitter)3));
+            ThrowsCode("Jitter.Decorrelated from 0", ErrorCode.InvalidArgument, "minBackoff",
+                () => new ExponentialBackoff(3, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero,
+                    Jitter.Decorrelated));
             using (DeviceClient client = NewClient())
             {
                 ThrowsCode("SendEventAsync(null)", ErrorCode.InvalidArgument, "message",

@@ -24,7 +24,7 @@ import (
 //	WebSocket upgrade            not answered with 101                                 -> KindProtocol
 //	MQTT CONNECT                 CONNACK code: the connackKinds table
 //	                             the dial context ended, or no CONNACK in time         -> KindTimeout
-//	                             closed without a CONNACK (hubsim's throttling)         -> KindProtocol
+//	                             closed without a CONNACK (how IoT Hub throttles)       -> KindThrottled
 //	SUBSCRIBE                    refused (0x80)                                        -> KindProtocol
 //	after connect                EOF, reset, missed keep-alive                         -> KindProtocol
 //
@@ -37,11 +37,13 @@ import (
 
 // connackKinds is the one table from CONNACK return codes to failure kinds. It agrees with IoT Hub and with
 // hubsim/README.md: 5 for a wrong key, expired or wrongly scoped token; 4 for a malformed user name or password;
-// 2 for an unknown device or a client id not matching it; 3 for a disabled device (as Azure's C SDK reads it).
+// 2 for an unknown device or a client id not matching it; 3 "server unavailable" for a disabled device (as
+// Azure's C and Java SDKs read it) and possibly for a throttled connect (IoT Hub does not document its answer),
+// which the engine tells apart (core/classify.go).
 var connackKinds = map[byte]transport.Kind{
 	1: transport.KindProtocol, // unacceptable protocol version: only a broken client gets it
 	2: transport.KindDeviceNotFound,
-	3: transport.KindDeviceDisabled,
+	3: transport.KindServerUnavailable,
 	4: transport.KindAuth,
 	5: transport.KindAuth,
 }
@@ -122,8 +124,10 @@ func connectError(ctx context.Context, code byte, err error) *transport.Error {
 	case errors.As(err, &ne) && ne.Timeout():
 		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", err)}
 	}
-	// The hub took the connection and closed it without a CONNACK: throttling or a protocol failure.
-	return &transport.Error{Kind: transport.KindProtocol, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", err)}
+	// The hub read the CONNECT and closed the connection without a CONNACK: how IoT Hub throttles connects on
+	// MQTT 3.1.1, which has no code for it (reference: "the connection is closed by the hub").
+	return &transport.Error{Kind: transport.KindThrottled, Op: "connect",
+		Err: fmt.Errorf("closed without CONNACK (throttled): %w", err)}
 }
 
 // errSubscribeRefused is a SUBACK that refused the C2D subscription.

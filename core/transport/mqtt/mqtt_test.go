@@ -336,7 +336,7 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 		keep := func(*transport.DialParams) {}
 		with("wrong key", transport.KindAuth, keep, "dev1", disabledKey)
 		with("malformed token", transport.KindAuth, func(p *transport.DialParams) { p.Token = "not a token" }, "dev1", key)
-		with("disabled", transport.KindDeviceDisabled, keep, "off", disabledKey)
+		with("disabled", transport.KindServerUnavailable, keep, "off", disabledKey)
 		with("unknown device", transport.KindDeviceNotFound, keep, "ghost", key)
 		with("refused", transport.KindNetwork, func(p *transport.DialParams) { p.Host = refusedHost }, "dev1", key)
 		with("dns", transport.KindNetwork, func(p *transport.DialParams) { p.Host = "no-such-host.invalid:8883" }, "dev1", key)
@@ -366,27 +366,33 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 			}
 		})
 	}
-	t.Run("throttled", func(t *testing.T) {
-		fault(t, h, hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 1, Duration: time.Minute})
-		defer h.Fault(hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 0})
-		var kinds []transport.Kind
-		for i := 0; i < 5; i++ { // at 1 connect per second, at most two of five quick connects get through
-			c, err := dial(params(t, h, "dev1", key, newRecorder()))
-			if err == nil {
-				c.Close()
-				continue
+	// hubsim's throttle answers either way: a connect closed without CONNACK is how IoT Hub throttles MQTT;
+	// CONNACK 3 is ambiguous (a disabled device too), so the transport says only what the hub said.
+	for answer, want := range map[hubsim.ThrottleAnswer]transport.Kind{
+		hubsim.ThrottleClose: transport.KindThrottled, hubsim.ThrottleServerUnavailable: transport.KindServerUnavailable,
+	} {
+		t.Run("throttled, answer "+string(answer), func(t *testing.T) {
+			fault(t, h, hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 1, Duration: time.Minute, Answer: answer})
+			defer h.Fault(hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 0})
+			var kinds []transport.Kind
+			for i := 0; i < 5; i++ { // at 1 connect per second, at most two of five quick connects get through
+				c, err := dial(params(t, h, "dev1", key, newRecorder()))
+				if err == nil {
+					c.Close()
+					continue
+				}
+				kinds = append(kinds, transport.KindOf(err))
 			}
-			kinds = append(kinds, transport.KindOf(err))
-		}
-		if len(kinds) < 3 {
-			t.Fatalf("%d of 5 throttled connects failed", len(kinds))
-		}
-		for _, k := range kinds {
-			if k != transport.KindProtocol {
-				t.Fatalf("throttled connects failed with %v; want protocol drops", kinds)
+			if len(kinds) < 3 {
+				t.Fatalf("%d of 5 throttled connects failed", len(kinds))
 			}
-		}
-	})
+			for _, k := range kinds {
+				if k != want {
+					t.Fatalf("throttled connects failed with %v; want %v", kinds, want)
+				}
+			}
+		})
+	}
 }
 
 // testListener accepts TCP connections on 127.0.0.1 until the test ends and hands each to serve, which says

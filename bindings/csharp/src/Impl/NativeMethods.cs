@@ -16,7 +16,7 @@ namespace Iotconn
         internal const int RetryCustom = 2;
         internal const int LogWarn = 1;
 
-        [StructLayout(LayoutKind.Explicit, Size = 96)]
+        [StructLayout(LayoutKind.Explicit, Size = 104)]
         internal struct Options
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -34,6 +34,7 @@ namespace Iotconn
             [FieldOffset(76)] public int Dispatch;
             [FieldOffset(80)] public int QueueOverflow;
             [FieldOffset(88)] public IntPtr QueueDir;
+            [FieldOffset(96)] public uint BackoffResetAfterMs;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 16)]

@@ -80,6 +80,7 @@ class Options(Structure):
         ("dispatch", c_int),
         ("queue_overflow", c_int),
         ("queue_dir", c_char_p),
+        ("backoff_reset_after_ms", c_uint32),
     ]
 
 

@@ -287,6 +287,7 @@ class IoTHubDeviceClient:
         operation_timeout: Optional[Seconds] = None,
         queue_overflow: QueueOverflow = QueueOverflow.REJECT,
         queue_dir: Optional[str] = None,
+        backoff_reset_after: Optional[Seconds] = None,
         library: Optional[str] = None,
     ) -> "IoTHubDeviceClient":
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
@@ -299,6 +300,8 @@ class IoTHubDeviceClient:
         queue_dir: durable mode: send_message returns once the message is on disk in this directory; a client
         created later on it (also after a crash) sends what was not delivered; see queue_recovered. Raises
         QueueStoreError when the directory cannot be used or another client holds it.
+        backoff_reset_after: seconds or timedelta a link must stay up before the retry policy's attempt count (and
+        with it the back-off) starts over; a link lost sooner counts as one more failed attempt. Default 30 s.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
         Raises InvalidArgumentError (a ValueError) for a malformed connection string or option, also for a str
         argument holding a NUL character, which C would read only up to the NUL.
@@ -322,6 +325,7 @@ class IoTHubDeviceClient:
         opts.dispatch = _native.DISPATCH_POLL
         opts.queue_overflow = int(QueueOverflow(queue_overflow))
         opts.queue_dir = _native.c_string("queue_dir", queue_dir)
+        opts.backoff_reset_after_ms = _optional_ms("backoff_reset_after", backoff_reset_after)
         handle = ctypes.c_void_p()
         lib.check(lib.client_create(cs, ctypes.byref(opts), ctypes.byref(handle)))
         return cls(_Core(lib, handle.value or 0))

@@ -52,7 +52,8 @@ class QueueOverflow(IntEnum):
 
 
 class Jitter(IntEnum):
-    """How ExponentialBackoff randomises its delays (IOTCONN_JITTER_*)."""
+    """How ExponentialBackoff randomises its delays (IOTCONN_JITTER_*; the formulas are in the header)."""
 
-    DEFAULT = 0
-    FULL = 1
+    DEFAULT = 0  # the .NET SDK's formula, with a random first delay and a random cap
+    FULL = 1  # uniform between min_backoff and the exponential delay
+    DECORRELATED = 2  # AWS's: uniform between min_backoff and 3 x the previous delay, capped; min_backoff above 0

@@ -42,8 +42,9 @@ class RetryPolicy:
 
 class ExponentialBackoff(RetryPolicy):
     """Exponential back-off with jitter, as the .NET SDK's ExponentialBackoff: the delay grows by `delta_backoff`
-    steps from `min_backoff` to `max_backoff`. `retry_count` None retries forever. Durations in seconds or as
-    timedelta. The library's default policy is ExponentialBackoff()."""
+    steps from `min_backoff` to `max_backoff`, drawn as `jitter` says (Jitter; the formulas are in the README's
+    retry section). `retry_count` None retries forever. Durations in seconds or as timedelta. The library's
+    default policy is ExponentialBackoff()."""
 
     def __init__(
         self,
@@ -62,6 +63,8 @@ class ExponentialBackoff(RetryPolicy):
         if self.min_backoff_ms > self.max_backoff_ms:
             raise ValueError(f"min_backoff ({min_backoff}) is greater than max_backoff ({max_backoff})")
         self.jitter = Jitter(jitter)
+        if self.jitter == Jitter.DECORRELATED and self.min_backoff_ms == 0:
+            raise ValueError("Jitter.DECORRELATED grows every delay from min_backoff, which must be above 0")
 
     def _struct(self) -> _native.RetryPolicy:
         count = _native.RETRY_UNLIMITED if self.retry_count is None else min(self.retry_count, 2**31 - 1)
