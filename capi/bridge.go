@@ -37,6 +37,7 @@ static int in_callback(void) { return iotconn_callback_depth > 0; }
 // Function and user pointers travel through Go as uintptr_t: the application may use any bit pattern as its
 // user value, which Go must never hold in a pointer-typed variable.
 static iotconn_client_t *handle_of(uintptr_t v) { return (iotconn_client_t *)v; }
+static iotconn_dispatcher_t *dispatcher_handle_of(uintptr_t v) { return (iotconn_dispatcher_t *)v; }
 
 static void call_status(uintptr_t fn, int status, int reason, uintptr_t user) {
 	iotconn_callback_depth++;
@@ -90,6 +91,10 @@ func setLastError(msg string) {
 func inCallback() bool { return C.in_callback() != 0 }
 
 func handleOf(v uintptr) *C.iotconn_client_t { return C.handle_of(C.uintptr_t(v)) }
+
+func dispatcherHandleOf(v uintptr) *C.iotconn_dispatcher_t {
+	return C.dispatcher_handle_of(C.uintptr_t(v))
+}
 
 // fnRef is a C function pointer and its user value, as registered by the application.
 type fnRef struct{ fn, user uintptr }

@@ -33,11 +33,12 @@ func checkSize(p unsafe.Pointer, what string, sizes ...uintptr) (uintptr, *core.
 	return size, nil
 }
 
-// Earlier versions of the structs: options before queue_overflow and queue_dir (V1) and before
-// backoff_reset_after_ms (V2), messages before ttl_ms.
+// Earlier versions of the structs: options before queue_overflow and queue_dir (V1), before
+// backoff_reset_after_ms (V2) and before dispatcher (V3), messages before ttl_ms.
 var (
 	optionsV1Size = unsafe.Offsetof(C.iotconn_options_t{}.queue_overflow)
 	optionsV2Size = unsafe.Offsetof(C.iotconn_options_t{}.backoff_reset_after_ms)
+	optionsV3Size = unsafe.Offsetof(C.iotconn_options_t{}.dispatcher)
 	messageV1Size = unsafe.Offsetof(C.iotconn_message_t{}.ttl_ms)
 )
 
@@ -48,8 +49,8 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	o, size := defaultOptions, uintptr(defaultOptions.size)
 	if p != nil {
 		var err *core.Error
-		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV2Size,
-			optionsV1Size); err != nil {
+		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV3Size,
+			optionsV2Size, optionsV1Size); err != nil {
 			return core.Options{}, err
 		}
 		o = p
@@ -84,6 +85,13 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	}
 	if size > optionsV2Size {
 		opts.BackoffResetAfter = time.Duration(o.backoff_reset_after_ms) * time.Millisecond
+	}
+	if size > optionsV3Size && o.dispatcher != nil {
+		d, err := dispatchers.lookup(uintptr(unsafe.Pointer(o.dispatcher)))
+		if err != nil {
+			return core.Options{}, err
+		}
+		opts.Dispatcher = d
 	}
 	return opts, nil
 }

@@ -244,6 +244,57 @@ func iotconn_poll(client *C.iotconn_client_t, timeoutMS C.uint32_t) (rc C.int) {
 	return C.int(min(n, 1<<30))
 }
 
+//export iotconn_dispatcher_create
+func iotconn_dispatcher_create(dispatch C.int, out **C.iotconn_dispatcher_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if out == nil {
+		return invalid("out_dispatcher must not be NULL")
+	}
+	d, err := core.NewDispatcher(core.DispatchMode(dispatch))
+	if err != nil {
+		return failErr(err)
+	}
+	*out = dispatcherHandleOf(dispatchers.add(d))
+	return 0
+}
+
+//export iotconn_dispatcher_poll
+func iotconn_dispatcher_poll(dispatcher *C.iotconn_dispatcher_t, timeoutMS C.uint32_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if inCallback() { // a poll inside a callback of the same dispatcher would wait for itself
+		return fail(core.Errorf(core.CodeState, "iotconn_dispatcher_poll called from inside a callback"))
+	}
+	d, cerr := dispatchers.lookup(uintptr(unsafe.Pointer(dispatcher)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	n, err := d.Poll(msDuration(timeoutMS))
+	if err != nil {
+		return failErr(err)
+	}
+	return C.int(min(n, 1<<30))
+}
+
+//export iotconn_dispatcher_destroy
+func iotconn_dispatcher_destroy(dispatcher *C.iotconn_dispatcher_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if inCallback() {
+		return fail(core.Errorf(core.CodeState, "iotconn_dispatcher_destroy called from inside a callback"))
+	}
+	h := uintptr(unsafe.Pointer(dispatcher))
+	d, cerr := dispatchers.lookup(h)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if err := d.Close(); err != nil {
+		return failErr(err) // clients still open: the handle stays valid
+	}
+	if _, cerr := dispatchers.remove(h); cerr != nil {
+		return fail(cerr) // another destroy won
+	}
+	return 0
+}
+
 //export iotconn_get_status
 func iotconn_get_status(client *C.iotconn_client_t, status *C.iotconn_status_t, reason *C.iotconn_reason_t) (rc C.int) {
 	defer recoverTo(&rc)

@@ -13,11 +13,44 @@ import (
 // foreign pointer is never mistaken for one, and a destroyed id is never reused.
 const handleTag = uintptr(1) << (unsafe.Sizeof(uintptr(0))*8 - 2)
 
+// handleTable maps the handles of one kind of object to the objects. Every table draws its ids from lastID, so a
+// handle of one kind is never valid as another.
+type handleTable[T any] struct {
+	m   sync.Map // handle value -> *T
+	bad *core.Error
+}
+
 var (
-	clients      sync.Map // handle value -> *entry
-	lastID       atomic.Uintptr
-	errBadHandle = core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign client handle")
+	lastID      atomic.Uintptr
+	clients     = handleTable[entry]{bad: core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign client handle")}
+	dispatchers = handleTable[core.Dispatcher]{
+		bad: core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign dispatcher handle")}
 )
+
+func (t *handleTable[T]) add(v *T) uintptr {
+	h := handleTag | lastID.Add(1)
+	t.m.Store(h, v)
+	return h
+}
+
+func (t *handleTable[T]) lookup(h uintptr) (*T, *core.Error) {
+	if h&handleTag != 0 {
+		if v, ok := t.m.Load(h); ok {
+			return v.(*T), nil
+		}
+	}
+	return nil, t.bad
+}
+
+// remove takes the handle out of the table; only one caller gets the object.
+func (t *handleTable[T]) remove(h uintptr) (*T, *core.Error) {
+	if h&handleTag != 0 {
+		if v, ok := t.m.LoadAndDelete(h); ok {
+			return v.(*T), nil
+		}
+	}
+	return nil, t.bad
+}
 
 // entry is one client and the C callbacks registered on it. The engine's handlers are installed once at creation
 // and read the current registration on every event, so registering is just a store.
@@ -96,7 +129,9 @@ func createClient(connStr string, o core.Options) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	h, e := addClient(c)
+	e := &entry{client: c}
+	e.idle.L = &e.mu
+	h := clients.add(e)
 	c.SetHandlers(e.handlers())
 	return h, nil
 }
@@ -104,7 +139,7 @@ func createClient(connStr string, o core.Options) (uintptr, error) {
 // destroyClient takes the handle out of the table, closes its client and waits until no callback of it runs
 // (iotconn_client_destroy in Go terms).
 func destroyClient(h uintptr) error {
-	e, cerr := removeClient(h)
+	e, cerr := clients.remove(h)
 	if cerr != nil {
 		return cerr
 	}
@@ -115,32 +150,7 @@ func destroyClient(h uintptr) error {
 	return err
 }
 
-func addClient(c *core.Client) (uintptr, *entry) {
-	e := &entry{client: c}
-	e.idle.L = &e.mu
-	h := handleTag | lastID.Add(1)
-	clients.Store(h, e)
-	return h, e
-}
-
-func lookup(h uintptr) (*entry, *core.Error) {
-	if h&handleTag != 0 {
-		if e, ok := clients.Load(h); ok {
-			return e.(*entry), nil
-		}
-	}
-	return nil, errBadHandle
-}
-
-// removeClient takes the handle out of the table; only one caller gets the entry.
-func removeClient(h uintptr) (*entry, *core.Error) {
-	if h&handleTag != 0 {
-		if e, ok := clients.LoadAndDelete(h); ok {
-			return e.(*entry), nil
-		}
-	}
-	return nil, errBadHandle
-}
+func lookup(h uintptr) (*entry, *core.Error) { return clients.lookup(h) }
 
 // atomicFn holds one registered callback; nil when none.
 type atomicFn = atomic.Pointer[fnRef]

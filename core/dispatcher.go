@@ -1,6 +1,7 @@
 package core
 
 import (
+	"runtime"
 	"sync"
 	"time"
 
@@ -8,8 +9,9 @@ import (
 )
 
 // Dispatcher runs the handlers of many clients from one place, as librdkafka forwards many queues to one: a
-// process with thousands of device identities needs one dispatch goroutine (DispatchThread) or one polling
-// thread (DispatchPoll, Dispatcher.Poll) instead of one per client. Options.Dispatcher attaches a client.
+// process with thousands of device identities needs one dispatch goroutine, kept on one OS thread
+// (DispatchThread), or one polling thread (DispatchPoll, Dispatcher.Poll) instead of one per client.
+// Options.Dispatcher attaches a client.
 //
 // Each client keeps its own event FIFO, so its handlers still run in order and one at a time; the dispatcher
 // keeps the clients that have events waiting, in the order they got them, and serves each client's whole batch
@@ -121,8 +123,11 @@ func (d *Dispatcher) drained() bool {
 	return d.closed && len(d.clients) == 0 && len(d.ready) == 0
 }
 
-// run is the thread-mode goroutine: it serves clients until Close and every attached client finished.
+// run is the thread-mode goroutine: it serves clients until Close and every attached client finished. It keeps
+// one OS thread, so that C callbacks of every client run on the same thread (thread-local state stays put).
 func (d *Dispatcher) run() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer close(d.runDone)
 	for {
 		c := d.next()

@@ -158,6 +158,11 @@ typedef enum iotconn_reason {
 /* A client: one device identity and its connection. Opaque; never dereferenced, not even by the library. */
 typedef struct iotconn_client iotconn_client_t;
 
+/* A dispatcher: runs the callbacks of many clients from one library thread (DISPATCH_THREAD) or inside
+ * iotconn_dispatcher_poll() (DISPATCH_POLL), so a process with thousands of device identities needs one callback
+ * thread, not one per client. Opaque, like a client handle. See iotconn_dispatcher_create(). */
+typedef struct iotconn_dispatcher iotconn_dispatcher_t;
+
 /* Options of iotconn_client_create(). Zero (or NULL) in any field means the default noted beside it. */
 typedef struct iotconn_options {
 	size_t size;                   /* sizeof(iotconn_options_t); set by IOTCONN_OPTIONS_INIT */
@@ -187,10 +192,14 @@ typedef struct iotconn_options {
 	 * long; a link lost sooner counts as one more failed attempt, so a hub that accepts and drops every connection
 	 * at once is retried at the policy's growing delays, not at its first one for ever. Default 30000 (30 s). */
 	uint32_t backoff_reset_after_ms;
+	/* Run this client's callbacks on the dispatcher's thread (or in iotconn_dispatcher_poll()) together with
+	 * every other client created with it; `dispatch` then takes the dispatcher's mode (a different explicit
+	 * POLL is IOTCONN_EINVAL). The dispatcher must outlive the client. NULL: the client dispatches its own. */
+	iotconn_dispatcher_t *dispatcher;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL}
 
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {
@@ -357,6 +366,27 @@ int iotconn_register_log_callback(iotconn_client_t *client, iotconn_log_cb cb, v
  * and its final events were all delivered (stop polling then); IOTCONN_ESTATE in DISPATCH_THREAD mode.
  * Concurrent calls on one client run one after the other. */
 int iotconn_poll(iotconn_client_t *client, uint32_t timeout_ms);
+
+/* Creates a dispatcher of mode `dispatch` (IOTCONN_DISPATCH_THREAD: one library thread runs the callbacks of its
+ * clients; IOTCONN_DISPATCH_POLL: they run inside iotconn_dispatcher_poll()). Clients join it through
+ * iotconn_options_t.dispatcher. Each client's callbacks still run in order and one at a time; the clients with
+ * events waiting are served in turn. Stores the handle in *out_dispatcher and returns 0. Thread-safe.
+ * Errors: IOTCONN_EINVAL (NULL out_dispatcher, unknown mode). */
+int iotconn_dispatcher_create(int dispatch, iotconn_dispatcher_t **out_dispatcher);
+
+/* DISPATCH_POLL dispatchers only: runs the pending callbacks of any of its clients on the calling thread, waiting
+ * up to timeout_ms for the first (0 = do not wait). Returns how many ran (>= 0); IOTCONN_ESTATE for a
+ * DISPATCH_THREAD dispatcher. iotconn_poll() on one of its clients is IOTCONN_ESTATE: poll the dispatcher.
+ * A client's final events (after iotconn_close: failed sends, then Disabled / Client_Close, the last) arrive
+ * here too: to see them, poll until that status before destroying the client. Concurrent calls run one after
+ * the other; not from inside a callback (IOTCONN_ESTATE). */
+int iotconn_dispatcher_poll(iotconn_dispatcher_t *dispatcher, uint32_t timeout_ms);
+
+/* Destroys the dispatcher once every client created with it is closed (IOTCONN_ESTATE before that: close or
+ * destroy the clients first; the handle stays valid). A DISPATCH_THREAD dispatcher first delivers every final
+ * event; a DISPATCH_POLL one leaves them undelivered. The handle is invalid afterwards (IOTCONN_EBADHANDLE).
+ * Thread-safe, but not from inside any iotconn callback (IOTCONN_ESTATE). */
+int iotconn_dispatcher_destroy(iotconn_dispatcher_t *dispatcher);
 
 /* Stores the current status and reason in the non-NULL arguments. Thread-safe. */
 int iotconn_get_status(iotconn_client_t *client, iotconn_status_t *status, iotconn_reason_t *reason);

@@ -16,7 +16,7 @@ namespace Iotconn
         internal const int RetryCustom = 2;
         internal const int LogWarn = 1;
 
-        [StructLayout(LayoutKind.Explicit, Size = 104)]
+        [StructLayout(LayoutKind.Explicit, Size = 112)]
         internal struct Options
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -35,6 +35,7 @@ namespace Iotconn
             [FieldOffset(80)] public int QueueOverflow;
             [FieldOffset(88)] public IntPtr QueueDir;
             [FieldOffset(96)] public uint BackoffResetAfterMs;
+            [FieldOffset(104)] public IntPtr Dispatcher;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 16)]

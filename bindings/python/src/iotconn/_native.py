@@ -81,6 +81,7 @@ class Options(Structure):
         ("queue_overflow", c_int),
         ("queue_dir", c_char_p),
         ("backoff_reset_after_ms", c_uint32),
+        ("dispatcher", c_void_p),
     ]
 
 
