@@ -52,6 +52,12 @@ type Options struct {
 	// BackoffResetAfter: the retry policy's attempt count, and with it the back-off, starts over only once a link
 	// stayed up this long; a link lost sooner counts as one more failed attempt. Default 30 s.
 	BackoffResetAfter time.Duration
+	// ReconnectSpread is the fleet hint: how long the whole fleet sharing this device's hub takes to be admitted,
+	// about 1.1 x devices / the hub's connect rate (IoT Hub S1: 100/s per unit; 10 000 devices: 110 s). The first
+	// retry after a lost link or failed connect then waits the policy's delay plus U[0, ReconnectSpread], so a
+	// fleet that lost its hub together reconnects spread evenly over the window instead of at once; later retries
+	// wait at least the window. A server's retry-after still wins. Default 0: off.
+	ReconnectSpread time.Duration
 
 	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
 	QueueOverflow OverflowPolicy

@@ -172,6 +172,9 @@ func applyDefaults(o *Options) error {
 		return Errorf(CodeInvalidArgument, "the dispatch mode conflicts with the dispatcher's")
 	case o.KeepAlive < 0 || o.SASLifetime < 0 || o.SASRenewMargin < 0 || o.OperationTimeout < 0:
 		return Errorf(CodeInvalidArgument, "durations must not be negative")
+	case o.ReconnectSpread < 0:
+		return Errorf(CodeInvalidArgument, "ReconnectSpread %v must not be negative (0 turns the fleet hint off)",
+			o.ReconnectSpread)
 	case o.BackoffResetAfter < 0:
 		return Errorf(CodeInvalidArgument, "BackoffResetAfter %v must not be negative (0 means the default, %v)",
 			o.BackoffResetAfter, DefaultBackoffResetAfter)

@@ -328,14 +328,18 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	}
 	delay := max(a.delay, 0) // a custom policy may answer a negative delay
 	var te *transport.Error
+	serverAsked := errors.As(f.err, &te) && te.RetryAfter > 0
 	switch {
-	case errors.As(f.err, &te) && te.RetryAfter > 0:
+	case serverAsked:
 		delay = te.RetryAfter
 	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
 		delay = retry.ThrottleDelay(ls.throttled)
 	}
 	if !ls.attemptStart.IsZero() {
 		delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
+	}
+	if !serverAsked {
+		delay = retry.Spread(c.opts.ReconnectSpread, delay, ls.attempts == 1)
 	}
 	c.transition(StatusDisconnectedRetrying, f.cls.reason)
 	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)

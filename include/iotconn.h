@@ -196,10 +196,16 @@ typedef struct iotconn_options {
 	 * every other client created with it; `dispatch` then takes the dispatcher's mode (a different explicit
 	 * POLL is IOTCONN_EINVAL). The dispatcher must outlive the client. NULL: the client dispatches its own. */
 	iotconn_dispatcher_t *dispatcher;
+	/* The fleet hint: how long the fleet sharing this device's hub needs to be admitted, about
+	 * 1.1 x devices / the hub's connect rate (IoT Hub S1: about 100 per second per unit, so 10 000 devices:
+	 * 110000). The first retry after a lost link or a failed connect waits the policy's delay plus a uniform
+	 * draw over this window, so a fleet that lost its hub together comes back spread evenly over it; later
+	 * retries wait at least the window. A server's retry-after still wins. 0 (default): off. */
+	uint32_t reconnect_spread_ms;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL, 0}
 
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {

@@ -195,6 +195,21 @@ func Spaced(elapsed, delay time.Duration) time.Duration {
 	return MinAttemptSpacing - elapsed + uniform(nil, 0, GuardSpread)
 }
 
+// Spread applies the fleet hint: window is how long the fleet that shares this device's hub needs to be admitted
+// (devices / the hub's admission rate). The first retry of an outage waits delay + U[0, window], so a fleet that
+// lost its hub at once comes back spread evenly over the window, at devices / window per second; each later retry
+// waits at least window, so a device that failed keeps its place in the window instead of crowding the others'.
+// A window of 0 leaves delay as it is.
+func Spread(window, delay time.Duration, first bool) time.Duration {
+	switch {
+	case window <= 0:
+		return delay
+	case first:
+		return satAdd(delay, uniform(nil, 0, window))
+	}
+	return max(delay, window)
+}
+
 // uniform draws from [lo, hi] (hi >= lo >= 0) using r, or the package-level source when r is nil.
 func uniform(r *rand.Rand, lo, hi time.Duration) time.Duration {
 	if hi <= lo {

@@ -16,7 +16,7 @@ namespace Iotconn
         internal const int RetryCustom = 2;
         internal const int LogWarn = 1;
 
-        [StructLayout(LayoutKind.Explicit, Size = 112)]
+        [StructLayout(LayoutKind.Explicit, Size = 120)]
         internal struct Options
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -36,6 +36,7 @@ namespace Iotconn
             [FieldOffset(88)] public IntPtr QueueDir;
             [FieldOffset(96)] public uint BackoffResetAfterMs;
             [FieldOffset(104)] public IntPtr Dispatcher;
+            [FieldOffset(112)] public uint ReconnectSpreadMs;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 16)]

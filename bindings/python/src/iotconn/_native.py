@@ -82,6 +82,7 @@ class Options(Structure):
         ("queue_dir", c_char_p),
         ("backoff_reset_after_ms", c_uint32),
         ("dispatcher", c_void_p),
+        ("reconnect_spread_ms", c_uint32),
     ]
 
 
