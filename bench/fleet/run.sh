@@ -60,6 +60,7 @@ say "N=$N R=$RATE/s outage=${OUTAGE_S}s scenarios: $SCENARIOS; policies: $POLICI
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg) # other work on the machine skews timings: recorded with the results
 pids=()
 cleanup() {
 	local pid
@@ -235,6 +236,7 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 	--header "machine=$(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n 1)), Linux $(uname -r), $(go version | cut -d' ' -f3)" \
 	--header "command=FLEET_N=$N FLEET_RATE=$RATE FLEET_SCENARIOS='$SCENARIOS' FLEET_POLICIES='$POLICIES' bash bench/fleet/run.sh" \
 	--header "hubsim_register_ms=$reg_ms" --header "hubsim_rss_kb_at_end=$hub_rss_kb" \
+	--header "loadavg_at_start=$load_at_start" --header "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)" \
 	"${runs[@]}"
 say "results: $OUT"
 ((${#failed_runs[@]} == 0)) || { echo "did not settle in ${settle_s}s: ${failed_runs[*]}" >&2; exit 1; }
