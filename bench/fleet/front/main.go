@@ -263,12 +263,14 @@ func (f *front) killAllLocked() int {
 	return n
 }
 
+// setDown and killAll stamp their marker before the kills, so that no device's report of its drop precedes it.
 func (f *front) setDown() int {
+	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.down = true
 	n := f.killAllLocked()
-	f.logLocked(time.Now(), "# down killed="+strconv.Itoa(n))
+	f.logLocked(now, "# down killed="+strconv.Itoa(n))
 	return n
 }
 
@@ -280,10 +282,11 @@ func (f *front) setUp(rate int) {
 }
 
 func (f *front) killAll() int {
+	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.killAllLocked()
-	f.logLocked(time.Now(), "# kill-all killed="+strconv.Itoa(n))
+	f.logLocked(now, "# kill-all killed="+strconv.Itoa(n))
 	return n
 }
 
