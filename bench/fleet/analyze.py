@@ -233,12 +233,16 @@ def table(scenarios):
             "|---|---|---|---|---|---|---|---|"]
     for scenario, policies in scenarios.items():
         for policy, r in policies.items():
-            back = "hub back" if r["hub_back_ms"] > 0 else "kill"
+            back = "after hub back" if r["hub_back_ms"] > 0 else "after kill"
+            if r["all_reconnected_ms"] is not None:
+                back = f"{r['all_reconnected_ms'] / 1000:.1f} s {back}"
+            else:
+                back = f"- ({r['gave_up']} gave up)"
             rows.append(
                 f"| {scenario} | {policy} | {r['attempts_per_device']['mean']:.2f} "
                 f"({r['attempts_per_device']['max']}) | {fmt(r['first_round_peak_share'], '{:.0%}')} | "
                 f"{fmt(r['later_rounds_peak_share'], '{:.0%}')} | {r['peak_attempts_per_s']} | "
-                f"{fmt(r['all_reconnected_ms'] and r['all_reconnected_ms'] / 1000, '{:.1f} s')} after {back} | "
+                f"{back} | "
                 f"{fmt(r['all_reconnected_over_n_over_r'], '{:.2f}')} |")
     return "\n".join(rows)
 
