@@ -12,7 +12,7 @@
 #   hub-down-throttled  the same, then up admitting at most R new connections per second (the rest reset)
 #   kill-all            the front stays up and resets every connection at once
 # Policies: the driver's names (default, full, none, custom:MS,MS...). Defaults: N=2000, R=100, every scenario,
-# policies "default full": about 4-5 minutes on 2 cores. File descriptors: the front holds two per device, so the
+# policies "default full": about 5-6 minutes on 2 cores. File descriptors: the front holds two per device, so the
 # limit is raised to at least 2N + 256 (hard limit permitting).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

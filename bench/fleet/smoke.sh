@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The fleet bench in small, as a test (about 20 s): N=50 devices, hub-down, the default policy, no plot. Checks
+# The fleet bench in small, as a test (about 10 s after the build): N=50 devices, hub-down, the default policy, no plot. Checks
 # that the bench measures what it claims, not how fast the engine is: every device settled and reconnected, the
 # front counted exactly the attempts the devices made, attempts were refused while the front was down, and the
 # per-bucket series adds up. Writes build/fleet-smoke/ only (never bench/results/ or docs/).
