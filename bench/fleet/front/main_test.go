@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// echoServer stands in for hubsim: it echoes whatever a connection sends until the test ends.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = io.Copy(c, c)
+				_ = c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func startFront(t *testing.T, log io.Writer) *front {
+	t.Helper()
+	f, err := newFront("127.0.0.1:0", echoServer(t), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go f.serve()
+	return f
+}
+
+func dial(t *testing.T, f *front) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", f.ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
+// roundTrip reports nil when c is forwarded (its bytes come back), the read error otherwise.
+func roundTrip(c net.Conn) error {
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	buf := make([]byte, 4)
+	_, err := io.ReadFull(c, buf)
+	return err
+}
+
+func wantReset(t *testing.T, c net.Conn) {
+	t.Helper()
+	buf := make([]byte, 1)
+	if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("want a TCP reset, got %v", err)
+	}
+}
+
+// verdicts is the sequence of per-connection verdicts and events in the log, markers as their first word.
+func verdicts(log string) []string {
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(log), "\n") {
+		fields := strings.Fields(line)
+		if fields[1] == "#" {
+			out = append(out, fields[2])
+		} else {
+			out = append(out, fields[1])
+		}
+	}
+	return out
+}
+
+func TestDownCountsResetsAndUpAdmitsAtRate(t *testing.T) {
+	var log bytes.Buffer
+	f := startFront(t, &log)
+
+	live := dial(t, f)
+	if err := roundTrip(live); err != nil {
+		t.Fatalf("forwarding: %v", err)
+	}
+	if n := f.setDown(); n != 1 {
+		t.Fatalf("down killed %d connections, want 1", n)
+	}
+	wantReset(t, live)
+	wantReset(t, dial(t, f)) // accepted, counted, reset
+
+	f.setUp(2)
+	for i := 0; i < 2; i++ {
+		if err := roundTrip(dial(t, f)); err != nil {
+			t.Fatalf("admitted connection %d: %v", i, err)
+		}
+	}
+	wantReset(t, dial(t, f)) // the third within a second is over the rate
+
+	s := f.stats()
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	want := stats{Attempts: 5, Forwarded: 3, ResetDown: 1, ResetThrottled: 1, Live: 2}
+	if s != want {
+		t.Fatalf("stats %+v, want %+v", s, want)
+	}
+	got := strings.Join(verdicts(log.String()), " ")
+	if got != "f down d up f f t" {
+		t.Fatalf("log verdicts %q, want %q; log:\n%s", got, "f down d up f f t", log.String())
+	}
+}
+
+func TestKillAllResetsEveryConnectionAndStaysUp(t *testing.T) {
+	var log bytes.Buffer
+	f := startFront(t, &log)
+	conns := []net.Conn{dial(t, f), dial(t, f), dial(t, f)}
+	for _, c := range conns {
+		if err := roundTrip(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.killAll(); n != 3 {
+		t.Fatalf("kill-all killed %d, want 3", n)
+	}
+	for _, c := range conns {
+		wantReset(t, c)
+	}
+	if err := roundTrip(dial(t, f)); err != nil {
+		t.Fatalf("after kill-all the front must still forward: %v", err)
+	}
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(verdicts(log.String()), " "); got != "f f f kill-all f" {
+		t.Fatalf("log verdicts %q; log:\n%s", got, log.String())
+	}
+}
+
+// The driver stamps with clock_gettime(CLOCK_MONOTONIC); the front's times must be on the same line.
+func TestLogTimesAreMonotonicMilliseconds(t *testing.T) {
+	c := newMonoClock()
+	time.Sleep(20 * time.Millisecond) // let Go's readings and the kernel's drift apart, if they would
+	now := time.Now()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	kernel := float64(ts.Nano()) / 1e6
+	if d := kernel - c.ms(now); d < 0 || d > 5 {
+		t.Fatalf("front clock %.3f ms vs CLOCK_MONOTONIC %.3f ms", c.ms(now), kernel)
+	}
+}
