@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # iotconn build entry point.
 #   ./build.sh          install what is missing, build libiotconn and iotconn-hubsim into build/
-#   ./build.sh test     build, then run every test suite: go c python csharp sdk reliability fuzz, in that order
+#   ./build.sh test     build, then run every test suite: go c python csharp sdk reliability fleet fuzz, in that order
 #   ./build.sh test SUITE...  build, then run only the named suites (an unknown name: the list, exit 2)
 #   ./build.sh demo     build, then run the device demo against the local hub emulator
 #   ./build.sh bench    build, then run the benchmarks (results in bench/results/)
@@ -70,13 +70,18 @@ test_reliability() {
 	bash tests/reliability/run.sh
 }
 
+test_fleet() {
+	say "fleet bench in small: 50 devices on one dispatcher through the counting front (bench/fleet/smoke.sh)"
+	bash bench/fleet/smoke.sh
+}
+
 test_fuzz() {
 	say "fuzzing: connection string, SAS, property bag and its lengths, send vs the hub record, C ABI (10 s each)"
 	bash tests/fuzz/run.sh
 }
 
 # The suites in the order `./build.sh test` runs them; each is a test_NAME function above.
-SUITES=(go c python csharp sdk reliability fuzz)
+SUITES=(go c python csharp sdk reliability fleet fuzz)
 
 is_suite() {
 	local known

@@ -3,11 +3,14 @@
  * dispatch. It connects them all, then logs every status change and every failed attempt the engine reports,
  * while bench/fleet/run.sh breaks the links at the front.
  *
- *   iotconn_fleet -n N -d DEVICES -H HOST:PORT -c CA [-p POLICY] [-o EVENTS] [-j THREADS] [-T CONNECT_MS]
+ *   iotconn_fleet -n N -d DEVICES -H HOST:PORT -c CA [-p POLICY] [-s SPREAD_MS] [-D] [-o EVENTS] [-j THREADS]
+ *                 [-T CONNECT_MS]
  *
  * DEVICES has one "ID KEY" a line (the first N are used); client I (0-based) is the device on line I+1, with the
  * connection string HostName=HOST:PORT;DeviceId=ID;SharedAccessKey=KEY. POLICY is one of the names in `modes`
- * below, or custom:MS[,MS...] (the delay before retry k is the k-th number, the last one repeating).
+ * below, or custom:MS[,MS...] (the delay before retry k is the k-th number, the last one repeating). SPREAD_MS is
+ * the fleet hint (iotconn_options_t.reconnect_spread_ms; run.sh's "hint" policy: default with 1.1 N/R). -D puts
+ * every client on one shared iotconn_dispatcher_t (one callback thread for the fleet).
  *
  * EVENTS (default stdout), one line each, MS = CLOCK_MONOTONIC in milliseconds (the front's clock too):
  *   MS I s STATUS REASON   client I's status changed (the header's enum numbers)
@@ -40,6 +43,7 @@ static const struct mode {
 } modes[] = {
 	{"default", IOTCONN_RETRY_EXPONENTIAL, IOTCONN_JITTER_DEFAULT},
 	{"full", IOTCONN_RETRY_EXPONENTIAL, IOTCONN_JITTER_FULL},
+	{"decorrelated", IOTCONN_RETRY_EXPONENTIAL, IOTCONN_JITTER_DECORRELATED},
 	{"none", IOTCONN_RETRY_NONE, IOTCONN_JITTER_DEFAULT},
 };
 
@@ -246,15 +250,17 @@ static int usage(void)
 int main(int argc, char **argv)
 {
 	const char *devices = NULL, *host = NULL, *ca = NULL, *policy = "default", *out = NULL;
-	unsigned long n = 0, threads = 16, connect_ms = 120000;
-	int opt;
-	while ((opt = getopt(argc, argv, "n:d:H:c:p:o:j:T:")) != -1) {
+	unsigned long n = 0, threads = 16, connect_ms = 120000, spread_ms = 0;
+	int opt, shared = 0;
+	while ((opt = getopt(argc, argv, "n:d:H:c:p:s:Do:j:T:")) != -1) {
 		switch (opt) {
 		case 'n': n = strtoul(optarg, NULL, 10); break;
 		case 'd': devices = optarg; break;
 		case 'H': host = optarg; break;
 		case 'c': ca = optarg; break;
 		case 'p': policy = optarg; break;
+		case 's': spread_ms = strtoul(optarg, NULL, 10); break;
+		case 'D': shared = 1; break;
 		case 'o': out = optarg; break;
 		case 'j': threads = strtoul(optarg, NULL, 10); break;
 		case 'T': connect_ms = strtoul(optarg, NULL, 10); break;
@@ -264,8 +270,14 @@ int main(int argc, char **argv)
 	iotconn_retry_policy_t pol;
 	static struct custom_delays delays;
 	if (n == 0 || n > 1000000 || !devices || !host || !ca || optind != argc || threads == 0 ||
-	    connect_ms == 0 || connect_ms > UINT32_MAX || parse_policy(policy, &pol, &delays) != 0)
+	    connect_ms == 0 || connect_ms > UINT32_MAX || spread_ms > UINT32_MAX ||
+	    parse_policy(policy, &pol, &delays) != 0)
 		return usage();
+	iotconn_dispatcher_t *dispatcher = NULL;
+	if (shared && iotconn_dispatcher_create(IOTCONN_DISPATCH_THREAD, &dispatcher) != IOTCONN_OK) {
+		fprintf(stderr, "fleet: dispatcher: %s\n", iotconn_last_error());
+		return 1;
+	}
 	events = out ? fopen(out, "w") : stdout;
 	if (!events) {
 		perror(out);
@@ -294,6 +306,8 @@ int main(int argc, char **argv)
 		snprintf(cs, sizeof cs, "HostName=%s;DeviceId=%s;SharedAccessKey=%s", host, id, key);
 		iotconn_options_t o = IOTCONN_OPTIONS_INIT;
 		o.ca_file = ca;
+		o.dispatcher = dispatcher;
+		o.reconnect_spread_ms = (uint32_t)spread_ms;
 		struct client *c = &clients[i];
 		c->idx = i;
 		c->status = IOTCONN_STATUS_DISCONNECTED;
