@@ -3,10 +3,21 @@ package hubsim
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
+
+// openRegistry loads dir's registry as a restarted hub would; the registry is closed when the test ends.
+func openRegistry(t testing.TB, dir string) *registry {
+	t.Helper()
+	r, err := loadRegistry(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.close() })
+	return r
+}
 
 // fleet returns n device specs fleet-0000, fleet-0001, ...
 func fleet(n int) []DeviceSpec {
@@ -81,17 +92,17 @@ func TestAddDevicesWithABadEntryRegistersNone(t *testing.T) {
 	if one == nil || batch == nil || batch.Error() != `entry 1 ("d1"): `+one.Error() {
 		t.Errorf("errors: single %v, batch %v", one, batch)
 	}
-	r, err := loadRegistry(h.cfg.Dir)
-	if err != nil || len(r.devices) != 1 {
-		t.Fatalf("registry file: %d devices, %v; want only d1", len(r.devices), err)
+	_ = h.Close() // releases the registry's file lock
+	if r := openRegistry(t, h.cfg.Dir); len(r.devices) != 1 {
+		t.Fatalf("registry file: %d devices; want only d1", len(r.devices))
 	}
 }
 
 func TestAddDevicesForgetsTheBatchWhenTheSaveFails(t *testing.T) {
 	h := startHub(t, nil)
-	// A directory where save writes its temporary file makes the write fail, even for root.
-	tmp := filepath.Join(h.cfg.Dir, registryFile+".tmp")
-	if err := os.Mkdir(tmp, 0o700); err != nil {
+	// A closed database fails every commit, as a broken disk would, even for root.
+	st := h.reg.st
+	if err := st.db.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.AddDevices(fleet(10)); err == nil {
@@ -103,9 +114,12 @@ func TestAddDevicesForgetsTheBatchWhenTheSaveFails(t *testing.T) {
 	if n := len(h.Devices()); n != 0 {
 		t.Fatalf("%d devices registered after failed saves", n)
 	}
-	if err := os.Remove(tmp); err != nil {
+	_ = st.sync().wait() // the writer is done with the closed database (the failed batches' deletions fail too)
+	db, err := bolt.Open(st.path, 0o600, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	st.db = db
 	if _, err := h.AddDevices(fleet(10)); err != nil {
 		t.Fatalf("after the failure: %v", err)
 	}
