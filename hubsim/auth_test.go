@@ -87,10 +87,7 @@ func TestCheckTokenCases(t *testing.T) {
 }
 
 func TestRegistryValidation(t *testing.T) {
-	r, err := loadRegistry(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := openRegistry(t, t.TempDir())
 	for _, bad := range []string{"", "has space", "slash/", strings.Repeat("x", 129), "tab\t", "é"} {
 		if _, err := r.addOne(DeviceSpec{ID: bad}); err == nil {
 			t.Errorf("id %q accepted", bad)

@@ -121,7 +121,7 @@ type deviceRequest struct {
 	Status string `json:"status"`
 }
 
-// handleAddDevice registers one device (a JSON object) or many (an array of them, all or none, one registry write).
+// handleAddDevice registers one device (a JSON object) or many (an array of them, all or none, one registry commit).
 func (h *Hub) handleAddDevice(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r)
 	if err != nil {

@@ -239,13 +239,12 @@ func (h *Hub) restart() error {
 		l.shut()
 	}
 	h.killConns(false)
-	reg, err := loadRegistry(h.cfg.Dir)
+	h.mu.Lock()
+	err := h.reg.reload()
+	h.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	h.mu.Lock()
-	h.reg = reg
-	h.mu.Unlock()
 	if err := h.mqtt.reset(); err != nil {
 		return err
 	}

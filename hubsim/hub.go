@@ -142,6 +142,7 @@ func Start(cfg Config) (*Hub, error) {
 		c2d: map[string][]*c2dItem{}, c2dAcked: make(chan struct{}), methods: map[string]chan MethodResult{}, refused: map[string]time.Time{},
 	}
 	if h.mqtt, err = newMQTTFront(h); err != nil {
+		_ = reg.close()
 		return nil, err
 	}
 	h.mqtts = h.newListener("mqtts", cfg.MQTTAddr, func(hc *hubConn) {
@@ -216,7 +217,7 @@ func (h *Hub) Close() error {
 		h.gate.endBlackhole()
 	})
 	h.wg.Wait()
-	return nil
+	return h.reg.close() // after every goroutine that could change the registry; commits what they queued
 }
 
 // Addr is the TLS MQTT listener's address.
@@ -275,8 +276,8 @@ func (h *Hub) AddDevice(id, key string) (Device, error) {
 	return only(h.AddDevices([]DeviceSpec{{ID: id, Key: key}}))
 }
 
-// AddDevices registers devices with one registry write, where AddDevice in a loop rewrites the whole registry per
-// device. Each spec is checked as AddDevice checks it; a bad one (or an id given twice) fails the batch and none is
+// AddDevices registers devices in one registry commit, where AddDevice in a loop waits for a commit per device.
+// Each spec is checked as AddDevice checks it; a bad one (or an id given twice) fails the batch and none is
 // registered. The devices come back in the order of specs.
 func (h *Hub) AddDevices(specs []DeviceSpec) ([]Device, error) {
 	for _, s := range specs {
@@ -301,22 +302,26 @@ func (h *Hub) AddModule(deviceID, moduleID, key string) (Device, error) {
 	return only(h.addIdentities([]DeviceSpec{{ID: deviceID + "/" + moduleID, Key: key}}))
 }
 
-// addIdentities registers identities all or none under one lock and one save, so the file on disk always holds
-// either none or all of them.
+// addIdentities registers identities all or none in one commit, so the disk always holds either none or all of
+// them; a batch whose commit fails is forgotten.
 func (h *Hub) addIdentities(specs []DeviceSpec) ([]Device, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	recs, err := h.reg.add(specs)
 	if err != nil {
+		h.mu.Unlock()
 		return nil, err
 	}
-	if err := h.reg.save(); err != nil {
-		h.reg.remove(recs)
-		return nil, fmt.Errorf("saving registry: %w", err)
-	}
+	saved := h.reg.persist(recs...)
 	out := make([]Device, len(recs))
 	for i, rec := range recs {
 		out[i] = h.deviceLocked(rec)
+	}
+	h.mu.Unlock()
+	if err := saved.wait(); err != nil {
+		h.mu.Lock()
+		h.reg.forget(recs)
+		h.mu.Unlock()
+		return nil, fmt.Errorf("saving registry: %w", err)
 	}
 	return out, nil
 }
@@ -389,9 +394,10 @@ func (h *Hub) SetDeviceEnabled(id string, enabled bool) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	rec.Disabled = !enabled
-	err := h.reg.save()
+	saved := h.reg.persist(rec)
 	s := h.sessions[id]
 	h.mu.Unlock()
+	err := saved.wait()
 	if !enabled && s != nil {
 		h.dropSession(s, "device disabled", false)
 	}
@@ -407,9 +413,10 @@ func (h *Hub) rotateKey(id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	rec.PrimaryKey, rec.SecondaryKey = randomKey(), randomKey()
-	err := h.reg.save()
+	saved := h.reg.persist(rec)
 	s := h.sessions[id]
 	h.mu.Unlock()
+	err := saved.wait()
 	if s != nil {
 		h.dropSession(s, "device keys rotated", false)
 	}
@@ -695,10 +702,11 @@ func (h *Hub) UpdateDesired(id string, patch []byte) ([]byte, error) {
 		return nil, err
 	}
 	doc := rec.Twin.document()
-	saveErr := h.reg.save()
+	saved := h.reg.persist(rec)
 	s := h.sessions[id]
 	h.mu.Unlock()
-	if s != nil {
+	saveErr := saved.wait()
+	if s != nil && saveErr == nil { // a device never holds a desired version that a restart would forget
 		s.link.sendDesired(version, note)
 	}
 	return doc, saveErr
@@ -713,20 +721,28 @@ func (h *Hub) twinGet(id identity) []byte {
 	return doc
 }
 
-// patchReported merges a device's reported-properties patch; it returns the new version, or an error for a bad patch.
+// errNotSaved wraps a failed commit of a reported patch, which the device must not see acknowledged.
+var errNotSaved = errors.New("saving registry")
+
+// patchReported merges a device's reported-properties patch and returns the new version once it is durable; the
+// error is errNotSaved's when the commit failed, otherwise the patch was bad.
 func (h *Hub) patchReported(id identity, body []byte) (int, error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	rec, ok := h.reg.devices[id.String()]
 	if !ok {
+		h.mu.Unlock()
 		return 0, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	v, err := rec.Twin.patchReported(body)
 	if err != nil {
+		h.mu.Unlock()
 		return 0, err
 	}
-	if err := h.reg.save(); err != nil {
+	saved := h.reg.persist(rec)
+	h.mu.Unlock()
+	if err := saved.wait(); err != nil {
 		h.events.logf("saving registry: %v", err)
+		return 0, fmt.Errorf("%w: %v", errNotSaved, err)
 	}
 	return v, nil
 }

@@ -330,14 +330,19 @@ func TestStartErrors(t *testing.T) {
 	if _, err := Start(Config{MQTTAddr: "127.0.0.1:0"}); err == nil {
 		t.Error("started without a state dir")
 	}
-	bad := t.TempDir()
-	if err := os.WriteFile(filepath.Join(bad, registryFile), []byte("{not json"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Start(Config{Dir: bad, MQTTAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "registry") {
-		t.Errorf("corrupt registry: %v", err)
+	for _, file := range []string{legacyRegistryFile, registryDB} {
+		bad := t.TempDir()
+		if err := os.WriteFile(filepath.Join(bad, file), []byte("{not json"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Start(Config{Dir: bad, MQTTAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "registry") {
+			t.Errorf("corrupt %s: %v", file, err)
+		}
 	}
 	h := startHub(t, nil)
+	if _, err := Start(Config{Dir: h.cfg.Dir, MQTTAddr: "127.0.0.1:0"}); err == nil || !strings.Contains(err.Error(), "in use by another hubsim") {
+		t.Errorf("second hub on a state dir: %v", err)
+	}
 	// The TLS listener binds, then the busy plain port fails: Start cleans up what it opened.
 	if _, err := Start(Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0", TCPAddr: h.Addr()}); err == nil {
 		t.Error("started on a busy port")

@@ -13,7 +13,12 @@ import (
 	"strings"
 )
 
-const registryFile = "registry.json"
+// The registry lives in registry.db (see store); registry.json is where hubsim kept it before, as one JSON document
+// rewritten whole on every change, and is migrated on the first start that finds no registry.db.
+const (
+	registryDB         = "registry.db"
+	legacyRegistryFile = "registry.json"
+)
 
 // Device is one identity of the registry as the Go API and the control API show it.
 type Device struct {
@@ -41,57 +46,130 @@ type deviceRecord struct {
 	Twin         twin   `json:"twin"`
 }
 
-// registry is the persisted device list. It knows nothing of transports; the hub's lock guards it.
+// registry is the device list, in memory and persisted. It knows nothing of transports; the hub's lock guards it.
+// Memory is the truth the hub serves; every change queues the changed records to the store under the same lock.
 type registry struct {
-	path    string
+	st      *store
 	devices map[string]*deviceRecord
 }
 
+// loadRegistry opens dir's registry, creating it (from an old registry.json if there is one) when missing.
 func loadRegistry(dir string) (*registry, error) {
-	r := &registry{path: filepath.Join(dir, registryFile), devices: map[string]*deviceRecord{}}
-	data, err := os.ReadFile(r.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return r, nil
-	}
-	if err != nil {
+	path := filepath.Join(dir, registryDB)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := createRegistry(dir); err != nil {
+			return nil, fmt.Errorf("registry: %w", err)
+		}
+	} else if err != nil {
 		return nil, err
 	}
-	var stored struct {
-		Devices []*deviceRecord `json:"devices"`
+	r := &registry{devices: map[string]*deviceRecord{}}
+	st, err := openStore(path, r.loadRecord)
+	if err != nil {
+		return nil, fmt.Errorf("registry: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // twin values keep their exact numbers
-	if err := dec.Decode(&stored); err != nil {
-		return nil, fmt.Errorf("registry %s: %w", r.path, err)
-	}
-	for _, d := range stored.Devices {
-		if err := validateIdentity(d.ID); err != nil {
-			return nil, fmt.Errorf("registry %s: %w", r.path, err)
-		}
-		d.Twin.init()
-		r.devices[d.ID] = d
-	}
+	r.st = st
 	return r, nil
 }
 
-// save writes the registry atomically so a crash never leaves half a file.
-func (r *registry) save() error {
-	var stored struct {
-		Devices []*deviceRecord `json:"devices"`
-	}
-	for _, id := range r.ids() {
-		stored.Devices = append(stored.Devices, r.devices[id])
-	}
-	data, err := json.MarshalIndent(stored, "", "  ")
+func (r *registry) loadRecord(data []byte) error {
+	d, err := decodeRecord(data)
 	if err != nil {
 		return err
 	}
-	tmp := r.path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	r.devices[d.ID] = d
+	return nil
+}
+
+// decodeRecord reads a device record, keeping twin numbers exactly as written.
+func decodeRecord(data []byte) (*deviceRecord, error) {
+	var d deviceRecord
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&d); err != nil {
+		return nil, err
+	}
+	if err := validateIdentity(d.ID); err != nil {
+		return nil, err
+	}
+	d.Twin.init()
+	return &d, nil
+}
+
+// createRegistry creates registry.db with the devices of registry.json, if an older hubsim left one, and then
+// renames registry.json to registry.json.migrated. A crash before the database is in place leaves registry.json to
+// migrate again; one after leaves registry.db, which wins from then on.
+func createRegistry(dir string) error {
+	legacy := filepath.Join(dir, legacyRegistryFile)
+	data, err := os.ReadFile(legacy)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return os.Rename(tmp, r.path)
+	recs := map[string][]byte{}
+	if data != nil {
+		var stored struct {
+			Devices []json.RawMessage `json:"devices"`
+		}
+		if err := json.Unmarshal(data, &stored); err != nil {
+			return fmt.Errorf("%s: %w", legacy, err)
+		}
+		for _, raw := range stored.Devices {
+			d, err := decodeRecord(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", legacy, err)
+			}
+			recs[d.ID] = encodeRecord(d)
+		}
+	}
+	if err := createStore(filepath.Join(dir, registryDB), recs); err != nil {
+		return err
+	}
+	if data == nil {
+		return nil
+	}
+	return os.Rename(legacy, legacy+".migrated")
 }
+
+func encodeRecord(d *deviceRecord) []byte {
+	b, _ := json.Marshal(d) // strings, bools, ints and decoded JSON always marshal
+	return b
+}
+
+// persist queues the records as they are now for one commit. Call it under the hub's lock and wait outside it.
+func (r *registry) persist(recs ...*deviceRecord) *commit {
+	puts := make(map[string][]byte, len(recs))
+	for _, d := range recs {
+		puts[d.ID] = encodeRecord(d)
+	}
+	return r.st.put(puts)
+}
+
+// forget removes records whose registration failed to commit, from memory and, should a later commit have written
+// one of them, from disk.
+func (r *registry) forget(recs []*deviceRecord) {
+	dels := make(map[string][]byte, len(recs))
+	for _, d := range recs {
+		delete(r.devices, d.ID)
+		dels[d.ID] = nil
+	}
+	r.st.put(dels)
+}
+
+// reload replaces memory with what is on disk once everything queued is, as a restart of hubsim would see it.
+func (r *registry) reload() error {
+	if err := r.st.sync().wait(); err != nil {
+		return err
+	}
+	old := r.devices
+	r.devices = map[string]*deviceRecord{}
+	if err := r.st.load(r.loadRecord); err != nil {
+		r.devices = old
+		return err
+	}
+	return nil
+}
+
+func (r *registry) close() error { return r.st.close() }
 
 func (r *registry) ids() []string {
 	ids := make([]string, 0, len(r.devices))
@@ -109,7 +187,9 @@ func (r *registry) add(specs []DeviceSpec) ([]*deviceRecord, error) {
 	for i, s := range specs {
 		d, err := r.addOne(s)
 		if err != nil {
-			r.remove(recs)
+			for _, d := range recs {
+				delete(r.devices, d.ID)
+			}
 			if len(specs) > 1 { // name the culprit of a batch; a single add keeps AddDevice's error text
 				err = fmt.Errorf("entry %d (%q): %w", i, s.ID, err)
 			}
@@ -137,12 +217,6 @@ func (r *registry) addOne(s DeviceSpec) (*deviceRecord, error) {
 	d.Twin.init()
 	r.devices[s.ID] = d
 	return d, nil
-}
-
-func (r *registry) remove(recs []*deviceRecord) {
-	for _, d := range recs {
-		delete(r.devices, d.ID)
-	}
 }
 
 func validateKey(key string) error {
