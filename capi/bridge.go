@@ -38,6 +38,7 @@ static int in_callback(void) { return iotconn_callback_depth > 0; }
 // user value, which Go must never hold in a pointer-typed variable.
 static iotconn_client_t *handle_of(uintptr_t v) { return (iotconn_client_t *)v; }
 static iotconn_dispatcher_t *dispatcher_handle_of(uintptr_t v) { return (iotconn_dispatcher_t *)v; }
+static iotconn_admission_t *admission_handle_of(uintptr_t v) { return (iotconn_admission_t *)v; }
 
 static void call_status(uintptr_t fn, int status, int reason, uintptr_t user) {
 	iotconn_callback_depth++;
@@ -94,6 +95,10 @@ func handleOf(v uintptr) *C.iotconn_client_t { return C.handle_of(C.uintptr_t(v)
 
 func dispatcherHandleOf(v uintptr) *C.iotconn_dispatcher_t {
 	return C.dispatcher_handle_of(C.uintptr_t(v))
+}
+
+func admissionHandleOf(v uintptr) *C.iotconn_admission_t {
+	return C.admission_handle_of(C.uintptr_t(v))
 }
 
 // fnRef is a C function pointer and its user value, as registered by the application.

@@ -34,12 +34,14 @@ func checkSize(p unsafe.Pointer, what string, sizes ...uintptr) (uintptr, *core.
 }
 
 // Earlier versions of the structs: options before queue_overflow and queue_dir (V1), before
-// backoff_reset_after_ms (V2), before dispatcher (V3) and before reconnect_spread_ms (V4), messages before ttl_ms.
+// backoff_reset_after_ms (V2), before dispatcher (V3), before reconnect_spread_ms (V4) and before admission (V5),
+// messages before ttl_ms.
 var (
 	optionsV1Size = unsafe.Offsetof(C.iotconn_options_t{}.queue_overflow)
 	optionsV2Size = unsafe.Offsetof(C.iotconn_options_t{}.backoff_reset_after_ms)
 	optionsV3Size = unsafe.Offsetof(C.iotconn_options_t{}.dispatcher)
 	optionsV4Size = unsafe.Offsetof(C.iotconn_options_t{}.reconnect_spread_ms)
+	optionsV5Size = unsafe.Offsetof(C.iotconn_options_t{}.admission)
 	messageV1Size = unsafe.Offsetof(C.iotconn_message_t{}.ttl_ms)
 )
 
@@ -50,8 +52,8 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	o, size := defaultOptions, uintptr(defaultOptions.size)
 	if p != nil {
 		var err *core.Error
-		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV4Size,
-			optionsV3Size, optionsV2Size, optionsV1Size); err != nil {
+		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV5Size,
+			optionsV4Size, optionsV3Size, optionsV2Size, optionsV1Size); err != nil {
 			return core.Options{}, err
 		}
 		o = p
@@ -96,6 +98,13 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	}
 	if size > optionsV4Size {
 		opts.ReconnectSpread = time.Duration(o.reconnect_spread_ms) * time.Millisecond
+	}
+	if size > optionsV5Size && o.admission != nil {
+		a, err := admissions.lookup(uintptr(unsafe.Pointer(o.admission)))
+		if err != nil {
+			return core.Options{}, err
+		}
+		opts.Admission = a
 	}
 	return opts, nil
 }

@@ -295,6 +295,29 @@ func iotconn_dispatcher_destroy(dispatcher *C.iotconn_dispatcher_t) (rc C.int) {
 	return 0
 }
 
+//export iotconn_admission_create
+func iotconn_admission_create(perSecond C.double, burst C.uint32_t, out **C.iotconn_admission_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if out == nil {
+		return invalid("out_admission must not be NULL")
+	}
+	a, err := core.NewAdmission(float64(perSecond), int(min(uint32(burst), 1<<30)))
+	if err != nil {
+		return failErr(err)
+	}
+	*out = admissionHandleOf(admissions.add(a))
+	return 0
+}
+
+//export iotconn_admission_destroy
+func iotconn_admission_destroy(admission *C.iotconn_admission_t) (rc C.int) {
+	defer recoverTo(&rc)
+	if _, cerr := admissions.remove(uintptr(unsafe.Pointer(admission))); cerr != nil {
+		return fail(cerr)
+	}
+	return 0
+}
+
 //export iotconn_get_status
 func iotconn_get_status(client *C.iotconn_client_t, status *C.iotconn_status_t, reason *C.iotconn_reason_t) (rc C.int) {
 	defer recoverTo(&rc)

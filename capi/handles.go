@@ -25,6 +25,8 @@ var (
 	clients     = handleTable[entry]{bad: core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign client handle")}
 	dispatchers = handleTable[core.Dispatcher]{
 		bad: core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign dispatcher handle")}
+	admissions = handleTable[core.Admission]{
+		bad: core.Errorf(core.CodeBadHandle, "unknown, destroyed or foreign admission handle")}
 )
 
 func (t *handleTable[T]) add(v *T) uintptr {

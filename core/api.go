@@ -58,6 +58,9 @@ type Options struct {
 	// fleet that lost its hub together reconnects spread evenly over the window instead of at once; later retries
 	// wait at least the window. A server's retry-after still wins. Default 0: off.
 	ReconnectSpread time.Duration
+	// Admission, when set, is a connect budget this client shares with others of the process (see Admission):
+	// each connection attempt waits for its token.
+	Admission *Admission
 
 	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
 	QueueOverflow OverflowPolicy

@@ -6,7 +6,10 @@
 //
 //	Client API        api.go, client.go: NewClient, Connect, Send, Poll, Close; validation (limits.go)
 //	events            events.go: one FIFO per client of status changes, completions, messages, logs and custom
-//	                  retry questions; handlers run from it on the dispatcher goroutine or inside Poll
+//	                  retry questions; handlers run from it on the dispatcher goroutine or inside Poll, or, for
+//	                  a client of a shared Dispatcher (dispatcher.go), on its goroutine or in Dispatcher.Poll
+//	fleet             admission.go: a connect budget a process's clients share; the fleet hint
+//	                  (Options.ReconnectSpread) is applied where the supervisor schedules a retry
 //	supervisor        link.go: the loop goroutine, one select over every event, with an explicit phase (idle,
 //	                  dialing, connected, backing off, asking the policy, gave up, closed); owns the live link,
 //	                  every timer and the status machine (machine.go: the transition table; classify.go:

@@ -1,6 +1,8 @@
 package core
 
 import (
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,5 +60,60 @@ func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 	})
 	if _, err := newClient(testConnStr(), Options{ReconnectSpread: -time.Second}, newFakeDialer()); codeOf(err) != CodeInvalidArgument {
 		t.Fatalf("negative ReconnectSpread: %v, want CodeInvalidArgument", err)
+	}
+}
+
+// A shared Admission budget paces the connection attempts of every client attached: with 20 per second and a
+// burst of 1, the k-th dial of four clients that connect at once comes no sooner than k x 50 ms after the start.
+// (A lower bound on the real clock: the budget's timers never fire early, and a slow machine only makes it later. The fake clock cannot serve here:
+// moving it over one client's renewal would fire the others' waits at the same instant.)
+func TestAdmissionBudgetPacesAttemptsAcrossClients(t *testing.T) {
+	budget, err := NewAdmission(20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newFakeDialer()
+	var mu sync.Mutex
+	var dials []time.Time
+	d.during = func() {
+		mu.Lock()
+		dials = append(dials, time.Now())
+		mu.Unlock()
+	}
+	const clients = 4
+	results := make(chan error, clients)
+	start := time.Now()
+	for i := range clients {
+		c, err := newClient(fleetConnStr(i), Options{Admission: budget}, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { closeAndCheck(t, c) })
+		go func() { results <- connect(t, c) }()
+	}
+	for range clients {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dials) != clients {
+		t.Fatalf("%d dials, want %d", len(dials), clients)
+	}
+	slices.SortFunc(dials, func(a, b time.Time) int { return a.Compare(b) })
+	for k, at := range dials {
+		if since := at.Sub(start); since < time.Duration(k)*50*time.Millisecond {
+			t.Fatalf("dial %d came %v after the start, want at least %v (20 per second)", k, since,
+				time.Duration(k)*50*time.Millisecond)
+		}
+	}
+	for _, bad := range []struct {
+		rate  float64
+		burst int
+	}{{0, 1}, {-1, 1}, {1, 0}} {
+		if _, err := NewAdmission(bad.rate, bad.burst); codeOf(err) != CodeInvalidArgument {
+			t.Fatalf("NewAdmission(%v, %d): %v, want CodeInvalidArgument", bad.rate, bad.burst, err)
+		}
 	}
 }

@@ -137,6 +137,7 @@ type loopState struct {
 	knownGood    bool      // a link came up with this client's credentials: the hub knows and accepts the device
 	connectedAt  time.Time // when the live link came up
 	attemptStart time.Time // when the last dial began; zero after a lost link, whose retry the guard leaves alone
+	admitted     bool      // the next attempt's token in Options.Admission is reserved: the retry timer is its wait
 	failed       failure   // the last failure, while backing off or asking
 	retry        clock.Timer
 	retryAt      time.Time        // when retry fires
@@ -231,8 +232,15 @@ func (c *Client) armDeadline(ls *loopState) {
 	}
 }
 
-// attempt dials once; the link comes up or the failure goes to the policy.
+// attempt dials once, after its turn in the process's connect budget (Options.Admission), if any; the link comes
+// up or the failure goes to the policy.
 func (c *Client) attempt(ls *loopState) {
+	if wait := c.admissionWait(ls); wait > 0 {
+		ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(wait), c.clk.Now().Add(wait)
+		stopTimer(&ls.deadline)
+		c.armDeadline(ls)
+		return
+	}
 	ls.phase, ls.attemptStart = phaseDialing, c.clk.Now()
 	if err := c.dial(ls); err != nil {
 		c.attemptFailed(ls, err)
@@ -245,6 +253,19 @@ func (c *Client) attempt(ls *loopState) {
 	c.setLive(ls.conn)
 	c.flush()
 	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
+}
+
+// admissionWait reserves this attempt's token in the connect budget and says how long to wait for it; 0 when
+// there is no budget, a token is free, or the token was reserved before the wait that just ended.
+func (c *Client) admissionWait(ls *loopState) time.Duration {
+	a := c.opts.Admission
+	if a == nil || ls.admitted {
+		ls.admitted = false
+		return 0
+	}
+	wait := a.reserve(c.clk.Now())
+	ls.admitted = wait > 0
+	return wait
 }
 
 // linkEnded handles the end of the live link: a renewal dials again at once, anything else is a failure. The

@@ -163,6 +163,9 @@ typedef struct iotconn_client iotconn_client_t;
  * thread, not one per client. Opaque, like a client handle. See iotconn_dispatcher_create(). */
 typedef struct iotconn_dispatcher iotconn_dispatcher_t;
 
+/* An admission budget: a connect rate shared by clients of one process. See iotconn_admission_create(). */
+typedef struct iotconn_admission iotconn_admission_t;
+
 /* Options of iotconn_client_create(). Zero (or NULL) in any field means the default noted beside it. */
 typedef struct iotconn_options {
 	size_t size;                   /* sizeof(iotconn_options_t); set by IOTCONN_OPTIONS_INIT */
@@ -202,10 +205,14 @@ typedef struct iotconn_options {
 	 * draw over this window, so a fleet that lost its hub together comes back spread evenly over it; later
 	 * retries wait at least the window. A server's retry-after still wins. 0 (default): off. */
 	uint32_t reconnect_spread_ms;
+	/* Every connection attempt of this client takes a token from this budget, shared with the other clients of
+	 * the process created with it, and waits for one when there is none (iotconn_admission_create). NULL: no
+	 * budget. */
+	iotconn_admission_t *admission;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL, 0}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL, 0, NULL}
 
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {
@@ -393,6 +400,17 @@ int iotconn_dispatcher_poll(iotconn_dispatcher_t *dispatcher, uint32_t timeout_m
  * event; a DISPATCH_POLL one leaves them undelivered. The handle is invalid afterwards (IOTCONN_EBADHANDLE).
  * Thread-safe, but not from inside any iotconn callback (IOTCONN_ESTATE). */
 int iotconn_dispatcher_destroy(iotconn_dispatcher_t *dispatcher);
+
+/* Creates a connect budget of per_second connection attempts per second, at most `burst` at once, for the clients
+ * of this process that name it in iotconn_options_t.admission (a gateway or simulator with many identities): the
+ * process never asks the hub for more, however many of them lost their link together. Within one process this
+ * spreads reconnects exactly where reconnect_spread_ms spreads them at random. Thread-safe.
+ * Errors: IOTCONN_EINVAL (NULL out_admission, per_second not above 0 or not finite, burst 0). */
+int iotconn_admission_create(double per_second, uint32_t burst, iotconn_admission_t **out_admission);
+
+/* Releases the handle; clients created with the budget keep sharing it until they are destroyed. Thread-safe.
+ * Errors: IOTCONN_EBADHANDLE. */
+int iotconn_admission_destroy(iotconn_admission_t *admission);
 
 /* Stores the current status and reason in the non-NULL arguments. Thread-safe. */
 int iotconn_get_status(iotconn_client_t *client, iotconn_status_t *status, iotconn_reason_t *reason);

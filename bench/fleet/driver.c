@@ -3,14 +3,15 @@
  * dispatch. It connects them all, then logs every status change and every failed attempt the engine reports,
  * while bench/fleet/run.sh breaks the links at the front.
  *
- *   iotconn_fleet -n N -d DEVICES -H HOST:PORT -c CA [-p POLICY] [-s SPREAD_MS] [-D] [-o EVENTS] [-j THREADS]
- *                 [-T CONNECT_MS]
+ *   iotconn_fleet -n N -d DEVICES -H HOST:PORT -c CA [-p POLICY] [-s SPREAD_MS] [-A RATE] [-D] [-o EVENTS]
+ *                 [-j THREADS] [-T CONNECT_MS]
  *
  * DEVICES has one "ID KEY" a line (the first N are used); client I (0-based) is the device on line I+1, with the
  * connection string HostName=HOST:PORT;DeviceId=ID;SharedAccessKey=KEY. POLICY is one of the names in `modes`
  * below, or custom:MS[,MS...] (the delay before retry k is the k-th number, the last one repeating). SPREAD_MS is
  * the fleet hint (iotconn_options_t.reconnect_spread_ms; run.sh's "hint" policy: default with 1.1 N/R). -D puts
- * every client on one shared iotconn_dispatcher_t (one callback thread for the fleet).
+ * every client on one shared iotconn_dispatcher_t (one callback thread for the fleet). RATE: one admission budget
+ * of RATE connects per second (burst 1) shared by every client (iotconn_admission_create).
  *
  * EVENTS (default stdout), one line each, MS = CLOCK_MONOTONIC in milliseconds (the front's clock too):
  *   MS I s STATUS REASON   client I's status changed (the header's enum numbers)
@@ -251,8 +252,9 @@ int main(int argc, char **argv)
 {
 	const char *devices = NULL, *host = NULL, *ca = NULL, *policy = "default", *out = NULL;
 	unsigned long n = 0, threads = 16, connect_ms = 120000, spread_ms = 0;
+	double admission_rate = 0;
 	int opt, shared = 0;
-	while ((opt = getopt(argc, argv, "n:d:H:c:p:s:Do:j:T:")) != -1) {
+	while ((opt = getopt(argc, argv, "n:d:H:c:p:s:A:Do:j:T:")) != -1) {
 		switch (opt) {
 		case 'n': n = strtoul(optarg, NULL, 10); break;
 		case 'd': devices = optarg; break;
@@ -261,6 +263,7 @@ int main(int argc, char **argv)
 		case 'p': policy = optarg; break;
 		case 's': spread_ms = strtoul(optarg, NULL, 10); break;
 		case 'D': shared = 1; break;
+		case 'A': admission_rate = strtod(optarg, NULL); break;
 		case 'o': out = optarg; break;
 		case 'j': threads = strtoul(optarg, NULL, 10); break;
 		case 'T': connect_ms = strtoul(optarg, NULL, 10); break;
@@ -273,6 +276,11 @@ int main(int argc, char **argv)
 	    connect_ms == 0 || connect_ms > UINT32_MAX || spread_ms > UINT32_MAX ||
 	    parse_policy(policy, &pol, &delays) != 0)
 		return usage();
+	iotconn_admission_t *admission = NULL;
+	if (admission_rate > 0 && iotconn_admission_create(admission_rate, 1, &admission) != IOTCONN_OK) {
+		fprintf(stderr, "fleet: admission: %s\n", iotconn_last_error());
+		return 1;
+	}
 	iotconn_dispatcher_t *dispatcher = NULL;
 	if (shared && iotconn_dispatcher_create(IOTCONN_DISPATCH_THREAD, &dispatcher) != IOTCONN_OK) {
 		fprintf(stderr, "fleet: dispatcher: %s\n", iotconn_last_error());
@@ -308,6 +316,7 @@ int main(int argc, char **argv)
 		o.ca_file = ca;
 		o.dispatcher = dispatcher;
 		o.reconnect_spread_ms = (uint32_t)spread_ms;
+		o.admission = admission;
 		struct client *c = &clients[i];
 		c->idx = i;
 		c->status = IOTCONN_STATUS_DISCONNECTED;

@@ -11,8 +11,8 @@
 #                       attempt) for FLEET_OUTAGE_S seconds, then up
 #   hub-down-throttled  the same, then up admitting at most R new connections per second (the rest reset)
 #   kill-all            the front stays up and resets every connection at once
-# Policies: the driver's names (default, full, decorrelated, none, custom:MS,MS...), and hint: default with the
-# fleet hint (reconnect_spread_ms = 1.1 N/R). Every client is on one shared dispatcher (driver -D). Defaults:
+# Policies: the driver's names (default, full, decorrelated, none, custom:MS,MS...), hint: default with the
+# fleet hint (reconnect_spread_ms = 1.1 N/R), and hint+budget: the hint and a process admission budget of R/s. Every client is on one shared dispatcher (driver -D). Defaults:
 # N=2000, R=100, every scenario, policies "default full decorrelated hint": about 10 minutes on 2 cores. File descriptors: the front holds two per device, so the
 # limit is raised to at least 2N + 256 (hard limit permitting).
 set -euo pipefail
@@ -23,7 +23,7 @@ N=${FLEET_N:-2000}
 RATE=${FLEET_RATE:-100}
 OUTAGE_S=${FLEET_OUTAGE_S:-5}
 SCENARIOS=${FLEET_SCENARIOS:-hub-down hub-down-throttled kill-all}
-POLICIES=${FLEET_POLICIES:-default full decorrelated hint}
+POLICIES=${FLEET_POLICIES:-default full decorrelated hint hint+budget}
 OUT=${FLEET_OUT:-bench/results/fleet.json}
 PLOT=${FLEET_PLOT:-1}
 WORK=${FLEET_WORK:-$BUILD/fleet}
@@ -161,7 +161,10 @@ run_one() {
 
 	mkfifo "$dir/cmd" "$dir/out"
 	local as=(-p "$policy")
-	[ "$policy" != hint ] || as=(-p default -s $((N * 1100 / RATE))) # 1.1 N/R seconds, in ms
+	case $policy in
+	hint) as=(-p default -s $((N * 1100 / RATE))) ;; # 1.1 N/R seconds, in ms
+	hint+budget) as=(-p default -s $((N * 1100 / RATE)) -A "$RATE") ;;
+	esac
 	"$BUILD/iotconn_fleet" -n "$N" -d "$WORK/devices.txt" -H "localhost:${front_addr##*:}" -c "$hub_ca" \
 		"${as[@]}" -D -o "$dir/events.log" <"$dir/cmd" >"$dir/out" 2>"$dir/driver.err" &
 	driver_pid=$!

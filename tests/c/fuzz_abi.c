@@ -270,6 +270,7 @@ static target_t pick_handle(input_t *in)
 #define OPTIONS_V2_SIZE offsetof(iotconn_options_t, backoff_reset_after_ms)
 #define OPTIONS_V3_SIZE offsetof(iotconn_options_t, dispatcher)
 #define OPTIONS_V4_SIZE offsetof(iotconn_options_t, reconnect_spread_ms)
+#define OPTIONS_V5_SIZE offsetof(iotconn_options_t, admission)
 #define MESSAGE_V1_SIZE offsetof(iotconn_message_t, ttl_ms)
 
 /* A struct size: mostly right, else an earlier version's, off by one, doubled, zero, small or huge. */
@@ -417,7 +418,7 @@ static iotconn_options_t *gen_options(input_t *in, iotconn_options_t *o, int *va
 	o->queue_dir = gen_queue_dir(in);
 	o->backoff_reset_after_ms = gen_u32(in);
 	o->reconnect_spread_ms = gen_u32(in);
-	*valid = (o->size == sizeof *o || o->size == OPTIONS_V4_SIZE || o->size == OPTIONS_V3_SIZE ||
+	*valid = (o->size == sizeof *o || o->size == OPTIONS_V5_SIZE || o->size == OPTIONS_V4_SIZE || o->size == OPTIONS_V3_SIZE ||
 		  o->size == OPTIONS_V2_SIZE || o->size == OPTIONS_V1_SIZE) &&
 		 o->dispatch >= 0 && o->dispatch <= 1;
 	return o;

@@ -1,4 +1,4 @@
-/* Shared dispatchers: one iotconn_dispatcher_t runs the callbacks of many clients. THREAD: every callback of every
+/* Shared dispatchers and admission budgets. One iotconn_dispatcher_t runs the callbacks of many clients. THREAD: every callback of every
  * client on one library thread, never two at once, each client's in order. POLL: only inside
  * iotconn_dispatcher_poll(), on the polling thread. Also the refusals: polling a client of a dispatcher, destroying
  * a dispatcher with open clients, a mode that contradicts the dispatcher's, bad and destroyed handles. */
@@ -215,6 +215,35 @@ static void refusals(void)
 	CHECK_RC(iotconn_dispatcher_destroy(NULL), IOTCONN_EBADHANDLE);
 }
 
+/* A budget of 20 connects per second, burst 1, shared by four clients: the four connects that start together take
+ * at least 150 ms (a lower bound: the budget never admits early, and a slow machine only makes it later). */
+static void admission(void)
+{
+	iotconn_admission_t *a = NULL;
+	CHECK_RC(iotconn_admission_create(0, 1, &a), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_admission_create(20, 0, &a), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_admission_create(1.0 / 0.0, 1, &a), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_admission_create(20, 1, NULL), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_admission_create(20, 1, &a), 0);
+	iotconn_client_t *c[4] = {0};
+	for (int i = 0; i < 4; i++) {
+		iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+		o.admission = a;
+		CHECK_RC(iotconn_client_create(hub.conn_str[i], &o, &c[i]), 0);
+	}
+	CHECK_RC(iotconn_admission_destroy(a), 0); /* the clients keep the budget */
+	CHECK_RC(iotconn_admission_destroy(a), IOTCONN_EBADHANDLE);
+	int64_t start = now_ms();
+	for (int i = 0; i < 4; i++)
+		CHECK_RC(iotconn_connect(c[i], WAIT_MS), 0);
+	CHECK(now_ms() - start >= 150);
+	for (int i = 0; i < 4; i++)
+		CHECK_RC(iotconn_client_destroy(c[i]), 0);
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	o.admission = a; /* destroyed */
+	CHECK_RC(iotconn_client_create(hub.conn_str[0], &o, &c[0]), IOTCONN_EBADHANDLE);
+}
+
 int main(void)
 {
 	main_thread = pthread_self();
@@ -224,6 +253,7 @@ int main(void)
 	run(IOTCONN_DISPATCH_THREAD);
 	run(IOTCONN_DISPATCH_POLL);
 	refusals();
+	admission();
 	hubsim_stop(&hub);
 	return test_done("dispatcher");
 }

@@ -16,7 +16,7 @@ namespace Iotconn
         internal const int RetryCustom = 2;
         internal const int LogWarn = 1;
 
-        [StructLayout(LayoutKind.Explicit, Size = 120)]
+        [StructLayout(LayoutKind.Explicit, Size = 128)]
         internal struct Options
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -37,6 +37,7 @@ namespace Iotconn
             [FieldOffset(96)] public uint BackoffResetAfterMs;
             [FieldOffset(104)] public IntPtr Dispatcher;
             [FieldOffset(112)] public uint ReconnectSpreadMs;
+            [FieldOffset(120)] public IntPtr Admission;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 16)]

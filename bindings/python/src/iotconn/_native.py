@@ -83,6 +83,7 @@ class Options(Structure):
         ("backoff_reset_after_ms", c_uint32),
         ("dispatcher", c_void_p),
         ("reconnect_spread_ms", c_uint32),
+        ("admission", c_void_p),
     ]
 
 
