@@ -90,14 +90,6 @@ func DefaultExponential() *Exponential {
 		deltaBackoff: 100 * time.Millisecond, jitter: JitterDefault, mu: new(sync.Mutex)}
 }
 
-// WithRand returns a copy of e that draws its jitter from r (tests pass a seeded source). The copy serialises its
-// use of r, so it stays safe for concurrent use.
-func (e *Exponential) WithRand(r *rand.Rand) *Exponential {
-	c := *e
-	c.mu, c.r, c.prev = new(sync.Mutex), r, 0
-	return &c
-}
-
 // Clone returns a copy of e with its own decorrelated chain, drawing from the same source.
 func (e *Exponential) Clone() *Exponential {
 	e.mu.Lock()
