@@ -483,17 +483,14 @@ func (c *Client) Close() error {
 		c.mu.Lock()
 		c.closed = true
 		c.mu.Unlock()
+		if d := c.opts.Dispatcher; d != nil {
+			d.closing(c)
+		}
 		c.out.Close()
 		c.stopCancel()
 	})
 	<-c.loopDone
 	return nil
-}
-
-func (c *Client) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed
 }
 
 // Done is closed once the client is closed and every goroutine of it ended: in thread dispatch mode, after the

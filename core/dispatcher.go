@@ -22,7 +22,7 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	ready   []*Client            // clients with events waiting, oldest first, each at most once
 	queued  map[*Client]struct{} // the clients in ready
-	clients map[*Client]struct{} // attached and not finished
+	clients map[*Client]bool     // attached and not finished: whether each is closed
 	closed  bool
 
 	wake    chan struct{} // capacity 1: "ready may be non-empty, or the dispatcher closed"
@@ -35,7 +35,7 @@ func NewDispatcher(mode DispatchMode) (*Dispatcher, error) {
 	if mode != DispatchThread && mode != DispatchPoll {
 		return nil, Errorf(CodeInvalidArgument, "unknown dispatch mode %d", mode)
 	}
-	d := &Dispatcher{mode: mode, queued: map[*Client]struct{}{}, clients: map[*Client]struct{}{},
+	d := &Dispatcher{mode: mode, queued: map[*Client]struct{}{}, clients: map[*Client]bool{},
 		wake: make(chan struct{}, 1)}
 	if mode == DispatchThread {
 		d.runDone = make(chan struct{})
@@ -54,8 +54,17 @@ func (d *Dispatcher) attach(c *Client) error {
 	if d.closed {
 		return Errorf(CodeClosed, "dispatcher closed")
 	}
-	d.clients[c] = struct{}{}
+	d.clients[c] = false
 	return nil
+}
+
+// closing records that c was closed: Close may then go ahead once c's final events are dispatched.
+func (d *Dispatcher) closing(c *Client) {
+	d.mu.Lock()
+	if _, in := d.clients[c]; in {
+		d.clients[c] = true
+	}
+	d.mu.Unlock()
 }
 
 // leave counts c out: its queue finished and was dispatched, or it was never made. It says whether c was
@@ -185,22 +194,17 @@ func (d *Dispatcher) Poll(timeout time.Duration) (int, error) {
 // returns CodeClosed after them. Idempotent.
 func (d *Dispatcher) Close() error {
 	d.mu.Lock()
-	clients := make([]*Client, 0, len(d.clients))
-	for c := range d.clients {
-		clients = append(clients, c)
-	}
-	d.mu.Unlock()
 	open := 0
-	for _, c := range clients { // Client.mu is never taken under d.mu: a client signals d under its own
-		if !c.isClosed() {
+	for _, closed := range d.clients {
+		if !closed {
 			open++
 		}
 	}
 	if open > 0 {
+		d.mu.Unlock()
 		return Errorf(CodeState, "%d clients attached to the dispatcher are not closed; close them first", open)
 	}
-	d.mu.Lock()
-	d.closed = true
+	d.closed = true // in the critical section of the check: no client attaches in between
 	d.mu.Unlock()
 	notify.Raise(d.wake)
 	if d.runDone != nil {
