@@ -9,32 +9,26 @@ namespace Iotconn
 {
     /// <summary>
     /// A device's connection to IoT Hub through libiotconn.
-    /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher,
-    /// that calls iotconn_poll in a loop; every handler runs there. No thread created by the Go runtime ever runs
-    /// managed code (Mono hangs at exit otherwise).
+    /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher
+    /// (Impl/DispatchThread.cs), that calls iotconn_poll in a loop; every handler runs there. No thread created by
+    /// the Go runtime ever runs managed code (Mono hangs at exit otherwise).
     /// </summary>
-    public sealed class DeviceClient : IDisposable
+    public sealed class DeviceClient : IDisposable, IDispatched
     {
-        // How long one iotconn_poll waits; a stop request is seen within this time at the latest.
-        private const uint PollMs = 200;
-        // After close: poll until a poll with this wait runs nothing, at most DrainRounds times.
-        private const uint DrainWaitMs = 50;
-        private const int DrainRounds = 100;
         // OpenAsync's cancellation repeats iotconn_connect_cancel every CancelRoundMs until iotconn_connect returned,
         // at most CancelRounds times.
         private const int CancelRoundMs = 10;
         private const int CancelRounds = 300;
 
         private readonly ClientHandle handle;
-        private readonly Thread dispatcher;
+        private readonly DispatchThread dispatcher;
         private readonly object sendLock = new object();
         private readonly Dictionary<ulong, TaskCompletionSource<bool>> pendingSends =
             new Dictionary<ulong, TaskCompletionSource<bool>>();
         // Completions the dispatcher polled before SendEventAsync registered the id (iotconn_send runs outside
         // sendLock, so the dispatcher never waits for a send): id -> the failure, null when delivered.
         private readonly Dictionary<ulong, Exception> earlyCompletions = new Dictionary<ulong, Exception>();
-        private bool released; // under sendLock: the dispatcher ended and failed what was pending
-        private volatile bool stopRequested;
+        private bool released; // under sendLock: the dispatcher freed the client and failed what was pending
         private volatile bool closed;
 
         // Native code may call these until iotconn_client_destroy returns, so they live as long as the client.
@@ -72,7 +66,8 @@ namespace Iotconn
                 recoveredSends.Add(completion.Task);
             }
             RecoveredSends = recoveredSends.AsReadOnly();
-            dispatcher = new Thread(Dispatch) { Name = "iotconn-dispatcher", IsBackground = true };
+            dispatcher = new DispatchThread(ms => NativeMethods.iotconn_poll(handle, ms));
+            dispatcher.Attach(this);
             dispatcher.Start();
         }
 
@@ -378,9 +373,9 @@ namespace Iotconn
         public Task CloseAsync(CancellationToken cancellationToken = default(CancellationToken))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (Thread.CurrentThread == dispatcher)
+            if (dispatcher.OnThread)
             {
-                // From inside a handler: the dispatcher finishes once the handler returns.
+                // From inside a handler: the dispatcher frees the client once the handler returns.
                 Shutdown();
                 return Task.FromResult(true);
             }
@@ -401,49 +396,18 @@ namespace Iotconn
                 if (rc < 0)
                 {
                     Trace.TraceError("iotconn: iotconn_close failed: " + IotconnException.FromLastError(rc).Message);
+                    dispatcher.Finish(this); // no final event will come
                 }
             }
-            stopRequested = true;
-            if (Thread.CurrentThread != dispatcher)
+            if (!dispatcher.OnThread)
             {
+                dispatcher.WaitReleased(this);
                 dispatcher.Join();
             }
         }
 
-        private void Dispatch()
-        {
-            try
-            {
-                while (!stopRequested)
-                {
-                    int rc = NativeMethods.iotconn_poll(handle, PollMs);
-                    if (rc == (int)ErrorCode.Closed)
-                    {
-                        break;
-                    }
-                    if (rc < 0)
-                    {
-                        Trace.TraceError("iotconn: iotconn_poll failed, the dispatcher stops: " +
-                            IotconnException.FromLastError(rc).Message);
-                        return;
-                    }
-                }
-                for (int round = 0; round < DrainRounds; round++)
-                {
-                    if (NativeMethods.iotconn_poll(handle, DrainWaitMs) <= 0)
-                    {
-                        break;
-                    }
-                }
-            }
-            finally
-            {
-                Release();
-            }
-        }
-
-        // Runs on the dispatcher once it polls no more, so no callback of this client runs meanwhile.
-        private void Release()
+        // The dispatcher thread calls this between two polls, so no callback of this client runs meanwhile.
+        void IDispatched.Release()
         {
             handle.Dispose();
             List<TaskCompletionSource<bool>> orphans;
@@ -485,6 +449,11 @@ namespace Iotconn
             {
                 RunHandler("connection status", () => handler((ConnectionStatus)status,
                     (ConnectionStatusChangeReason)reason));
+            }
+            if (status == (int)ConnectionStatus.Disabled && reason == (int)ConnectionStatusChangeReason.Client_Close)
+            {
+                // The client's last event: the dispatcher frees it once this poll returned.
+                dispatcher.Finish(this);
             }
         }
 
