@@ -10,8 +10,9 @@ namespace Iotconn
     /// <summary>
     /// A device's connection to IoT Hub through libiotconn.
     /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher
-    /// (Impl/DispatchThread.cs), that calls iotconn_poll in a loop; every handler runs there. No thread created by
-    /// the Go runtime ever runs managed code (Mono hangs at exit otherwise).
+    /// (Impl/DispatchThread.cs), that calls iotconn_poll in a loop, or shares a Dispatcher's
+    /// (ClientOptions.Dispatcher); every handler runs there. No thread created by the Go runtime ever runs managed
+    /// code (Mono hangs at exit otherwise).
     /// </summary>
     public sealed class DeviceClient : IDisposable, IDispatched
     {
@@ -22,6 +23,7 @@ namespace Iotconn
 
         private readonly ClientHandle handle;
         private readonly DispatchThread dispatcher;
+        private readonly bool ownsThread;
         private readonly object sendLock = new object();
         private readonly Dictionary<ulong, TaskCompletionSource<bool>> pendingSends =
             new Dictionary<ulong, TaskCompletionSource<bool>>();
@@ -43,9 +45,13 @@ namespace Iotconn
         private volatile object messageHandlerContext;
         private volatile IRetryPolicy customRetryPolicy;
 
-        private DeviceClient(ClientHandle handle)
+        private DeviceClient(ClientHandle handle, Dispatcher shared)
         {
             this.handle = handle;
+            // Its own dispatcher thread, or a shared Dispatcher's, which may already poll this client's events.
+            ownsThread = shared == null;
+            dispatcher = ownsThread ? new DispatchThread(ms => NativeMethods.iotconn_poll(handle, ms), true)
+                : shared.Thread;
             statusCallback = OnStatus;
             messageCallback = OnMessage;
             sendCallback = OnSendComplete;
@@ -66,9 +72,11 @@ namespace Iotconn
                 recoveredSends.Add(completion.Task);
             }
             RecoveredSends = recoveredSends.AsReadOnly();
-            dispatcher = new DispatchThread(ms => NativeMethods.iotconn_poll(handle, ms));
             dispatcher.Attach(this);
-            dispatcher.Start();
+            if (ownsThread)
+            {
+                dispatcher.Start();
+            }
         }
 
         /// <summary>Creates a client for a device connection string, with MQTT; it does not connect.</summary>
@@ -97,12 +105,18 @@ namespace Iotconn
                 throw IotconnException.InvalidArgument("transportType", "unknown transport type " + transportType);
             }
             NativeMethods.EnsureCompatible();
-            ClientHandle handle;
+            Dispatcher shared = options == null ? null : options.Dispatcher;
+            ClientHandle handle = null;
             using (var blocks = new NativeBlocks())
             {
                 NativeMethods.Options native = ToNative(options ?? new ClientOptions(), transportType, blocks);
-                int rc = NativeMethods.iotconn_client_create(NativeMethods.ToUtf8(connectionString), ref native,
-                    out handle);
+                byte[] utf8 = NativeMethods.ToUtf8(connectionString);
+                Func<IntPtr, int> create = dispatcherHandle =>
+                {
+                    native.Dispatcher = dispatcherHandle;
+                    return NativeMethods.iotconn_client_create(utf8, ref native, out handle);
+                };
+                int rc = shared == null ? create(IntPtr.Zero) : shared.CreateClient(create);
                 if (rc < 0)
                 {
                     throw IotconnException.FromLastError(rc);
@@ -110,7 +124,7 @@ namespace Iotconn
             }
             try
             {
-                return new DeviceClient(handle);
+                return new DeviceClient(handle, shared);
             }
             catch
             {
@@ -392,6 +406,7 @@ namespace Iotconn
             if (!closed)
             {
                 closed = true;
+                dispatcher.Closing(this);
                 int rc = NativeMethods.iotconn_close(handle);
                 if (rc < 0)
                 {
@@ -402,7 +417,10 @@ namespace Iotconn
             if (!dispatcher.OnThread)
             {
                 dispatcher.WaitReleased(this);
-                dispatcher.Join();
+                if (ownsThread)
+                {
+                    dispatcher.Join();
+                }
             }
         }
 
