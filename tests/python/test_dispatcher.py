@@ -97,6 +97,10 @@ def test_twenty_clients_share_one_dispatcher_thread(fleet_hub, dispatcher, make_
     # per client: Connected, SENDS completions, one C2D message
     events.wait_count(FLEET * (1 + SENDS + 1))
     assert len(dispatcher_threads()) == 1
+    standalone = make_fleet_client(DEVICES[0])  # not connected: device 0's connection stays the fleet client's
+    assert len(dispatcher_threads()) == 2, "a client without a dispatcher starts its own thread"
+    standalone.shutdown()
+    assert len(dispatcher_threads()) == 1
 
     for device, client in clients.items():
         client.shutdown()
