@@ -298,8 +298,8 @@ def test_the_dispatcher_ends_without_an_error_when_the_client_is_closed(hub, mak
     core = client._core
     with caplog.at_level(logging.WARNING, logger="iotconn"):
         assert core.lib.close(core.handle) == 0
-        core.thread.join(EVENT_TIMEOUT)
-        assert not core.thread.is_alive()
+        core.dispatcher.thread.join(EVENT_TIMEOUT)
+        assert not core.dispatcher.thread.is_alive()
     assert core.handle is None  # the dispatcher freed the client on its way out
     assert pairs(statuses.events)[-1] == (S.DISABLED, R.CLIENT_CLOSE)
     assert error_records(caplog) == []

@@ -49,5 +49,10 @@ namespace Iotconn
         /// over; a link lost sooner counts as one more failed attempt, so a hub that accepts and drops every
         /// connection at once is retried at the policy's growing delays (default 30 seconds).</summary>
         public TimeSpan? BackoffResetAfter { get; set; }
+
+        /// <summary>A Dispatcher whose one thread runs this client's handlers and custom retry policy together with
+        /// those of its other clients (null: the client starts a thread of its own). Close or dispose the client
+        /// before the Dispatcher. A disposed one: IotconnException with ErrorCode.BadHandle.</summary>
+        public Dispatcher Dispatcher { get; set; }
     }
 }

@@ -9,32 +9,28 @@ namespace Iotconn
 {
     /// <summary>
     /// A device's connection to IoT Hub through libiotconn.
-    /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher,
-    /// that calls iotconn_poll in a loop; every handler runs there. No thread created by the Go runtime ever runs
-    /// managed code (Mono hangs at exit otherwise).
+    /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher
+    /// (Impl/DispatchThread.cs), that calls iotconn_poll in a loop, or shares a Dispatcher's
+    /// (ClientOptions.Dispatcher); every handler runs there. No thread created by the Go runtime ever runs managed
+    /// code (Mono hangs at exit otherwise).
     /// </summary>
-    public sealed class DeviceClient : IDisposable
+    public sealed class DeviceClient : IDisposable, IDispatched
     {
-        // How long one iotconn_poll waits; a stop request is seen within this time at the latest.
-        private const uint PollMs = 200;
-        // After close: poll until a poll with this wait runs nothing, at most DrainRounds times.
-        private const uint DrainWaitMs = 50;
-        private const int DrainRounds = 100;
         // OpenAsync's cancellation repeats iotconn_connect_cancel every CancelRoundMs until iotconn_connect returned,
         // at most CancelRounds times.
         private const int CancelRoundMs = 10;
         private const int CancelRounds = 300;
 
         private readonly ClientHandle handle;
-        private readonly Thread dispatcher;
+        private readonly DispatchThread dispatcher;
+        private readonly bool ownsThread;
         private readonly object sendLock = new object();
         private readonly Dictionary<ulong, TaskCompletionSource<bool>> pendingSends =
             new Dictionary<ulong, TaskCompletionSource<bool>>();
         // Completions the dispatcher polled before SendEventAsync registered the id (iotconn_send runs outside
         // sendLock, so the dispatcher never waits for a send): id -> the failure, null when delivered.
         private readonly Dictionary<ulong, Exception> earlyCompletions = new Dictionary<ulong, Exception>();
-        private bool released; // under sendLock: the dispatcher ended and failed what was pending
-        private volatile bool stopRequested;
+        private bool released; // under sendLock: the dispatcher freed the client and failed what was pending
         private volatile bool closed;
 
         // Native code may call these until iotconn_client_destroy returns, so they live as long as the client.
@@ -49,9 +45,13 @@ namespace Iotconn
         private volatile object messageHandlerContext;
         private volatile IRetryPolicy customRetryPolicy;
 
-        private DeviceClient(ClientHandle handle)
+        private DeviceClient(ClientHandle handle, Dispatcher shared)
         {
             this.handle = handle;
+            // Its own dispatcher thread, or a shared Dispatcher's, which may already poll this client's events.
+            ownsThread = shared == null;
+            dispatcher = ownsThread ? new DispatchThread(ms => NativeMethods.iotconn_poll(handle, ms), true)
+                : shared.Thread;
             statusCallback = OnStatus;
             messageCallback = OnMessage;
             sendCallback = OnSendComplete;
@@ -72,8 +72,11 @@ namespace Iotconn
                 recoveredSends.Add(completion.Task);
             }
             RecoveredSends = recoveredSends.AsReadOnly();
-            dispatcher = new Thread(Dispatch) { Name = "iotconn-dispatcher", IsBackground = true };
-            dispatcher.Start();
+            dispatcher.Attach(this);
+            if (ownsThread)
+            {
+                dispatcher.Start();
+            }
         }
 
         /// <summary>Creates a client for a device connection string, with MQTT; it does not connect.</summary>
@@ -102,12 +105,18 @@ namespace Iotconn
                 throw IotconnException.InvalidArgument("transportType", "unknown transport type " + transportType);
             }
             NativeMethods.EnsureCompatible();
-            ClientHandle handle;
+            Dispatcher shared = options == null ? null : options.Dispatcher;
+            ClientHandle handle = null;
             using (var blocks = new NativeBlocks())
             {
                 NativeMethods.Options native = ToNative(options ?? new ClientOptions(), transportType, blocks);
-                int rc = NativeMethods.iotconn_client_create(NativeMethods.ToUtf8(connectionString), ref native,
-                    out handle);
+                byte[] utf8 = NativeMethods.ToUtf8(connectionString);
+                Func<IntPtr, int> create = dispatcherHandle =>
+                {
+                    native.Dispatcher = dispatcherHandle;
+                    return NativeMethods.iotconn_client_create(utf8, ref native, out handle);
+                };
+                int rc = shared == null ? create(IntPtr.Zero) : shared.CreateClient(create);
                 if (rc < 0)
                 {
                     throw IotconnException.FromLastError(rc);
@@ -115,7 +124,7 @@ namespace Iotconn
             }
             try
             {
-                return new DeviceClient(handle);
+                return new DeviceClient(handle, shared);
             }
             catch
             {
@@ -378,9 +387,9 @@ namespace Iotconn
         public Task CloseAsync(CancellationToken cancellationToken = default(CancellationToken))
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (Thread.CurrentThread == dispatcher)
+            if (dispatcher.OnThread)
             {
-                // From inside a handler: the dispatcher finishes once the handler returns.
+                // From inside a handler: the dispatcher frees the client once the handler returns.
                 Shutdown();
                 return Task.FromResult(true);
             }
@@ -397,53 +406,26 @@ namespace Iotconn
             if (!closed)
             {
                 closed = true;
+                dispatcher.Closing(this);
                 int rc = NativeMethods.iotconn_close(handle);
                 if (rc < 0)
                 {
                     Trace.TraceError("iotconn: iotconn_close failed: " + IotconnException.FromLastError(rc).Message);
+                    dispatcher.Finish(this); // no final event will come
                 }
             }
-            stopRequested = true;
-            if (Thread.CurrentThread != dispatcher)
+            if (!dispatcher.OnThread)
             {
-                dispatcher.Join();
+                dispatcher.WaitReleased(this);
+                if (ownsThread)
+                {
+                    dispatcher.Join();
+                }
             }
         }
 
-        private void Dispatch()
-        {
-            try
-            {
-                while (!stopRequested)
-                {
-                    int rc = NativeMethods.iotconn_poll(handle, PollMs);
-                    if (rc == (int)ErrorCode.Closed)
-                    {
-                        break;
-                    }
-                    if (rc < 0)
-                    {
-                        Trace.TraceError("iotconn: iotconn_poll failed, the dispatcher stops: " +
-                            IotconnException.FromLastError(rc).Message);
-                        return;
-                    }
-                }
-                for (int round = 0; round < DrainRounds; round++)
-                {
-                    if (NativeMethods.iotconn_poll(handle, DrainWaitMs) <= 0)
-                    {
-                        break;
-                    }
-                }
-            }
-            finally
-            {
-                Release();
-            }
-        }
-
-        // Runs on the dispatcher once it polls no more, so no callback of this client runs meanwhile.
-        private void Release()
+        // The dispatcher thread calls this between two polls, so no callback of this client runs meanwhile.
+        void IDispatched.Release()
         {
             handle.Dispose();
             List<TaskCompletionSource<bool>> orphans;
@@ -485,6 +467,11 @@ namespace Iotconn
             {
                 RunHandler("connection status", () => handler((ConnectionStatus)status,
                     (ConnectionStatusChangeReason)reason));
+            }
+            if (status == (int)ConnectionStatus.Disabled && reason == (int)ConnectionStatusChangeReason.Client_Close)
+            {
+                // The client's last event: the dispatcher frees it once this poll returned.
+                dispatcher.Finish(this);
             }
         }
 

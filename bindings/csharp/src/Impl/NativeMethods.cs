@@ -146,6 +146,17 @@ namespace Iotconn
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_close(ClientHandle client);
 
+        // A dispatcher handle is an id the library never reuses (a destroyed one is EBADHANDLE, never another
+        // object), so a plain IntPtr is safe here.
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_dispatcher_create(int dispatch, out IntPtr dispatcher);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_dispatcher_poll(IntPtr dispatcher, uint timeoutMs);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_dispatcher_destroy(IntPtr dispatcher);
+
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_queue_recovered(ClientHandle client, out ulong count);
 

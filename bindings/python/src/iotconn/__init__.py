@@ -19,6 +19,7 @@ from ._native import (
     load_library,
 )
 from .client import IoTHubDeviceClient
+from .dispatcher import Dispatcher
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, QueueOverflow, SendResult, Transport
 from .errors import (
     BadHandleError,
@@ -57,6 +58,7 @@ __all__ = [
     "CredentialError",
     "CustomRetryPolicy",
     "DeviceDisabledError",
+    "Dispatcher",
     "ErrorCode",
     "ExponentialBackoff",
     "InternalError",

@@ -146,6 +146,9 @@ _PROTOTYPES = {
     "iotconn_register_send_callback": (c_int, [c_void_p, SEND_CB, c_void_p]),
     "iotconn_register_log_callback": (c_int, [c_void_p, LOG_CB, c_void_p]),
     "iotconn_poll": (c_int, [c_void_p, c_uint32]),
+    "iotconn_dispatcher_create": (c_int, [c_int, POINTER(c_void_p)]),
+    "iotconn_dispatcher_poll": (c_int, [c_void_p, c_uint32]),
+    "iotconn_dispatcher_destroy": (c_int, [c_void_p]),
     "iotconn_get_status": (c_int, [c_void_p, POINTER(c_int), POINTER(c_int)]),
     "iotconn_close": (c_int, [c_void_p]),
     "iotconn_queue_recovered": (c_int, [c_void_p, POINTER(c_uint64)]),
@@ -171,6 +174,9 @@ class Library:
     register_send_callback: Any
     register_log_callback: Any
     poll: Any
+    dispatcher_create: Any
+    dispatcher_poll: Any
+    dispatcher_destroy: Any
     get_status: Any
     close: Any
     queue_recovered: Any

@@ -1,9 +1,10 @@
 """IoTHubDeviceClient: a device's connection to IoT Hub, through libiotconn.
 
-Threads: the client is created in the library's POLL dispatch mode and owns one Python thread, the dispatcher,
-that calls iotconn_poll in a loop. Every handler and a custom retry policy run there, inside iotconn_poll; no
-thread created by the Go runtime ever runs Python code. shutdown() closes the client, lets the dispatcher run the
-last events (Disabled / CLIENT_CLOSE, failed completions), then stops and joins it and frees the handle.
+Threads: the client is created in the library's POLL dispatch mode. Its dispatcher thread (dispatcher.py) is its
+own, calling iotconn_poll in a loop, or a shared Dispatcher's. Every handler and a custom retry policy run there;
+no thread created by the Go runtime ever runs Python code. shutdown() closes the client, lets the dispatcher run
+the last events (failed completions, then DISABLED / CLIENT_CLOSE), and waits until the dispatcher freed the
+handle (and, for its own thread, until that thread ended).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from enum import IntEnum
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _native
+from .dispatcher import Dispatcher, DispatchThread
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, QueueOverflow, SendResult, Transport
 from .errors import (
     ClientClosedError,
@@ -36,12 +38,6 @@ MessageHandler = Callable[[Message], Any]
 SendCompleteHandler = Callable[[int, SendResult], Any]
 # Called on the dispatcher thread when a send someone waits for completes: (result, error or None).
 SendWaiter = Callable[[SendResult, Optional[IoTConnError]], None]
-
-# How long one iotconn_poll waits for an event; a stop request is seen within this time at the latest.
-_POLL_MS = 200
-# After close: poll until an iotconn_poll with this wait runs nothing (at most _DRAIN_ROUNDS times).
-_DRAIN_WAIT_MS = 50
-_DRAIN_ROUNDS = 100
 
 _LOG_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
 
@@ -67,10 +63,10 @@ def _run_handler(name: str, handler: Optional[Callable[..., Any]], *args: Any) -
 
 
 class _Core:
-    """The native side of one client: handle, callbacks, dispatcher. It holds no reference to the
+    """The native side of one client: handle, callbacks, dispatcher thread. It holds no reference to the
     IoTHubDeviceClient, so an abandoned client can be collected (its finalizer then shuts this down)."""
 
-    def __init__(self, lib: _native.Library, handle: int) -> None:
+    def __init__(self, lib: _native.Library, handle: int, shared: Optional[DispatchThread]) -> None:
         self.lib = lib
         self.handle: Optional[int] = handle
         self.on_status: Optional[StatusHandler] = None
@@ -81,7 +77,6 @@ class _Core:
         # send() registered its waiter cannot be missed.
         self.lock = threading.Lock()
         self.waiters: Dict[int, SendWaiter] = {}
-        self.stop = threading.Event()
         # The ctypes callback objects stay referenced here for the life of the core, i.e. past destroy: native
         # code may call them until iotconn_client_destroy returns.
         self.status_cb = _native.STATUS_CB(self._status)
@@ -89,43 +84,32 @@ class _Core:
         self.send_cb = _native.SEND_CB(self._send_complete)
         self.log_cb = _native.LOG_CB(self._log)
         self.retry_cb = _native.RETRY_CB(self._retry)
+        # Its own dispatcher thread, or a shared Dispatcher's, which may already poll this client's events.
+        self.owns_thread = shared is None
+        if shared is None:
+            self.dispatcher = DispatchThread(lib, lambda ms: lib.poll(handle, ms), ends_with_last_member=True)
+        else:
+            self.dispatcher = shared
         try:
             lib.check(lib.register_status_callback(handle, self.status_cb, None))
             lib.check(lib.register_message_callback(handle, self.message_cb, None))
             lib.check(lib.register_send_callback(handle, self.send_cb, None))
             lib.check(lib.register_log_callback(handle, self.log_cb, None))
+            self.dispatcher.attach(self)
         except IoTConnError:
             lib.client_destroy(handle)
             self.handle = None
             raise
-        self.thread = threading.Thread(target=self._dispatch, name="iotconn-dispatcher", daemon=True)
-        self.thread.start()
+        if self.owns_thread:
+            self.dispatcher.start()
 
     # ---- the dispatcher ---------------------------------------------------------------------------------------
 
     def on_dispatcher(self) -> bool:
-        return threading.get_ident() == self.thread.ident
+        return self.dispatcher.on_thread()
 
-    def _dispatch(self) -> None:
-        handle = self.handle
-        try:
-            while not self.stop.is_set():
-                rc = self.lib.poll(handle, _POLL_MS)
-                if rc == ErrorCode.ECLOSED:
-                    # The normal end: closed and every final event delivered, which poll can see before shutdown()
-                    # sets `stop`.
-                    return
-                if rc < 0:
-                    log.error("iotconn: iotconn_poll failed, the dispatcher stops: %s", self._error(rc))
-                    return
-            for _ in range(_DRAIN_ROUNDS):
-                if self.lib.poll(handle, _DRAIN_WAIT_MS) <= 0:
-                    break
-        finally:
-            self._destroy()
-
-    def _destroy(self) -> None:
-        # Runs on the dispatcher thread once it polls no more, so no callback of this client runs meanwhile.
+    def release(self) -> None:
+        # The dispatcher thread calls this between two polls, so no callback of this client runs meanwhile.
         with self.lock:
             handle, self.handle = self.handle, None
             waiters, self.waiters = self.waiters, {}
@@ -149,6 +133,9 @@ class _Core:
             _enum(ConnectionStatus, status),
             _enum(ConnectionStatusChangeReason, reason),
         )
+        if (status, reason) == (ConnectionStatus.DISABLED, ConnectionStatusChangeReason.CLIENT_CLOSE):
+            # The client's last event: the dispatcher frees it once this poll returned.
+            self.dispatcher.finish(self)
 
     def _message(self, cmsg: Any, _user: Any) -> None:
         if self.on_message is None:
@@ -222,13 +209,17 @@ class _Core:
     def shutdown(self) -> None:
         handle = self.handle
         if handle is not None:
+            self.dispatcher.closing(self)
             rc = self.lib.close(handle)
-            if rc < 0 and rc != ErrorCode.EBADHANDLE:
-                log.error("iotconn: iotconn_close failed: %s", self._error(rc))
-        self.stop.set()
-        # From inside a handler the dispatcher finishes (and frees the handle) once the handler returns.
+            if rc < 0:
+                if rc != ErrorCode.EBADHANDLE:
+                    log.error("iotconn: iotconn_close failed: %s", self._error(rc))
+                self.dispatcher.finish(self)  # no final event will come
+        # From inside a handler the dispatcher frees the handle once the handler returns.
         if not self.on_dispatcher():
-            self.thread.join()
+            self.dispatcher.wait_released(self)
+            if self.owns_thread:
+                self.dispatcher.thread.join()
 
 
 def _check_handler(name: str, handler: Any) -> Any:
@@ -264,9 +255,11 @@ class IoTHubDeviceClient:
     "iotconn"). They may call send_message (without wait) and shutdown.
     """
 
-    def __init__(self, core: _Core) -> None:
+    def __init__(self, core: _Core, dispatcher: Optional[Dispatcher] = None) -> None:
         """Use create_from_connection_string()."""
         self._core = core
+        # Held so that the dispatcher outlives the client, as the library requires.
+        self._dispatcher = dispatcher
         self._finalizer = weakref.finalize(self, core.shutdown)
 
     @classmethod
@@ -288,6 +281,7 @@ class IoTHubDeviceClient:
         queue_overflow: QueueOverflow = QueueOverflow.REJECT,
         queue_dir: Optional[str] = None,
         backoff_reset_after: Optional[Seconds] = None,
+        dispatcher: Optional[Dispatcher] = None,
         library: Optional[str] = None,
     ) -> "IoTHubDeviceClient":
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
@@ -302,12 +296,16 @@ class IoTHubDeviceClient:
         QueueStoreError when the directory cannot be used or another client holds it.
         backoff_reset_after: seconds or timedelta a link must stay up before the retry policy's attempt count (and
         with it the back-off) starts over; a link lost sooner counts as one more failed attempt. Default 30 s.
+        dispatcher: an iotconn.Dispatcher whose one thread runs this client's handlers together with its other
+        clients'; None: the client starts its own. A closed one raises BadHandleError.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
         Raises InvalidArgumentError (a ValueError) for a malformed connection string or option, also for a str
         argument holding a NUL character, which C would read only up to the NUL.
         """
         if not isinstance(connection_string, str):
             raise TypeError(f"connection_string must be str, not {type(connection_string).__name__}")
+        if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
+            raise TypeError(f"dispatcher must be an iotconn.Dispatcher or None, not {type(dispatcher).__name__}")
         cs = _native.c_string("connection_string", connection_string)
         lib = _native.load_library(library)
         opts = _native.Options(ctypes.sizeof(_native.Options))
@@ -327,8 +325,14 @@ class IoTHubDeviceClient:
         opts.queue_dir = _native.c_string("queue_dir", queue_dir)
         opts.backoff_reset_after_ms = _optional_ms("backoff_reset_after", backoff_reset_after)
         handle = ctypes.c_void_p()
-        lib.check(lib.client_create(cs, ctypes.byref(opts), ctypes.byref(handle)))
-        return cls(_Core(lib, handle.value or 0))
+
+        def create(dispatcher_handle: Optional[int]) -> int:
+            opts.dispatcher = dispatcher_handle
+            return cast(int, lib.client_create(cs, ctypes.byref(opts), ctypes.byref(handle)))
+
+        lib.check(create(None) if dispatcher is None else dispatcher._create_client(create))
+        shared = None if dispatcher is None else dispatcher._thread
+        return cls(_Core(lib, handle.value or 0, shared), dispatcher)
 
     # ---- handlers -------------------------------------------------------------------------------------------------
 
