@@ -281,6 +281,7 @@ class IoTHubDeviceClient:
         queue_overflow: QueueOverflow = QueueOverflow.REJECT,
         queue_dir: Optional[str] = None,
         backoff_reset_after: Optional[Seconds] = None,
+        reconnect_spread: Optional[Seconds] = None,
         dispatcher: Optional[Dispatcher] = None,
         library: Optional[str] = None,
     ) -> "IoTHubDeviceClient":
@@ -296,6 +297,10 @@ class IoTHubDeviceClient:
         QueueStoreError when the directory cannot be used or another client holds it.
         backoff_reset_after: seconds or timedelta a link must stay up before the retry policy's attempt count (and
         with it the back-off) starts over; a link lost sooner counts as one more failed attempt. Default 30 s.
+        reconnect_spread: the fleet hint, seconds or timedelta: how long the fleet sharing this device's hub needs to
+        be admitted, about 1.1 x devices / the hub's connect rate (see the README). The first retry after a lost
+        link or a failed connect waits the policy's delay plus a uniform draw over this window, later ones at least
+        the window. None or 0: off.
         dispatcher: an iotconn.Dispatcher whose one thread runs this client's handlers together with its other
         clients'; None: the client starts its own. A closed one raises BadHandleError.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
@@ -324,6 +329,8 @@ class IoTHubDeviceClient:
         opts.queue_overflow = int(QueueOverflow(queue_overflow))
         opts.queue_dir = _native.c_string("queue_dir", queue_dir)
         opts.backoff_reset_after_ms = _optional_ms("backoff_reset_after", backoff_reset_after)
+        # 0 is "off" here, not a default to avoid: sent as is.
+        opts.reconnect_spread_ms = 0 if reconnect_spread is None else to_ms("reconnect_spread", reconnect_spread)
         handle = ctypes.c_void_p()
 
         def create(dispatcher_handle: Optional[int]) -> int:
