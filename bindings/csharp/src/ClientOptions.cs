@@ -62,5 +62,10 @@ namespace Iotconn
         /// those of its other clients (null: the client starts a thread of its own). Close or dispose the client
         /// before the Dispatcher. A disposed one: IotconnException with ErrorCode.BadHandle.</summary>
         public Dispatcher Dispatcher { get; set; }
+
+        /// <summary>An Admission, the connect budget this client shares with the other clients created with it (null:
+        /// none). The client keeps the budget after the Admission is disposed; a disposed one given here:
+        /// IotconnException with ErrorCode.BadHandle.</summary>
+        public Admission Admission { get; set; }
     }
 }

@@ -166,6 +166,7 @@ namespace Iotconn
                 // 0 is off, the default too: no floor of 1 ms as above.
                 ReconnectSpreadMs = options.ReconnectSpread.HasValue
                     ? ExponentialBackoff.Milliseconds("ReconnectSpread", options.ReconnectSpread.Value) : 0,
+                Admission = options.Admission == null ? IntPtr.Zero : options.Admission.Handle,
             };
         }
 
