@@ -32,6 +32,8 @@ except ImportError:
     os.environ.setdefault("IOTCONN_LIBRARY", str(BUILD / "libiotconn.so.1"))
 
 DEVICE = "py-device"
+# The devices of the fleet_hub fixture (conftest.py).
+FLEET_DEVICES = tuple(f"fleet-{i:02d}" for i in range(20))
 # How long a test waits for an event the hub or the client should produce.
 EVENT_TIMEOUT = 30.0
 

@@ -164,6 +164,31 @@ def test_bad_backoff_reset_after_raises(make_client):
         make_client(backoff_reset_after=2**32)
 
 
+@pytest.mark.parametrize("spread", [0, 0.5, timedelta(milliseconds=500)])
+def test_a_client_with_a_reconnect_spread_connects_and_reconnects(hub, make_client, spread):
+    """The first retry after a lost link waits the policy's delay plus a draw in [0, spread]: it still comes."""
+    client = make_client(reconnect_spread=spread)
+    statuses, _ = watch(client)
+    client.connect(timeout=30)
+    statuses.wait_count(1)
+    hub.fault("kill-tcp", device=DEVICE)
+    events = statuses.wait_count(3)
+    assert pairs(events)[:3] == [CONNECTED, (S.DISCONNECTED_RETRYING, R.COMMUNICATION_ERROR), CONNECTED]
+
+
+def test_bad_reconnect_spread_raises(make_client):
+    with pytest.raises(ValueError, match="reconnect_spread"):
+        make_client(reconnect_spread=-1)
+    with pytest.raises(ValueError, match="reconnect_spread"):
+        make_client(reconnect_spread=timedelta(seconds=-1))
+    with pytest.raises(TypeError, match="reconnect_spread"):
+        make_client(reconnect_spread="30")
+    # The largest window uint32 milliseconds carry is 4294967.295 s.
+    with pytest.raises(ValueError, match="reconnect_spread"):
+        make_client(reconnect_spread=4294968)
+    make_client(reconnect_spread=4294967.295)
+
+
 def test_no_retry_policy_gives_up_at_the_first_failure(hub, make_client):
     client = make_client()
     statuses, _ = watch(client)

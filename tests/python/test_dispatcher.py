@@ -4,12 +4,12 @@ import asyncio
 import gc
 import queue
 import threading
-from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-from support import EVENT_TIMEOUT, Hub, Recorder
+from support import EVENT_TIMEOUT, Recorder
+from support import FLEET_DEVICES as DEVICES
 
 import iotconn
 import iotconn.aio
@@ -18,19 +18,9 @@ from iotconn import ConnectionStatusChangeReason as R
 from iotconn import SendResult
 from iotconn.dispatcher import DispatchThread
 
-FLEET = 20
+FLEET = len(DEVICES)
 SENDS = 20
-DEVICES = tuple(f"fleet-{i:02d}" for i in range(FLEET))
 CLOSED = (S.DISABLED, R.CLIENT_CLOSE)
-
-
-@pytest.fixture
-def fleet_hub(tmp_path: Path) -> Iterator[Hub]:
-    hub = Hub(tmp_path / "hub", DEVICES)
-    try:
-        yield hub
-    finally:
-        hub.stop()
 
 
 @pytest.fixture
@@ -39,22 +29,6 @@ def dispatcher() -> Iterator[iotconn.Dispatcher]:
     d = iotconn.Dispatcher()
     yield d
     d.close()
-
-
-@pytest.fixture
-def make_fleet_client(fleet_hub: Hub) -> Iterator[Callable[..., iotconn.IoTHubDeviceClient]]:
-    clients: List[iotconn.IoTHubDeviceClient] = []
-
-    def make(device: str, **options: object) -> iotconn.IoTHubDeviceClient:
-        client = iotconn.IoTHubDeviceClient.create_from_connection_string(
-            fleet_hub.connection_strings[device], ca_file=fleet_hub.ca_file, **options
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.shutdown()
 
 
 def dispatcher_threads() -> List[threading.Thread]:

@@ -50,9 +50,22 @@ namespace Iotconn
         /// connection at once is retried at the policy's growing delays (default 30 seconds).</summary>
         public TimeSpan? BackoffResetAfter { get; set; }
 
+        /// <summary>The fleet hint: how long the fleet sharing this device's hub needs to be admitted, about
+        /// 1.1 x devices / the hub's connect rate (IoT Hub S1 admits about 100 per second per unit, so 10 000 devices
+        /// on one unit: 110 seconds). The first retry after a lost link or a failed connect waits the retry policy's
+        /// delay plus a uniform draw over this window, so a fleet that lost its hub together comes back spread evenly
+        /// over it; later retries wait at least the window. A server's retry-after still wins. Null or zero: off.
+        /// Negative or past uint.MaxValue milliseconds (about 49.7 days): ErrorCode.InvalidArgument.</summary>
+        public TimeSpan? ReconnectSpread { get; set; }
+
         /// <summary>A Dispatcher whose one thread runs this client's handlers and custom retry policy together with
         /// those of its other clients (null: the client starts a thread of its own). Close or dispose the client
         /// before the Dispatcher. A disposed one: IotconnException with ErrorCode.BadHandle.</summary>
         public Dispatcher Dispatcher { get; set; }
+
+        /// <summary>An Admission, the connect budget this client shares with the other clients created with it (null:
+        /// none). The client keeps the budget after the Admission is disposed; a disposed one given here:
+        /// IotconnException with ErrorCode.BadHandle.</summary>
+        public Admission Admission { get; set; }
     }
 }

@@ -163,6 +163,10 @@ namespace Iotconn
                 BackoffResetAfterMs = options.BackoffResetAfter.HasValue
                     ? (uint)Positive("BackoffResetAfter", (long)Math.Ceiling(options.BackoffResetAfter.Value
                         .TotalMilliseconds), uint.MaxValue) : 0,
+                // 0 is off, the default too: no floor of 1 ms as above.
+                ReconnectSpreadMs = options.ReconnectSpread.HasValue
+                    ? ExponentialBackoff.Milliseconds("ReconnectSpread", options.ReconnectSpread.Value) : 0,
+                Admission = options.Admission == null ? IntPtr.Zero : options.Admission.Handle,
             };
         }
 

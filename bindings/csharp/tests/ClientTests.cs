@@ -19,6 +19,7 @@ namespace Iotconn.Tests
         {
             new TestCase("CloudToDeviceMessageReachesTheHandlerWithItsProperties", CloudToDevice),
             new TestCase("KilledTcpReconnectsAndEveryMessageIsRecordedOnce", KilledTcp),
+            new TestCase("AClientWithAReconnectSpreadConnectsAndReconnects", ReconnectSpread),
             new TestCase("ManyPipelinedSendsEachCompleteOnce", ManySends),
             new TestCase("NoRetryEndsRetryExpiredWhenTheHubGoesDown", NoRetryHubDown),
             new TestCase("CustomRetryPolicyDrivesTheReconnectsOnTheDispatcher", CustomPolicyReconnects),
@@ -41,9 +42,11 @@ namespace Iotconn.Tests
             public readonly Hubsim Hub;
             public readonly DeviceClient Client;
             public readonly Recorder<StatusEvent> Statuses = new Recorder<StatusEvent>();
+            private readonly TimeSpan? reconnectSpread;
 
-            public Fixture()
+            public Fixture(TimeSpan? reconnectSpread = null)
             {
+                this.reconnectSpread = reconnectSpread;
                 Hub = new Hubsim(Root, Device);
                 try
                 {
@@ -59,7 +62,10 @@ namespace Iotconn.Tests
             public DeviceClient NewClient()
             {
                 DeviceClient client = DeviceClient.CreateFromConnectionString(Hub.ConnectionStrings[Device],
-                    TransportType.Mqtt, new ClientOptions { CaFile = Hub.CaFile, OperationTimeout = Deadline });
+                    TransportType.Mqtt, new ClientOptions
+                    {
+                        CaFile = Hub.CaFile, OperationTimeout = Deadline, ReconnectSpread = reconnectSpread,
+                    });
                 client.SetConnectionStatusChangesHandler((s, r) => Statuses.Add(new StatusEvent(s, r)));
                 return client;
             }
@@ -158,6 +164,23 @@ namespace Iotconn.Tests
                 var sent = Enumerable.Range(1, 20).SelectMany(i => new[] { "before-" + i, "after-" + i }).ToList();
                 Assert(recorded.Count == sent.Count && sent.All(id => recorded.ContainsKey(id) && recorded[id] == 1),
                     "the hub recorded each of the " + sent.Count + " ids once: " + Show(recorded));
+            }
+        }
+
+        // The first retry after a lost link waits the policy's delay plus a draw in [0, spread]: it still comes.
+        private static void ReconnectSpread()
+        {
+            foreach (TimeSpan spread in new[] { TimeSpan.Zero, TimeSpan.FromMilliseconds(500) })
+            {
+                using (var f = new Fixture(spread))
+                {
+                    f.Open();
+                    f.Hub.Fault("kill-tcp", Device, 0);
+                    List<StatusEvent> events = f.Statuses.WaitCount("reconnect", 3);
+                    Assert(Same(events.Take(3), Connected, new StatusEvent(ConnectionStatus.Disconnected_Retrying,
+                        ConnectionStatusChangeReason.Communication_Error), Connected),
+                        "spread " + spread + ": Connected -> Disconnected_Retrying -> Connected: " + Show(events));
+                }
             }
         }
 

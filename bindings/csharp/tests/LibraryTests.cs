@@ -152,7 +152,8 @@ namespace Iotconn.Tests
                     "sas_renew_margin_s SasRenewMarginS", "queue_max_messages QueueMaxMessages",
                     "queue_max_bytes QueueMaxBytes", "operation_timeout_ms OperationTimeoutMs", "dispatch Dispatch",
                     "queue_overflow QueueOverflow", "queue_dir QueueDir", "backoff_reset_after_ms BackoffResetAfterMs",
-                    "dispatcher Dispatcher",
+                    "dispatcher Dispatcher", "reconnect_spread_ms ReconnectSpreadMs",
+                    "admission Admission",
                 }),
                 Tuple.Create("iotconn_message_t", typeof(NativeMethods.CMessage), new[]
                 {

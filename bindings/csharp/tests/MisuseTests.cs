@@ -64,6 +64,22 @@ namespace Iotconn.Tests
             {
                 Assert(client.RecoveredSends.Count == 0, "a client with BackoffResetAfter = 5 min is created");
             }
+            ThrowsCode("a negative ReconnectSpread", ErrorCode.InvalidArgument, "ReconnectSpread",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { ReconnectSpread = TimeSpan.FromSeconds(-1) }));
+            ThrowsCode("ReconnectSpread of 50 days", ErrorCode.InvalidArgument, "ReconnectSpread",
+                () => DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { ReconnectSpread = TimeSpan.FromDays(50) }));
+            // The largest window uint32 milliseconds carry, and 0 (off).
+            foreach (TimeSpan spread in new[] { TimeSpan.FromMilliseconds(uint.MaxValue), TimeSpan.Zero })
+            {
+                using (DeviceClient client = DeviceClient.CreateFromConnectionString(Unreachable, TransportType.Mqtt,
+                    new ClientOptions { ReconnectSpread = spread }))
+                {
+                    Assert(client.RecoveredSends.Count == 0, "a client with ReconnectSpread = " + spread +
+                        " is created");
+                }
+            }
             ThrowsCode("new Message(null)", ErrorCode.InvalidArgument, "body", () => new Message(null));
             ThrowsCode("a negative retry count", ErrorCode.InvalidArgument, "retryCount",
                 () => new ExponentialBackoff(-1, TimeSpan.Zero, TimeSpan.FromSeconds(1), TimeSpan.Zero));

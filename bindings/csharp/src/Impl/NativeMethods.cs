@@ -157,6 +157,13 @@ namespace Iotconn
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_dispatcher_destroy(IntPtr dispatcher);
 
+        // An admission handle is an id the library never reuses too.
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_admission_create(double perSecond, uint burst, out IntPtr admission);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_admission_destroy(IntPtr admission);
+
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_queue_recovered(ClientHandle client, out ulong count);
 

@@ -18,6 +18,7 @@ from ._native import (
     MIN_SAS_RENEW_MARGIN_S,
     load_library,
 )
+from .admission import Admission
 from .client import IoTHubDeviceClient
 from .dispatcher import Dispatcher
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, QueueOverflow, SendResult, Transport
@@ -50,6 +51,7 @@ from .retry import CustomRetryPolicy, ExponentialBackoff, NoRetry, RetryPolicy
 __version__ = "1.0.0"
 
 __all__ = [
+    "Admission",
     "BadHandleError",
     "ClientClosedError",
     "ConnectCancelledError",

@@ -13,6 +13,7 @@ from ctypes import (
     POINTER,
     Structure,
     c_char_p,
+    c_double,
     c_int,
     c_int32,
     c_size_t,
@@ -149,6 +150,8 @@ _PROTOTYPES = {
     "iotconn_dispatcher_create": (c_int, [c_int, POINTER(c_void_p)]),
     "iotconn_dispatcher_poll": (c_int, [c_void_p, c_uint32]),
     "iotconn_dispatcher_destroy": (c_int, [c_void_p]),
+    "iotconn_admission_create": (c_int, [c_double, c_uint32, POINTER(c_void_p)]),
+    "iotconn_admission_destroy": (c_int, [c_void_p]),
     "iotconn_get_status": (c_int, [c_void_p, POINTER(c_int), POINTER(c_int)]),
     "iotconn_close": (c_int, [c_void_p]),
     "iotconn_queue_recovered": (c_int, [c_void_p, POINTER(c_uint64)]),
@@ -177,6 +180,8 @@ class Library:
     dispatcher_create: Any
     dispatcher_poll: Any
     dispatcher_destroy: Any
+    admission_create: Any
+    admission_destroy: Any
     get_status: Any
     close: Any
     queue_recovered: Any

@@ -17,6 +17,7 @@ from enum import IntEnum
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _native
+from .admission import Admission
 from .dispatcher import Dispatcher, DispatchThread
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, QueueOverflow, SendResult, Transport
 from .errors import (
@@ -281,7 +282,9 @@ class IoTHubDeviceClient:
         queue_overflow: QueueOverflow = QueueOverflow.REJECT,
         queue_dir: Optional[str] = None,
         backoff_reset_after: Optional[Seconds] = None,
+        reconnect_spread: Optional[Seconds] = None,
         dispatcher: Optional[Dispatcher] = None,
+        admission: Optional[Admission] = None,
         library: Optional[str] = None,
     ) -> "IoTHubDeviceClient":
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
@@ -296,8 +299,14 @@ class IoTHubDeviceClient:
         QueueStoreError when the directory cannot be used or another client holds it.
         backoff_reset_after: seconds or timedelta a link must stay up before the retry policy's attempt count (and
         with it the back-off) starts over; a link lost sooner counts as one more failed attempt. Default 30 s.
+        reconnect_spread: the fleet hint, seconds or timedelta: how long the fleet sharing this device's hub needs to
+        be admitted, about 1.1 x devices / the hub's connect rate (see the README). The first retry after a lost
+        link or a failed connect waits the policy's delay plus a uniform draw over this window, later ones at least
+        the window. None or 0: off.
         dispatcher: an iotconn.Dispatcher whose one thread runs this client's handlers together with its other
         clients'; None: the client starts its own. A closed one raises BadHandleError.
+        admission: an iotconn.Admission, the connect budget this client shares with the others created with it;
+        the client keeps it after the Admission is closed. A closed one raises BadHandleError.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
         Raises InvalidArgumentError (a ValueError) for a malformed connection string or option, also for a str
         argument holding a NUL character, which C would read only up to the NUL.
@@ -306,6 +315,8 @@ class IoTHubDeviceClient:
             raise TypeError(f"connection_string must be str, not {type(connection_string).__name__}")
         if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
             raise TypeError(f"dispatcher must be an iotconn.Dispatcher or None, not {type(dispatcher).__name__}")
+        if admission is not None and not isinstance(admission, Admission):
+            raise TypeError(f"admission must be an iotconn.Admission or None, not {type(admission).__name__}")
         cs = _native.c_string("connection_string", connection_string)
         lib = _native.load_library(library)
         opts = _native.Options(ctypes.sizeof(_native.Options))
@@ -324,6 +335,9 @@ class IoTHubDeviceClient:
         opts.queue_overflow = int(QueueOverflow(queue_overflow))
         opts.queue_dir = _native.c_string("queue_dir", queue_dir)
         opts.backoff_reset_after_ms = _optional_ms("backoff_reset_after", backoff_reset_after)
+        # 0 is "off" here, not a default to avoid: sent as is.
+        opts.reconnect_spread_ms = 0 if reconnect_spread is None else to_ms("reconnect_spread", reconnect_spread)
+        opts.admission = None if admission is None else admission._handle
         handle = ctypes.c_void_p()
 
         def create(dispatcher_handle: Optional[int]) -> int:
