@@ -21,7 +21,7 @@
  *          [--keepalive S]
  *          [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS]
  *          [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]
- *          [--near-limits SENT_FILE]
+ *          [--near-limits SENT_FILE] [--backoff-reset-after MS]
  *
  * --rate 0 sends nothing (a durable-mode restart that only delivers what it recovered); --max N stops sending
  * after N messages and then waits for the stop signal like the rate loop does.
@@ -163,7 +163,8 @@ static int usage(const char *why, const char *arg)
 		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws] [--prefix P]\n"
 		"       [--rate MSGS_PER_S] [--max N] [--keepalive S] [--sas-lifetime S] [--sas-margin S]\n"
 		"       [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS] [--retry-count N] [--retry-min MS]\n"
-		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR] [--near-limits SENT_FILE]\n",
+		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR] [--near-limits SENT_FILE]\n"
+		"       [--backoff-reset-after MS]\n",
 		why, arg ? arg : "");
 	return 2;
 }
@@ -183,7 +184,7 @@ static int parse_num(const char *s, long long lo, long long hi, long long *out)
 typedef struct config {
 	const char *cs, *ca, *transport, *prefix, *queue_dir, *near_limits;
 	long long rate, max, keepalive, sas_lifetime, sas_margin, op_timeout, connect_timeout, drain_timeout;
-	long long retry_count, retry_min, retry_max, retry_delta;
+	long long retry_count, retry_min, retry_max, retry_delta, backoff_reset_after;
 } config_t;
 
 static int parse_args(int argc, char **argv, config_t *c)
@@ -216,6 +217,7 @@ static int parse_args(int argc, char **argv, config_t *c)
 		{"--retry-min", &c->retry_min, NULL, 0, UINT32_MAX},
 		{"--retry-max", &c->retry_max, NULL, 0, UINT32_MAX},
 		{"--retry-delta", &c->retry_delta, NULL, 0, UINT32_MAX},
+		{"--backoff-reset-after", &c->backoff_reset_after, NULL, 0, UINT32_MAX},
 	};
 	for (int i = 1; i < argc; i += 2) {
 		size_t f = 0;
@@ -619,6 +621,7 @@ int main(int argc, char **argv)
 	opts.sas_renew_margin_s = (uint32_t)c.sas_margin;
 	opts.operation_timeout_ms = (uint32_t)c.op_timeout;
 	opts.queue_dir = c.queue_dir;
+	opts.backoff_reset_after_ms = (uint32_t)c.backoff_reset_after;
 	iotconn_client_t *client = NULL;
 	char q[1024];
 	emit("\"ev\":\"start\",\"prefix\":%s", json_quote(c.prefix, q, sizeof q));
