@@ -12,6 +12,8 @@
 # Usage: bench/run.sh [CASE...] (all by default); BENCH_* variables (below) change the sizes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 BUILD=${BUILD:-build}
 N=${BENCH_N:-20000}
 ROUNDS=${BENCH_ROUNDS:-4}
@@ -44,31 +46,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME READY_PATTERN CMD...: runs CMD with its output in a FIFO, echoes lines until one matches
-# READY_PATTERN (60 s at most), then keeps draining into $tmp/NAME.log. Sets $started_lines to what it read and
-# $started_pid to CMD's PID.
-start() {
-	local name=$1 pattern=$2 line
-	shift 2
-	mkfifo "$tmp/$name.fifo"
-	"$@" >"$tmp/$name.fifo" 2>&1 &
-	started_pid=$!
-	pids+=($!)
-	exec 4<"$tmp/$name.fifo"
-	started_lines=""
-	while IFS= read -r -t 60 line <&4; do
-		started_lines+="$line"$'\n'
-		case $line in *$pattern*) break ;; esac
-	done
-	case $started_lines in *$pattern*) ;; *)
-		echo "$name did not start:"$'\n'"$started_lines" >&2
-		exit 1
-		;;
-	esac
-	cat <&4 >"$tmp/$name.log" &
-	pids+=($!)
-	exec 4<&-
-}
+# start NAME READY_PATTERN CMD...: start_logged (scripts/lib.sh) with its files in $tmp.
+start() { start_logged "$tmp" "$@"; }
 
 say "building the paho baseline and the C-thread boundary probe"
 go build -trimpath -o "$tmp/paho-bench" ./bench/paho

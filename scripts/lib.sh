@@ -24,3 +24,30 @@ apt_install_missing() {
 	fi
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
+
+# start_logged DIR NAME READY_PATTERN CMD...: runs CMD in the background with its output in the FIFO DIR/NAME.fifo,
+# reads lines until one matches READY_PATTERN (60 s at most; exits 1 with what it read otherwise), then drains the
+# rest into DIR/NAME.log. Sets $started_lines to what it read and $started_pid to CMD's PID, and appends CMD's and
+# the drain's PIDs to the caller's array `pids`, whose owner stops them.
+start_logged() {
+	local dir=$1 name=$2 pattern=$3 line
+	shift 3
+	mkfifo "$dir/$name.fifo"
+	"$@" >"$dir/$name.fifo" 2>&1 &
+	started_pid=$!
+	pids+=($!)
+	exec 4<"$dir/$name.fifo"
+	started_lines=""
+	while IFS= read -r -t 60 line <&4; do
+		started_lines+="$line"$'\n'
+		case $line in *$pattern*) break ;; esac
+	done
+	case $started_lines in *$pattern*) ;; *)
+		echo "$name did not start:"$'\n'"$started_lines" >&2
+		exit 1
+		;;
+	esac
+	cat <&4 >"$dir/$name.log" &
+	pids+=($!)
+	exec 4<&-
+}

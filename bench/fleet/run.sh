@@ -71,30 +71,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start NAME READY_PATTERN CMD...: runs CMD with its output in a FIFO, reads lines until one matches READY_PATTERN
-# (60 s at most), then drains the rest into $WORK/NAME.log. Sets $started_lines and $started_pid.
-start() {
-	local name=$1 pattern=$2 line
-	shift 2
-	mkfifo "$WORK/$name.fifo"
-	"$@" >"$WORK/$name.fifo" 2>&1 &
-	started_pid=$!
-	pids+=($!)
-	exec 4<"$WORK/$name.fifo"
-	started_lines=""
-	while IFS= read -r -t 60 line <&4; do
-		started_lines+="$line"$'\n'
-		case $line in *$pattern*) break ;; esac
-	done
-	case $started_lines in *$pattern*) ;; *)
-		echo "$name did not start:"$'\n'"$started_lines" >&2
-		exit 1
-		;;
-	esac
-	cat <&4 >"$WORK/$name.log" &
-	pids+=($!)
-	exec 4<&-
-}
+# start NAME READY_PATTERN CMD...: start_logged (scripts/lib.sh) with its files in $WORK.
+start() { start_logged "$WORK" "$@"; }
 
 # stop PID SECONDS: SIGTERM, then waits for its exit; SIGKILL once SECONDS have passed.
 stop() {
