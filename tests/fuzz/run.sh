@@ -23,17 +23,36 @@ targets=(
 	"./core FuzzHubRecordsExactlyWhatSendAccepted"
 	"./tests/fuzz FuzzCABI"
 )
-failed=()
+# inputs DIR: how many files DIR holds (0 when it does not exist).
+inputs() { { ls "$1" 2>/dev/null || true; } | wc -l; }
+
+failed=() flaked=()
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 for t in "${targets[@]}"; do
 	read -r pkg name <<<"$t"
 	echo "--- $name ($pkg, $FUZZTIME)"
+	corpus="$pkg/testdata/fuzz/$name"
+	before=$(inputs "$corpus")
 	# -run runs the committed seeds as a test first (a slow failure there is not cut short by -fuzztime); timeout:
 	# the seeds, the fuzz time, the instrumented build and a bounded minimisation of a failure.
-	if ! timeout 180 go test -run "^${name}\$" -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 10s "$pkg" 2>&1 |
-		grep -v '^fuzz: elapsed'; then
+	if timeout 180 go test -run "^${name}\$" -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 10s "$pkg" \
+		>"$out" 2>&1; then
+		grep -v '^fuzz: elapsed' "$out"
+		continue
+	fi
+	grep -v '^fuzz: elapsed' "$out"
+	# Go 1.26's fuzz coordinator can report its own -fuzztime deadline as a failure when a loaded machine keeps a
+	# worker busy past it (go.dev/issue/75804, fixed in Go 1.27): that alone, with no failing input written, is
+	# no finding. Anything else fails, as does any new input in the corpus.
+	if (($(inputs "$corpus") == before)) &&
+		[ "$(grep -c -- '^--- FAIL' "$out")" = 1 ] && grep -qx '    context deadline exceeded' "$out"; then
+		flaked+=("$name")
+	else
 		failed+=("$name")
 	fi
 done
+((${#flaked[@]} == 0)) || echo "ignored (go.dev/issue/75804: the fuzz deadline, no failing input): ${flaked[*]}"
 if ((${#failed[@]})); then
 	echo "FAIL: ${failed[*]}"
 	exit 1
