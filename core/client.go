@@ -21,6 +21,7 @@ import (
 	"github.com/iotconn/iotconn/core/internal/outbox"
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
 )
 
@@ -380,7 +381,7 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 	if ttl == 0 {
 		ttl = c.opts.OperationTimeout
 	}
-	e, dropped, written, err := c.out.Add(wire, c.clk.Now().Add(ttl))
+	e, dropped, written, err := c.out.Add(store.KindMessage, wire, c.clk.Now().Add(ttl))
 	var full *outbox.FullError
 	switch {
 	case errors.Is(err, outbox.ErrClosed):
