@@ -116,6 +116,15 @@ type Handlers struct {
 	OnMessage      func(msg *Message)
 	OnSendComplete func(id uint64, result SendResult, err *Error) // err is nil when delivered
 	OnLog          func(level LogLevel, msg string)
+
+	// Twins. Setting any of these makes every link subscribe to twin answers and desired patches (a Basic-tier
+	// hub has no twins and drops a device that subscribes to them); GetTwin and PatchReported need one.
+	//
+	// OnTwin completes GetTwin: twin is the whole twin, {"desired":{...,"$version":n},"reported":{...}} as the
+	// hub sent it, nil with err.
+	OnTwin func(id uint64, twin []byte, err *Error)
+	// OnReported completes PatchReported: version is the twin's new reported $version, 0 with err.
+	OnReported func(id uint64, version int64, err *Error)
 }
 
 // LogLevel of an OnLog event.
@@ -138,7 +147,10 @@ const (
 //	(*Client).CancelConnect()                     // Connect calls in progress return CodeCanceled
 //	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
 //	                                                    // and copies what it keeps: msg may be reused at once
-//	(*Client).Recovered() int // durable mode: messages loaded from QueueDir; they took ids 1..Recovered()
+//	(*Client).GetTwin() (id uint64, err error)            // returns at once; OnTwin(id, ...) follows once
+//	(*Client).PatchReported(patch []byte) (id uint64, err error) // queued like a message; OnReported(id, ...) once
+//	                                                    // one id sequence numbers messages, patches and GETs
+//	(*Client).Recovered() int // durable mode: messages and patches loaded from QueueDir; ids 1..Recovered()
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
 //	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent;

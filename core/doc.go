@@ -14,10 +14,12 @@
 //	                  dialing, connected, backing off, asking the policy, gave up, closed); owns the live link,
 //	                  every timer and the status machine (machine.go: the transition table; classify.go:
 //	                  transport failures to reasons)
-//	outbound queue    core/internal/outbox: every accepted message until its one completion, with its rules on
-//	                  link loss and reconnect; memory mode, or durable (durable.go: the journal over core/store)
+//	outbound queue    core/internal/outbox: every accepted message and reported patch until its one completion,
+//	                  with its rules on link loss and reconnect; memory mode, or durable (durable.go: the journal
+//	                  over core/store)
 //	request/response  core/internal/reqresp: request ids, deadlines and link-loss rules of twin, method and DPS
-//	                  requests (the features that use it come with the twin/method and DPS work)
+//	                  requests; twin.go puts twins on it: GetTwin, PatchReported (queued in the outbound queue
+//	                  until handed to a link, then a request), the hub's answers
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam: dial with features C2D/twin/methods, Send, Request, inbound
 //	                  messages and twin/method traffic, token renewal), core/transport/mqtt (paho.mqtt.golang),
@@ -48,14 +50,15 @@
 //   - Client.sendMu serialises handing queued messages to the live link (flush, from the loop or from Send) and
 //     guards live, the link the loop publishes.
 //   - Outbox.mu guards the outbound queue and every entry's flags; journal.mu the journal's puts, dels and keys.
+//   - Table.mu (reqresp) guards the outstanding requests: their ids, deadlines and whether they were sent.
 //   - eventQueue.mu guards the event FIFO; Dispatcher.mu the clients it serves and those with events waiting.
 //   - Client.pollMu serialises Poll calls.
 //
 // Lock order: Client.mu before eventQueue.mu (a status change is pushed under Client.mu, so events keep the
 // order of changes) and before Dispatcher.mu (that push then signals the client's Dispatcher, if any); Outbox.mu
-// before journal.mu (Add puts under Outbox.mu); sendMu before Outbox.mu and the transport's own lock (flush takes
-// ready messages and sends them under sendMu). Client.mu and Outbox.mu are never held together, and the outbox
-// calls the client back with no lock held. A transport never holds its own lock while it calls the engine back,
+// before journal.mu (Add puts under Outbox.mu); sendMu before Outbox.mu, Table.mu and the transport's own lock
+// (flush takes ready messages and requests and sends them under sendMu). Client.mu, Outbox.mu and Table.mu are
+// never held together, and the outbox calls the client back with no lock held. A transport never holds its own lock while it calls the engine back,
 // and the engine holds no lock but sendMu while it calls the transport.
 //
 // No lock is held while application code runs: handlers and custom retry policies run from the event queue, or
