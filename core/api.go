@@ -125,6 +125,11 @@ type Handlers struct {
 	OnTwin func(id uint64, twin []byte, err *Error)
 	// OnReported completes PatchReported: version is the twin's new reported $version, 0 with err.
 	OnReported func(id uint64, version int64, err *Error)
+	// OnDesired delivers desired properties with their $version (also inside patch, as "$version"), each version
+	// at most once, in increasing order: the hub's patches, and after every connect (first, after a lost link, after
+	// a token renewal) the whole desired section when its version moved past the last one delivered, so that
+	// nothing changed while offline is missed. A patch not newer than the last version delivered is dropped.
+	OnDesired func(version int64, patch []byte)
 }
 
 // LogLevel of an OnLog event.

@@ -60,6 +60,7 @@ type Client struct {
 	policy     retry.Policy
 	closed     bool
 	connecting map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect
+	desired    desiredState                           // desired updates delivered and waiting (desired.go)
 
 	// sendMu serialises handing messages to the live link (flush), which the loop and Send both do; live is
 	// that link, published by the loop, nil while there is none. Taken with no other lock held.
@@ -69,6 +70,7 @@ type Client struct {
 	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
 	connectReqs chan *connectRequest
 	kick        chan struct{} // capacity 1: "the queue changed"
+	resync      chan struct{} // capacity 1: "the GET after connecting failed"
 	lost        chan lostLink
 	stopCtx     context.Context // ended by Close; aborts a dial or renewal in progress
 	stopCancel  context.CancelFunc
@@ -119,7 +121,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
 		reqs: reqresp.NewTable(), cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
-		kick: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
+		kick: make(chan struct{}, 1), resync: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
 	}
 	if d := opts.Dispatcher; d != nil {
 		if err := d.attach(c); err != nil {

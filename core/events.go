@@ -18,6 +18,7 @@ const (
 	evRetryQuestion
 	evTwin
 	evReported
+	evDesired
 )
 
 // event is one entry of the client's single FIFO; fields are used according to kind.
@@ -134,6 +135,10 @@ func (c *Client) dispatch(e event) {
 	case evReported:
 		if h.OnReported != nil {
 			h.OnReported(e.id, e.version, e.err)
+		}
+	case evDesired:
+		if h.OnDesired != nil {
+			h.OnDesired(e.version, e.payload)
 		}
 	}
 }

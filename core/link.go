@@ -86,6 +86,8 @@ func (h linkHandler) OnInbound(in *transport.Inbound) {
 	switch in.Kind {
 	case transport.InboundTwinResponse:
 		h.c.answered(in.RID, reqresp.Response{Status: in.Status, Payload: in.Payload, Version: in.Version})
+	case transport.InboundDesired:
+		h.c.desiredPatch(in.Version, in.Payload)
 	default:
 		h.c.logf(LogWarn, "dropped an unrequested inbound of kind %d (request id %q)", in.Kind, in.RID)
 	}
@@ -119,7 +121,8 @@ const (
 // Which events each phase acts on (all phases keep the queue's and the requests' deadlines and take Close):
 //
 //	idle, gave up   Connect: dial at once
-//	connected       Connect: answered at once; a queue kick: send; the link's loss or a renewal: dial again
+//	connected       Connect: answered at once; a queue kick: send; the link's loss or a renewal: dial again;
+//	                the twin GET after connecting failed: ask again after the throttling schedule's delay
 //	backing off     the retry timer: dial; Connect: wait with the others, bounded by the first one's deadline
 //	asking          the policy's answer: back off or give up; Connect: as backing off
 //
@@ -134,6 +137,8 @@ type loopState struct {
 	expiryAt  time.Time   // that deadline
 	requests  clock.Timer // fires at the earliest deadline of an outstanding request
 	requestAt time.Time   // that deadline
+	resync    clock.Timer // fires when the GET after connecting that failed is asked again
+	syncFails int         // failed GETs after connecting, in a row, on the live link
 	renew     clock.Timer // fires when the token must be renewed (or, if it cannot be, when it expires)
 	tokenExp  time.Time
 	issuedAt  time.Time // when the engine made the live token
@@ -149,8 +154,9 @@ type loopState struct {
 	admitted     bool      // the next attempt's token in Options.Admission is reserved: the retry timer is its wait
 	failed       failure   // the last failure, while backing off or asking
 	retry        clock.Timer
-	retryAt      time.Time        // when retry fires
-	answer       chan retryAnswer // the custom policy's answer, while asking
+	retryAt      time.Time         // when retry fires
+	answer       chan retryAnswer  // the custom policy's answer, while asking
+	features     transport.Feature // the live link's subscriptions
 }
 
 // failure is a failed attempt as the policy and the status machine see it.
@@ -195,6 +201,16 @@ func (c *Client) loop() {
 		case <-timerC(ls.requests):
 			ls.requests = nil
 			c.finishAll(c.reqs.Expire(c.clk.Now()))
+			c.armRequests(&ls)
+		case <-c.resync:
+			if ls.phase == phaseConnected && ls.resync == nil {
+				ls.syncFails++
+				ls.resync = c.clk.NewTimer(retry.ThrottleDelay(ls.syncFails))
+			}
+		case <-timerC(ls.resync):
+			ls.resync = nil
+			c.startSync(ls.features)
+			c.flush()
 			c.armRequests(&ls)
 		case l := <-c.lost:
 			if ls.phase == phaseConnected && l.gen == ls.gen {
@@ -265,6 +281,8 @@ func (c *Client) attempt(ls *loopState) {
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
 	c.setLive(ls.conn)
+	ls.syncFails = 0
+	c.startSync(ls.features)
 	c.flush()
 	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
 	c.armRequests(ls)
@@ -412,15 +430,17 @@ func (c *Client) dial(ls *loopState) error {
 		defer stopOnCancel()
 	}
 	ls.gen++
+	features := c.features()
 	conn, err := c.dialer.Dial(ctx, transport.DialParams{
 		Host: c.cs.ConnectHost(), HubHost: c.cs.HostName, DeviceID: c.cs.DeviceID, ModuleID: c.cs.ModuleID,
 		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: protocols[c.opts.Transport].websocket,
-		Features: c.features(),
+		Features: features,
 		Handler:  linkHandler{c: c, gen: ls.gen},
 	})
 	if err != nil {
 		return err
 	}
+	ls.features = features
 	ls.conn, ls.tokenExp, ls.issuedAt, ls.renewable = conn, exp, now, c.cred.Renewable()
 	c.armRenew(ls)
 	return nil
@@ -487,6 +507,7 @@ func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err 
 // for the next link or fail, as their kind says (reqresp.LinkLost).
 func (c *Client) dropConn(ls *loopState) {
 	stopTimer(&ls.renew)
+	stopTimer(&ls.resync)
 	if ls.conn == nil {
 		return
 	}

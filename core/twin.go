@@ -22,6 +22,7 @@ import (
 type request struct {
 	kind  transport.RequestKind
 	id    uint64        // RequestTwinGet: the application's id
+	sync  bool          // RequestTwinGet: the engine's own, after connecting (desired.go)
 	entry *outbox.Entry // RequestTwinReport: the queued patch
 }
 
@@ -31,7 +32,7 @@ var errLinkLost = Errorf(CodeState, "the link ended before the hub answered; the
 // usesTwin says whether h takes twin results: only then does a link subscribe to twin answers and desired
 // patches. A hub of the Basic tier has no twins and drops a device that subscribes to them, so a client that
 // never uses twins must not.
-func usesTwin(h Handlers) bool { return h.OnTwin != nil || h.OnReported != nil }
+func usesTwin(h Handlers) bool { return h.OnTwin != nil || h.OnReported != nil || h.OnDesired != nil }
 
 // features are the subscriptions of the next link, from the handlers set now.
 func (c *Client) features() transport.Feature {
@@ -52,7 +53,7 @@ func (c *Client) needTwin(call string) *Error {
 	case c.closed:
 		return Errorf(CodeClosed, "client closed")
 	case !usesTwin(c.handlers):
-		return Errorf(CodeState, "%s needs a twin handler (OnTwin or OnReported) set before Connect: "+
+		return Errorf(CodeState, "%s needs a twin handler (OnTwin, OnReported or OnDesired) set before Connect: "+
 			"links subscribe to twin answers only for clients that use twins", call)
 	}
 	return nil
@@ -138,14 +139,16 @@ func (c *Client) finish(res reqresp.Result) {
 	default:
 		err = answerError(res.Resp)
 	}
-	switch rq.kind {
-	case transport.RequestTwinGet:
+	switch {
+	case rq.sync:
+		c.synced(res, err)
+	case rq.kind == transport.RequestTwinGet:
 		var twin []byte
 		if err == nil {
 			twin = res.Resp.Payload
 		}
 		c.events.push(event{kind: evTwin, id: rq.id, payload: twin, err: err})
-	case transport.RequestTwinReport:
+	case rq.kind == transport.RequestTwinReport:
 		result := SendDelivered // the hub answered: the patch leaves the queue, taken or refused
 		if res.Err != nil {
 			result = SendFailed

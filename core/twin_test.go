@@ -21,11 +21,12 @@ type twinResult struct {
 	code    Code
 }
 
-// twinRecorder also records the twin handlers.
+// twinRecorder also records the twin handlers; OnDesired only when desired is not nil.
 type twinRecorder struct {
 	*recorder
 	twins    chan twinResult
 	reported chan twinResult
+	desired  chan twinResult // version and twin (the patch)
 }
 
 func errCode(err *Error) Code {
@@ -42,6 +43,9 @@ func (r *twinRecorder) handlers() Handlers {
 	}
 	h.OnReported = func(id uint64, version int64, err *Error) {
 		r.reported <- twinResult{id: id, version: version, code: errCode(err)}
+	}
+	if r.desired != nil {
+		h.OnDesired = func(version int64, patch []byte) { r.desired <- twinResult{version: version, twin: string(patch)} }
 	}
 	return h
 }
