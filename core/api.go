@@ -130,6 +130,11 @@ type Handlers struct {
 	// a token renewal) the whole desired section when its version moved past the last one delivered, so that
 	// nothing changed while offline is missed. A patch not newer than the last version delivered is dropped.
 	OnDesired func(version int64, patch []byte)
+
+	// OnMethod delivers a direct method call; setting it makes every link subscribe to method calls. Answer it
+	// with RespondMethod(requestID, ...), from the handler or later, on any goroutine: calls keep coming while
+	// earlier ones wait for their response. The hub forgets a call when its link ends.
+	OnMethod func(requestID string, name string, payload []byte)
 }
 
 // LogLevel of an OnLog event.
@@ -155,6 +160,8 @@ const (
 //	(*Client).GetTwin() (id uint64, err error)            // returns at once; OnTwin(id, ...) follows once
 //	(*Client).PatchReported(patch []byte) (id uint64, err error) // queued like a message; OnReported(id, ...) once
 //	                                                    // one id sequence numbers messages, patches and GETs
+//	(*Client).RespondMethod(requestID string, status int, payload []byte) error // at most once per call; returns
+//	                                              // once written to the call's link, or why not
 //	(*Client).Recovered() int // durable mode: messages and patches loaded from QueueDir; ids 1..Recovered()
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)

@@ -62,10 +62,14 @@ type Client struct {
 	connecting map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect
 	desired    desiredState                           // desired updates delivered and waiting (desired.go)
 
-	// sendMu serialises handing messages to the live link (flush), which the loop and Send both do; live is
-	// that link, published by the loop, nil while there is none. Taken with no other lock held.
-	sendMu sync.Mutex
-	live   transport.Conn
+	// sendMu serialises handing messages and requests to the live link (flush), which the loop, Send and the
+	// request calls all do; live is that link, published by the loop, nil while there is none, liveGen its
+	// generation; methods are the open method calls, by request id, with the generation of their link. Taken
+	// with no other lock held.
+	sendMu  sync.Mutex
+	live    transport.Conn
+	liveGen uint64
+	methods map[string]uint64
 
 	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
 	connectReqs chan *connectRequest
@@ -119,7 +123,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
-		reqs: reqresp.NewTable(), cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
+		reqs: reqresp.NewTable(), methods: map[string]uint64{}, cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
 		kick: make(chan struct{}, 1), resync: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
 	}

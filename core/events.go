@@ -19,6 +19,7 @@ const (
 	evTwin
 	evReported
 	evDesired
+	evMethod
 )
 
 // event is one entry of the client's single FIFO; fields are used according to kind.
@@ -31,6 +32,8 @@ type event struct {
 	err      *Error
 	payload  []byte
 	version  int64
+	rid      string
+	method   string
 	level    LogLevel
 	text     string
 	question *retryQuestion
@@ -139,6 +142,10 @@ func (c *Client) dispatch(e event) {
 	case evDesired:
 		if h.OnDesired != nil {
 			h.OnDesired(e.version, e.payload)
+		}
+	case evMethod:
+		if h.OnMethod != nil {
+			h.OnMethod(e.rid, e.method, e.payload)
 		}
 	}
 }

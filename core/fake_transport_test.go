@@ -81,10 +81,16 @@ func (c *fakeConn) Send(m *transport.Message, done func(error)) {
 	done(nil)
 }
 
-// Request is written at once, and recorded; the fake hub answers only when a test calls answer.
+// Request is recorded and, unless the connection is manual, written at once (ackAll writes the others); the fake
+// hub answers only when a test calls answer.
 func (c *fakeConn) Request(r *transport.Request, done func(error)) {
 	c.mu.Lock()
 	c.requests = append(c.requests, *r)
+	if c.manual || c.closed {
+		c.waiting = append(c.waiting, done)
+		c.mu.Unlock()
+		return
+	}
 	c.mu.Unlock()
 	done(nil)
 }
@@ -101,7 +107,7 @@ func (c *fakeConn) answer(rid string, status int, version int64, payload string)
 		Version: version, Payload: []byte(payload)})
 }
 
-// ackAll acknowledges every send still waiting.
+// ackAll acknowledges every send, and writes every request, still waiting.
 func (c *fakeConn) ackAll() {
 	c.mu.Lock()
 	w := c.waiting
@@ -144,3 +150,9 @@ func (c *fakeConn) Close() error {
 }
 
 var errClosedConn = context.Canceled
+
+// callMethod delivers a direct method call as a transport would.
+func (c *fakeConn) callMethod(rid, name, payload string) {
+	c.params.Handler.OnInbound(&transport.Inbound{Kind: transport.InboundMethod, RID: rid, Method: name,
+		Payload: []byte(payload)})
+}

@@ -88,6 +88,8 @@ func (h linkHandler) OnInbound(in *transport.Inbound) {
 		h.c.answered(in.RID, reqresp.Response{Status: in.Status, Payload: in.Payload, Version: in.Version})
 	case transport.InboundDesired:
 		h.c.desiredPatch(in.Version, in.Payload)
+	case transport.InboundMethod:
+		h.c.methodCalled(h.gen, in.RID, in.Method, in.Payload)
 	default:
 		h.c.logf(LogWarn, "dropped an unrequested inbound of kind %d (request id %q)", in.Kind, in.RID)
 	}
@@ -280,7 +282,7 @@ func (c *Client) attempt(ls *loopState) {
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
-	c.setLive(ls.conn)
+	c.setLive(ls.conn, ls.gen)
 	ls.syncFails = 0
 	c.startSync(ls.features)
 	c.flush()
@@ -305,7 +307,7 @@ func (c *Client) admissionWait(ls *loopState) time.Duration {
 // back-off starts over only after a link that stayed up BackoffResetAfter: one that a hub accepts and drops at
 // once is one more failed attempt, so the policy's delays keep growing.
 func (c *Client) linkEnded(ls *loopState, err error) {
-	c.dropConn(ls)
+	c.dropConn(ls, errLinkLost)
 	if c.clk.Now().Sub(ls.connectedAt) >= c.opts.BackoffResetAfter {
 		ls.attempts = 0
 	}
@@ -490,7 +492,7 @@ func (c *Client) armRenew(ls *loopState) {
 // giveUp ends the attempts for good: Disconnected with reason, every pending message, patch and request failed
 // with err, every waiting Connect answered with err. A later Connect starts again.
 func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err *Error) {
-	c.dropConn(ls)
+	c.dropConn(ls, errLinkLost)
 	stopTimer(&ls.retry)
 	stopTimer(&ls.deadline)
 	ls.phase, ls.answer = phaseGaveUp, nil
@@ -504,19 +506,19 @@ func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err 
 
 // dropConn closes the live connection and puts its unacknowledged messages back at the head of the queue. One
 // whose deadline passed while its acknowledgement could still come expires now, as in doubt. Its requests wait
-// for the next link or fail, as their kind says (reqresp.LinkLost).
-func (c *Client) dropConn(ls *loopState) {
+// for the next link or fail with why, as their kind says (reqresp.LinkLost).
+func (c *Client) dropConn(ls *loopState, why *Error) {
 	stopTimer(&ls.renew)
 	stopTimer(&ls.resync)
 	if ls.conn == nil {
 		return
 	}
-	c.setLive(nil)
+	c.setLive(nil, ls.gen)
 	ls.conn.Close()
 	ls.conn = nil
 	c.expireAll(c.out.Requeue())
 	c.armExpiry(ls)
-	c.finishAll(c.reqs.LinkLost(errLinkLost))
+	c.finishAll(c.reqs.LinkLost(why))
 	c.armRequests(ls)
 }
 
@@ -554,11 +556,14 @@ func (c *Client) flush() (linked bool) {
 	return conn != nil
 }
 
-// setLive publishes the live link to flush (nil: none). Clearing it first lets dropConn requeue every message
-// a concurrent flush handed to the old link.
-func (c *Client) setLive(conn transport.Conn) {
+// setLive publishes the live link of generation gen to flush, or that link gen ended (nil). Clearing it first
+// lets dropConn requeue every message a concurrent flush handed to the old link.
+func (c *Client) setLive(conn transport.Conn, gen uint64) {
 	c.sendMu.Lock()
-	c.live = conn
+	c.live, c.liveGen = conn, gen
+	if conn == nil {
+		c.forgetMethodsLocked(gen)
+	}
 	c.sendMu.Unlock()
 }
 
@@ -627,15 +632,16 @@ func (c *Client) failAll(err *Error) {
 
 // shutdown is the loop's last act on Close.
 func (c *Client) shutdown(ls *loopState) {
-	c.dropConn(ls)
+	closed := Errorf(CodeClosed, "client closed")
+	c.dropConn(ls, closed)
 	ls.phase = phaseClosed
 	for _, t := range []*clock.Timer{&ls.expiry, &ls.retry, &ls.deadline, &ls.requests} {
 		stopTimer(t)
 	}
 	c.failAll(c.closedError())
-	c.finishAll(c.reqs.Close(Errorf(CodeClosed, "client closed")))
+	c.finishAll(c.reqs.Close(closed))
 	c.out.Shutdown()
-	ls.waiters.answer(Errorf(CodeClosed, "client closed"))
+	ls.waiters.answer(closed)
 	c.transition(StatusDisabled, ReasonClientClose)
 	c.events.finish()
 }

@@ -24,10 +24,16 @@ type request struct {
 	id    uint64        // RequestTwinGet: the application's id
 	sync  bool          // RequestTwinGet: the engine's own, after connecting (desired.go)
 	entry *outbox.Entry // RequestTwinReport: the queued patch
+
+	// RequestMethodResponse (methods.go): the hub's request id, the application's status, and where
+	// RespondMethod waits for the result.
+	method   string
+	status   int
+	answered chan *Error
 }
 
 // errLinkLost ends the requests the hub forgets with their link.
-var errLinkLost = Errorf(CodeState, "the link ended before the hub answered; the hub forgot the request with the link")
+var errLinkLost = Errorf(CodeState, "the link ended first; the hub forgot the request with the link")
 
 // usesTwin says whether h takes twin results: only then does a link subscribe to twin answers and desired
 // patches. A hub of the Basic tier has no twins and drops a device that subscribes to them, so a client that
@@ -41,6 +47,9 @@ func (c *Client) features() transport.Feature {
 	f := transport.FeatureC2D
 	if usesTwin(c.handlers) {
 		f |= transport.FeatureTwin
+	}
+	if c.handlers.OnMethod != nil {
+		f |= transport.FeatureMethods
 	}
 	return f
 }
@@ -104,8 +113,18 @@ func patchRequest(e *outbox.Entry) *reqresp.Request {
 func (c *Client) sendRequests(conn transport.Conn) {
 	for _, r := range c.reqs.Ready() {
 		rq := r.Data.(*request)
-		// A failed write ends its link: LinkLost then sends the request again or fails it.
-		conn.Request(&transport.Request{Kind: rq.kind, RID: r.RID, Payload: r.Payload}, func(error) {})
+		wire := &transport.Request{Kind: rq.kind, RID: r.RID, Payload: r.Payload}
+		if rq.kind == transport.RequestMethodResponse {
+			wire.RID, wire.Status = rq.method, rq.status
+		}
+		rid := r.RID
+		conn.Request(wire, func(err error) {
+			// The hub answers a method response with nothing: written is done. A failed write ends its link:
+			// LinkLost then sends the request again or fails it.
+			if err == nil && rq.kind == transport.RequestMethodResponse {
+				c.answered(rid, reqresp.Response{})
+			}
+		})
 	}
 }
 
@@ -133,10 +152,10 @@ func (c *Client) finish(res reqresp.Result) {
 		c.expireAll([]*outbox.Entry{rq.entry}) // in doubt: it went out, unanswered
 		return
 	case errors.Is(res.Err, reqresp.ErrTimeout):
-		err = Errorf(CodeTimeout, "no answer from the hub within the operation timeout (%v)", c.opts.OperationTimeout)
+		err = Errorf(CodeTimeout, "not done within the operation timeout (%v)", c.opts.OperationTimeout)
 	case res.Err != nil:
 		err = res.Err.(*Error) // the engine fails requests with its own errors only
-	default:
+	case rq.kind != transport.RequestMethodResponse:
 		err = answerError(res.Resp)
 	}
 	switch {
@@ -154,6 +173,8 @@ func (c *Client) finish(res reqresp.Result) {
 			result = SendFailed
 		}
 		c.complete(rq.entry, result, res.Resp.Version, err)
+	case rq.kind == transport.RequestMethodResponse:
+		rq.answered <- err
 	}
 }
 
