@@ -137,3 +137,27 @@ func TestFailedGetAfterConnectingIsAskedAgain(t *testing.T) {
 	expectDesired(t, r, 8, `{"x":0,"$version":8}`)
 	expectDesired(t, r, 9, `{"x":1,"$version":9}`)
 }
+
+// A token renewal is a reconnect like any other: the new link subscribes again and GETs the twin.
+func TestRenewalSubscribesAgainAndGetsTheTwin(t *testing.T) {
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	d := newFakeDialer()
+	c, r := newDesiredClient(t, d, Options{Clock: fake, SASLifetime: time.Hour, SASRenewMargin: 6 * time.Minute})
+	h := r.handlers()
+	h.OnMethod = func(string, string, []byte) {}
+	c.SetHandlers(h)
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	syncGet(t, d.conn(0), 1, `{"$version":1}`)
+	expectDesired(t, r, 1, `{"$version":1}`)
+	fake.Advance(54 * time.Minute)
+	r.expectStates(t, state{StatusDisconnectedRetrying, ReasonExpiredSASToken}, connected)
+	second := d.conn(1)
+	if f := second.params.Features; f != transport.FeatureC2D|transport.FeatureTwin|transport.FeatureMethods {
+		t.Fatalf("features after the renewal %b", f)
+	}
+	syncGet(t, second, 1, `{"rate":2,"$version":2}`)
+	expectDesired(t, r, 2, `{"rate":2,"$version":2}`)
+}
