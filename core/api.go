@@ -110,7 +110,8 @@ const (
 )
 
 // Handlers are the application's callbacks. Any may be nil. They run on the dispatch thread chosen by
-// Options.Dispatch and may call Send and Close on the same client.
+// Options.Dispatch and may call any method of the same client. Each link subscribes to what the handlers set when
+// it is made ask for, so set them before Connect.
 type Handlers struct {
 	OnStatus       func(status ConnectionStatus, reason ConnectionStatusChangeReason)
 	OnMessage      func(msg *Message)
@@ -157,16 +158,18 @@ const (
 //	(*Client).CancelConnect()                     // Connect calls in progress return CodeCanceled
 //	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
 //	                                                    // and copies what it keeps: msg may be reused at once
-//	(*Client).GetTwin() (id uint64, err error)            // returns at once; OnTwin(id, ...) follows once
-//	(*Client).PatchReported(patch []byte) (id uint64, err error) // queued like a message; OnReported(id, ...) once
-//	                                                    // one id sequence numbers messages, patches and GETs
-//	(*Client).RespondMethod(requestID string, status int, payload []byte) error // at most once per call; returns
-//	                                              // once written to the call's link, or why not
+//	(*Client).GetTwin() (id uint64, err error)          // returns at once; OnTwin(id, ...) follows once
+//	(*Client).PatchReported(patch []byte) (id uint64, err error) // queued like a message; OnReported(id, ...)
+//	                                                    // follows once; one id sequence numbers messages,
+//	                                                    // patches and GETs
+//	(*Client).RespondMethod(requestID string, status int, payload []byte) error // at most once per call;
+//	                                                    // returns once written to the call's link, or why not
 //	(*Client).Recovered() int // durable mode: messages and patches loaded from QueueDir; ids 1..Recovered()
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
-//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent;
-//	                        // never waits for a handler, so handlers may call it
+//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends, patches and requests end with
+//	                        // CodeClosed (durable ones stay on disk); idempotent; never waits for a handler,
+//	                        // so handlers may call it
 //	NewDispatcher(mode DispatchMode) (*Dispatcher, error) // one dispatch goroutine or polling thread for many clients
 //	(*Dispatcher).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeClosed at the end
 //	(*Dispatcher).Close() error // CodeState while an attached client is not closed

@@ -4,10 +4,12 @@
 //
 // From the application down:
 //
-//	Client API        api.go, client.go: NewClient, Connect, Send, Poll, Close; validation (limits.go)
-//	events            events.go: one FIFO per client of status changes, completions, messages, logs and custom
-//	                  retry questions; handlers run from it on the dispatcher goroutine or inside Poll, or, for
-//	                  a client of a shared Dispatcher (dispatcher.go), on its goroutine or in Dispatcher.Poll
+//	Client API        api.go, client.go: NewClient, Connect, Send, Poll, Close; twin.go: GetTwin, PatchReported;
+//	                  methods.go: RespondMethod; validation (limits.go, core/iothub's limits)
+//	events            events.go: one FIFO per client of status changes, completions, messages, twin results,
+//	                  desired updates, method calls, logs and custom retry questions; handlers run from it on
+//	                  the dispatcher goroutine or inside Poll, or, for a client of a shared Dispatcher
+//	                  (dispatcher.go), on its goroutine or in Dispatcher.Poll
 //	fleet             admission.go: a connect budget a process's clients share; the fleet hint
 //	                  (Options.ReconnectSpread) is applied where the supervisor schedules a retry
 //	supervisor        link.go: the loop goroutine, one select over every event, with an explicit phase (idle,
@@ -64,9 +66,12 @@
 // Table.mu and the transport's own lock (flush takes ready messages and requests and sends them under sendMu).
 // Client.mu, Outbox.mu and Table.mu are never held together, and the outbox calls the client back with no lock
 // held. A transport never holds its own lock while it calls the engine back, and calls the Handler (whose
-// method calls take sendMu) only from its own goroutines, never from inside Send or Request; done callbacks
-// take no engine lock. The engine holds no lock but sendMu while it calls the transport.
+// method calls take sendMu) only from its own goroutines, never from inside Send or Request; done callbacks may
+// run inside them, so they take only locks that come after sendMu. The engine holds no lock but sendMu while it
+// calls the transport.
 //
 // No lock is held while application code runs: handlers and custom retry policies run from the event queue, or
-// on the loop goroutine for a thread-mode custom policy, with no engine lock held, so they may call Send and Close.
+// on the loop goroutine for a thread-mode custom policy, with no engine lock held, so they may call Send, Close
+// and the twin and method calls. RespondMethod waits for its write with no lock held, and neither the loop nor
+// the transport ever waits for a handler, so a handler may call it too.
 package core
