@@ -123,9 +123,11 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
-		reqs: reqresp.NewTable(), methods: map[string]uint64{}, cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
+		reqs: reqresp.NewTable(), methods: map[string]uint64{},
+		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
-		kick: make(chan struct{}, 1), resync: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
+		kick: make(chan struct{}, 1), resync: make(chan struct{}, 1), lost: make(chan lostLink, 4),
+		loopDone: make(chan struct{}),
 	}
 	if d := opts.Dispatcher; d != nil {
 		if err := d.attach(c); err != nil {

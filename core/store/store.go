@@ -1,6 +1,7 @@
 // Package store keeps the durable outbound queue: accepted device-to-cloud messages and reported-properties
-// patches on disk, in order, until they are delivered, expire or fail. It is a thin layer over bbolt (one file, copy-on-write B+tree, fsync on
-// every commit, an exclusive file lock), so a crash at any moment leaves the last committed state.
+// patches on disk, in order, until they are delivered, expire or fail. It is a thin layer over bbolt (one file,
+// copy-on-write B+tree, fsync on every commit, an exclusive file lock), so a crash at any moment leaves the last
+// committed state.
 package store
 
 import (

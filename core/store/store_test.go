@@ -121,7 +121,8 @@ func TestDecodeRejectsEveryTruncation(t *testing.T) {
 
 // A record written before reported patches were queued (version 1: no kind byte) is read as a message.
 func TestVersionOneRecordsAreMessages(t *testing.T) {
-	r := Record{Kind: KindReported, Deadline: time.Unix(5, 0), Msg: transport.Message{Payload: []byte("p"), MessageID: "m"}}
+	r := Record{Kind: KindReported, Deadline: time.Unix(5, 0),
+		Msg: transport.Message{Payload: []byte("p"), MessageID: "m"}}
 	v2 := encode(&r)
 	v1 := append([]byte{1}, v2[2:]...)
 	var got Record

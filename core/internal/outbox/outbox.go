@@ -126,8 +126,8 @@ func New(cfg Config) (*Outbox, error) {
 	}
 	for _, r := range recs {
 		o.nextID++
-		e := &Entry{ID: o.nextID, Kind: r.Kind, key: r.Key, Wire: r.Msg, size: int64(len(r.Msg.Payload)), Deadline: r.Deadline,
-			sent: true} // it may have gone out before the previous client ended
+		e := &Entry{ID: o.nextID, Kind: r.Kind, key: r.Key, Wire: r.Msg, size: int64(len(r.Msg.Payload)),
+			Deadline: r.Deadline, sent: true} // it may have gone out before the previous client ended
 		o.pending[e.ID] = e
 		o.bytes += e.size
 		o.enqueueLocked(e)
