@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/internal/outbox"
@@ -197,7 +198,7 @@ func answerError(resp reqresp.Response) *Error {
 	}
 	msg := "the hub answered " + strconv.Itoa(resp.Status)
 	if len(resp.Payload) > 0 {
-		msg += ": " + string(resp.Payload[:min(len(resp.Payload), 200)])
+		msg += ": " + strings.ToValidUTF8(string(resp.Payload[:min(len(resp.Payload), 200)]), "")
 	}
 	return &Error{Code: code, Msg: msg}
 }
