@@ -397,11 +397,13 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	if !serverAsked {
 		delay = retry.Spread(c.opts.ReconnectSpread, delay, ls.attempts == 1)
 	}
-	c.transition(StatusDisconnectedRetrying, f.cls.reason)
-	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
 	stopTimer(&ls.deadline) // each wait arms its own, if the deadline comes first
 	c.armDeadline(ls)
+	// The status last: whoever sees it (a test moving a fake clock) finds the timers of this wait, and not the
+	// asking phase's deadline, which would end the Connect.
+	c.transition(StatusDisconnectedRetrying, f.cls.reason)
+	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)
 }
 
 // connectTimedOut is how a Connect ends when its deadline passed or its caller cancelled it.
