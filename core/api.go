@@ -110,12 +110,32 @@ const (
 )
 
 // Handlers are the application's callbacks. Any may be nil. They run on the dispatch thread chosen by
-// Options.Dispatch and may call Send and Close on the same client.
+// Options.Dispatch and may call any method of the same client. Each link subscribes to what the handlers set when
+// it is made ask for, so set them before Connect.
 type Handlers struct {
 	OnStatus       func(status ConnectionStatus, reason ConnectionStatusChangeReason)
 	OnMessage      func(msg *Message)
 	OnSendComplete func(id uint64, result SendResult, err *Error) // err is nil when delivered
 	OnLog          func(level LogLevel, msg string)
+
+	// Twins. Setting any of these makes every link subscribe to twin answers and desired patches (a Basic-tier
+	// hub has no twins and drops a device that subscribes to them); GetTwin and PatchReported need one.
+	//
+	// OnTwin completes GetTwin: twin is the whole twin, {"desired":{...,"$version":n},"reported":{...}} as the
+	// hub sent it, nil with err.
+	OnTwin func(id uint64, twin []byte, err *Error)
+	// OnReported completes PatchReported: version is the twin's new reported $version, 0 with err.
+	OnReported func(id uint64, version int64, err *Error)
+	// OnDesired delivers desired properties with their $version (also inside patch, as "$version"), each version
+	// at most once, in increasing order: the hub's patches, and after every connect (first, after a lost link, after
+	// a token renewal) the whole desired section when its version moved past the last one delivered, so that
+	// nothing changed while offline is missed. A patch not newer than the last version delivered is dropped.
+	OnDesired func(version int64, patch []byte)
+
+	// OnMethod delivers a direct method call; setting it makes every link subscribe to method calls. Answer it
+	// with RespondMethod(requestID, ...), from the handler or later, on any goroutine: calls keep coming while
+	// earlier ones wait for their response. The hub forgets a call when its link ends.
+	OnMethod func(requestID string, name string, payload []byte)
 }
 
 // LogLevel of an OnLog event.
@@ -138,11 +158,18 @@ const (
 //	(*Client).CancelConnect()                     // Connect calls in progress return CodeCanceled
 //	(*Client).Send(msg *Message) (id uint64, err error) // returns at once; ids start at 1 and increase
 //	                                                    // and copies what it keeps: msg may be reused at once
-//	(*Client).Recovered() int // durable mode: messages loaded from QueueDir; they took ids 1..Recovered()
+//	(*Client).GetTwin() (id uint64, err error)          // returns at once; OnTwin(id, ...) follows once
+//	(*Client).PatchReported(patch []byte) (id uint64, err error) // queued like a message; OnReported(id, ...)
+//	                                                    // follows once; one id sequence numbers messages,
+//	                                                    // patches and GETs
+//	(*Client).RespondMethod(requestID string, status int, payload []byte) error // at most once per call;
+//	                                                    // returns once written to the call's link, or why not
+//	(*Client).Recovered() int // durable mode: messages and patches loaded from QueueDir; ids 1..Recovered()
 //	(*Client).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeState otherwise
 //	(*Client).Status() (ConnectionStatus, ConnectionStatusChangeReason)
-//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends fail with CodeClosed; idempotent;
-//	                        // never waits for a handler, so handlers may call it
+//	(*Client).Close() error // ends in Disabled/Client_Close; pending sends, patches and requests end with
+//	                        // CodeClosed (durable ones stay on disk); idempotent; never waits for a handler,
+//	                        // so handlers may call it
 //	NewDispatcher(mode DispatchMode) (*Dispatcher, error) // one dispatch goroutine or polling thread for many clients
 //	(*Dispatcher).Poll(timeout time.Duration) (dispatched int, err error) // DispatchPoll only; CodeClosed at the end
 //	(*Dispatcher).Close() error // CodeState while an attached client is not closed

@@ -19,8 +19,10 @@ import (
 	"github.com/iotconn/iotconn/core/clock"
 	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/internal/outbox"
+	"github.com/iotconn/iotconn/core/internal/reqresp"
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
 )
 
@@ -48,7 +50,8 @@ type Client struct {
 	dialer transport.Dialer
 	clk    clock.Clock
 	events *eventQueue
-	out    *outbox.Outbox // the outbound queue: every accepted message until its one completion
+	out    *outbox.Outbox // the outbound queue: every accepted message and reported patch until its one completion
+	reqs   *reqresp.Table // twin and method requests, from their sending to their one result
 
 	// Guarded by mu.
 	mu         sync.Mutex
@@ -57,15 +60,21 @@ type Client struct {
 	policy     retry.Policy
 	closed     bool
 	connecting map[*connectRequest]context.CancelFunc // Connect calls in progress, for CancelConnect
+	desired    desiredState                           // desired updates delivered and waiting (desired.go)
 
-	// sendMu serialises handing messages to the live link (flush), which the loop and Send both do; live is
-	// that link, published by the loop, nil while there is none. Taken with no other lock held.
-	sendMu sync.Mutex
-	live   transport.Conn
+	// sendMu serialises handing messages and requests to the live link (flush), which the loop, Send and the
+	// request calls all do; live is that link, published by the loop, nil while there is none, liveGen its
+	// generation; methods are the open method calls, by request id, with the generation of their link. Taken
+	// with no other lock held.
+	sendMu  sync.Mutex
+	live    transport.Conn
+	liveGen uint64
+	methods map[string]uint64
 
 	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
 	connectReqs chan *connectRequest
 	kick        chan struct{} // capacity 1: "the queue changed"
+	resync      chan struct{} // capacity 1: "the GET after connecting failed"
 	lost        chan lostLink
 	stopCtx     context.Context // ended by Close; aborts a dial or renewal in progress
 	stopCancel  context.CancelFunc
@@ -114,9 +123,11 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 	}
 	c := &Client{
 		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
+		reqs: reqresp.NewTable(), methods: map[string]uint64{},
 		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
-		kick: make(chan struct{}, 1), lost: make(chan lostLink, 4), loopDone: make(chan struct{}),
+		kick: make(chan struct{}, 1), resync: make(chan struct{}, 1), lost: make(chan lostLink, 4),
+		loopDone: make(chan struct{}),
 	}
 	if d := opts.Dispatcher; d != nil {
 		if err := d.attach(c); err != nil {
@@ -133,7 +144,7 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		Queued:     func() { notify.Raise(c.kick) },
 		WrittenAfterClose: func(es []*outbox.Entry) {
 			for _, e := range es {
-				c.complete(e, SendFailed, c.closedError())
+				c.complete(e, SendFailed, 0, c.closedError())
 			}
 		},
 		Logf: func(format string, args ...any) { c.logf(LogWarn, format, args...) },
@@ -380,7 +391,12 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 	if ttl == 0 {
 		ttl = c.opts.OperationTimeout
 	}
-	e, dropped, written, err := c.out.Add(wire, c.clk.Now().Add(ttl))
+	return c.enqueue(store.KindMessage, wire, c.clk.Now().Add(ttl))
+}
+
+// enqueue accepts a message or a reported patch into the outbound queue and hands it to the live link, if any.
+func (c *Client) enqueue(kind store.Kind, wire transport.Message, deadline time.Time) (uint64, error) {
+	e, dropped, written, err := c.out.Add(kind, wire, deadline)
 	var full *outbox.FullError
 	switch {
 	case errors.Is(err, outbox.ErrClosed):
@@ -389,10 +405,9 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 		return 0, Errorf(CodeQueueFull, "%s", full.Msg)
 	}
 	for _, d := range dropped {
-		c.events.push(event{kind: evSendComplete, id: d.ID, result: SendFailed,
-			err: Errorf(CodeDropped, "dropped for message %d: the queue was full", e.ID)})
+		c.completed(d, SendFailed, 0, Errorf(CodeDropped, "dropped to make room for %d: the queue was full", e.ID))
 	}
-	if written != nil { // the journal wakes the loop once the message is queued
+	if written != nil { // the journal wakes the loop once the entry is queued
 		if err := <-written; err != nil {
 			return 0, &Error{Code: CodeStore, Msg: "queue directory: " + err.Error(), Err: err}
 		}
@@ -404,25 +419,35 @@ func (c *Client) Send(msg *Message) (uint64, error) {
 	return e.ID, nil
 }
 
-// Recovered says how many undelivered messages NewClient loaded from Options.QueueDir. They took the ids
-// 1..Recovered() in their original order and keep their $.mid; they go out once connected, each with its one
-// completion. 0 in memory mode.
+// Recovered says how many undelivered messages and reported patches NewClient loaded from Options.QueueDir. They
+// took the ids 1..Recovered() in their original order, messages keep their $.mid; they go out once connected,
+// each with its one completion (OnSendComplete or OnReported). 0 in memory mode.
 func (c *Client) Recovered() int { return c.out.Recovered() }
 
-// complete ends an accepted message with its one completion; later calls for the same message do nothing. In
-// durable mode a message leaves the disk once it can never be sent: delivered, expired or dropped. One that a
-// give-up (Retry_Expired, a connect timeout, a fatal error) or Close failed stays for the next client on the
-// same directory: an outage must not empty a durable queue.
-func (c *Client) complete(e *outbox.Entry, result SendResult, err *Error) {
+// complete ends an accepted entry with its one completion; later calls for the same entry do nothing. In durable
+// mode an entry leaves the disk once it can never be sent: delivered, expired or dropped (for a reported patch,
+// SendDelivered means that the hub answered it, err says if it refused). One that a give-up (Retry_Expired, a
+// connect timeout, a fatal error) or Close failed stays for the next client on the same directory: an outage
+// must not empty a durable queue. version is a reported patch's new twin version.
+func (c *Client) complete(e *outbox.Entry, result SendResult, version int64, err *Error) {
 	if c.out.Complete(e, result != SendFailed || err.Code == CodeDropped) {
-		c.events.push(event{kind: evSendComplete, id: e.ID, result: result, err: err})
+		c.completed(e, result, version, err)
 	}
 }
 
-// closedError is the completion of a message Close ended.
+// completed queues the completion event of a finished entry, by its kind.
+func (c *Client) completed(e *outbox.Entry, result SendResult, version int64, err *Error) {
+	if e.Kind == store.KindReported {
+		c.events.push(event{kind: evReported, id: e.ID, version: version, err: err})
+		return
+	}
+	c.events.push(event{kind: evSendComplete, id: e.ID, result: result, err: err})
+}
+
+// closedError is the completion of a message or reported patch Close ended.
 func (c *Client) closedError() *Error {
 	if c.out.Durable() {
-		return Errorf(CodeClosed, "client closed; the message stays in %s for the next client", c.opts.QueueDir)
+		return Errorf(CodeClosed, "client closed; it stays in %s for the next client", c.opts.QueueDir)
 	}
 	return Errorf(CodeClosed, "client closed")
 }

@@ -16,6 +16,10 @@ const (
 	evSendComplete
 	evLog
 	evRetryQuestion
+	evTwin
+	evReported
+	evDesired
+	evMethod
 )
 
 // event is one entry of the client's single FIFO; fields are used according to kind.
@@ -26,6 +30,10 @@ type event struct {
 	id       uint64
 	result   SendResult
 	err      *Error
+	payload  []byte
+	version  int64
+	rid      string
+	method   string
 	level    LogLevel
 	text     string
 	question *retryQuestion
@@ -123,6 +131,22 @@ func (c *Client) dispatch(e event) {
 	case evRetryQuestion:
 		r, d := e.question.policy.ShouldRetry(e.question.attempt, e.question.lastErr)
 		e.question.answer <- retryAnswer{r, d}
+	case evTwin:
+		if h.OnTwin != nil {
+			h.OnTwin(e.id, e.payload, e.err)
+		}
+	case evReported:
+		if h.OnReported != nil {
+			h.OnReported(e.id, e.version, e.err)
+		}
+	case evDesired:
+		if h.OnDesired != nil {
+			h.OnDesired(e.version, e.payload)
+		}
+	case evMethod:
+		if h.OnMethod != nil {
+			h.OnMethod(e.rid, e.method, e.payload)
+		}
 	}
 }
 

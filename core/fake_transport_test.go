@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/iotconn/iotconn/core/transport"
@@ -61,10 +62,11 @@ type fakeConn struct {
 	params transport.DialParams
 	manual bool
 
-	mu      sync.Mutex
-	sent    []transport.Message
-	waiting []func(error)
-	closed  bool
+	mu       sync.Mutex
+	sent     []transport.Message
+	requests []transport.Request
+	waiting  []func(error)
+	closed   bool
 }
 
 func (c *fakeConn) Send(m *transport.Message, done func(error)) {
@@ -79,10 +81,33 @@ func (c *fakeConn) Send(m *transport.Message, done func(error)) {
 	done(nil)
 }
 
-// Request is written at once; the fake hub answers nothing.
-func (c *fakeConn) Request(_ *transport.Request, done func(error)) { done(nil) }
+// Request is recorded and, unless the connection is manual, written at once (ackAll writes the others); the fake
+// hub answers only when a test calls answer.
+func (c *fakeConn) Request(r *transport.Request, done func(error)) {
+	c.mu.Lock()
+	c.requests = append(c.requests, *r)
+	if c.manual || c.closed {
+		c.waiting = append(c.waiting, done)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	done(nil)
+}
 
-// ackAll acknowledges every send still waiting.
+func (c *fakeConn) sentRequests() []transport.Request {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.requests)
+}
+
+// answer delivers the hub's answer to the request rid as a transport would.
+func (c *fakeConn) answer(rid string, status int, version int64, payload string) {
+	c.params.Handler.OnInbound(&transport.Inbound{Kind: transport.InboundTwinResponse, RID: rid, Status: status,
+		Version: version, Payload: []byte(payload)})
+}
+
+// ackAll acknowledges every send, and writes every request, still waiting.
 func (c *fakeConn) ackAll() {
 	c.mu.Lock()
 	w := c.waiting
@@ -125,3 +150,9 @@ func (c *fakeConn) Close() error {
 }
 
 var errClosedConn = context.Canceled
+
+// callMethod delivers a direct method call as a transport would.
+func (c *fakeConn) callMethod(rid, name, payload string) {
+	c.params.Handler.OnInbound(&transport.Inbound{Kind: transport.InboundMethod, RID: rid, Method: name,
+		Payload: []byte(payload)})
+}

@@ -8,8 +8,11 @@ import (
 
 	"github.com/iotconn/iotconn/core/auth"
 	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/internal/notify"
 	"github.com/iotconn/iotconn/core/internal/outbox"
+	"github.com/iotconn/iotconn/core/internal/reqresp"
 	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
 )
 
@@ -78,10 +81,18 @@ func (h linkHandler) OnMessage(m *transport.Message) {
 	h.c.events.push(event{kind: evMessage, msg: msg})
 }
 
-// OnInbound drops what no feature of this client asked for (the engine subscribes to C2D only, until the twin
-// and method features use the transport's), and says so.
+// OnInbound takes the hub's twin answers; what no feature of this client asked for is dropped, and said so.
 func (h linkHandler) OnInbound(in *transport.Inbound) {
-	h.c.logf(LogWarn, "dropped an unrequested inbound of kind %d (request id %q)", in.Kind, in.RID)
+	switch in.Kind {
+	case transport.InboundTwinResponse:
+		h.c.answered(in.RID, reqresp.Response{Status: in.Status, Payload: in.Payload, Version: in.Version})
+	case transport.InboundDesired:
+		h.c.desiredPatch(in.Version, in.Payload)
+	case transport.InboundMethod:
+		h.c.methodCalled(h.gen, in.RID, in.Method, in.Payload)
+	default:
+		h.c.logf(LogWarn, "dropped an unrequested inbound of kind %d (request id %q)", in.Kind, in.RID)
+	}
 }
 
 func (h linkHandler) OnConnectionLost(err *transport.Error) {
@@ -109,10 +120,11 @@ const (
 	phaseClosed                  // Close: the loop has ended
 )
 
-// Which events each phase acts on (all phases keep the queue's deadlines and take Close):
+// Which events each phase acts on (all phases keep the queue's and the requests' deadlines and take Close):
 //
 //	idle, gave up   Connect: dial at once
-//	connected       Connect: answered at once; a queue kick: send; the link's loss or a renewal: dial again
+//	connected       Connect: answered at once; a queue kick: send; the link's loss or a renewal: dial again;
+//	                the twin GET after connecting failed: ask again after the throttling schedule's delay
 //	backing off     the retry timer: dial; Connect: wait with the others, bounded by the first one's deadline
 //	asking          the policy's answer: back off or give up; Connect: as backing off
 //
@@ -125,6 +137,10 @@ type loopState struct {
 	gen       uint64
 	expiry    clock.Timer // fires at the earliest send deadline
 	expiryAt  time.Time   // that deadline
+	requests  clock.Timer // fires at the earliest deadline of an outstanding request
+	requestAt time.Time   // that deadline
+	resync    clock.Timer // fires when the GET after connecting that failed is asked again
+	syncFails int         // failed GETs after connecting, in a row, on the live link
 	renew     clock.Timer // fires when the token must be renewed (or, if it cannot be, when it expires)
 	tokenExp  time.Time
 	issuedAt  time.Time // when the engine made the live token
@@ -140,8 +156,9 @@ type loopState struct {
 	admitted     bool      // the next attempt's token in Options.Admission is reserved: the retry timer is its wait
 	failed       failure   // the last failure, while backing off or asking
 	retry        clock.Timer
-	retryAt      time.Time        // when retry fires
-	answer       chan retryAnswer // the custom policy's answer, while asking
+	retryAt      time.Time         // when retry fires
+	answer       chan retryAnswer  // the custom policy's answer, while asking
+	features     transport.Feature // the live link's subscriptions
 }
 
 // failure is a failed attempt as the policy and the status machine see it.
@@ -180,8 +197,23 @@ func (c *Client) loop() {
 		case <-c.kick:
 			c.flush()
 			c.armExpiry(&ls)
+			c.armRequests(&ls)
 		case <-timerC(ls.expiry):
 			c.expire(&ls)
+		case <-timerC(ls.requests):
+			ls.requests = nil
+			c.finishAll(c.reqs.Expire(c.clk.Now()))
+			c.armRequests(&ls)
+		case <-c.resync:
+			if ls.phase == phaseConnected && ls.resync == nil {
+				ls.syncFails++
+				ls.resync = c.clk.NewTimer(retry.ThrottleDelay(ls.syncFails))
+			}
+		case <-timerC(ls.resync):
+			ls.resync = nil
+			c.startSync(ls.features)
+			c.flush()
+			c.armRequests(&ls)
 		case l := <-c.lost:
 			if ls.phase == phaseConnected && l.gen == ls.gen {
 				c.linkEnded(&ls, l.err)
@@ -250,9 +282,12 @@ func (c *Client) attempt(ls *loopState) {
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
-	c.setLive(ls.conn)
+	c.setLive(ls.conn, ls.gen)
+	ls.syncFails = 0
+	c.startSync(ls.features)
 	c.flush()
 	c.armExpiry(ls) // messages recovered from disk have no timer before the first connect or send
+	c.armRequests(ls)
 }
 
 // admissionWait reserves this attempt's token in the connect budget and says how long to wait for it; 0 when
@@ -272,7 +307,7 @@ func (c *Client) admissionWait(ls *loopState) time.Duration {
 // back-off starts over only after a link that stayed up BackoffResetAfter: one that a hub accepts and drops at
 // once is one more failed attempt, so the policy's delays keep growing.
 func (c *Client) linkEnded(ls *loopState, err error) {
-	c.dropConn(ls)
+	c.dropConn(ls, errLinkLost)
 	if c.clk.Now().Sub(ls.connectedAt) >= c.opts.BackoffResetAfter {
 		ls.attempts = 0
 	}
@@ -362,11 +397,13 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	if !serverAsked {
 		delay = retry.Spread(c.opts.ReconnectSpread, delay, ls.attempts == 1)
 	}
-	c.transition(StatusDisconnectedRetrying, f.cls.reason)
-	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
 	stopTimer(&ls.deadline) // each wait arms its own, if the deadline comes first
 	c.armDeadline(ls)
+	// The status last: whoever sees it (a test moving a fake clock) finds the timers of this wait, and not the
+	// asking phase's deadline, which would end the Connect.
+	c.transition(StatusDisconnectedRetrying, f.cls.reason)
+	c.logf(LogWarn, "attempt %d failed (%v); next in %v", ls.attempts, f.err.Msg, delay)
 }
 
 // connectTimedOut is how a Connect ends when its deadline passed or its caller cancelled it.
@@ -397,15 +434,17 @@ func (c *Client) dial(ls *loopState) error {
 		defer stopOnCancel()
 	}
 	ls.gen++
+	features := c.features()
 	conn, err := c.dialer.Dial(ctx, transport.DialParams{
 		Host: c.cs.ConnectHost(), HubHost: c.cs.HostName, DeviceID: c.cs.DeviceID, ModuleID: c.cs.ModuleID,
 		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: protocols[c.opts.Transport].websocket,
-		Features: transport.FeatureC2D,
+		Features: features,
 		Handler:  linkHandler{c: c, gen: ls.gen},
 	})
 	if err != nil {
 		return err
 	}
+	ls.features = features
 	ls.conn, ls.tokenExp, ls.issuedAt, ls.renewable = conn, exp, now, c.cred.Renewable()
 	c.armRenew(ls)
 	return nil
@@ -452,65 +491,88 @@ func (c *Client) armRenew(ls *loopState) {
 	ls.renew = c.clk.NewTimer(at.Sub(c.clk.Now()))
 }
 
-// giveUp ends the attempts for good: Disconnected with reason, every pending message failed with err, every
-// waiting Connect answered with err. A later Connect starts again.
+// giveUp ends the attempts for good: Disconnected with reason, every pending message, patch and request failed
+// with err, every waiting Connect answered with err. A later Connect starts again.
 func (c *Client) giveUp(ls *loopState, reason ConnectionStatusChangeReason, err *Error) {
-	c.dropConn(ls)
+	c.dropConn(ls, errLinkLost)
 	stopTimer(&ls.retry)
 	stopTimer(&ls.deadline)
 	ls.phase, ls.answer = phaseGaveUp, nil
 	c.transition(StatusDisconnected, reason)
 	c.logf(LogError, "%v", err)
 	c.failAll(err)
+	c.finishAll(c.reqs.FailAll(err))
+	c.armRequests(ls)
 	ls.waiters.answer(err)
 }
 
 // dropConn closes the live connection and puts its unacknowledged messages back at the head of the queue. One
-// whose deadline passed while its acknowledgement could still come expires now, as in doubt.
-func (c *Client) dropConn(ls *loopState) {
+// whose deadline passed while its acknowledgement could still come expires now, as in doubt. Its requests wait
+// for the next link or fail with why, as their kind says (reqresp.LinkLost).
+func (c *Client) dropConn(ls *loopState, why *Error) {
 	stopTimer(&ls.renew)
+	stopTimer(&ls.resync)
 	if ls.conn == nil {
 		return
 	}
-	c.setLive(nil)
+	c.setLive(nil, ls.gen)
 	ls.conn.Close()
 	ls.conn = nil
 	c.expireAll(c.out.Requeue())
 	c.armExpiry(ls)
+	c.finishAll(c.reqs.LinkLost(why))
+	c.armRequests(ls)
 }
 
-// flush hands every queued message to the live link, if any, without waiting for acknowledgements, in id order
-// (sendMu keeps concurrent flushes from interleaving). A message whose deadline passed expires instead: none is
-// sent after its time-to-live. The loop calls it when a link comes up and when the queue changed; Send calls it
-// too, so that a message reaches a live link without waking the loop.
+// flush hands every waiting request and every queued message and patch to the live link, if any, without waiting
+// for acknowledgements or answers, in order (sendMu keeps concurrent flushes from interleaving): waiting requests
+// first (a patch among them, sent again after a lost link, left the queue before anything still in it), then the
+// queue in id order. A queued entry whose deadline passed expires instead: none is sent after its time-to-live.
+// The loop calls it when a link comes up and when the queue changed; Send and the request calls call it too, so
+// that they reach a live link without waking the loop. A patch it hands to the request layer wakes the loop,
+// which arms the patch's deadline.
 func (c *Client) flush() (linked bool) {
 	c.sendMu.Lock()
 	var due []*outbox.Entry
+	patches := false
 	conn := c.live
 	if conn != nil {
+		c.sendRequests(conn)
 		var send []*outbox.Entry
 		send, due = c.out.Ready()
 		for _, e := range send {
+			if e.Kind == store.KindReported {
+				c.reqs.Add(patchRequest(e)) // never refused: Close ends the table after the last flush
+				c.sendRequests(conn)
+				patches = true
+				continue
+			}
 			c.sendOne(conn, e)
 		}
 	}
 	c.sendMu.Unlock()
+	if patches {
+		notify.Raise(c.kick)
+	}
 	c.expireAll(due)
 	return conn != nil
 }
 
-// setLive publishes the live link to flush (nil: none). Clearing it first lets dropConn requeue every message
-// a concurrent flush handed to the old link.
-func (c *Client) setLive(conn transport.Conn) {
+// setLive publishes the live link of generation gen to flush, or that link gen ended (nil). Clearing it first
+// lets dropConn requeue every message a concurrent flush handed to the old link.
+func (c *Client) setLive(conn transport.Conn, gen uint64) {
 	c.sendMu.Lock()
-	c.live = conn
+	c.live, c.liveGen = conn, gen
+	if conn == nil {
+		c.forgetMethodsLocked(gen)
+	}
 	c.sendMu.Unlock()
 }
 
 func (c *Client) sendOne(conn transport.Conn, e *outbox.Entry) {
 	conn.Send(&e.Wire, func(err error) {
 		if err == nil {
-			c.complete(e, SendDelivered, nil)
+			c.complete(e, SendDelivered, 0, nil)
 		} // a failed send ends its link; the message goes out again on the next one, its deadline still bounds it
 	})
 }
@@ -549,7 +611,7 @@ func (c *Client) expireAll(due []*outbox.Entry) {
 			err = Errorf(CodeInDoubt, "its time-to-live passed after it was sent without an acknowledgement: "+
 				"it may have reached the hub; not sent again")
 		}
-		c.complete(e, SendExpired, err)
+		c.complete(e, SendExpired, 0, err)
 	}
 }
 
@@ -559,27 +621,29 @@ func (c *Client) failAll(err *Error) {
 	var inDoubt *Error
 	for _, e := range c.out.TakeAll() {
 		if !c.out.MayHaveArrived(e) {
-			c.complete(e, SendFailed, err)
+			c.complete(e, SendFailed, 0, err)
 			continue
 		}
 		if inDoubt == nil {
 			inDoubt = &Error{Code: err.Code, Msg: err.Msg + "; it was sent without an acknowledgement and may have " +
 				"reached the hub", Err: err.Err}
 		}
-		c.complete(e, SendFailed, inDoubt)
+		c.complete(e, SendFailed, 0, inDoubt)
 	}
 }
 
 // shutdown is the loop's last act on Close.
 func (c *Client) shutdown(ls *loopState) {
-	c.dropConn(ls)
+	closed := Errorf(CodeClosed, "client closed")
+	c.dropConn(ls, closed)
 	ls.phase = phaseClosed
-	for _, t := range []*clock.Timer{&ls.expiry, &ls.retry, &ls.deadline} {
+	for _, t := range []*clock.Timer{&ls.expiry, &ls.retry, &ls.deadline, &ls.requests} {
 		stopTimer(t)
 	}
 	c.failAll(c.closedError())
+	c.finishAll(c.reqs.Close(closed))
 	c.out.Shutdown()
-	ls.waiters.answer(Errorf(CodeClosed, "client closed"))
+	ls.waiters.answer(closed)
 	c.transition(StatusDisabled, ReasonClientClose)
 	c.events.finish()
 }

@@ -48,3 +48,59 @@ func TestCheckMessageID(t *testing.T) {
 		}
 	}
 }
+
+func TestTwinSizeCountsAsIoTHubDoes(t *testing.T) {
+	for patch, want := range map[string]int{
+		`{}`:                          0,
+		`{"a":"xyz"}`:                 1 + 3,
+		`{"é":"\u0001b"}`:             1 + 1, // characters, less control characters
+		`{"n":12345678901,"b":false}`: 1 + 8 + 1 + 4,
+		`{"o":{"k":1,"gone":null}}`:   1 + 1 + 8,
+		`{"gone":null}`:               0,
+		`{"l":[1,"ab"]}`:              1 + 8 + 2,
+	} {
+		obj, err := CheckJSONObject("patch", []byte(patch))
+		if err != nil {
+			t.Fatalf("%s: %v", patch, err)
+		}
+		if got := TwinSize(obj); got != want {
+			t.Errorf("TwinSize(%s) = %d, want %d", patch, got, want)
+		}
+	}
+}
+
+func TestCheckReportedPatch(t *testing.T) {
+	value := strings.Repeat("v", MaxTwinSectionSize-1)
+	if err, _ := CheckReportedPatch([]byte(`{"k":"` + value + `"}`)); err != nil {
+		t.Fatalf("a patch of exactly the limit: %v", err)
+	}
+	if err, tooLarge := CheckReportedPatch([]byte(`{"k":"` + value + `v"}`)); err == nil || !tooLarge {
+		t.Fatalf("a patch one over the limit: %v, tooLarge %v", err, tooLarge)
+	}
+	spaced := `{"k":` + strings.Repeat(" ", 2*MaxTwinSectionSize) + `1}` // whitespace is not counted
+	if err, _ := CheckReportedPatch([]byte(spaced)); err != nil {
+		t.Fatalf("a small patch with much whitespace: %v", err)
+	}
+	for _, bad := range []string{``, `null`, `[]`, `"s"`, `{"a":1} {}`, `{"a":1`, "{\"a\":\"\xff\"}", `{"a":1}x`} {
+		if err, tooLarge := CheckReportedPatch([]byte(bad)); err == nil || tooLarge {
+			t.Errorf("%q: %v, tooLarge %v", bad, err, tooLarge)
+		}
+	}
+}
+
+func TestCheckMethodPayload(t *testing.T) {
+	for _, ok := range []string{``, `null`, `1`, `"s"`, `{"a":[1]}`} {
+		if err, _ := CheckMethodPayload([]byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{`{`, `x`, "\"\xff\""} {
+		if err, tooLarge := CheckMethodPayload([]byte(bad)); err == nil || tooLarge {
+			t.Errorf("%q: %v, tooLarge %v", bad, err, tooLarge)
+		}
+	}
+	if err, tooLarge := CheckMethodPayload([]byte(`"` + strings.Repeat("x", MaxMethodPayloadSize) + `"`)); err == nil ||
+		!tooLarge {
+		t.Fatalf("an oversized payload: %v, tooLarge %v", err, tooLarge)
+	}
+}

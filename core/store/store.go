@@ -1,6 +1,7 @@
-// Package store keeps the durable outbound queue: accepted device-to-cloud messages on disk, in order, until
-// they are delivered, expire or fail. It is a thin layer over bbolt (one file, copy-on-write B+tree, fsync on
-// every commit, an exclusive file lock), so a crash at any moment leaves the last committed state.
+// Package store keeps the durable outbound queue: accepted device-to-cloud messages and reported-properties
+// patches on disk, in order, until they are delivered, expire or fail. It is a thin layer over bbolt (one file,
+// copy-on-write B+tree, fsync on every commit, an exclusive file lock), so a crash at any moment leaves the last
+// committed state.
 package store
 
 import (
@@ -28,10 +29,19 @@ var bucketName = []byte("outbound")
 // ErrLocked says that another client or process holds the directory's queue.
 var ErrLocked = errors.New("the queue is in use by another client or process")
 
-// Record is one queued message as kept on disk. Key orders the queue; the caller assigns it in acceptance order.
+// Kind is what a record holds.
+type Kind uint8
+
+const (
+	KindMessage  Kind = 0 // a device-to-cloud message
+	KindReported Kind = 1 // a reported-properties patch: Msg.Payload alone
+)
+
+// Record is one queued entry as kept on disk. Key orders the queue; the caller assigns it in acceptance order.
 type Record struct {
 	Key      uint64
-	Deadline time.Time // when the message expires
+	Kind     Kind
+	Deadline time.Time // when the entry expires
 	Msg      transport.Message
 }
 
@@ -125,10 +135,11 @@ func (s *Store) Commit(puts []Record, dels []uint64) (err error) {
 // Close releases the file and its lock.
 func (s *Store) Close() error { return s.db.Close() }
 
-// recordVersion starts every encoded record, so the layout can change without misreading old files.
-const recordVersion = 1
+// recordVersion starts every encoded record, so the layout can change without misreading old files. Version 1,
+// written before reported patches were queued, has no kind byte: its records are messages.
+const recordVersion = 2
 
-// encode lays out a record: version, deadline (Unix ns), then length-prefixed message id, correlation id,
+// encode lays out a record: version, kind, deadline (Unix ns), then length-prefixed message id, correlation id,
 // content type, content encoding, payload, and the property count followed by each key and value.
 func encode(r *Record) []byte {
 	m := &r.Msg
@@ -137,7 +148,7 @@ func encode(r *Record) []byte {
 		n += 8 + len(p[0]) + len(p[1])
 	}
 	b := make([]byte, 0, n)
-	b = append(b, recordVersion)
+	b = append(b, recordVersion, byte(r.Kind))
 	b = binary.AppendVarint(b, r.Deadline.UnixNano())
 	for _, s := range []string{m.MessageID, m.CorrelationID, m.ContentType, m.ContentEncoding} {
 		b = appendBytes(b, []byte(s))
@@ -192,14 +203,25 @@ func (d *decoder) bytes() []byte {
 func (d *decoder) string() string { return string(d.bytes()) }
 
 func decode(b []byte, r *Record) error {
-	if len(b) == 0 || b[0] != recordVersion {
+	switch {
+	case len(b) == 0:
+		return errTruncated
+	case b[0] == 1:
+		b = b[1:]
+	case b[0] != recordVersion:
 		return errors.New("unknown record version")
+	case len(b) < 2:
+		return errTruncated
+	case Kind(b[1]) != KindMessage && Kind(b[1]) != KindReported:
+		return fmt.Errorf("unknown record kind %d", b[1])
+	default:
+		r.Kind, b = Kind(b[1]), b[2:]
 	}
-	ns, n := binary.Varint(b[1:])
+	ns, n := binary.Varint(b)
 	if n <= 0 {
 		return errTruncated
 	}
-	d := &decoder{b: b[1+n:]}
+	d := &decoder{b: b[n:]}
 	r.Deadline = time.Unix(0, ns)
 	m := &r.Msg
 	m.MessageID, m.CorrelationID, m.ContentType, m.ContentEncoding = d.string(), d.string(), d.string(), d.string()

@@ -36,7 +36,8 @@ func TestCommittedRecordsSurviveReopenInKeyOrder(t *testing.T) {
 	}}
 	empty := Record{Key: 1, Deadline: deadline} // nil payload and properties stay nil
 	third := Record{Key: 300, Deadline: deadline.Add(time.Hour), Msg: transport.Message{Payload: []byte("x"), MessageID: "m-300"}}
-	if err := s.Commit([]Record{full, empty, third}, nil); err != nil {
+	patch := Record{Key: 7, Kind: KindReported, Deadline: deadline, Msg: transport.Message{Payload: []byte(`{"fw":1}`)}}
+	if err := s.Commit([]Record{full, empty, third, patch}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(nil, []uint64{300, 999}); err != nil { // deleting an absent key is no error
@@ -47,7 +48,7 @@ func TestCommittedRecordsSurviveReopenInKeyOrder(t *testing.T) {
 	}
 	s, recs = mustOpen(t, dir)
 	defer s.Close()
-	want := []Record{empty, full}
+	want := []Record{empty, full, patch}
 	for i := range recs {
 		recs[i].Deadline = recs[i].Deadline.In(deadline.Location())
 	}
@@ -115,5 +116,21 @@ func TestDecodeRejectsEveryTruncation(t *testing.T) {
 	}
 	if err := decode(full, &r); err != nil || string(r.Msg.Payload) != "payload" {
 		t.Fatalf("full record: %v %+v", err, r)
+	}
+}
+
+// A record written before reported patches were queued (version 1: no kind byte) is read as a message.
+func TestVersionOneRecordsAreMessages(t *testing.T) {
+	r := Record{Kind: KindReported, Deadline: time.Unix(5, 0),
+		Msg: transport.Message{Payload: []byte("p"), MessageID: "m"}}
+	v2 := encode(&r)
+	v1 := append([]byte{1}, v2[2:]...)
+	var got Record
+	if err := decode(v1, &got); err != nil || got.Kind != KindMessage || string(got.Msg.Payload) != "p" ||
+		got.Msg.MessageID != "m" {
+		t.Fatalf("version 1: %v %+v", err, got)
+	}
+	if err := decode(append([]byte{recordVersion, 9}, v2[2:]...), &got); err == nil {
+		t.Fatal("decoded an unknown kind")
 	}
 }

@@ -82,7 +82,7 @@ func (j *journal) run() {
 		}
 		recs := make([]store.Record, len(puts))
 		for i, p := range puts {
-			recs[i] = store.Record{Key: p.e.key, Deadline: p.e.Deadline, Msg: p.e.Wire}
+			recs[i] = store.Record{Key: p.e.key, Kind: p.e.Kind, Deadline: p.e.Deadline, Msg: p.e.Wire}
 		}
 		err := j.st.Commit(recs, dels)
 		if err != nil && len(dels) > 0 {

@@ -1,11 +1,11 @@
-// Package outbox is a client's outbound queue: every message the client accepted, from Add to its one
-// completion. It keeps the queue's invariants; the client's supervisor decides when to call what, and reports
-// completions to the application.
+// Package outbox is a client's outbound queue: every message and reported-properties patch the client accepted,
+// from Add to its one completion. It keeps the queue's invariants; the client's supervisor decides when to call
+// what, and reports completions to the application.
 //
 // The life of an entry:
 //
-//	Add        accepted: an id (1, 2, ... per client) and, without one, a generated message id; in durable mode
-//	           written to disk first ("writing"), then queued
+//	Add        accepted: an id (1, 2, ... per client) and, for a message without one, a generated message id; in
+//	           durable mode written to disk first ("writing"), then queued
 //	Ready      handed to the live link, oldest first: in flight, and from now on "sent" (it may reach the hub)
 //	Complete   its one completion; later calls for the same entry do nothing
 //
@@ -14,6 +14,10 @@
 // On reconnect (Ready): queued entries go out in id order; one whose deadline passed is due instead.
 // While a link lives, an entry in flight waits for its acknowledgement even past its deadline: Due never returns
 // it, since it may still be delivered.
+// A reported patch is a request with an answer, not a publish with an acknowledgement: once Ready handed it out it
+// belongs to the caller's request layer (deadline, retry on the next link with a new request id) until Complete,
+// so Requeue leaves it in flight. Its place in the queue, its limits and its record on disk are the outbox's as
+// for a message.
 // DropOldest makes room by dropping the oldest queued entries that were never sent (nor are still being written).
 //
 // All methods are safe for concurrent use. Callbacks (Config.Queued, Config.WrittenAfterClose, Config.Logf) run
@@ -32,10 +36,11 @@ import (
 	"github.com/iotconn/iotconn/core/transport"
 )
 
-// Entry is an accepted message until its one completion.
+// Entry is an accepted message or reported patch until its one completion.
 type Entry struct {
 	ID       uint64
-	Wire     transport.Message
+	Kind     store.Kind
+	Wire     transport.Message // a reported patch: its JSON in Payload, nothing else
 	Deadline time.Time
 
 	key  uint64 // durable mode: its record in the store
@@ -121,8 +126,8 @@ func New(cfg Config) (*Outbox, error) {
 	}
 	for _, r := range recs {
 		o.nextID++
-		e := &Entry{ID: o.nextID, key: r.Key, Wire: r.Msg, size: int64(len(r.Msg.Payload)), Deadline: r.Deadline,
-			sent: true} // it may have gone out before the previous client ended
+		e := &Entry{ID: o.nextID, Kind: r.Kind, key: r.Key, Wire: r.Msg, size: int64(len(r.Msg.Payload)),
+			Deadline: r.Deadline, sent: true} // it may have gone out before the previous client ended
 		o.pending[e.ID] = e
 		o.bytes += e.size
 		o.enqueueLocked(e)
@@ -130,6 +135,15 @@ func New(cfg Config) (*Outbox, error) {
 	o.recovered = len(recs)
 	o.backend = newJournal(o, st, recs)
 	return o, nil
+}
+
+// TakeID gives an operation that the queue does not hold (a twin GET) an id of the same sequence, so that one id
+// names one operation of the client whatever its kind.
+func (o *Outbox) TakeID() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.nextID++
+	return o.nextID
 }
 
 // Recovered is how many entries New loaded from the queue directory.
@@ -145,11 +159,11 @@ func (o *Outbox) MayHaveArrived(e *Entry) bool {
 	return e.sent
 }
 
-// Add accepts wire (its payload owned by the outbox from now on) with its deadline. It returns the entry, the
-// entries dropped to make room (already finished: the caller completes them as dropped) and, in durable mode,
+// Add accepts wire of kind (its payload owned by the outbox from now on) with its deadline. It returns the entry,
+// the entries dropped to make room (already finished: the caller completes them as dropped) and, in durable mode,
 // where its write is reported: until then the entry is not queued, and on an error it is gone.
-func (o *Outbox) Add(wire transport.Message, deadline time.Time) (e *Entry, dropped []*Entry, written <-chan error,
-	err error) {
+func (o *Outbox) Add(kind store.Kind, wire transport.Message, deadline time.Time) (e *Entry, dropped []*Entry,
+	written <-chan error, err error) {
 	size := int64(len(wire.Payload))
 	o.mu.Lock()
 	if o.closed {
@@ -161,8 +175,8 @@ func (o *Outbox) Add(wire transport.Message, deadline time.Time) (e *Entry, drop
 		return nil, nil, nil, err
 	}
 	o.nextID++
-	e = &Entry{ID: o.nextID, Wire: wire, size: size, Deadline: deadline}
-	if e.Wire.MessageID == "" {
+	e = &Entry{ID: o.nextID, Kind: kind, Wire: wire, size: size, Deadline: deadline}
+	if kind == store.KindMessage && e.Wire.MessageID == "" {
 		e.Wire.MessageID = o.cfg.MIDPrefix + strconv.FormatUint(e.ID, 10)
 	}
 	o.pending[e.ID] = e
@@ -195,8 +209,8 @@ func (o *Outbox) makeRoomLocked(size int64) ([]*Entry, error) {
 	if fits(count, bytes) {
 		return nil, nil
 	}
-	full := &FullError{fmt.Sprintf("%d messages of %d bytes are waiting; the limits are %d messages and %d bytes",
-		count, bytes, maxCount, maxBytes)}
+	full := &FullError{fmt.Sprintf("%d messages and reported patches of %d bytes are waiting; the limits are %d "+
+		"entries and %d bytes", count, bytes, maxCount, maxBytes)}
 	if !o.cfg.DropOldest || size > maxBytes {
 		return nil, full
 	}
@@ -274,8 +288,8 @@ func (o *Outbox) Ready() (send, due []*Entry) {
 	return batch[:n], due
 }
 
-// Requeue is the end of the live link: entries in flight go back to the head of the queue, in id order, except
-// those past their deadline, which are returned due.
+// Requeue is the end of the live link: messages in flight go back to the head of the queue, in id order, except
+// those past their deadline, which are returned due. Reported patches stay with the request layer.
 func (o *Outbox) Requeue() (due []*Entry) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -283,7 +297,7 @@ func (o *Outbox) Requeue() (due []*Entry) {
 	var back []*Entry
 	for _, e := range o.pending {
 		switch {
-		case !e.inFlight:
+		case !e.inFlight || e.Kind == store.KindReported:
 		case e.Deadline.After(now):
 			e.inFlight = false
 			back = append(back, e)

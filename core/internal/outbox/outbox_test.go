@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotconn/iotconn/core/store"
 	"github.com/iotconn/iotconn/core/transport"
 )
 
@@ -29,7 +30,7 @@ func newMemory(t *testing.T, maxMessages int, dropOldest bool) *Outbox {
 
 func add(t *testing.T, o *Outbox, mid string, ttl time.Duration) *Entry {
 	t.Helper()
-	e, _, written, err := o.Add(transport.Message{Payload: []byte("x"), MessageID: mid}, t0.Add(ttl))
+	e, _, written, err := o.Add(store.KindMessage, transport.Message{Payload: []byte("x"), MessageID: mid}, t0.Add(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestCompleteOnceAndDropOldestKeepsWhatMayHaveArrived(t *testing.T) {
 	o.Ready()
 	o.Requeue() // back in the queue, unacknowledged
 	queued := add(t, o, "queued", time.Hour)
-	newest, dropped, _, err := o.Add(transport.Message{Payload: []byte("x")}, t0.Add(time.Hour))
+	newest, dropped, _, err := o.Add(store.KindMessage, transport.Message{Payload: []byte("x")}, t0.Add(time.Hour))
 	if err != nil || !slices.Equal(ids(dropped), []uint64{queued.ID}) {
 		t.Fatalf("dropped %v (%v), want only %d", ids(dropped), err, queued.ID)
 	}
@@ -102,11 +103,11 @@ func TestCompleteOnceAndDropOldestKeepsWhatMayHaveArrived(t *testing.T) {
 		t.Fatal("Complete is not once")
 	}
 	o.Ready() // newest is in flight
-	if _, _, _, err = o.Add(transport.Message{Payload: []byte("x")}, t0.Add(time.Hour)); err != nil {
+	if _, _, _, err = o.Add(store.KindMessage, transport.Message{Payload: []byte("x")}, t0.Add(time.Hour)); err != nil {
 		t.Fatalf("room after a completion: %v", err)
 	}
 	o.Ready()
-	_, _, _, err = o.Add(transport.Message{Payload: []byte("x")}, t0.Add(time.Hour))
+	_, _, _, err = o.Add(store.KindMessage, transport.Message{Payload: []byte("x")}, t0.Add(time.Hour))
 	var full *FullError
 	if !errors.As(err, &full) {
 		t.Fatalf("over the limit with %d and the next in flight: %v, want a FullError", newest.ID, err)
@@ -144,7 +145,7 @@ func TestDurableEntriesSurviveAndCountAsPossiblySent(t *testing.T) {
 	o.Complete(delivered, true)
 	o.Complete(kept, false) // failed by a close: stays on disk
 	o.Close()
-	if _, _, _, err := o.Add(transport.Message{Payload: []byte("x")}, t0); !errors.Is(err, ErrClosed) {
+	if _, _, _, err := o.Add(store.KindMessage, transport.Message{Payload: []byte("x")}, t0); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Add after Close: %v", err)
 	}
 	o.Shutdown()
@@ -159,5 +160,60 @@ func TestDurableEntriesSurviveAndCountAsPossiblySent(t *testing.T) {
 	}
 	if len(afterClose) != 0 {
 		t.Fatalf("%d entries written after close", len(afterClose))
+	}
+}
+
+func addPatch(t *testing.T, o *Outbox, patch string) *Entry {
+	t.Helper()
+	e, _, written, err := o.Add(store.KindReported, transport.Message{Payload: []byte(patch)}, t0.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if written != nil {
+		if err := <-written; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// Reported patches share the queue, its ids and its limits with messages; once handed out they are the request
+// layer's, so a lost link requeues only the messages. On disk they keep their kind.
+func TestReportedPatchesShareTheQueueAndStayWithTheRequestLayer(t *testing.T) {
+	dir := t.TempDir()
+	now = t0
+	cfg := Config{MaxMessages: 3, MaxBytes: 1 << 20, MIDPrefix: "p.", Dir: dir, Now: clock, Queued: func() {},
+		WrittenAfterClose: func([]*Entry) {}, Logf: func(string, ...any) {}}
+	o, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, patch := add(t, o, "", time.Hour), addPatch(t, o, `{"a":1}`)
+	if get := o.TakeID(); msg.ID != 1 || patch.ID != 2 || get != 3 || patch.Wire.MessageID != "" {
+		t.Fatalf("ids %d %d %d, patch message id %q", msg.ID, patch.ID, get, patch.Wire.MessageID)
+	}
+	addPatch(t, o, "{}")
+	var full *FullError
+	if _, _, _, err := o.Add(store.KindReported, transport.Message{}, t0); !errors.As(err, &full) {
+		t.Fatalf("a patch over the count limit: %v", err)
+	}
+	if send, _ := o.Ready(); !slices.Equal(ids(send), []uint64{1, 2, 4}) {
+		t.Fatalf("ready %v", ids(send))
+	}
+	o.Requeue()
+	if send, _ := o.Ready(); !slices.Equal(ids(send), []uint64{msg.ID}) {
+		t.Fatalf("after a lost link ready %v, want the message alone", ids(send))
+	}
+	o.Close()
+	o.Shutdown()
+	again, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Shutdown()
+	all := again.TakeAll()
+	if len(all) != 3 || all[0].Kind != store.KindMessage || all[1].Kind != store.KindReported ||
+		string(all[1].Wire.Payload) != `{"a":1}` || all[2].Kind != store.KindReported {
+		t.Fatalf("recovered %+v", all)
 	}
 }

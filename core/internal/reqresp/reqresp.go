@@ -34,17 +34,23 @@ const (
 // ErrTimeout is the result of a request whose deadline passed before its response.
 var ErrTimeout = errors.New("no response before the request's deadline")
 
-// Response is what the hub answered: a status (200, 204, 429, ...) and a body.
+// ErrClosed is Add's error once Close ran.
+var ErrClosed = errors.New("request table closed")
+
+// Response is what the hub answered: a status (200, 204, 429, ...), a body and, for twin answers that carry one,
+// the twin's new $version.
 type Response struct {
 	Status  int
 	Payload []byte
+	Version int64
 }
 
-// Request is one request in flight. Op and Payload are the caller's (the transport reads them); RID is set by
-// the table and changes when a Retry request is sent again.
+// Request is one request in flight. Op, Payload and Data are the caller's (the transport reads the first two;
+// Data says what to do with the result); RID is set by the table and changes when a Retry request is sent again.
 type Request struct {
 	Op       string
 	Payload  []byte
+	Data     any
 	Kind     Kind
 	Deadline time.Time
 	RID      string
@@ -63,6 +69,7 @@ type Result struct {
 // Table holds the outstanding requests of one client.
 type Table struct {
 	mu      sync.Mutex
+	closed  bool
 	lastSeq uint64
 	lastRID uint64
 	byRID   map[string]*Request
@@ -72,14 +79,18 @@ type Table struct {
 // NewTable returns an empty table.
 func NewTable() *Table { return &Table{byRID: map[string]*Request{}} }
 
-// Add registers r and gives it a request id; it waits for Ready.
-func (t *Table) Add(r *Request) {
+// Add registers r and gives it a request id; it waits for Ready. After Close it refuses r with ErrClosed.
+func (t *Table) Add(r *Request) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.closed {
+		return ErrClosed
+	}
 	t.lastSeq++
 	r.seq = t.lastSeq
 	t.assignLocked(r)
 	t.waiting = append(t.waiting, r)
+	return nil
 }
 
 func (t *Table) assignLocked(r *Request) {
@@ -153,10 +164,23 @@ func (t *Table) Expire(now time.Time) (expired []Result) {
 	return expired
 }
 
-// FailAll ends every outstanding request with err (Close, a fatal error), oldest first.
-func (t *Table) FailAll(err error) (failed []Result) {
+// FailAll ends every outstanding request with err (a fatal error, the retry policy giving up), oldest first.
+func (t *Table) FailAll(err error) []Result {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.failAllLocked(err)
+}
+
+// Close ends every outstanding request with err, oldest first, and refuses every later Add, so that no request
+// is left without a result once the client closed.
+func (t *Table) Close(err error) []Result {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	return t.failAllLocked(err)
+}
+
+func (t *Table) failAllLocked(err error) (failed []Result) {
 	for _, r := range t.byRID {
 		failed = append(failed, Result{Req: r, Err: err})
 	}

@@ -97,4 +97,11 @@ func TestDeadlinesAndFailAll(t *testing.T) {
 	if got := ops(failed); !slices.Equal(got, []string{"later"}) || !errors.Is(failed[0].Err, closed) {
 		t.Fatalf("failed %v", failed)
 	}
+	tb.Add(&Request{Op: "last", Deadline: t0.Add(time.Hour)})
+	if got := ops(tb.Close(closed)); !slices.Equal(got, []string{"last"}) {
+		t.Fatalf("closed %v", got)
+	}
+	if err := tb.Add(&Request{Op: "late"}); !errors.Is(err, ErrClosed) || len(tb.Ready()) != 0 {
+		t.Fatalf("Add after Close: %v", err)
+	}
 }
