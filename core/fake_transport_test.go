@@ -70,22 +70,20 @@ type fakeConn struct {
 }
 
 func (c *fakeConn) Send(m *transport.Message, done func(error)) {
-	c.mu.Lock()
-	c.sent = append(c.sent, *m)
-	if c.manual || c.closed {
-		c.waiting = append(c.waiting, done)
-		c.mu.Unlock()
-		return
-	}
-	c.mu.Unlock()
-	done(nil)
+	c.record(func() { c.sent = append(c.sent, *m) }, done)
 }
 
 // Request is recorded and, unless the connection is manual, written at once (ackAll writes the others); the fake
 // hub answers only when a test calls answer.
 func (c *fakeConn) Request(r *transport.Request, done func(error)) {
+	c.record(func() { c.requests = append(c.requests, *r) }, done)
+}
+
+// record runs keep under the lock, then completes done at once, or, on a manual or closed connection, keeps it
+// for ackAll or Close.
+func (c *fakeConn) record(keep func(), done func(error)) {
 	c.mu.Lock()
-	c.requests = append(c.requests, *r)
+	keep()
 	if c.manual || c.closed {
 		c.waiting = append(c.waiting, done)
 		c.mu.Unlock()
