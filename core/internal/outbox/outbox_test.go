@@ -30,7 +30,13 @@ func newMemory(t *testing.T, maxMessages int, dropOldest bool) *Outbox {
 
 func add(t *testing.T, o *Outbox, mid string, ttl time.Duration) *Entry {
 	t.Helper()
-	e, _, written, err := o.Add(store.KindMessage, transport.Message{Payload: []byte("x"), MessageID: mid}, t0.Add(ttl))
+	return addKind(t, o, store.KindMessage, transport.Message{Payload: []byte("x"), MessageID: mid}, ttl)
+}
+
+// addKind adds an entry of kind that expires ttl after t0 and waits until it is written (durable mode).
+func addKind(t *testing.T, o *Outbox, kind store.Kind, m transport.Message, ttl time.Duration) *Entry {
+	t.Helper()
+	e, _, written, err := o.Add(kind, m, t0.Add(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,16 +171,7 @@ func TestDurableEntriesSurviveAndCountAsPossiblySent(t *testing.T) {
 
 func addPatch(t *testing.T, o *Outbox, patch string) *Entry {
 	t.Helper()
-	e, _, written, err := o.Add(store.KindReported, transport.Message{Payload: []byte(patch)}, t0.Add(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if written != nil {
-		if err := <-written; err != nil {
-			t.Fatal(err)
-		}
-	}
-	return e
+	return addKind(t, o, store.KindReported, transport.Message{Payload: []byte(patch)}, time.Hour)
 }
 
 // Reported patches share the queue, its ids and its limits with messages; once handed out they are the request
