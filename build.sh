@@ -46,7 +46,7 @@ test_go() {
 }
 
 test_c() {
-	say "C tests (CTest): ABI symbols, misuse, status sequences, dispatch modes, retry policy, stress, install"
+	say "C tests (CTest): ABI symbols, misuse, status sequences, dispatch modes, twins and methods, retry policy, stress, install"
 	ctest --test-dir "$BUILD" --output-on-failure
 }
 

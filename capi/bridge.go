@@ -60,6 +60,35 @@ static void call_send(uintptr_t fn, uint64_t id, int result, int code, const cha
 	iotconn_callback_depth--;
 }
 
+static void call_twin(uintptr_t fn, uint64_t id, const char *json, size_t len, int code, const char *msg,
+		      size_t msg_len, uintptr_t user) {
+	if (code) set_last_error(msg, msg_len);
+	iotconn_callback_depth++;
+	((iotconn_twin_cb)fn)(id, json, len, code, (void *)user);
+	iotconn_callback_depth--;
+}
+
+static void call_reported(uintptr_t fn, uint64_t id, int64_t version, int code, const char *msg, size_t msg_len,
+			  uintptr_t user) {
+	if (code) set_last_error(msg, msg_len);
+	iotconn_callback_depth++;
+	((iotconn_reported_cb)fn)(id, version, code, (void *)user);
+	iotconn_callback_depth--;
+}
+
+static void call_desired(uintptr_t fn, int64_t version, const char *json, size_t len, uintptr_t user) {
+	iotconn_callback_depth++;
+	((iotconn_desired_cb)fn)(version, json, len, (void *)user);
+	iotconn_callback_depth--;
+}
+
+static void call_method(uintptr_t fn, const char *request_id, const char *name, const char *json, size_t len,
+			uintptr_t user) {
+	iotconn_callback_depth++;
+	((iotconn_method_cb)fn)(request_id, name, json, len, (void *)user);
+	iotconn_callback_depth--;
+}
+
 static void call_log(uintptr_t fn, int level, const char *msg, uintptr_t user) {
 	iotconn_callback_depth++;
 	((iotconn_log_cb)fn)(level, msg, (void *)user);
@@ -115,13 +144,61 @@ func (f fnRef) message(m *core.Message) {
 	C.call_message(C.uintptr_t(f.fn), cm, C.uintptr_t(f.user))
 }
 
-func (f fnRef) sendComplete(id uint64, result core.SendResult, err *core.Error) {
-	code, msg := C.int(0), ""
-	if err != nil {
-		code, msg = -C.int(err.Code), err.Error()
+// completionError is a completion's IOTCONN_E* code and the message its trampoline makes the callback thread's
+// iotconn_last_error(), as Go memory borrowed for the call.
+func completionError(err *core.Error) (code C.int, msg *C.char, msgLen C.size_t) {
+	if err == nil {
+		return 0, nil, 0
 	}
-	C.call_send(C.uintptr_t(f.fn), C.uint64_t(id), C.int(result), code,
-		(*C.char)(unsafe.Pointer(unsafe.StringData(msg))), C.size_t(len(msg)), C.uintptr_t(f.user))
+	s := err.Error()
+	return -C.int(err.Code), (*C.char)(unsafe.Pointer(unsafe.StringData(s))), C.size_t(len(s))
+}
+
+func (f fnRef) sendComplete(id uint64, result core.SendResult, err *core.Error) {
+	code, msg, msgLen := completionError(err)
+	C.call_send(C.uintptr_t(f.fn), C.uint64_t(id), C.int(result), code, msg, msgLen, C.uintptr_t(f.user))
+}
+
+// cText copies b into C memory with a NUL after it, so that JSON handed to a callback is also a C string; the
+// caller frees it once the callback returned.
+func cText(b []byte) *C.char {
+	p := (*C.char)(C.malloc(C.size_t(len(b) + 1)))
+	if p == nil {
+		panic("iotconn: out of memory")
+	}
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(p)), len(b)+1)
+	buf[copy(buf, b)] = 0
+	return p
+}
+
+// twinResult hands the twin (NULL with an error) to the callback.
+func (f fnRef) twinResult(id uint64, twin []byte, err *core.Error) {
+	var js *C.char
+	if err == nil {
+		js = cText(twin)
+		defer C.free(unsafe.Pointer(js))
+	}
+	code, msg, msgLen := completionError(err)
+	C.call_twin(C.uintptr_t(f.fn), C.uint64_t(id), js, C.size_t(len(twin)), code, msg, msgLen, C.uintptr_t(f.user))
+}
+
+func (f fnRef) reportedResult(id uint64, version int64, err *core.Error) {
+	code, msg, msgLen := completionError(err)
+	C.call_reported(C.uintptr_t(f.fn), C.uint64_t(id), C.int64_t(version), code, msg, msgLen, C.uintptr_t(f.user))
+}
+
+func (f fnRef) desiredPatch(version int64, patch []byte) {
+	js := cText(patch)
+	defer C.free(unsafe.Pointer(js))
+	C.call_desired(C.uintptr_t(f.fn), C.int64_t(version), js, C.size_t(len(patch)), C.uintptr_t(f.user))
+}
+
+func (f fnRef) methodCall(requestID, name string, payload []byte) {
+	rid, cname, js := cText([]byte(requestID)), cText([]byte(name)), cText(payload)
+	defer C.free(unsafe.Pointer(rid))
+	defer C.free(unsafe.Pointer(cname))
+	defer C.free(unsafe.Pointer(js))
+	C.call_method(C.uintptr_t(f.fn), rid, cname, js, C.size_t(len(payload)), C.uintptr_t(f.user))
 }
 
 func (f fnRef) log(level core.LogLevel, msg string) {

@@ -206,7 +206,7 @@ func registerExport(client *C.iotconn_client_t, slot func(*entry) *atomicFn, fn 
 	if cerr != nil {
 		return fail(cerr)
 	}
-	register(slot(e), uintptr(fn), uintptr(user))
+	e.register(slot(e), uintptr(fn), uintptr(user))
 	return 0
 }
 
@@ -228,6 +228,113 @@ func iotconn_register_send_callback(client *C.iotconn_client_t, cb C.iotconn_sen
 //export iotconn_register_log_callback
 func iotconn_register_log_callback(client *C.iotconn_client_t, cb C.iotconn_log_cb, user C.uintptr_t) C.int {
 	return registerExport(client, func(e *entry) *atomicFn { return &e.log }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_twin_callback
+func iotconn_register_twin_callback(client *C.iotconn_client_t, cb C.iotconn_twin_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.twin }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_reported_callback
+func iotconn_register_reported_callback(client *C.iotconn_client_t, cb C.iotconn_reported_cb,
+	user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.reported }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_desired_callback
+func iotconn_register_desired_callback(client *C.iotconn_client_t, cb C.iotconn_desired_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.desired }, unsafe.Pointer(cb), user)
+}
+
+//export iotconn_register_method_callback
+func iotconn_register_method_callback(client *C.iotconn_client_t, cb C.iotconn_method_cb, user C.uintptr_t) C.int {
+	return registerExport(client, func(e *entry) *atomicFn { return &e.method }, unsafe.Pointer(cb), user)
+}
+
+// needCallback refuses a request whose completion callback is not registered: its one result would reach nobody,
+// and without it the links do not subscribe to the answer.
+func needCallback(slot *atomicFn, call, register string) *core.Error {
+	if slot.Load() == nil {
+		return core.Errorf(core.CodeState, "%s needs %s before iotconn_connect", call, register)
+	}
+	return nil
+}
+
+// borrowedJSON is len bytes at p, still in the caller's memory (the engine copies what it keeps); NULL is
+// allowed only when nullOK and len is 0.
+func borrowedJSON(p *C.char, n C.size_t, what string, nullOK bool) ([]byte, *core.Error) {
+	switch {
+	case p == nil && (n != 0 || !nullOK):
+		return nil, core.Errorf(core.CodeInvalidArgument, "%s is NULL but its length is %d", what, n)
+	case p == nil:
+		return nil, nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), n), nil
+}
+
+//export iotconn_twin_get
+func iotconn_twin_get(client *C.iotconn_client_t, outID *C.uint64_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if cerr := needCallback(&e.twin, "iotconn_twin_get", "iotconn_register_twin_callback"); cerr != nil {
+		return fail(cerr)
+	}
+	id, err := e.client.GetTwin()
+	if err != nil {
+		return failErr(err)
+	}
+	if outID != nil {
+		*outID = C.uint64_t(id)
+	}
+	return 0
+}
+
+//export iotconn_twin_report
+func iotconn_twin_report(client *C.iotconn_client_t, patch *C.char, n C.size_t, outID *C.uint64_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	b, cerr := borrowedJSON(patch, n, "patch_json", false)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if cerr := needCallback(&e.reported, "iotconn_twin_report", "iotconn_register_reported_callback"); cerr != nil {
+		return fail(cerr)
+	}
+	id, err := e.client.PatchReported(b)
+	if err != nil {
+		return failErr(err)
+	}
+	if outID != nil {
+		*outID = C.uint64_t(id)
+	}
+	return 0
+}
+
+//export iotconn_method_respond
+func iotconn_method_respond(client *C.iotconn_client_t, requestID *C.char, status C.int, payload *C.char,
+	n C.size_t) (rc C.int) {
+	defer recoverTo(&rc)
+	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if requestID == nil {
+		return invalid("request_id must not be NULL")
+	}
+	b, cerr := borrowedJSON(payload, n, "payload_json", true)
+	if cerr != nil {
+		return fail(cerr)
+	}
+	if err := e.client.RespondMethod(C.GoString(requestID), int(status), b); err != nil {
+		return failErr(err)
+	}
+	return 0
 }
 
 //export iotconn_poll

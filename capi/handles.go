@@ -54,12 +54,17 @@ func (t *handleTable[T]) remove(h uintptr) (*T, *core.Error) {
 	return nil, t.bad
 }
 
-// entry is one client and the C callbacks registered on it. The engine's handlers are installed once at creation
-// and read the current registration on every event, so registering is just a store.
+// entry is one client and the C callbacks registered on it. The engine's handlers read the current registration
+// on every event. Those of twins and methods are installed only while their C callback is registered, because
+// the engine subscribes a link to twins (methods) only when their handlers are set at dial time, and a Basic-tier
+// hub drops a device that subscribes: each registration installs the handlers anew (see register).
 type entry struct {
 	client                *core.Client
 	status, message, send atomicFn
 	log                   atomicFn
+	twin, reported        atomicFn
+	desired, method       atomicFn
+	installMu             sync.Mutex // orders concurrent registrations' SetHandlers with their stores
 
 	// Callbacks running now. Destroy sets destroying, unregisters every callback and waits for inflight to
 	// reach zero, so that no callback runs (and touches the application's user data) once
@@ -88,7 +93,8 @@ func (e *entry) call(slot *atomicFn, fn func(*fnRef)) {
 // unregisterAll removes every callback and waits until those already running have returned.
 func (e *entry) unregisterAll() {
 	e.destroying.Store(true)
-	for _, slot := range []*atomicFn{&e.status, &e.message, &e.send, &e.log} {
+	for _, slot := range []*atomicFn{&e.status, &e.message, &e.send, &e.log, &e.twin, &e.reported, &e.desired,
+		&e.method} {
 		slot.Store(nil)
 	}
 	e.mu.Lock()
@@ -98,8 +104,9 @@ func (e *entry) unregisterAll() {
 	e.mu.Unlock()
 }
 
+// handlers are the engine handlers for the callbacks registered now (see entry).
 func (e *entry) handlers() core.Handlers {
-	return core.Handlers{
+	h := core.Handlers{
 		OnStatus: func(s core.ConnectionStatus, r core.ConnectionStatusChangeReason) {
 			e.call(&e.status, func(f *fnRef) { f.status(s, r) })
 		},
@@ -113,15 +120,40 @@ func (e *entry) handlers() core.Handlers {
 			e.call(&e.log, func(f *fnRef) { f.log(level, msg) })
 		},
 	}
+	if e.twin.Load() != nil {
+		h.OnTwin = func(id uint64, twin []byte, err *core.Error) {
+			e.call(&e.twin, func(f *fnRef) { f.twinResult(id, twin, err) })
+		}
+	}
+	if e.reported.Load() != nil {
+		h.OnReported = func(id uint64, version int64, err *core.Error) {
+			e.call(&e.reported, func(f *fnRef) { f.reportedResult(id, version, err) })
+		}
+	}
+	if e.desired.Load() != nil {
+		h.OnDesired = func(version int64, patch []byte) {
+			e.call(&e.desired, func(f *fnRef) { f.desiredPatch(version, patch) })
+		}
+	}
+	if e.method.Load() != nil {
+		h.OnMethod = func(requestID, name string, payload []byte) {
+			e.call(&e.method, func(f *fnRef) { f.methodCall(requestID, name, payload) })
+		}
+	}
+	return h
 }
 
-// register stores (or with fn 0 removes) a callback.
-func register(slot *atomicFn, fn, user uintptr) {
+// register stores (or with fn 0 removes) a callback and installs the engine handlers that the registrations now
+// ask for.
+func (e *entry) register(slot *atomicFn, fn, user uintptr) {
+	e.installMu.Lock()
+	defer e.installMu.Unlock()
 	if fn == 0 {
 		slot.Store(nil)
-		return
+	} else {
+		slot.Store(&fnRef{fn: fn, user: user})
 	}
-	slot.Store(&fnRef{fn: fn, user: user})
+	e.client.SetHandlers(e.handlers())
 }
 
 // createClient makes a client with the table's handlers and returns its handle (iotconn_client_create in Go terms,

@@ -281,6 +281,36 @@ typedef void (*iotconn_send_cb)(uint64_t id, int result, int error_code, void *u
 /* Called with the library's log lines; `message` is valid until the callback returns. */
 typedef void (*iotconn_log_cb)(int level, const char *message, void *user);
 
+/* Twins and direct methods. JSON crosses the interface as len bytes of UTF-8 (not counting the NUL the library
+ * puts after the JSON it hands to callbacks); the library's JSON is valid only until the callback returns. */
+
+/* Called exactly once for each iotconn_twin_get() that returned 0: `id` is the id it stored; on success
+ * `error_code` is 0 and `twin_json` the whole twin as the hub sent it,
+ * {"desired":{...,"$version":n},"reported":{...,"$version":n}}; on failure `twin_json` is NULL, `len` 0 and
+ * `error_code` an IOTCONN_E* code (IOTCONN_ETIMEOUT, IOTCONN_ECLOSED, or the hub's refusal), whose message
+ * iotconn_last_error() gives inside the callback. */
+typedef void (*iotconn_twin_cb)(uint64_t id, const char *twin_json, size_t len, int error_code, void *user);
+
+/* Called exactly once for each iotconn_twin_report() that returned 0: on success `error_code` is 0 and `version`
+ * the twin's new reported $version; on failure `version` is 0 and `error_code` an IOTCONN_E* code (as a send's:
+ * IOTCONN_ETIMEOUT never sent, IOTCONN_EINDOUBT sent and unanswered, IOTCONN_ECLOSED, IOTCONN_EDROPPED, or the
+ * hub's refusal: IOTCONN_EINVAL, IOTCONN_ETOOLARGE, ...); iotconn_last_error() inside the callback gives its
+ * message. */
+typedef void (*iotconn_reported_cb)(uint64_t id, int64_t version, int error_code, void *user);
+
+/* Called with desired properties and their $version (also inside the JSON, as "$version"); each version at most
+ * once, in increasing order: the hub's patches, and after every connect (the first, after a lost link, after a
+ * token renewal) the whole desired section if its version moved past the last one delivered, so that nothing
+ * changed while offline is missed. */
+typedef void (*iotconn_desired_cb)(int64_t version, const char *patch_json, size_t len, void *user);
+
+/* Called for each direct method call: answer it with iotconn_method_respond(request_id, ...), from inside the
+ * callback or later from any thread (copy request_id: it is valid only during the call). Calls keep arriving
+ * while earlier ones wait for their answer. `payload_json` is the call's payload (len 0 when it has none). The hub
+ * forgets a call when the link it came on ends. */
+typedef void (*iotconn_method_cb)(const char *request_id, const char *method_name, const char *payload_json,
+				  size_t len, void *user);
+
 /* ---- functions ---------------------------------------------------------------------------------------------- */
 
 /* The library's capi layer compiles this header with IOTCONN_CAPI_BUILD: cgo writes its own prototypes for the
@@ -373,6 +403,45 @@ int iotconn_register_status_callback(iotconn_client_t *client, iotconn_status_cb
 int iotconn_register_message_callback(iotconn_client_t *client, iotconn_message_cb cb, void *user);
 int iotconn_register_send_callback(iotconn_client_t *client, iotconn_send_cb cb, void *user);
 int iotconn_register_log_callback(iotconn_client_t *client, iotconn_log_cb cb, void *user);
+
+/* The twin and method callbacks, registered as the ones above. Each connection subscribes to twin answers and
+ * desired patches only if a twin, reported or desired callback is registered when it is made, and to method calls
+ * only if a method callback is: register them before iotconn_connect() (a registration takes effect from the next
+ * connection). A client that registers none never subscribes, as a device of a Basic-tier IoT Hub (no twins, no
+ * methods) must not: that hub drops it. With a desired callback, every connect also GETs the twin (see
+ * iotconn_desired_cb). */
+int iotconn_register_twin_callback(iotconn_client_t *client, iotconn_twin_cb cb, void *user);
+int iotconn_register_reported_callback(iotconn_client_t *client, iotconn_reported_cb cb, void *user);
+int iotconn_register_desired_callback(iotconn_client_t *client, iotconn_desired_cb cb, void *user);
+int iotconn_register_method_callback(iotconn_client_t *client, iotconn_method_cb cb, void *user);
+
+/* Asks for the whole twin and returns at once, storing the request's id (from the sequence iotconn_send() uses)
+ * in *out_id when out_id is not NULL; the twin callback reports its one result. Asked while disconnected, it
+ * waits for a connection; a connection lost before the answer asks again on the next one; the operation timeout
+ * from now bounds it (IOTCONN_ETIMEOUT). Thread-safe. Errors: IOTCONN_ESTATE (no twin callback registered),
+ * IOTCONN_ECLOSED, IOTCONN_EBADHANDLE. */
+int iotconn_twin_get(iotconn_client_t *client, uint64_t *out_id);
+
+/* Queues a reported-properties patch: `patch_json`, len bytes of one UTF-8 JSON object (a null value deletes a
+ * property), copied before the call returns. Stores its id in *out_id when out_id is not NULL; the reported
+ * callback reports its one result. Patches wait in the outbound queue with the messages, in order, count against
+ * its limits and overflow policy, and are durable with queue_dir, as iotconn_send()'s messages; a connection lost
+ * before the answer sends the patch again on the next one. Thread-safe. Errors: IOTCONN_EINVAL (NULL patch_json,
+ * not one JSON object, not UTF-8), IOTCONN_ETOOLARGE (over IoT Hub's 32 KB of reported properties, counted as the
+ * hub counts them), IOTCONN_ESTATE (no reported callback registered), IOTCONN_EQUEUEFULL, IOTCONN_ESTORE,
+ * IOTCONN_ECLOSED, IOTCONN_EBADHANDLE. */
+int iotconn_twin_report(iotconn_client_t *client, const char *patch_json, size_t len, uint64_t *out_id);
+
+/* Answers the method call `request_id` (from the method callback) with `status` and `payload_json` (len bytes of
+ * one UTF-8 JSON value, or NULL with len 0 for none), and blocks until the answer is written to the connection
+ * the call came on, or the operation timeout passes. Each call takes one answer. Thread-safe, also from inside the
+ * method callback. Errors: IOTCONN_EINVAL (NULL request_id; a payload that is not one JSON value or not UTF-8,
+ * after which the call still waits for its answer; an unknown request_id, or one answered already),
+ * IOTCONN_ETOOLARGE (payload over 128 KB), IOTCONN_ESTATE (the call's connection ended before the answer was
+ * written: the hub forgot the call, its caller gets a timeout), IOTCONN_ETIMEOUT, IOTCONN_ECLOSED,
+ * IOTCONN_EBADHANDLE. */
+int iotconn_method_respond(iotconn_client_t *client, const char *request_id, int status, const char *payload_json,
+			   size_t len);
 
 /* DISPATCH_POLL only: runs the client's pending callbacks on the calling thread, waiting up to timeout_ms for the
  * first one (0 = do not wait). Returns how many callbacks ran (>= 0); IOTCONN_ECLOSED once the client is closed

@@ -1,0 +1,303 @@
+/* Twins and direct methods through the C ABI, against hubsim: get the twin; a reported patch shows in hubsim's
+ * twin with the version the reported callback got; a desired patch made through the control API reaches the
+ * desired callback with its version; a method invoked through the control API gets the application's status and
+ * payload, also after a reconnect, while a call of a link that ended cannot be answered; a client without twin
+ * or method callbacks does not subscribe; misuse codes. */
+#include <string.h>
+
+#include "harness.h"
+
+#define WAIT_MS 60000
+
+static hubsim_t hub;
+
+typedef struct twins {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	iotconn_client_t *client;
+	int connected; /* Connected / Connection_Ok events */
+
+	int ntwin, twin_code;
+	uint64_t twin_id;
+	char twin[4096];
+
+	int nreported, reported_code;
+	uint64_t reported_id;
+	int64_t reported_version;
+
+	int ndesired, desired_sorted; /* desired_sorted: every version above the one before */
+	int64_t desired_version, fan_version; /* the last version, and that of the patch that set "fan" */
+
+	int nmethod, hold; /* hold: record calls without answering them */
+	char method_rid[128], method_name[64], method_payload[256];
+	int bad_json_rc, answer_rc, second_rc; /* iotconn_method_respond inside the callback */
+} twins_t;
+
+static void notify(twins_t *s)
+{
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void on_status(iotconn_status_t st, iotconn_reason_t r, void *user)
+{
+	twins_t *s = user;
+	pthread_mutex_lock(&s->mu);
+	s->connected += st == IOTCONN_STATUS_CONNECTED && r == IOTCONN_REASON_CONNECTION_OK;
+	notify(s);
+}
+
+static void on_twin(uint64_t id, const char *json, size_t len, int code, void *user)
+{
+	twins_t *s = user;
+	pthread_mutex_lock(&s->mu);
+	s->ntwin++;
+	s->twin_id = id;
+	s->twin_code = code;
+	/* the library's JSON is also a C string */
+	if (json && len < sizeof s->twin && strlen(json) == len)
+		memcpy(s->twin, json, len + 1);
+	notify(s);
+}
+
+static void on_reported(uint64_t id, int64_t version, int code, void *user)
+{
+	twins_t *s = user;
+	pthread_mutex_lock(&s->mu);
+	s->nreported++;
+	s->reported_id = id;
+	s->reported_version = version;
+	s->reported_code = code;
+	notify(s);
+}
+
+static void on_desired(int64_t version, const char *json, size_t len, void *user)
+{
+	twins_t *s = user;
+	pthread_mutex_lock(&s->mu);
+	s->desired_sorted &= version > s->desired_version;
+	s->ndesired++;
+	s->desired_version = version;
+	if (strlen(json) == len && strstr(json, "\"fan\":true"))
+		s->fan_version = version;
+	notify(s);
+}
+
+static void on_method(const char *rid, const char *name, const char *json, size_t len, void *user)
+{
+	twins_t *s = user;
+	pthread_mutex_lock(&s->mu);
+	int hold = s->hold;
+	snprintf(s->method_rid, sizeof s->method_rid, "%s", rid);
+	snprintf(s->method_name, sizeof s->method_name, "%s", name);
+	snprintf(s->method_payload, sizeof s->method_payload, "%.*s", (int)len, json);
+	pthread_mutex_unlock(&s->mu);
+	int bad = 0, answer = 0, second = 0;
+	if (!hold) {
+		/* refused before anything else: the call still takes the right answer, and only one */
+		bad = iotconn_method_respond(s->client, rid, 500, "{oops", 5);
+		answer = iotconn_method_respond(s->client, rid, 201, "{\"ok\":true}", 11);
+		second = iotconn_method_respond(s->client, rid, 200, NULL, 0);
+	}
+	pthread_mutex_lock(&s->mu);
+	s->bad_json_rc = bad, s->answer_rc = answer, s->second_rc = second;
+	s->nmethod++;
+	notify(s);
+}
+
+/* Waits until *counter >= want, at most WAIT_MS. */
+static int wait_for(twins_t *s, const int *counter, int want)
+{
+	int64_t deadline = now_ms() + WAIT_MS;
+	pthread_mutex_lock(&s->mu);
+	while (*counter < want && now_ms() < deadline) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+	}
+	int have = *counter;
+	pthread_mutex_unlock(&s->mu);
+	if (have >= want)
+		return 0;
+	fprintf(stderr, "timed out waiting for %d (have %d)\n", want, have);
+	return -1;
+}
+
+/* The "$version" that follows "section" in a twin's JSON, or -1. */
+static int64_t version_in(const char *json, const char *section)
+{
+	const char *p = json ? strstr(json, section) : NULL;
+	p = p ? strstr(p, "\"$version\":") : NULL;
+	return p ? atoll(p + strlen("\"$version\":")) : -1;
+}
+
+/* Invokes method `name` on `device` through the control API; returns the HTTP status and the malloc'd body. */
+static int invoke(const char *device, const char *name, int timeout_s, char **body)
+{
+	char path[256];
+	snprintf(path, sizeof path, "/devices/%s/methods/%s?timeout=%d", device, name, timeout_s);
+	return hub_http(&hub, "POST", path, "{\"delay\":1}", body);
+}
+
+typedef struct held_call {
+	pthread_t thread;
+	int http_status;
+} held_call_t;
+
+static void *invoke_held(void *arg)
+{
+	held_call_t *h = arg;
+	h->http_status = invoke("dev-twin", "hold", 5, NULL);
+	return NULL;
+}
+
+static void misuse_before_connect(iotconn_client_t *c)
+{
+	uint64_t id = 0;
+	CHECK_RC(iotconn_twin_get(NULL, &id), IOTCONN_EBADHANDLE);
+	CHECK_RC(iotconn_twin_report(c, NULL, 0, &id), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_twin_report(c, "not json", 8, &id), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_twin_report(c, "[1,2]", 5, &id), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_twin_report(c, "{\"a\":\"\xff\"}", 9, &id), IOTCONN_EINVAL);
+	enum { BIG = 40000 };
+	char *big = malloc(BIG + 16);
+	int n = snprintf(big, 16, "{\"big\":\"");
+	memset(big + n, 'x', BIG);
+	memcpy(big + n + BIG, "\"}", 2);
+	CHECK_RC(iotconn_twin_report(c, big, (size_t)n + BIG + 2, &id), IOTCONN_ETOOLARGE);
+	free(big);
+	CHECK(id == 0);
+	CHECK_RC(iotconn_method_respond(c, NULL, 200, NULL, 0), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_method_respond(c, "no-such-call", 200, NULL, 0), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_method_respond(c, "no-such-call", 200, NULL, 5), IOTCONN_EINVAL);
+	CHECK_RC(iotconn_method_respond(NULL, "no-such-call", 200, NULL, 0), IOTCONN_EBADHANDLE);
+}
+
+static void twins_and_methods(void)
+{
+	twins_t s;
+	memset(&s, 0, sizeof s);
+	s.desired_sorted = 1;
+	pthread_mutex_init(&s.mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s.cond, &ca);
+
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-twin"), &o, &s.client), 0);
+	iotconn_client_t *c = s.client;
+	CHECK_RC(iotconn_register_status_callback(c, on_status, &s), 0);
+	/* registered before connecting: the links subscribe to twins and methods */
+	CHECK_RC(iotconn_register_twin_callback(c, on_twin, &s), 0);
+	CHECK_RC(iotconn_register_reported_callback(c, on_reported, &s), 0);
+	CHECK_RC(iotconn_register_desired_callback(c, on_desired, &s), 0);
+	CHECK_RC(iotconn_register_method_callback(c, on_method, &s), 0);
+	misuse_before_connect(c);
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	CHECK(wait_for(&s, &s.connected, 1) == 0);
+
+	/* get the twin */
+	uint64_t id = 0;
+	CHECK_RC(iotconn_twin_get(c, &id), 0);
+	CHECK(wait_for(&s, &s.ntwin, 1) == 0);
+	CHECK(s.twin_id == id && s.twin_code == 0);
+	CHECK(version_in(s.twin, "\"desired\"") >= 0 && version_in(s.twin, "\"reported\"") >= 0);
+
+	/* a reported patch: hubsim's twin shows it, with the version the callback got */
+	CHECK_RC(iotconn_twin_report(c, "{\"temp\":21}", 11, &id), 0);
+	CHECK(wait_for(&s, &s.nreported, 1) == 0);
+	CHECK(s.reported_id == id && s.reported_code == 0 && s.reported_version > 0);
+	char *body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-twin/twin", NULL, &body) == 200);
+	CHECK(body && strstr(body, "\"temp\":21"));
+	CHECK(version_in(body, "\"reported\"") == s.reported_version);
+	free(body);
+
+	/* a desired patch through the control API reaches the callback with its version */
+	body = NULL;
+	CHECK(hub_http(&hub, "PATCH", "/devices/dev-twin/twin/desired", "{\"fan\":true}", &body) == 200);
+	int64_t desired_version = version_in(body, "\"desired\"");
+	free(body);
+	CHECK(desired_version > 0);
+	int64_t deadline = now_ms() + WAIT_MS;
+	pthread_mutex_lock(&s.mu);
+	while (s.fan_version < desired_version && now_ms() < deadline) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += 1;
+		pthread_cond_timedwait(&s.cond, &s.mu, &ts);
+	}
+	CHECK(s.fan_version == desired_version);
+	CHECK(s.desired_sorted);
+	pthread_mutex_unlock(&s.mu);
+
+	/* a method call is answered with the application's status and payload, once */
+	body = NULL;
+	CHECK(invoke("dev-twin", "reboot", 30, &body) == 200);
+	CHECK(body && strstr(body, "\"status\":201") && strstr(body, "\"ok\":true"));
+	free(body);
+	CHECK(wait_for(&s, &s.nmethod, 1) == 0);
+	CHECK(strcmp(s.method_name, "reboot") == 0 && strstr(s.method_payload, "\"delay\":1"));
+	CHECK(s.bad_json_rc == IOTCONN_EINVAL && s.answer_rc == 0 && s.second_rc == IOTCONN_EINVAL);
+
+	/* a call whose link ended cannot be answered (the hub forgot it); after the reconnect calls are answered */
+	pthread_mutex_lock(&s.mu);
+	s.hold = 1;
+	pthread_mutex_unlock(&s.mu);
+	held_call_t held = {0};
+	CHECK(pthread_create(&held.thread, NULL, invoke_held, &held) == 0);
+	CHECK(wait_for(&s, &s.nmethod, 2) == 0);
+	CHECK(hub_fault(&hub, "{\"kind\":\"kill-tcp\",\"device\":\"dev-twin\"}") == 0);
+	CHECK(wait_for(&s, &s.connected, 2) == 0);
+	pthread_mutex_lock(&s.mu);
+	char rid[sizeof s.method_rid];
+	memcpy(rid, s.method_rid, sizeof rid);
+	s.hold = 0;
+	pthread_mutex_unlock(&s.mu);
+	CHECK_RC(iotconn_method_respond(c, rid, 200, NULL, 0), IOTCONN_ESTATE);
+	pthread_join(held.thread, NULL);
+	CHECK(held.http_status != 200);
+	body = NULL;
+	CHECK(invoke("dev-twin", "reboot", 30, &body) == 200);
+	CHECK(body && strstr(body, "\"status\":201"));
+	free(body);
+
+	CHECK_RC(iotconn_close(c), 0);
+	CHECK_RC(iotconn_twin_get(c, &id), IOTCONN_ECLOSED);
+	CHECK_RC(iotconn_twin_report(c, "{\"temp\":22}", 11, &id), IOTCONN_ECLOSED);
+	CHECK_RC(iotconn_method_respond(c, rid, 200, NULL, 0), IOTCONN_ECLOSED);
+	CHECK_RC(iotconn_client_destroy(c), 0);
+	CHECK_RC(iotconn_twin_get(c, &id), IOTCONN_EBADHANDLE);
+}
+
+/* A client without twin or method callbacks (one registered and removed again counts as none) refuses twin
+ * requests and does not subscribe: hubsim finds no one to take a method call. */
+static void without_callbacks(void)
+{
+	iotconn_client_t *c = NULL;
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-plain"), &o, &c), 0);
+	CHECK_RC(iotconn_register_method_callback(c, on_method, NULL), 0);
+	CHECK_RC(iotconn_register_method_callback(c, NULL, NULL), 0);
+	CHECK_RC(iotconn_register_twin_callback(c, on_twin, NULL), 0);
+	CHECK_RC(iotconn_register_twin_callback(c, NULL, NULL), 0);
+	uint64_t id = 0;
+	CHECK_RC(iotconn_twin_get(c, &id), IOTCONN_ESTATE);
+	CHECK_RC(iotconn_twin_report(c, "{\"temp\":21}", 11, &id), IOTCONN_ESTATE);
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	CHECK(invoke("dev-plain", "reboot", 5, NULL) == 404);
+	CHECK_RC(iotconn_client_destroy(c), 0);
+}
+
+int main(void)
+{
+	const char *devices[] = {"dev-twin", "dev-plain", NULL};
+	if (hubsim_start(&hub, devices) != 0)
+		return 1;
+	twins_and_methods();
+	without_callbacks();
+	hubsim_stop(&hub);
+	return test_done("twin");
+}
