@@ -67,5 +67,10 @@ namespace Iotconn
         /// none). The client keeps the budget after the Admission is disposed; a disposed one given here:
         /// IotconnException with ErrorCode.BadHandle.</summary>
         public Admission Admission { get; set; }
+
+        /// <summary>The connections subscribe to twins from the first OpenAsync, so GetTwinAsync and
+        /// UpdateReportedPropertiesAsync work after it (default false: a client that never uses twins must not
+        /// subscribe, as an IoT Hub of the Basic tier drops it). See DeviceClient's twin remarks.</summary>
+        public bool UseTwin { get; set; }
     }
 }

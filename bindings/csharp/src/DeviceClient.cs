@@ -14,7 +14,7 @@ namespace Iotconn
     /// (ClientOptions.Dispatcher); every handler runs there. No thread created by the Go runtime ever runs managed
     /// code (Mono hangs at exit otherwise).
     /// </summary>
-    public sealed class DeviceClient : IDisposable, IDispatched
+    public sealed partial class DeviceClient : IDisposable, IDispatched
     {
         // OpenAsync's cancellation repeats iotconn_connect_cancel every CancelRoundMs until iotconn_connect returned,
         // at most CancelRounds times.
@@ -32,6 +32,7 @@ namespace Iotconn
         private readonly Dictionary<ulong, Exception> earlyCompletions = new Dictionary<ulong, Exception>();
         private bool released; // under sendLock: the dispatcher freed the client and failed what was pending
         private volatile bool closed;
+        private readonly bool useTwin; // ClientOptions.UseTwin
 
         // Native code may call these until iotconn_client_destroy returns, so they live as long as the client.
         private readonly NativeMethods.StatusCallback statusCallback;
@@ -45,9 +46,10 @@ namespace Iotconn
         private volatile object messageHandlerContext;
         private volatile IRetryPolicy customRetryPolicy;
 
-        private DeviceClient(ClientHandle handle, Dispatcher shared)
+        private DeviceClient(ClientHandle handle, Dispatcher shared, bool useTwin)
         {
             this.handle = handle;
+            this.useTwin = useTwin;
             // Its own dispatcher thread, or a shared Dispatcher's, which may already poll this client's events.
             ownsThread = shared == null;
             dispatcher = ownsThread ? new DispatchThread(ms => NativeMethods.iotconn_poll(handle, ms), true)
@@ -106,6 +108,7 @@ namespace Iotconn
             }
             NativeMethods.EnsureCompatible();
             Dispatcher shared = options == null ? null : options.Dispatcher;
+            bool useTwin = options != null && options.UseTwin;
             ClientHandle handle = null;
             using (var blocks = new NativeBlocks())
             {
@@ -124,7 +127,7 @@ namespace Iotconn
             }
             try
             {
-                return new DeviceClient(handle, shared);
+                return new DeviceClient(handle, shared, useTwin);
             }
             catch
             {
@@ -284,6 +287,7 @@ namespace Iotconn
         {
             cancellationToken.ThrowIfCancellationRequested();
             ThrowIfClosed();
+            FixSubscriptions(useTwin);
             // iotconn_connect blocks: run it on a pool thread (a managed thread calling out, never called into).
             return Task.Run(() => Connect(cancellationToken), cancellationToken);
         }
@@ -443,6 +447,7 @@ namespace Iotconn
             {
                 orphan.TrySetException(ShutDownBeforeCompletion());
             }
+            ReleaseTwins();
         }
 
         private static Exception ShutDownBeforeCompletion()

@@ -117,6 +117,27 @@ namespace Iotconn.Tests
             Request("POST", "/devices/" + deviceId + "/c2d", body);
         }
 
+        /// <summary>The device's twin as the control API shows it.</summary>
+        public Dictionary<string, object> Twin(string deviceId)
+        {
+            return (Dictionary<string, object>)Json.Parse(Request("GET", "/devices/" + deviceId + "/twin", null));
+        }
+
+        /// <summary>Patches the desired properties (the device is notified) and returns the new twin.</summary>
+        public Dictionary<string, object> PatchDesired(string deviceId, string patchJson)
+        {
+            return (Dictionary<string, object>)Json.Parse(Request("PATCH", "/devices/" + deviceId + "/twin/desired",
+                patchJson));
+        }
+
+        /// <summary>Calls a direct method and returns the answer, {"status":int,"payload":...}.</summary>
+        public Dictionary<string, object> InvokeMethod(string deviceId, string name, string payloadJson,
+            int timeoutSeconds)
+        {
+            return (Dictionary<string, object>)Json.Parse(Request("POST", "/devices/" + deviceId + "/methods/" +
+                Uri.EscapeDataString(name) + "?timeout=" + timeoutSeconds, payloadJson));
+        }
+
         private string Request(string method, string path, string body)
         {
             using (var web = new WebClient { Proxy = null, Encoding = Encoding.UTF8 })

@@ -19,7 +19,8 @@ namespace Iotconn.Tests
                 return child.Value;
             }
             IEnumerable<TestCase> tests = LibraryTests.All.Concat(MisuseTests.All).Concat(ClientTests.All)
-                .Concat(QueueTests.All).Concat(DispatcherTests.All).Concat(AdmissionTests.All).Concat(PackageTests.All);
+                .Concat(QueueTests.All).Concat(DispatcherTests.All).Concat(AdmissionTests.All).Concat(TwinTests.All)
+                .Concat(PackageTests.All);
             if (args.Length > 0)
             {
                 tests = tests.Where(t => args.Any(filter => t.Name.Contains(filter)));

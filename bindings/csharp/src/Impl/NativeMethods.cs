@@ -92,6 +92,19 @@ namespace Iotconn
         [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
         internal delegate void LogCallback(int level, IntPtr message, IntPtr user);
 
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void TwinCallback(ulong id, IntPtr twinJson, UIntPtr len, int errorCode, IntPtr user);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void ReportedCallback(ulong id, long version, int errorCode, IntPtr user);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void DesiredCallback(long version, IntPtr patchJson, UIntPtr len, IntPtr user);
+
+        [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
+        internal delegate void MethodCallback(IntPtr requestId, IntPtr methodName, IntPtr payloadJson, UIntPtr len,
+            IntPtr user);
+
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern IntPtr iotconn_version(out int major, out int minor, out int patch);
 
@@ -138,6 +151,32 @@ namespace Iotconn
         internal static extern int iotconn_register_log_callback(ClientHandle client, LogCallback cb, IntPtr user);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_twin_callback(ClientHandle client, TwinCallback cb, IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_reported_callback(ClientHandle client, ReportedCallback cb,
+            IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_desired_callback(ClientHandle client, DesiredCallback cb,
+            IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_register_method_callback(ClientHandle client, MethodCallback cb,
+            IntPtr user);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_twin_get(ClientHandle client, out ulong id);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_twin_report(ClientHandle client, byte[] patchJson, UIntPtr len,
+            out ulong id);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_method_respond(ClientHandle client, byte[] requestId, int status,
+            byte[] payloadJson, UIntPtr len);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_set_retry_policy(ClientHandle client, ref RetryPolicy policy);
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
@@ -182,6 +221,23 @@ namespace Iotconn
             var bytes = new byte[length];
             Marshal.Copy(text, bytes, 0, length);
             return Encoding.UTF8.GetString(bytes);
+        }
+
+        /// <summary>len bytes of UTF-8 at text as a managed string (null for NULL).</summary>
+        internal static string FromUtf8(IntPtr text, UIntPtr len)
+        {
+            return text == IntPtr.Zero ? null : Encoding.UTF8.GetString(Bytes(text, len));
+        }
+
+        /// <summary>A copy of len bytes at data (empty for NULL).</summary>
+        internal static byte[] Bytes(IntPtr data, UIntPtr len)
+        {
+            var bytes = new byte[data == IntPtr.Zero ? 0 : checked((int)len.ToUInt64())];
+            if (bytes.Length > 0)
+            {
+                Marshal.Copy(data, bytes, 0, bytes.Length);
+            }
+            return bytes;
         }
 
         /// <summary>A string as NUL-terminated UTF-8 bytes (null for null).</summary>

@@ -1,0 +1,160 @@
+using System;
+using System.Collections.Generic;
+using System.Text;
+using System.Threading;
+using System.Threading.Tasks;
+using static Iotconn.Tests.Support;
+
+namespace Iotconn.Tests
+{
+    /// <summary>Twins and direct methods end to end against iotconn-hubsim.</summary>
+    internal static class TwinTests
+    {
+        public static readonly TestCase[] All =
+        {
+            new TestCase("TwinGetReportedDesiredAndMethodsAgainstHubsim", TwinAndMethods),
+            new TestCase("TwinsAndMethodsFollowTheBeforeOpenRuleWithLibraryCodes", BeforeOpenRule),
+        };
+
+        private const string Device = "cs-twin";
+        private const string Plain = "cs-plain";
+
+        private static DeviceClient NewClient(Hubsim hub, string device, bool useTwin)
+        {
+            return DeviceClient.CreateFromConnectionString(hub.ConnectionStrings[device], TransportType.Mqtt,
+                new ClientOptions { CaFile = hub.CaFile, OperationTimeout = Deadline, UseTwin = useTwin });
+        }
+
+        private static Dictionary<string, object> Section(Dictionary<string, object> twin, string name)
+        {
+            return (Dictionary<string, object>)twin[name];
+        }
+
+        private static void TwinAndMethods()
+        {
+            using (var hub = new Hubsim(Root, Device))
+            using (DeviceClient client = NewClient(hub, Device, false))
+            {
+                var desired = new Recorder<Tuple<TwinCollection, object, Thread>>();
+                var calls = new Recorder<Tuple<MethodRequest, object>>();
+                var context = new object();
+                // Set before OpenAsync: the connection subscribes to desired patches and method calls.
+                Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                {
+                    desired.Add(Tuple.Create(patch, ctx, Thread.CurrentThread));
+                    return Task.FromResult(0);
+                }, context), "SetDesiredPropertyUpdateCallbackAsync");
+                Await(client.SetMethodHandlerAsync("reboot", (request, ctx) =>
+                {
+                    calls.Add(Tuple.Create(request, ctx));
+                    return Task.FromResult(new MethodResponse(Encoding.UTF8.GetBytes("{\"ok\":true}"), 201));
+                }, context), "SetMethodHandlerAsync");
+                Await(client.OpenAsync(), "OpenAsync");
+
+                Twin twin = Result(client.GetTwinAsync(), "GetTwinAsync");
+                Assert(twin.Properties.Desired.ToJson().Contains("\"$version\"") &&
+                    twin.Properties.Reported.ToJson().Contains("\"$version\""),
+                    "the twin has desired and reported sections with their versions: " + twin.ToJson());
+
+                Await(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"temp\":21}")),
+                    "UpdateReportedPropertiesAsync");
+                Dictionary<string, object> reported = Section(hub.Twin(Device), "reported");
+                Assert(reported.ContainsKey("temp") && (double)reported["temp"] == 21,
+                    "hubsim's twin shows the reported patch: " + Json.Object(Strings(reported)));
+                Twin after = Result(client.GetTwinAsync(), "GetTwinAsync (after the patch)");
+                Assert(after.Properties.Reported.Version == (long)(double)reported["$version"] &&
+                    after.Properties.Reported.ToJson().Contains("\"temp\":21"),
+                    "GetTwinAsync shows the patch with hubsim's version: " + after.ToJson());
+
+                long version = (long)(double)Section(hub.PatchDesired(Device, "{\"fan\":true}"), "desired")["$version"];
+                Tuple<TwinCollection, object, Thread> got = desired.WaitFor("desired patch version " + version,
+                    list => list.Exists(d => d.Item1.Version == version))
+                    .Find(d => d.Item1.Version == version);
+                Assert(got.Item1.ToJson().Contains("\"fan\":true") && got.Item1.ToJson().Contains("\"$version\""),
+                    "the patch with its $version: " + got.Item1.ToJson());
+                Assert(got.Item2 == context && got.Item3.Name == "iotconn-dispatcher",
+                    "the callback runs on the dispatcher with its user context");
+
+                Dictionary<string, object> answer = hub.InvokeMethod(Device, "reboot", "{\"delay\":1}", 30);
+                Assert((double)answer["status"] == 201 && answer["payload"] is Dictionary<string, object> &&
+                    (bool)((Dictionary<string, object>)answer["payload"])["ok"],
+                    "the caller gets the handler's status and payload: " + Json.Object(Strings(answer)));
+                Tuple<MethodRequest, object> call = calls.WaitCount("method call", 1)[0];
+                Assert(call.Item1.Name == "reboot" && call.Item1.DataAsJson.Contains("\"delay\":1") &&
+                    call.Item2 == context, "the handler got the call's name, payload and context: " +
+                    call.Item1.DataAsJson);
+
+                answer = hub.InvokeMethod(Device, "unknown", "{}", 30);
+                Assert((double)answer["status"] == 501, "a method without a handler is answered 501: " +
+                    Json.Object(Strings(answer)));
+                Await(client.SetMethodDefaultHandlerAsync((request, ctx) => Task.FromResult(
+                    new MethodResponse(Encoding.UTF8.GetBytes(Json.Quote(request.Name)), 200)), null),
+                    "SetMethodDefaultHandlerAsync");
+                answer = hub.InvokeMethod(Device, "unknown", "{}", 30);
+                Assert((double)answer["status"] == 200 && (string)answer["payload"] == "unknown",
+                    "the default handler answers, set after OpenAsync once methods are on: " +
+                    Json.Object(Strings(answer)));
+                Await(client.SetMethodHandlerAsync("reboot", (request, ctx) =>
+                {
+                    throw new InvalidOperationException("handler bug");
+                }, null), "SetMethodHandlerAsync (throwing)");
+                answer = hub.InvokeMethod(Device, "reboot", "{}", 30);
+                Assert((double)answer["status"] == 500, "a throwing handler answers 500: " +
+                    Json.Object(Strings(answer)));
+            }
+        }
+
+        private static void BeforeOpenRule()
+        {
+            using (var hub = new Hubsim(Root, Device, Plain))
+            {
+                using (DeviceClient plain = NewClient(hub, Plain, false))
+                {
+                    Await(plain.OpenAsync(), "OpenAsync (no twins)");
+                    ThrowsCode("GetTwinAsync without twins", ErrorCode.InvalidState, "iotconn_twin_get",
+                        () => plain.GetTwinAsync());
+                    ThrowsCode("UpdateReportedPropertiesAsync without twins", ErrorCode.InvalidState, "",
+                        () => plain.UpdateReportedPropertiesAsync(new TwinCollection("{\"a\":1}")));
+                    ThrowsCode("SetDesiredPropertyUpdateCallbackAsync after OpenAsync", ErrorCode.InvalidState,
+                        "before OpenAsync", () => plain.SetDesiredPropertyUpdateCallbackAsync(
+                            (p, c) => Task.FromResult(0), null));
+                    ThrowsCode("SetMethodHandlerAsync after OpenAsync", ErrorCode.InvalidState, "before OpenAsync",
+                        () => plain.SetMethodHandlerAsync("m", (r, c) => Task.FromResult(new MethodResponse(200)),
+                            null));
+                    // Removing what was never set changes no subscription.
+                    Await(plain.SetMethodDefaultHandlerAsync(null, null), "SetMethodDefaultHandlerAsync(null)");
+                }
+
+                DeviceClient client = NewClient(hub, Device, true);
+                try
+                {
+                    Await(client.OpenAsync(), "OpenAsync (UseTwin)");
+                    Twin twin = Result(client.GetTwinAsync(), "GetTwinAsync");
+                    Assert(twin.Properties.Desired.ToJson().StartsWith("{"), "UseTwin: GetTwinAsync after OpenAsync");
+                    ThrowsCode("a reported patch that is not a JSON object", ErrorCode.InvalidArgument, "",
+                        () => client.UpdateReportedPropertiesAsync(new TwinCollection("[1,2]")));
+                    Throws("a null patch", () => client.UpdateReportedPropertiesAsync(null));
+                }
+                finally
+                {
+                    client.Dispose();
+                }
+                ThrowsCode("GetTwinAsync after Dispose", ErrorCode.Closed, "", () => client.GetTwinAsync());
+            }
+        }
+
+        private static T Result<T>(Task<T> task, string what)
+        {
+            Await(task, what);
+            return task.Result;
+        }
+
+        private static IEnumerable<KeyValuePair<string, string>> Strings(Dictionary<string, object> members)
+        {
+            foreach (var m in members)
+            {
+                yield return new KeyValuePair<string, string>(m.Key, Convert.ToString(m.Value));
+            }
+        }
+    }
+}
