@@ -14,6 +14,7 @@ namespace Iotconn.Tests
         {
             new TestCase("TwinGetReportedDesiredAndMethodsAgainstHubsim", TwinAndMethods),
             new TestCase("TwinsAndMethodsFollowTheBeforeOpenRuleWithLibraryCodes", BeforeOpenRule),
+            new TestCase("TwinRequestsThatTimeOutFailWithTheLibrarysCode", TwinTimeouts),
         };
 
         private const string Device = "cs-twin";
@@ -140,6 +141,26 @@ namespace Iotconn.Tests
                     client.Dispose();
                 }
                 ThrowsCode("GetTwinAsync after Dispose", ErrorCode.Closed, "", () => client.GetTwinAsync());
+            }
+        }
+
+        // Never connected: each request ends in its one completion once the OperationTimeout passed.
+        private static void TwinTimeouts()
+        {
+            using (var hub = new Hubsim(Root, Device))
+            using (DeviceClient client = DeviceClient.CreateFromConnectionString(hub.ConnectionStrings[Device],
+                TransportType.Mqtt,
+                new ClientOptions { CaFile = hub.CaFile, OperationTimeout = TimeSpan.FromSeconds(1) }))
+            {
+                Task<Twin> get = client.GetTwinAsync();
+                Task report = client.UpdateReportedPropertiesAsync(new TwinCollection("{\"temp\":1}"));
+                foreach (var request in new[] { Tuple.Create((Task)get, "GetTwinAsync"),
+                    Tuple.Create(report, "UpdateReportedPropertiesAsync") })
+                {
+                    var e = Failure(request.Item1, request.Item2) as IotconnException;
+                    Assert(e != null && e.Code == ErrorCode.Timeout, request.Item2 + " fails with ErrorCode.Timeout: " +
+                        e);
+                }
             }
         }
 

@@ -133,7 +133,8 @@ namespace Iotconn
                 }
                 else
                 {
-                    sb.Append(e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e);
+                    sb.Append(e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b'
+                        : e == 'f' ? '\f' : e);
                 }
             }
             return sb.ToString();
