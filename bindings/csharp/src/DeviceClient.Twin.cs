@@ -7,7 +7,7 @@ using System.Threading.Tasks;
 
 namespace Iotconn
 {
-    /// <summary>
+    /// <remarks>
     /// Twins and direct methods. A connection subscribes to twin answers and desired patches, and to method calls,
     /// only if the library has the matching callbacks when the connection is made (an IoT Hub of the Basic tier
     /// drops a device that subscribes), so the rule is: set them up before the first OpenAsync.
@@ -20,7 +20,7 @@ namespace Iotconn
     /// they may replace or remove (null) a handler: the subscription stays.</item>
     /// </list>
     /// JSON crosses as plain strings (TwinCollection, MethodRequest.DataAsJson).
-    /// </summary>
+    /// </remarks>
     public sealed partial class DeviceClient
     {
         private readonly object twinLock = new object();
