@@ -3,6 +3,7 @@ in hubsim's twin; a desired patch from the control API reaches the handler with 
 through the control API is answered with the app's status and payload; errors carry the library's codes; a client
 that enables neither does not subscribe."""
 
+import asyncio
 import threading
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from support import DEVICE, EVENT_TIMEOUT, Recorder
 
 import iotconn
+import iotconn.aio
 from iotconn import ErrorCode, MethodRequest, MethodResponse
 
 
@@ -123,3 +125,48 @@ def test_without_twin_or_handlers_the_device_does_not_subscribe(hub, make_client
         client.on_twin_desired_properties_patch_received = lambda patch: None
     with pytest.raises(AssertionError, match="404"):
         invoke(hub, "reboot", None, timeout_s=5)
+
+
+def test_async_client_twins_and_methods_on_the_loop(hub):
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        patches, requests = asyncio.Queue(), []
+
+        async def on_method(request):  # a coroutine handler that answers on the loop
+            requests.append((request, threading.get_ident()))
+            await client.send_method_response(MethodResponse.create_from_method_request(request, 202, [request.name]))
+
+        client = iotconn.aio.IoTHubDeviceClient.create_from_connection_string(
+            hub.connection_strings[DEVICE], ca_file=hub.ca_file
+        )
+        async with client:
+            client.on_twin_desired_properties_patch_received = lambda patch: patches.put_nowait(
+                (patch, threading.get_ident())
+            )
+            client.on_method_request_received = on_method
+            await client.connect(timeout=30)
+            twin = await client.get_twin()
+            version = await client.patch_twin_reported_properties({"mode": "eco"})
+            assert version > twin["reported"]["$version"]
+            # the control API blocks: called off the loop, which must stay free to run the handlers
+            hub_twin = await loop.run_in_executor(None, hub.request, "GET", f"/devices/{DEVICE}/twin")
+            assert hub_twin["reported"]["mode"] == "eco" and hub_twin["reported"]["$version"] == version
+
+            patched = await loop.run_in_executor(
+                None, hub.request, "PATCH", f"/devices/{DEVICE}/twin/desired", {"level": 3}
+            )
+            while True:
+                patch, thread_id = await asyncio.wait_for(patches.get(), EVENT_TIMEOUT)
+                if patch.get("level") == 3:
+                    break
+            assert patch["$version"] == patched["desired"]["$version"] and thread_id == loop_thread
+
+            answer = await loop.run_in_executor(None, invoke, hub, "blink", {"times": 2})
+            assert answer == {"status": 202, "payload": ["blink"]}
+            assert [(r.name, r.payload, t) for r, t in requests] == [("blink", {"times": 2}, loop_thread)]
+
+            with pytest.raises(iotconn.InvalidArgumentError):
+                await client.send_method_response(MethodResponse("no-such-call", 200))
+
+    asyncio.run(main())

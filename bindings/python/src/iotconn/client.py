@@ -10,6 +10,7 @@ handle (and, for its own thread, until that thread ended).
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import logging
 import threading
@@ -294,6 +295,15 @@ class _Core:
                 self.lib.fail(rc)
             self.twin_waiters[out_id.value] = waiter
         return out_id.value
+
+    def twin_get(self, waiter: TwinWaiter) -> int:
+        return self.twin_request(self.lib.twin_get, waiter)
+
+    def twin_report(self, patch: Dict[str, Any], waiter: TwinWaiter) -> int:
+        if not isinstance(patch, dict):
+            raise TypeError(f"reported_properties_patch must be a dict, not {type(patch).__name__}")
+        data = json.dumps(patch).encode()
+        return self.twin_request(lambda handle, out_id: self.lib.twin_report(handle, data, len(data), out_id), waiter)
 
     def forget_twin_request(self, request_id: int) -> None:
         with self.lock:
@@ -590,7 +600,7 @@ class IoTHubDeviceClient:
         desired handler set before connect(). Called while disconnected, it waits for the connection. Raises the
         library's error (OperationTimeoutError after the operation timeout, ClientClosedError, StateError when
         twins are not enabled, the hub's refusal), or OperationTimeoutError when `timeout` passes first."""
-        twin_json = self._wait_twin_request("twin request", self._core.lib.twin_get, timeout)
+        twin_json = self._wait_twin_request("twin request", self._core.twin_get, timeout)
         return cast(Dict[str, Any], json.loads(twin_json))
 
     def patch_twin_reported_properties(
@@ -602,16 +612,9 @@ class IoTHubDeviceClient:
         send_message(wait=True): MessageInDoubtError, OperationTimeoutError, ...), InvalidArgumentError,
         MessageTooLargeError (over the hub's 32 KB) or StateError when twins are not enabled. When `timeout` passes
         first it raises OperationTimeoutError and the patch stays queued."""
-        if not isinstance(reported_properties_patch, dict):
-            raise TypeError(f"reported_properties_patch must be a dict, not {type(reported_properties_patch).__name__}")
-        patch = json.dumps(reported_properties_patch).encode()
-        lib = self._core.lib
-        return cast(
-            int,
-            self._wait_twin_request(
-                "reported patch", lambda handle, out_id: lib.twin_report(handle, patch, len(patch), out_id), timeout
-            ),
-        )
+        core = self._core
+        start = functools.partial(core.twin_report, reported_properties_patch)
+        return cast(int, self._wait_twin_request("reported patch", start, timeout))
 
     def send_method_response(self, method_response: MethodResponse) -> None:
         """Answers a method call with method_response's status and payload; blocks until the answer is written to
@@ -620,7 +623,7 @@ class IoTHubDeviceClient:
         ended: the hub forgot the call), OperationTimeoutError, ClientClosedError."""
         self._core.respond(method_response)
 
-    def _wait_twin_request(self, what: str, start: Callable[[int, Any], int], timeout: Optional[Seconds]) -> Any:
+    def _wait_twin_request(self, what: str, start: Callable[[TwinWaiter], int], timeout: Optional[Seconds]) -> Any:
         core = self._core
         if core.on_dispatcher():
             raise StateError(ErrorCode.ESTATE, f"waiting for a {what} inside a handler would block the dispatcher")
@@ -633,7 +636,7 @@ class IoTHubDeviceClient:
             done.set()
 
         # Without a timeout the library's one result ends the wait: the operation timeout bounds it.
-        request_id = core.twin_request(start, finished)
+        request_id = start(finished)
         if not done.wait(wait_s):
             core.forget_twin_request(request_id)
             raise OperationTimeoutError(ErrorCode.ETIMEOUT, f"{what} {request_id} got no answer within {timeout} s")
