@@ -32,6 +32,17 @@ def test_get_twin_and_reported_patch_show_in_hubsim(hub, make_client):
     assert client.get_twin()["reported"]["temp"] == 21
 
 
+def test_get_twin_before_connect_waits_for_the_connection(hub, make_client):
+    client = make_client(twin=True)
+    twins = Recorder()
+    getter = threading.Thread(target=lambda: twins.add(client.get_twin(timeout=EVENT_TIMEOUT)), daemon=True)
+    getter.start()
+    client.connect(timeout=30)
+    (twin,) = twins.wait_count(1)
+    assert "desired" in twin and "reported" in twin
+    getter.join(EVENT_TIMEOUT)
+
+
 def test_desired_patch_reaches_the_handler_with_its_version(hub, make_client):
     client = make_client()
     patches = Recorder()

@@ -84,8 +84,9 @@ class _Core:
         self.on_desired: Optional[DesiredHandler] = None
         self.on_method: Optional[MethodHandler] = None
         self.retry_policy: Optional[CustomRetryPolicy] = None
-        # The twin and method callbacks subscribe the device, so they are registered only for what the app uses,
-        # once, at its first connect() (a registration takes effect from the next connection).
+        # The twin and method callbacks subscribe the device, so they are registered only for what the app uses:
+        # the twin ones at create with twin=True, the others at the first connect() from the handlers set then
+        # (a registration takes effect from the next connection).
         self.twin = False
         self.connect_called = False
         self.desired_registered = False
@@ -202,12 +203,12 @@ class _Core:
     def _desired(self, version: int, patch_json: Optional[bytes], _len: int, _user: Any) -> None:
         if self.on_desired is None:
             return
+        # The JSON carries "$version" itself.
         try:
             patch = json.loads(patch_json or b"{}")
         except ValueError:
             log.exception("iotconn: cannot read desired properties of version %d", version)
             return
-        patch.setdefault("$version", version)
         _run_handler("on_twin_desired_properties_patch_received", self.on_desired, patch)
 
     def _method(self, request_id: bytes, name: bytes, payload_json: Optional[bytes], size: int, _user: Any) -> None:
