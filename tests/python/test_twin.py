@@ -1,7 +1,8 @@
 """Twins and direct methods end to end against a real iotconn-hubsim process: get the twin; a reported patch shows
 in hubsim's twin; a desired patch from the control API reaches the handler with its $version; a method invoked
 through the control API is answered with the app's status and payload; errors carry the library's codes; a client
-that enables neither does not subscribe."""
+that enables neither does not subscribe; after a lost link, methods and desired patches still arrive; the same
+through iotconn.aio."""
 
 import asyncio
 import threading
@@ -181,3 +182,21 @@ def test_async_client_twins_and_methods_on_the_loop(hub):
                 await client.send_method_response(MethodResponse("no-such-call", 200))
 
     asyncio.run(main())
+
+
+def test_method_and_desired_patch_after_a_lost_link(hub, make_client):
+    client = make_client()
+    statuses, patches = Recorder(), Recorder()
+    client.on_connection_state_change = lambda status, reason: statuses.add((status, reason))
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, request.name)
+    )
+    client.connect(timeout=30)
+    hub.fault("kill-tcp", device=DEVICE)
+    connected = (iotconn.ConnectionStatus.CONNECTED, iotconn.ConnectionStatusChangeReason.CONNECTION_OK)
+    statuses.wait_for(lambda events: events.count(connected) >= 2)
+    # subscriptions were restored on the new link
+    assert invoke(hub, "again", None) == {"status": 200, "payload": "again"}
+    version = hub.request("PATCH", f"/devices/{DEVICE}/twin/desired", {"after": 1})["desired"]["$version"]
+    patches.wait_for(lambda events: any(p["$version"] == version and p.get("after") == 1 for p in events))
