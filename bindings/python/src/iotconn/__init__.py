@@ -46,6 +46,7 @@ from .errors import (
     ThrottledError,
 )
 from .message import Message
+from .method import MethodRequest, MethodResponse
 from .retry import CustomRetryPolicy, ExponentialBackoff, NoRetry, RetryPolicy
 
 __version__ = "1.0.0"
@@ -80,6 +81,8 @@ __all__ = [
     "MessageDroppedError",
     "MessageInDoubtError",
     "MessageTooLargeError",
+    "MethodRequest",
+    "MethodResponse",
     "NetworkError",
     "NoRetry",
     "OperationTimeoutError",

@@ -16,6 +16,7 @@ from ctypes import (
     c_double,
     c_int,
     c_int32,
+    c_int64,
     c_size_t,
     c_uint32,
     c_uint64,
@@ -114,6 +115,11 @@ STATUS_CB = CFUNCTYPE(None, c_int, c_int, c_void_p)
 MESSAGE_CB = CFUNCTYPE(None, POINTER(CMessage), c_void_p)
 SEND_CB = CFUNCTYPE(None, c_uint64, c_int, c_int, c_void_p)
 LOG_CB = CFUNCTYPE(None, c_int, c_char_p, c_void_p)
+# The library's JSON is followed by a NUL (and JSON text holds no raw NUL), so c_char_p reads all of it.
+TWIN_CB = CFUNCTYPE(None, c_uint64, c_char_p, c_size_t, c_int, c_void_p)
+REPORTED_CB = CFUNCTYPE(None, c_uint64, c_int64, c_int, c_void_p)
+DESIRED_CB = CFUNCTYPE(None, c_int64, c_char_p, c_size_t, c_void_p)
+METHOD_CB = CFUNCTYPE(None, c_char_p, c_char_p, c_char_p, c_size_t, c_void_p)
 
 
 class RetryPolicy(Structure):
@@ -146,6 +152,13 @@ _PROTOTYPES = {
     "iotconn_register_message_callback": (c_int, [c_void_p, MESSAGE_CB, c_void_p]),
     "iotconn_register_send_callback": (c_int, [c_void_p, SEND_CB, c_void_p]),
     "iotconn_register_log_callback": (c_int, [c_void_p, LOG_CB, c_void_p]),
+    "iotconn_register_twin_callback": (c_int, [c_void_p, TWIN_CB, c_void_p]),
+    "iotconn_register_reported_callback": (c_int, [c_void_p, REPORTED_CB, c_void_p]),
+    "iotconn_register_desired_callback": (c_int, [c_void_p, DESIRED_CB, c_void_p]),
+    "iotconn_register_method_callback": (c_int, [c_void_p, METHOD_CB, c_void_p]),
+    "iotconn_twin_get": (c_int, [c_void_p, POINTER(c_uint64)]),
+    "iotconn_twin_report": (c_int, [c_void_p, c_char_p, c_size_t, POINTER(c_uint64)]),
+    "iotconn_method_respond": (c_int, [c_void_p, c_char_p, c_int, c_char_p, c_size_t]),
     "iotconn_poll": (c_int, [c_void_p, c_uint32]),
     "iotconn_dispatcher_create": (c_int, [c_int, POINTER(c_void_p)]),
     "iotconn_dispatcher_poll": (c_int, [c_void_p, c_uint32]),
@@ -176,6 +189,13 @@ class Library:
     register_message_callback: Any
     register_send_callback: Any
     register_log_callback: Any
+    register_twin_callback: Any
+    register_reported_callback: Any
+    register_desired_callback: Any
+    register_method_callback: Any
+    twin_get: Any
+    twin_report: Any
+    method_respond: Any
     poll: Any
     dispatcher_create: Any
     dispatcher_poll: Any

@@ -10,6 +10,8 @@ handle (and, for its own thread, until that thread ended).
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import logging
 import threading
 import weakref
@@ -29,6 +31,7 @@ from .errors import (
     error_for,
 )
 from .message import Message, Payload, from_c, to_c
+from .method import MethodRequest, MethodResponse
 from .retry import CustomRetryPolicy, RetryPolicy, Seconds, to_ms
 
 log = logging.getLogger("iotconn")
@@ -39,6 +42,11 @@ MessageHandler = Callable[[Message], Any]
 SendCompleteHandler = Callable[[int, SendResult], Any]
 # Called on the dispatcher thread when a send someone waits for completes: (result, error or None).
 SendWaiter = Callable[[SendResult, Optional[IoTConnError]], None]
+DesiredHandler = Callable[[Dict[str, Any]], Any]
+MethodHandler = Callable[[MethodRequest], Any]
+# Called on the dispatcher thread with the one result of a twin request: (twin JSON bytes or reported version,
+# error or None).
+TwinWaiter = Callable[[Any, Optional[IoTConnError]], None]
 
 _LOG_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
 
@@ -67,17 +75,27 @@ class _Core:
     """The native side of one client: handle, callbacks, dispatcher thread. It holds no reference to the
     IoTHubDeviceClient, so an abandoned client can be collected (its finalizer then shuts this down)."""
 
-    def __init__(self, lib: _native.Library, handle: int, shared: Optional[DispatchThread]) -> None:
+    def __init__(self, lib: _native.Library, handle: int, shared: Optional[DispatchThread], twin: bool) -> None:
         self.lib = lib
         self.handle: Optional[int] = handle
         self.on_status: Optional[StatusHandler] = None
         self.on_message: Optional[MessageHandler] = None
         self.on_send_complete: Optional[SendCompleteHandler] = None
+        self.on_desired: Optional[DesiredHandler] = None
+        self.on_method: Optional[MethodHandler] = None
         self.retry_policy: Optional[CustomRetryPolicy] = None
-        # Guards `handle` against destruction during a send, and `waiters`, so that a completion that comes before
-        # send() registered its waiter cannot be missed.
+        # The twin and method callbacks subscribe the device, so they are registered only for what the app uses:
+        # the twin ones at create with twin=True, the others at the first connect() from the handlers set then
+        # (a registration takes effect from the next connection).
+        self.twin = False
+        self.connect_called = False
+        self.desired_registered = False
+        self.method_registered = False
+        # Guards `handle` against destruction during a send, and `waiters` and `twin_waiters`, so that a
+        # completion that comes before the request registered its waiter cannot be missed.
         self.lock = threading.Lock()
         self.waiters: Dict[int, SendWaiter] = {}
+        self.twin_waiters: Dict[int, TwinWaiter] = {}
         # The ctypes callback objects stay referenced here for the life of the core, i.e. past destroy: native
         # code may call them until iotconn_client_destroy returns.
         self.status_cb = _native.STATUS_CB(self._status)
@@ -85,6 +103,10 @@ class _Core:
         self.send_cb = _native.SEND_CB(self._send_complete)
         self.log_cb = _native.LOG_CB(self._log)
         self.retry_cb = _native.RETRY_CB(self._retry)
+        self.twin_cb = _native.TWIN_CB(self._twin)
+        self.reported_cb = _native.REPORTED_CB(self._reported)
+        self.desired_cb = _native.DESIRED_CB(self._desired)
+        self.method_cb = _native.METHOD_CB(self._method)
         # Its own dispatcher thread, or a shared Dispatcher's, which may already poll this client's events.
         self.owns_thread = shared is None
         if shared is None:
@@ -96,6 +118,8 @@ class _Core:
             lib.check(lib.register_message_callback(handle, self.message_cb, None))
             lib.check(lib.register_send_callback(handle, self.send_cb, None))
             lib.check(lib.register_log_callback(handle, self.log_cb, None))
+            if twin:
+                self.register_twin()
             self.dispatcher.attach(self)
         except IoTConnError:
             lib.client_destroy(handle)
@@ -114,6 +138,7 @@ class _Core:
         with self.lock:
             handle, self.handle = self.handle, None
             waiters, self.waiters = self.waiters, {}
+            twin_waiters, self.twin_waiters = self.twin_waiters, {}
             if handle is not None:
                 rc = self.lib.client_destroy(handle)
                 if rc < 0:
@@ -121,6 +146,9 @@ class _Core:
         closed = ClientClosedError(ErrorCode.ECLOSED, "the client was shut down before the message completed")
         for waiter in waiters.values():
             _run_handler("send waiter", waiter, SendResult.FAILED, closed)
+        closed = ClientClosedError(ErrorCode.ECLOSED, "the client was shut down before the twin request completed")
+        for twin_waiter in twin_waiters.values():
+            _run_handler("twin waiter", twin_waiter, None, closed)
 
     def _error(self, rc: int) -> IoTConnError:
         return error_for(rc, (self.lib.last_error() or b"").decode("utf-8", "replace"))
@@ -159,6 +187,42 @@ class _Core:
         _run_handler("send waiter", waiter, send_result, error)
         _run_handler("on_send_complete", self.on_send_complete, message_id, send_result)
 
+    def _twin_done(self, request_id: int, value: Any, code: int) -> None:
+        # The library set iotconn_last_error() on this thread for this result.
+        error = self._error(code) if code else None
+        with self.lock:
+            waiter = self.twin_waiters.pop(request_id, None)
+        _run_handler("twin waiter", waiter, value, error)
+
+    def _twin(self, request_id: int, twin_json: Optional[bytes], _len: int, code: int, _user: Any) -> None:
+        self._twin_done(request_id, twin_json, code)
+
+    def _reported(self, request_id: int, version: int, code: int, _user: Any) -> None:
+        self._twin_done(request_id, version, code)
+
+    def _desired(self, version: int, patch_json: Optional[bytes], _len: int, _user: Any) -> None:
+        if self.on_desired is None:
+            return
+        # The JSON carries "$version" itself.
+        try:
+            patch = json.loads(patch_json or b"{}")
+        except ValueError:
+            log.exception("iotconn: cannot read desired properties of version %d", version)
+            return
+        _run_handler("on_twin_desired_properties_patch_received", self.on_desired, patch)
+
+    def _method(self, request_id: bytes, name: bytes, payload_json: Optional[bytes], size: int, _user: Any) -> None:
+        # Without a handler the call stays unanswered: the hub's caller gets its timeout.
+        if self.on_method is None:
+            return
+        try:
+            payload = json.loads(payload_json) if payload_json and size else None
+        except ValueError:
+            log.exception("iotconn: cannot read the payload of method %r", name)
+            return
+        request = MethodRequest(request_id.decode(), name.decode("utf-8", "replace"), payload)
+        _run_handler("on_method_request_received", self.on_method, request)
+
     def _log(self, level: int, text: Optional[bytes], _user: Any) -> None:
         py_level = _LOG_LEVELS.get(level, logging.DEBUG)
         if native_log.isEnabledFor(py_level):
@@ -195,6 +259,67 @@ class _Core:
             if waiter is not None:
                 self.waiters[out_id.value] = waiter
         return out_id.value
+
+    def register_features(self) -> None:
+        """At the first connect(): registers the desired callback (with the twin ones it needs) when the app set a
+        desired handler, and the method callback when it set a method handler."""
+        if self.connect_called:
+            return
+        self.connect_called = True
+        handle, lib = self.live_handle(), self.lib
+        if self.on_desired is not None:
+            self.register_twin()
+            lib.check(lib.register_desired_callback(handle, self.desired_cb, None))
+            self.desired_registered = True
+        if self.on_method is not None:
+            lib.check(lib.register_method_callback(handle, self.method_cb, None))
+            self.method_registered = True
+
+    def register_twin(self) -> None:
+        handle, lib = self.live_handle(), self.lib
+        lib.check(lib.register_twin_callback(handle, self.twin_cb, None))
+        lib.check(lib.register_reported_callback(handle, self.reported_cb, None))
+        self.twin = True
+
+    def twin_request(self, start: Callable[[int, Any], int], waiter: TwinWaiter) -> int:
+        """Starts a twin request (start(handle, out_id pointer) -> rc) and registers `waiter` for its result."""
+        out_id = ctypes.c_uint64()
+        with self.lock:
+            rc = start(self.live_handle(), ctypes.byref(out_id))
+            if rc < 0:
+                if rc == ErrorCode.ESTATE and not self.twin:
+                    raise StateError(
+                        ErrorCode.ESTATE,
+                        "twins are not enabled: create the client with twin=True, or set "
+                        "on_twin_desired_properties_patch_received, before connect()",
+                    )
+                self.lib.fail(rc)
+            self.twin_waiters[out_id.value] = waiter
+        return out_id.value
+
+    def twin_get(self, waiter: TwinWaiter) -> int:
+        return self.twin_request(self.lib.twin_get, waiter)
+
+    def twin_report(self, patch: Dict[str, Any], waiter: TwinWaiter) -> int:
+        if not isinstance(patch, dict):
+            raise TypeError(f"reported_properties_patch must be a dict, not {type(patch).__name__}")
+        data = json.dumps(patch).encode()
+        return self.twin_request(lambda handle, out_id: self.lib.twin_report(handle, data, len(data), out_id), waiter)
+
+    def forget_twin_request(self, request_id: int) -> None:
+        with self.lock:
+            self.twin_waiters.pop(request_id, None)
+
+    def respond(self, response: MethodResponse) -> None:
+        if not isinstance(response, MethodResponse):
+            raise TypeError(f"method_response must be a MethodResponse, not {type(response).__name__}")
+        rid = _native.c_string("request_id", response.request_id)
+        payload = None if response.payload is None else json.dumps(response.payload).encode()
+        # Not under the lock: the call blocks until the answer is written, and a handle freed meanwhile is
+        # refused by the library (EBADHANDLE).
+        rc = self.lib.method_respond(self.live_handle(), rid, response.status, payload, len(payload or b""))
+        if rc < 0:
+            self.lib.fail(rc)
 
     def cancel_connect(self) -> None:
         """Makes the connect() calls in progress return ConnectCancelledError. Under the lock, so that the handle is
@@ -251,6 +376,8 @@ class IoTHubDeviceClient:
         client.on_connection_state_change = lambda status, reason: ...
         client.on_message_received = lambda message: ...
         client.on_send_complete = lambda message_id, result: ...
+        client.on_twin_desired_properties_patch_received = lambda patch: ...   # before connect()
+        client.on_method_request_received = lambda method_request: ...         # before connect()
 
     They run one at a time, in order, on the client's dispatcher thread; what they raise is logged (logger
     "iotconn"). They may call send_message (without wait) and shutdown.
@@ -285,6 +412,7 @@ class IoTHubDeviceClient:
         reconnect_spread: Optional[Seconds] = None,
         dispatcher: Optional[Dispatcher] = None,
         admission: Optional[Admission] = None,
+        twin: bool = False,
         library: Optional[str] = None,
     ) -> "IoTHubDeviceClient":
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
@@ -307,6 +435,9 @@ class IoTHubDeviceClient:
         clients'; None: the client starts its own. A closed one raises BadHandleError.
         admission: an iotconn.Admission, the connect budget this client shares with the others created with it;
         the client keeps it after the Admission is closed. A closed one raises BadHandleError.
+        twin: enables get_twin() and patch_twin_reported_properties() (setting a desired-properties handler
+        before connect() enables them too). A device using twins or methods subscribes to them, which a Basic-tier
+        hub refuses: leave it False there, and set no twin or method handler.
         library: path of libiotconn.so instead of the bundled one (or set IOTCONN_LIBRARY).
         Raises InvalidArgumentError (a ValueError) for a malformed connection string or option, also for a str
         argument holding a NUL character, which C would read only up to the NUL.
@@ -346,7 +477,7 @@ class IoTHubDeviceClient:
 
         lib.check(create(None) if dispatcher is None else dispatcher._create_client(create))
         shared = None if dispatcher is None else dispatcher._thread
-        return cls(_Core(lib, handle.value or 0, shared), dispatcher)
+        return cls(_Core(lib, handle.value or 0, shared, bool(twin)), dispatcher)
 
     # ---- handlers -------------------------------------------------------------------------------------------------
 
@@ -377,6 +508,36 @@ class IoTHubDeviceClient:
     def on_send_complete(self, handler: Optional[SendCompleteHandler]) -> None:
         self._core.on_send_complete = _check_handler("on_send_complete", handler)
 
+    @property
+    def on_twin_desired_properties_patch_received(self) -> Optional[DesiredHandler]:
+        """handler(patch: dict) for each desired-properties patch, with its "$version"; after every connect, also
+        the whole desired section if its version moved while the device was offline. Set it before connect():
+        the device subscribes to desired patches at connect (it can be replaced or cleared later)."""
+        return self._core.on_desired
+
+    @on_twin_desired_properties_patch_received.setter
+    def on_twin_desired_properties_patch_received(self, handler: Optional[DesiredHandler]) -> None:
+        self._set_subscribed_handler("on_twin_desired_properties_patch_received", "on_desired", handler)
+
+    @property
+    def on_method_request_received(self) -> Optional[MethodHandler]:
+        """handler(request: MethodRequest) for each direct method call; answer with send_method_response(), inside
+        the handler or later from any thread. Set it before connect(): the device subscribes to methods at connect
+        (it can be replaced or cleared later; calls arriving without a handler go unanswered)."""
+        return self._core.on_method
+
+    @on_method_request_received.setter
+    def on_method_request_received(self, handler: Optional[MethodHandler]) -> None:
+        self._set_subscribed_handler("on_method_request_received", "on_method", handler)
+
+    def _set_subscribed_handler(self, name: str, attr: str, handler: Optional[Callable[..., Any]]) -> None:
+        core = self._core
+        registered = core.desired_registered if attr == "on_desired" else core.method_registered
+        # After connect() a handler whose native callback was not registered would never run: say so at once.
+        if handler is not None and core.connect_called and not registered:
+            raise StateError(ErrorCode.ESTATE, f"set {name} before connect(): the device subscribes at connect")
+        setattr(core, attr, _check_handler(name, handler))
+
     # ---- operations -----------------------------------------------------------------------------------------------
 
     def set_retry_policy(self, policy: Union[RetryPolicy, CustomRetryPolicy]) -> None:
@@ -403,6 +564,7 @@ class IoTHubDeviceClient:
         core = self._core
         if core.on_dispatcher():
             raise StateError(ErrorCode.ESTATE, "connect() inside a handler would block the dispatcher it needs")
+        core.register_features()
         core.lib.check(core.lib.connect(core.live_handle(), _optional_ms("timeout", timeout)))
 
     def send_message(
@@ -433,6 +595,56 @@ class IoTHubDeviceClient:
             )
         raise_for_result(message_id, *outcome[0])
         return message_id
+
+    def get_twin(self, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
+        """The whole twin, {"desired": {..., "$version": n}, "reported": {..., "$version": n}}. Needs twin=True or a
+        desired handler set before connect(). Called while disconnected, it waits for the connection. Raises the
+        library's error (OperationTimeoutError after the operation timeout, ClientClosedError, StateError when
+        twins are not enabled, the hub's refusal), or OperationTimeoutError when `timeout` passes first."""
+        twin_json = self._wait_twin_request("twin request", self._core.twin_get, timeout)
+        return cast(Dict[str, Any], json.loads(twin_json))
+
+    def patch_twin_reported_properties(
+        self, reported_properties_patch: Dict[str, Any], timeout: Optional[Seconds] = None
+    ) -> int:
+        """Sends a reported-properties patch (a dict; a None value deletes that property) and blocks until the hub
+        applied it. Returns the twin's new reported $version (azure-iot-device returns None). The patch is queued
+        with the messages, in order, also while disconnected; it raises the error it ended with (as
+        send_message(wait=True): MessageInDoubtError, OperationTimeoutError, ...), InvalidArgumentError,
+        MessageTooLargeError (over the hub's 32 KB) or StateError when twins are not enabled. When `timeout` passes
+        first it raises OperationTimeoutError and the patch stays queued."""
+        core = self._core
+        start = functools.partial(core.twin_report, reported_properties_patch)
+        return cast(int, self._wait_twin_request("reported patch", start, timeout))
+
+    def send_method_response(self, method_response: MethodResponse) -> None:
+        """Answers a method call with method_response's status and payload; blocks until the answer is written to
+        the connection the call came on. Allowed inside the handler. Raises InvalidArgumentError (an unknown or
+        already answered request), MessageTooLargeError (payload over 128 KB), StateError (the call's connection
+        ended: the hub forgot the call), OperationTimeoutError, ClientClosedError."""
+        self._core.respond(method_response)
+
+    def _wait_twin_request(self, what: str, start: Callable[[TwinWaiter], int], timeout: Optional[Seconds]) -> Any:
+        core = self._core
+        if core.on_dispatcher():
+            raise StateError(ErrorCode.ESTATE, f"waiting for a {what} inside a handler would block the dispatcher")
+        wait_s = None if timeout is None else to_ms("timeout", timeout) / 1000
+        done = threading.Event()
+        outcome: List[Tuple[Any, Optional[IoTConnError]]] = []
+
+        def finished(value: Any, error: Optional[IoTConnError]) -> None:
+            outcome.append((value, error))
+            done.set()
+
+        # Without a timeout the library's one result ends the wait: the operation timeout bounds it.
+        request_id = start(finished)
+        if not done.wait(wait_s):
+            core.forget_twin_request(request_id)
+            raise OperationTimeoutError(ErrorCode.ETIMEOUT, f"{what} {request_id} got no answer within {timeout} s")
+        value, error = outcome[0]
+        if error is not None:
+            raise error
+        return value
 
     def shutdown(self) -> None:
         """Closes the connection (status DISABLED / CLIENT_CLOSE; undelivered messages complete FAILED), runs the

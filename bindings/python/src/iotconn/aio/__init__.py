@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import json
 import logging
 from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
 
 from ..client import IoTHubDeviceClient as _SyncClient
-from ..client import raise_for_result
+from ..client import TwinWaiter, raise_for_result
 from ..enums import ConnectionStatus, ConnectionStatusChangeReason, SendResult
 from ..errors import ErrorCode, IoTConnError, OperationTimeoutError
 from ..message import Message, Payload
+from ..method import MethodRequest, MethodResponse
 from ..retry import CustomRetryPolicy, RetryPolicy, Seconds, to_ms
 
 log = logging.getLogger("iotconn")
@@ -138,6 +140,35 @@ class IoTHubDeviceClient:
     def on_send_complete(self, handler: Optional[Callable[..., Any]]) -> None:
         self._set_handler("on_send_complete", handler)
 
+    @property
+    def on_twin_desired_properties_patch_received(self) -> Optional[Callable[[Dict[str, Any]], Any]]:
+        """handler(patch) with its "$version"; plain or coroutine function, run on the event loop. Set it before
+        connect() (see the sync client)."""
+        return self._handler("on_twin_desired_properties_patch_received")
+
+    @on_twin_desired_properties_patch_received.setter
+    def on_twin_desired_properties_patch_received(self, handler: Optional[Callable[..., Any]]) -> None:
+        self._set_subscribed_handler("on_twin_desired_properties_patch_received", handler)
+
+    @property
+    def on_method_request_received(self) -> Optional[Callable[[MethodRequest], Any]]:
+        """handler(method_request); plain or coroutine function, run on the event loop; answer with
+        `await send_method_response(...)`. Set it before connect() (see the sync client)."""
+        return self._handler("on_method_request_received")
+
+    @on_method_request_received.setter
+    def on_method_request_received(self, handler: Optional[Callable[..., Any]]) -> None:
+        self._set_subscribed_handler("on_method_request_received", handler)
+
+    def _set_subscribed_handler(self, name: str, handler: Optional[Callable[..., Any]]) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"{name} must be callable or None, not {type(handler).__name__}")
+        # Forwarded only once set, since the sync client subscribes for a handler it has at connect() (and
+        # raises StateError for one set after connect() that was not subscribed).
+        if handler is not None:
+            setattr(self._sync, name, self._handlers.forwarder(name))
+        self._handlers.handlers[name] = handler
+
     def set_retry_policy(self, policy: Union[RetryPolicy, CustomRetryPolicy]) -> None:
         """As the sync client's; a custom policy must be a plain (not async) function: it runs on the dispatcher
         thread and returns at once."""
@@ -197,6 +228,45 @@ class IoTHubDeviceClient:
             ) from None
         raise_for_result(message_id, result, error)
         return message_id
+
+    async def get_twin(self, timeout: Optional[Seconds] = None) -> Dict[str, Any]:
+        """The whole twin, as the sync get_twin(), awaited without blocking the loop."""
+        twin_json = await self._twin_request("twin request", self._sync._core.twin_get, timeout)
+        result: Dict[str, Any] = json.loads(twin_json)
+        return result
+
+    async def patch_twin_reported_properties(
+        self, reported_properties_patch: Dict[str, Any], timeout: Optional[Seconds] = None
+    ) -> int:
+        """As the sync patch_twin_reported_properties(), awaited without blocking the loop; returns the new
+        reported $version."""
+        start = functools.partial(self._sync._core.twin_report, reported_properties_patch)
+        version: int = await self._twin_request("reported patch", start, timeout)
+        return version
+
+    async def send_method_response(self, method_response: MethodResponse) -> None:
+        """As the sync send_method_response(), in an executor thread: it blocks until the answer is written."""
+        await self._loop.run_in_executor(None, self._sync.send_method_response, method_response)
+
+    async def _twin_request(self, what: str, start: Callable[[TwinWaiter], int], timeout: Optional[Seconds]) -> Any:
+        wait_s = None if timeout is None else to_ms("timeout", timeout) / 1000
+        loop = self._loop
+        future: "asyncio.Future[Tuple[Any, Optional[IoTConnError]]]" = loop.create_future()
+
+        def finished(value: Any, error: Optional[IoTConnError]) -> None:
+            loop.call_soon_threadsafe(_settle, future, (value, error))
+
+        request_id = start(finished)
+        try:
+            value, error = await asyncio.wait_for(future, wait_s)
+        except asyncio.TimeoutError:
+            self._sync._core.forget_twin_request(request_id)
+            raise OperationTimeoutError(
+                ErrorCode.ETIMEOUT, f"{what} {request_id} got no answer within {timeout} s"
+            ) from None
+        if error is not None:
+            raise error
+        return value
 
     async def shutdown(self) -> None:
         """Closes and frees the client (see the sync shutdown()); the last handlers still run on the loop."""

@@ -1,0 +1,202 @@
+"""Twins and direct methods end to end against a real iotconn-hubsim process: get the twin; a reported patch shows
+in hubsim's twin; a desired patch from the control API reaches the handler with its $version; a method invoked
+through the control API is answered with the app's status and payload; errors carry the library's codes; a client
+that enables neither does not subscribe; after a lost link, methods and desired patches still arrive; the same
+through iotconn.aio."""
+
+import asyncio
+import threading
+
+import pytest
+
+from support import DEVICE, EVENT_TIMEOUT, Recorder
+
+import iotconn
+import iotconn.aio
+from iotconn import ErrorCode, MethodRequest, MethodResponse
+
+
+def invoke(hub, name, payload, timeout_s=30):
+    return hub.request("POST", f"/devices/{DEVICE}/methods/{name}?timeout={timeout_s}", payload)
+
+
+def test_get_twin_and_reported_patch_show_in_hubsim(hub, make_client):
+    client = make_client(twin=True)
+    client.connect(timeout=30)
+    twin = client.get_twin()
+    assert isinstance(twin["desired"]["$version"], int) and isinstance(twin["reported"]["$version"], int)
+
+    version = client.patch_twin_reported_properties({"temp": 21, "unit": "°C"})
+    hub_twin = hub.request("GET", f"/devices/{DEVICE}/twin")
+    assert hub_twin["reported"]["temp"] == 21 and hub_twin["reported"]["unit"] == "°C"
+    assert hub_twin["reported"]["$version"] == version > twin["reported"]["$version"]
+    assert client.get_twin()["reported"]["temp"] == 21
+
+
+def test_get_twin_before_connect_waits_for_the_connection(hub, make_client):
+    client = make_client(twin=True)
+    twins = Recorder()
+    getter = threading.Thread(target=lambda: twins.add(client.get_twin(timeout=EVENT_TIMEOUT)), daemon=True)
+    getter.start()
+    client.connect(timeout=30)
+    (twin,) = twins.wait_count(1)
+    assert "desired" in twin and "reported" in twin
+    getter.join(EVENT_TIMEOUT)
+
+
+def test_desired_patch_reaches_the_handler_with_its_version(hub, make_client):
+    client = make_client()
+    patches = Recorder()
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.connect(timeout=30)
+    # the handler enables get_twin too
+    assert "desired" in client.get_twin()
+    version = hub.request("PATCH", f"/devices/{DEVICE}/twin/desired", {"fan": True})["desired"]["$version"]
+    events = patches.wait_for(lambda events: any(p.get("fan") is True for p in events))
+    fan = next(p for p in events if p.get("fan") is True)
+    assert fan["$version"] == version
+    versions = [p["$version"] for p in events]
+    assert versions == sorted(set(versions))
+
+
+def test_method_is_answered_with_the_apps_status_and_payload(hub, make_client):
+    client = make_client()
+    requests, errors = Recorder(), Recorder()
+
+    def on_method(request):
+        requests.add((request, threading.get_ident()))
+        try:
+            # NaN is not JSON: the library refuses it, and the call still takes its answer
+            client.send_method_response(MethodResponse(request.request_id, 500, float("nan")))
+        except iotconn.IoTConnError as exc:
+            errors.add(exc)
+        client.send_method_response(
+            MethodResponse.create_from_method_request(request, 201, {"ok": True, "echo": request.payload})
+        )
+        try:  # one answer per call
+            client.send_method_response(MethodResponse.create_from_method_request(request, 200))
+        except iotconn.IoTConnError as exc:
+            errors.add(exc)
+
+    client.on_method_request_received = on_method
+    client.connect(timeout=30)
+    answer = invoke(hub, "reboot", {"delay": 1})
+    assert answer == {"status": 201, "payload": {"ok": True, "echo": {"delay": 1}}}
+    (request, thread_id), *_ = requests.wait_count(1)
+    assert isinstance(request, MethodRequest)
+    assert (request.name, request.payload) == ("reboot", {"delay": 1}) and request.request_id
+    assert thread_id != threading.get_ident()
+    bad_payload, second = errors.wait_count(2)
+    assert isinstance(bad_payload, iotconn.InvalidArgumentError) and bad_payload.code == ErrorCode.EINVAL
+    assert isinstance(second, iotconn.InvalidArgumentError) and second.code == ErrorCode.EINVAL
+
+
+def test_method_answered_later_from_another_thread(hub, make_client):
+    client = make_client()
+    requests = Recorder()
+    client.on_method_request_received = requests.add
+    client.connect(timeout=30)
+    answers = Recorder()
+    caller = threading.Thread(target=lambda: answers.add(invoke(hub, "ping", None)), daemon=True)
+    caller.start()
+    (request,) = requests.wait_count(1)
+    assert request.payload is None
+    client.send_method_response(MethodResponse.create_from_method_request(request, 200, "pong"))
+    assert answers.wait_count(1) == [{"status": 200, "payload": "pong"}]
+    caller.join(EVENT_TIMEOUT)
+
+
+def test_errors_carry_library_codes(hub, make_client):
+    client = make_client(twin=True)
+    with pytest.raises(iotconn.InvalidArgumentError) as info:
+        client.send_method_response(MethodResponse("no-such-call", 200))
+    assert info.value.code == ErrorCode.EINVAL
+    with pytest.raises(iotconn.MessageTooLargeError) as info:
+        client.patch_twin_reported_properties({"big": "x" * 40000})
+    assert info.value.code == ErrorCode.ETOOLARGE
+    with pytest.raises(TypeError):
+        client.patch_twin_reported_properties([1, 2])
+    client.shutdown()
+    with pytest.raises(iotconn.ClientClosedError) as info:
+        client.get_twin()
+    assert info.value.code == ErrorCode.ECLOSED
+
+
+def test_without_twin_or_handlers_the_device_does_not_subscribe(hub, make_client):
+    client = make_client()
+    with pytest.raises(iotconn.StateError) as info:
+        client.get_twin()
+    assert info.value.code == ErrorCode.ESTATE
+    client.connect(timeout=30)
+    with pytest.raises(iotconn.StateError):
+        client.patch_twin_reported_properties({"temp": 1})
+    # handlers set after connect would never run
+    with pytest.raises(iotconn.StateError):
+        client.on_method_request_received = lambda request: None
+    with pytest.raises(iotconn.StateError):
+        client.on_twin_desired_properties_patch_received = lambda patch: None
+    with pytest.raises(AssertionError, match="404"):
+        invoke(hub, "reboot", None, timeout_s=5)
+
+
+def test_async_client_twins_and_methods_on_the_loop(hub):
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop_thread = threading.get_ident()
+        patches, requests = asyncio.Queue(), []
+
+        async def on_method(request):  # a coroutine handler that answers on the loop
+            requests.append((request, threading.get_ident()))
+            await client.send_method_response(MethodResponse.create_from_method_request(request, 202, [request.name]))
+
+        client = iotconn.aio.IoTHubDeviceClient.create_from_connection_string(
+            hub.connection_strings[DEVICE], ca_file=hub.ca_file
+        )
+        async with client:
+            client.on_twin_desired_properties_patch_received = lambda patch: patches.put_nowait(
+                (patch, threading.get_ident())
+            )
+            client.on_method_request_received = on_method
+            await client.connect(timeout=30)
+            twin = await client.get_twin()
+            version = await client.patch_twin_reported_properties({"mode": "eco"})
+            assert version > twin["reported"]["$version"]
+            # the control API blocks: called off the loop, which must stay free to run the handlers
+            hub_twin = await loop.run_in_executor(None, hub.request, "GET", f"/devices/{DEVICE}/twin")
+            assert hub_twin["reported"]["mode"] == "eco" and hub_twin["reported"]["$version"] == version
+
+            patched = await loop.run_in_executor(
+                None, hub.request, "PATCH", f"/devices/{DEVICE}/twin/desired", {"level": 3}
+            )
+            while True:
+                patch, thread_id = await asyncio.wait_for(patches.get(), EVENT_TIMEOUT)
+                if patch.get("level") == 3:
+                    break
+            assert patch["$version"] == patched["desired"]["$version"] and thread_id == loop_thread
+
+            answer = await loop.run_in_executor(None, invoke, hub, "blink", {"times": 2})
+            assert answer == {"status": 202, "payload": ["blink"]}
+            assert [(r.name, r.payload, t) for r, t in requests] == [("blink", {"times": 2}, loop_thread)]
+
+            with pytest.raises(iotconn.InvalidArgumentError):
+                await client.send_method_response(MethodResponse("no-such-call", 200))
+
+    asyncio.run(main())
+
+
+def test_method_and_desired_patch_after_a_lost_link(hub, make_client):
+    client = make_client()
+    statuses, patches = Recorder(), Recorder()
+    client.on_connection_state_change = lambda status, reason: statuses.add((status, reason))
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, request.name)
+    )
+    client.connect(timeout=30)
+    hub.fault("kill-tcp", device=DEVICE)
+    connected = (iotconn.ConnectionStatus.CONNECTED, iotconn.ConnectionStatusChangeReason.CONNECTION_OK)
+    statuses.wait_for(lambda events: events.count(connected) >= 2)
+    # subscriptions were restored on the new link
+    assert invoke(hub, "again", None) == {"status": 200, "payload": "again"}
+    version = hub.request("PATCH", f"/devices/{DEVICE}/twin/desired", {"after": 1})["desired"]["$version"]
+    patches.wait_for(lambda events: any(p["$version"] == version and p.get("after") == 1 for p in events))
