@@ -24,13 +24,7 @@ namespace Iotconn
         private readonly ClientHandle handle;
         private readonly DispatchThread dispatcher;
         private readonly bool ownsThread;
-        private readonly object sendLock = new object();
-        private readonly Dictionary<ulong, TaskCompletionSource<bool>> pendingSends =
-            new Dictionary<ulong, TaskCompletionSource<bool>>();
-        // Completions the dispatcher polled before SendEventAsync registered the id (iotconn_send runs outside
-        // sendLock, so the dispatcher never waits for a send): id -> the failure, null when delivered.
-        private readonly Dictionary<ulong, Exception> earlyCompletions = new Dictionary<ulong, Exception>();
-        private bool released; // under sendLock: the dispatcher freed the client and failed what was pending
+        private readonly Completions<bool> sends = new Completions<bool>(); // by message id
         private volatile bool closed;
         private readonly bool useTwin; // ClientOptions.UseTwin
 
@@ -69,9 +63,7 @@ namespace Iotconn
             var recoveredSends = new List<Task>();
             for (ulong id = 1; id <= recovered; id++)
             {
-                var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
-                pendingSends[id] = completion;
-                recoveredSends.Add(completion.Task);
+                recoveredSends.Add(sends.Register(id));
             }
             RecoveredSends = recoveredSends.AsReadOnly();
             dispatcher.Attach(this);
@@ -357,37 +349,12 @@ namespace Iotconn
                 throw IotconnException.InvalidArgument("message", "must not be null");
             }
             ThrowIfClosed();
-            // Continuations run elsewhere so that user code awaiting a send never blocks the dispatcher.
-            var completion = new TaskCompletionSource<bool>(TaskCreationOptions.RunContinuationsAsynchronously);
             ulong id;
             using (NativeMessage native = message.ToNative())
             {
                 Check(NativeMethods.iotconn_send(handle, ref native.Value, out id));
             }
-            Exception failure;
-            bool done;
-            lock (sendLock)
-            {
-                done = earlyCompletions.TryGetValue(id, out failure);
-                if (done)
-                {
-                    earlyCompletions.Remove(id);
-                }
-                else if (released)
-                {
-                    done = true;
-                    failure = ShutDownBeforeCompletion();
-                }
-                else
-                {
-                    pendingSends[id] = completion;
-                }
-            }
-            if (done)
-            {
-                Complete(completion, failure);
-            }
-            return completion.Task;
+            return sends.Register(id);
         }
 
         /// <summary>Closes the connection, lets the last events run, stops the dispatcher and frees the
@@ -436,35 +403,13 @@ namespace Iotconn
         void IDispatched.Release()
         {
             handle.Dispose();
-            List<TaskCompletionSource<bool>> orphans;
-            lock (sendLock)
-            {
-                released = true;
-                orphans = new List<TaskCompletionSource<bool>>(pendingSends.Values);
-                pendingSends.Clear();
-            }
-            foreach (var orphan in orphans)
-            {
-                orphan.TrySetException(ShutDownBeforeCompletion());
-            }
+            sends.Release(ShutDownBeforeCompletion);
             ReleaseTwins();
         }
 
         private static Exception ShutDownBeforeCompletion()
         {
             return new IotconnException(ErrorCode.Closed, "the client was shut down before the message completed");
-        }
-
-        private static void Complete(TaskCompletionSource<bool> completion, Exception failure)
-        {
-            if (failure == null)
-            {
-                completion.TrySetResult(true);
-            }
-            else
-            {
-                completion.TrySetException(failure);
-            }
         }
 
         // ---- callbacks: they run inside iotconn_poll, on the dispatcher thread ----
@@ -506,19 +451,14 @@ namespace Iotconn
         private void OnSendComplete(ulong id, int result, int errorCode, IntPtr user)
         {
             // The library set iotconn_last_error() on this thread for this completion.
-            Exception failure = result == NativeMethods.SendDelivered ? null
-                : new IotconnException((ErrorCode)errorCode, NativeMethods.LastError());
-            TaskCompletionSource<bool> completion;
-            lock (sendLock)
+            if (result == NativeMethods.SendDelivered)
             {
-                if (!pendingSends.TryGetValue(id, out completion))
-                {
-                    earlyCompletions[id] = failure;
-                    return;
-                }
-                pendingSends.Remove(id);
+                sends.Succeed(id, true);
             }
-            Complete(completion, failure);
+            else
+            {
+                sends.Fail(id, new IotconnException((ErrorCode)errorCode, NativeMethods.LastError()));
+            }
         }
 
         private static void OnLog(int level, IntPtr message, IntPtr user)

@@ -4,9 +4,9 @@ using System.Threading.Tasks;
 
 namespace Iotconn
 {
-    /// <summary>The tasks of requests the library completes by id on the dispatcher thread. The completion may be
-    /// polled before the caller registered its id (the native call runs outside the lock, so the dispatcher never
-    /// waits for a caller): it is kept until then.</summary>
+    /// <summary>The tasks of sends and requests the library completes by id on the dispatcher thread. The
+    /// completion may be polled before the caller registered its id (the native call runs outside the lock, so the
+    /// dispatcher never waits for a caller): it is kept until then.</summary>
     internal sealed class Completions<T>
     {
         private readonly object gate = new object();
