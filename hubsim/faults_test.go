@@ -218,6 +218,31 @@ func TestFaultBlackholeStallsTrafficAndNewConnections(t *testing.T) {
 	}
 }
 
+// expectThrottled makes five quick connects against a throttle of one per second: the first passes, and some are
+// refused with refusal (a CONNACK code, or -1 for a close without one), which hubsim's reject event reports.
+func expectThrottled(t *testing.T, h *Hub, d Device, events <-chan Event, refusal int) {
+	t.Helper()
+	accepted, refused := 0, 0
+	for i := 0; i < 5; i++ {
+		_, code := rawConnect(t, h.TCPAddr(), validCreds(t, h, d))
+		switch code {
+		case 0:
+			accepted++
+		case refusal:
+			refused++
+		default:
+			t.Fatalf("a throttled connect got %d, want 0 or %d", code, refusal)
+		}
+	}
+	if accepted < 1 || refused < 1 {
+		t.Fatalf("accepted %d, refused %d", accepted, refused)
+	}
+	e := waitEvent(t, events, func(e Event) bool { return e.Kind == EventReject })
+	if e.Code != refusal || !strings.Contains(e.Reason, "throttled") {
+		t.Fatalf("reject event %+v", e)
+	}
+}
+
 func TestFaultThrottleClosesConnectsWithoutConnack(t *testing.T) {
 	h := startHub(t, withTCP)
 	d := addDevice(t, h, "d1")
@@ -226,26 +251,7 @@ func TestFaultThrottleClosesConnectsWithoutConnack(t *testing.T) {
 	if err := h.Fault(Fault{Kind: FaultThrottle, Rate: 1, Duration: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	// Five quick connects against a budget of one per second: the first passes, and some are refused.
-	accepted, refused := 0, 0
-	for i := 0; i < 5; i++ {
-		_, code := rawConnect(t, h.TCPAddr(), validCreds(t, h, d))
-		switch code {
-		case 0:
-			accepted++
-		case -1:
-			refused++
-		default:
-			t.Fatalf("throttled connect got CONNACK %d", code)
-		}
-	}
-	if accepted < 1 || refused < 1 {
-		t.Fatalf("accepted %d, refused %d", accepted, refused)
-	}
-	e := waitEvent(t, events, func(e Event) bool { return e.Kind == EventReject })
-	if e.Code != -1 || !strings.Contains(e.Reason, "throttled") {
-		t.Fatalf("reject event %+v", e)
-	}
+	expectThrottled(t, h, d, events, -1)
 	if err := h.Fault(Fault{Kind: FaultThrottle, Rate: 0}); err != nil {
 		t.Fatal(err)
 	}
@@ -264,25 +270,7 @@ func TestFaultThrottleCanAnswerServerUnavailable(t *testing.T) {
 	if code, b := call(t, h, "POST", "/faults", `{"kind":"throttle","rate":1,"seconds":60,"answer":"server-unavailable"}`); code != 200 {
 		t.Fatalf("POST /faults: %d %s", code, b)
 	}
-	accepted, refused := 0, 0
-	for i := 0; i < 5; i++ {
-		_, code := rawConnect(t, h.TCPAddr(), validCreds(t, h, d))
-		switch code {
-		case 0:
-			accepted++
-		case 3:
-			refused++
-		default:
-			t.Fatalf("a connect throttled with CONNACK 3 got %d", code)
-		}
-	}
-	if accepted < 1 || refused < 1 {
-		t.Fatalf("accepted %d, refused %d", accepted, refused)
-	}
-	e := waitEvent(t, events, func(e Event) bool { return e.Kind == EventReject })
-	if e.Code != 3 || !strings.Contains(e.Reason, "throttled") {
-		t.Fatalf("reject event %+v", e)
-	}
+	expectThrottled(t, h, d, events, 3)
 	// The next throttle fault chooses its own answer: the default closes.
 	if err := h.Fault(Fault{Kind: FaultThrottle, Rate: 1, Duration: time.Minute}); err != nil {
 		t.Fatal(err)
