@@ -108,7 +108,7 @@ func (d *Dispatcher) next() *Client {
 }
 
 // serve dispatches what c has queued and says how many events ran. A client whose queue is finished and drained
-// leaves: its dispatched channel closes.
+// leaves: its dispatcherDone closes (thread mode).
 func (d *Dispatcher) serve(c *Client) int {
 	batch, done := c.events.take()
 	for _, e := range batch {
