@@ -17,6 +17,7 @@ import (
 	"github.com/iotconn/iotconn/core/clock"
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/retry/retrytest"
 	"github.com/iotconn/iotconn/core/transport"
 )
 
@@ -432,11 +433,7 @@ func TestDelaysFollowThePolicies(t *testing.T) {
 		}
 		for sample := 0; sample < 5; sample++ {
 			for i, got := range delaysFor(t, p, network, 8) {
-				steps := time.Duration(1<<i - 1)
-				lo, hi := min(2*time.Second+steps*800*time.Millisecond, 48*time.Second), min(2*time.Second+steps*1200*time.Millisecond, time.Minute)
-				if i == 0 {
-					hi = 2800 * time.Millisecond
-				}
+				lo, hi, _ := retrytest.DefaultRange(i+1, 2*time.Second, time.Minute, time.Second)
 				if got < lo || got > hi {
 					t.Fatalf("attempt %d waited %v, want [%v, %v]", i+1, got, lo, hi)
 				}
@@ -508,13 +505,8 @@ func TestDelaysFollowThePolicies(t *testing.T) {
 	t.Run("throttling schedule", func(t *testing.T) {
 		throttled := &transport.Error{Kind: transport.KindThrottled, Op: "connect"}
 		for i, got := range delaysFor(t, retry.DefaultExponential(), throttled, 6) {
-			steps := time.Duration(1<<i - 1)
-			lo, hi := min(10*time.Second+steps*4*time.Second, 48*time.Second), min(10*time.Second+steps*6*time.Second, time.Minute)
-			if i == 0 {
-				hi = 14 * time.Second
-			}
-			if got < lo || got > hi {
-				t.Fatalf("throttled attempt %d waited %v, want [%v, %v]", i+1, got, lo, hi)
+			if want := throttleDelayRange(i + 1); got < want[0] || got > want[1] {
+				t.Fatalf("throttled attempt %d waited %v, want %v", i+1, got, want)
 			}
 		}
 		after := &transport.Error{Kind: transport.KindThrottled, Op: "connect", RetryAfter: 17 * time.Second}
@@ -577,12 +569,14 @@ func TestGuardOnlyAfterADialThatFailedFast(t *testing.T) {
 
 // defaultDelayRange is the default policy's delay before retry attempt n (JitterDefault: 100 ms, 10 s, 100 ms).
 func defaultDelayRange(n int) (lo, hi time.Duration) {
-	if n == 1 {
-		return 100 * time.Millisecond, 180 * time.Millisecond
-	}
-	steps := time.Duration(1)<<(n-1) - 1
-	return min(100*time.Millisecond+steps*80*time.Millisecond, 8*time.Second),
-		min(100*time.Millisecond+steps*120*time.Millisecond, 10*time.Second)
+	lo, hi, _ = retrytest.DefaultRange(n, 100*time.Millisecond, 10*time.Second, 100*time.Millisecond)
+	return lo, hi
+}
+
+// throttleDelayRange is the throttling schedule's delay before the n-th throttled retry in a row.
+func throttleDelayRange(n int) [2]time.Duration {
+	lo, hi, _ := retrytest.DefaultRange(n, 10*time.Second, time.Minute, 5*time.Second)
+	return [2]time.Duration{lo, hi}
 }
 
 // The back-off starts over only after a link stayed up BackoffResetAfter (issue 11: it reset on every connect, so
@@ -631,7 +625,7 @@ func TestBackoffResetsOnlyAfterTheLinkStayedUp(t *testing.T) {
 		expect(t, "a loss 5 min after reconnecting", up(t, fake, d, r, 2, 5*time.Minute), 1)
 	})
 	// A hub that accepts and drops every connection at once: the delays grow to the policy's cap, so the attempts
-	// per minute are bounded by the cap (at most 60 / 8 s), not by the first delay or the guard.
+	// per minute are bounded by the cap (at most 60 / 4 s), not by the first delay or the guard.
 	t.Run("accepted and dropped at once", func(t *testing.T) {
 		fake, d, r := start(t, Options{})
 		for link := 0; link < 12; link++ {
@@ -659,7 +653,7 @@ func TestServerUnavailableAfterAConnectIsThrottling(t *testing.T) {
 	nextTimer(t, fake) // the token's renewal
 	d.conn(0).kill(transport.KindProtocol)
 	fake.Advance(nextTimer(t, fake)) // the first retry: CONNACK 3
-	for i, want := range [][2]time.Duration{{10 * time.Second, 14 * time.Second}, {14 * time.Second, 16 * time.Second}} {
+	for i, want := range [][2]time.Duration{throttleDelayRange(1), throttleDelayRange(2)} {
 		got := nextTimer(t, fake)
 		if got < want[0] || got > want[1] {
 			t.Fatalf("throttled retry %d waits %v, want the throttling schedule's [%v, %v]", i+1, got, want[0], want[1])
@@ -680,7 +674,7 @@ func TestServerUnavailableAfterAConnectIsThrottling(t *testing.T) {
 }
 
 // The throttling schedule counts the throttled attempts in a row: a device throttled after an outage starts it at
-// its first step (10-14 s), not at the step of its overall attempt count.
+// its first step, not at the step of its overall attempt count.
 func TestThrottleScheduleCountsThrottledAttemptsInARow(t *testing.T) {
 	fake := clock.NewFake(time.Unix(1700000000, 0))
 	network := &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
@@ -694,8 +688,7 @@ func TestThrottleScheduleCountsThrottledAttemptsInARow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, want := range map[int][2]time.Duration{
-		3: {10 * time.Second, 14 * time.Second}, 4: {14 * time.Second, 16 * time.Second},
-		6: {10 * time.Second, 14 * time.Second},
+		3: throttleDelayRange(1), 4: throttleDelayRange(2), 6: throttleDelayRange(1),
 	} {
 		if got := delays[i]; got < want[0] || got > want[1] {
 			t.Fatalf("attempt %d (throttled) waited %v, want [%v, %v]; all delays %v", i+1, got, want[0], want[1], delays)

@@ -11,13 +11,13 @@ import (
 )
 
 // With the fleet hint (Options.ReconnectSpread), the first retry after a lost link waits the policy's delay plus
-// a uniform draw over the window, so a fleet that lost its hub together spreads over it; later retries wait at
-// least the window; a server's retry-after still wins. Without the hint every device retries within the
+// a uniform draw over the window, so a fleet that lost its hub together spreads over it; later retries wait a
+// draw from [window, 1.1 x window]; a server's retry-after still wins. Without the hint every device retries within the
 // policy's first 180 ms (issue 11: the whole fleet in one 100 ms bucket).
 func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 	const window = 20 * time.Second
 	firstLo, firstHi := defaultDelayRange(1)
-	var firsts []time.Duration
+	var firsts, laters []time.Duration
 	for range 40 {
 		fake := clock.NewFake(time.Unix(1700000000, 0))
 		d := newFakeDialer()
@@ -35,9 +35,11 @@ func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 		}
 		firsts = append(firsts, first)
 		fake.Advance(first)
-		if later := nextTimer(t, fake); later < window {
-			t.Fatalf("a later retry waits %v, want at least the window %v", later, window)
+		later := nextTimer(t, fake)
+		if later < window || later > window+window/10 {
+			t.Fatalf("a later retry waits %v, want [%v, %v]", later, window, window+window/10)
 		}
+		laters = append(laters, later)
 		closeAndCheck(t, c)
 	}
 	// 40 uniform draws over 20 s: all of them in one 2 s tenth has probability 10 x 0.1^40.
@@ -47,6 +49,11 @@ func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 	}
 	if hi-lo < window/10 {
 		t.Fatalf("first retries all within %v of each other: not spread over %v", hi-lo, window)
+	}
+	// A constant period would keep each device's place exactly, and with it any cluster that formed (rule 7).
+	slices.Sort(laters)
+	if distinct := len(slices.Compact(laters)); distinct < 20 {
+		t.Fatalf("later retries took only %d distinct waits in 40 devices: a constant period", distinct)
 	}
 
 	t.Run("retry-after wins", func(t *testing.T) {

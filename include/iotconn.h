@@ -144,8 +144,8 @@ typedef enum iotconn_reason {
 
 /* iotconn_retry_policy_t.jitter: how the delay before retry n (1 for the first) is drawn. U[a, b] is a fresh uniform
  * draw; every delay but FULL's is capped at c = U[max(min, 0.8 max), max], so even capped delays stay random. */
-#define IOTCONN_JITTER_DEFAULT 0      /* the .NET SDK's: min(min + (2^(n-1) - 1) x U[0.8 delta, 1.2 delta], c);
-					 the first: min(min + U[0, 0.8 delta], c) */
+#define IOTCONN_JITTER_DEFAULT 0      /* the .NET SDK's term x = min(min + (2^(n-1) - 1) x U[0.8 delta, 1.2 delta], c),
+					 drawn over its upper half: U[max(min, x/2), x]; the first: min(min + U[0, 0.8 delta], c) */
 #define IOTCONN_JITTER_FULL 1         /* U[min, min(min + (2^(n-1) - 1) x delta, max)]; the first as DEFAULT's */
 #define IOTCONN_JITTER_DECORRELATED 2 /* AWS's: min(U[min, 3 x the previous delay], c), the first's previous
 					 being min; delta unused; min_backoff_ms must be above 0 */
@@ -203,7 +203,7 @@ typedef struct iotconn_options {
 	 * 1.1 x devices / the hub's connect rate (IoT Hub S1: about 100 per second per unit, so 10 000 devices:
 	 * 110000). The first retry after a lost link or a failed connect waits the policy's delay plus a uniform
 	 * draw over this window, so a fleet that lost its hub together comes back spread evenly over it; later
-	 * retries wait at least the window. A server's retry-after still wins. 0 (default): off. */
+	 * retries wait at least a draw from [window, 1.1 x window]. A server's retry-after still wins. 0 (default): off. */
 	uint32_t reconnect_spread_ms;
 	/* Every connection attempt of this client takes a token from this budget, shared with the other clients of
 	 * the process created with it, and waits for one when there is none (iotconn_admission_create). NULL: no

@@ -31,15 +31,17 @@ const Unlimited = -1
 // resolution, both ends included, drawn afresh for each delay, and c = U[max(minBackoff, 0.8*maxBackoff),
 // maxBackoff] the jittered cap.
 //
-// JitterDefault, the .NET formula (its 0-based retry count is our n-1) with both ends randomised:
+// JitterDefault, the .NET formula (its 0-based retry count is our n-1) with both ends randomised and its lower
+// half random too (AWS "equal jitter"):
 //
 //	n = 1:   min(minBackoff + U[0, 0.8*deltaBackoff], c)
-//	n >= 2:  min(minBackoff + (2^(n-1) - 1) * d, c),  d = U[0.8*deltaBackoff, 1.2*deltaBackoff]
+//	n >= 2:  U[max(minBackoff, x/2), x],  x = min(minBackoff + (2^(n-1) - 1) * d, c),  d = U[0.8*deltaBackoff, 1.2*deltaBackoff]
 //
 // .NET waits exactly minBackoff first and exactly maxBackoff once the formula passes it; both constants keep a
-// fleet that lost the hub together retrying in step (DESIGN.md rule 7). The first delay's spread stops where the
-// second's starts, so a delay never draws below the one before it; large n saturate at c instead of
-// overflowing a double-to-TimeSpan conversion as .NET does.
+// fleet that lost the hub together retrying in step (DESIGN.md rule 7). Its +-20 % delta still keeps devices at the
+// same attempt within a fifth of each other, so a hub admitting R connects/s after an outage took 2 x N/R to take
+// back N devices (bench/fleet); drawing each delay over the upper half of .NET's term brings that to 1.3-1.4 x.
+// Large n saturate at c instead of overflowing a double-to-TimeSpan conversion as .NET does.
 //
 // JitterFull:
 //
@@ -130,7 +132,8 @@ func (e *Exponential) draw(attempt int) time.Duration {
 		return uniform(e.r, e.minBackoff, e.grown(attempt, e.deltaBackoff))
 	}
 	d := uniform(e.r, e.deltaBackoff-e.deltaBackoff/5, satAdd(e.deltaBackoff, e.deltaBackoff/5))
-	return min(e.grown(attempt, d), c)
+	x := min(e.grown(attempt, d), c)
+	return uniform(e.r, max(e.minBackoff, x/2), x)
 }
 
 // grown is min(minBackoff + (2^(attempt-1) - 1) * d, maxBackoff), computed without overflow for any attempt.
@@ -190,8 +193,9 @@ func Spaced(elapsed, delay time.Duration) time.Duration {
 // Spread applies the fleet hint: window is how long the fleet that shares this device's hub needs to be admitted
 // (devices / the hub's admission rate). The first retry of an outage waits delay + U[0, window], so a fleet that
 // lost its hub at once comes back spread evenly over the window, at devices / window per second; each later retry
-// waits at least window, so a device that failed keeps its place in the window instead of crowding the others'.
-// A window of 0 leaves delay as it is.
+// waits at least U[window, 1.1 x window], so a device that failed keeps about its place in the window instead of
+// crowding the others', and no two devices keep a common period (DESIGN.md rule 7). A window of 0 leaves delay as
+// it is.
 func Spread(window, delay time.Duration, first bool) time.Duration {
 	switch {
 	case window <= 0:
@@ -199,7 +203,7 @@ func Spread(window, delay time.Duration, first bool) time.Duration {
 	case first:
 		return satAdd(delay, uniform(nil, 0, window))
 	}
-	return max(delay, window)
+	return max(delay, uniform(nil, window, satAdd(window, window/10)))
 }
 
 // uniform draws from [lo, hi] (hi >= lo >= 0) using r, or the package-level source when r is nil.

@@ -9,24 +9,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iotconn/iotconn/core/retry/retrytest"
 )
 
 const samples = 2000
 
 var errFailed = errors.New("attempt failed")
-
-// bounds returns the formula's limits for attempt, computed independently of the package code (big steps in float).
-func bounds(attempt int, minB, maxB, lowD, highD time.Duration) (time.Duration, time.Duration) {
-	steps := math.Pow(2, float64(attempt-1)) - 1
-	at := func(d time.Duration) time.Duration {
-		v := float64(minB) + steps*float64(d)
-		if v >= float64(maxB) {
-			return maxB
-		}
-		return time.Duration(v)
-	}
-	return at(lowD), at(highD)
-}
 
 func mustExponential(t *testing.T, count int, minB, maxB, delta time.Duration, j Jitter) *Exponential {
 	t.Helper()
@@ -62,17 +51,13 @@ func spread(draws []time.Duration) (least, most time.Duration) {
 // The tests below draw from seeded sources (WithRand), so each run sees the same values: their statistical checks
 // are deterministic.
 
-func TestJitterDefaultFollowsTheDotNetFormulaWithRandomEnds(t *testing.T) {
+func TestJitterDefaultDrawsOverTheUpperHalfOfTheDotNetFormula(t *testing.T) {
 	minB, maxB, delta := 2*time.Second, 90*time.Second, time.Second
-	capLo := 72 * time.Second // the jittered cap: U[0.8*maxB, maxB]
 	e := mustExponential(t, Unlimited, minB, maxB, delta, JitterDefault)
 	for attempt := 1; attempt <= 12; attempt++ {
-		lo, hi := bounds(attempt, minB, maxB, 800*time.Millisecond, 1200*time.Millisecond)
-		if attempt == 1 { // .NET waits exactly minBackoff; here up to the second attempt's lower bound
-			lo, hi = minB, minB+800*time.Millisecond
-		}
-		lo = min(lo, capLo)
+		lo, hi, termLo := retrytest.DefaultRange(attempt, minB, maxB, delta)
 		draws := make([]time.Duration, samples)
+		belowTerm := 0 // draws under the lowest value .NET's formula (with its +-20 % delta) can give
 		for i := range draws {
 			ok, d := e.ShouldRetry(attempt, errFailed)
 			if !ok {
@@ -81,11 +66,18 @@ func TestJitterDefaultFollowsTheDotNetFormulaWithRandomEnds(t *testing.T) {
 			if d < lo || d > hi {
 				t.Fatalf("attempt %d: delay %v outside [%v, %v]", attempt, d, lo, hi)
 			}
+			if d < termLo {
+				belowTerm++
+			}
 			draws[i] = d
 		}
 		distinctAtLeastHalf(t, fmt.Sprintf("attempt %d", attempt), draws)
 		if least, most := spread(draws); most-least < (hi-lo)*8/10 {
 			t.Fatalf("attempt %d: delays span %v of [%v, %v]", attempt, most-least, lo, hi)
+		}
+		// Devices at the same attempt must not stay within +-20 % of each other: that kept a fleet in cohorts.
+		if attempt >= 3 && belowTerm < samples/4 {
+			t.Fatalf("attempt %d: only %d of %d delays below .NET's lowest %v", attempt, belowTerm, samples, termLo)
 		}
 	}
 }
@@ -94,7 +86,7 @@ func TestJitterFullIsUniformBetweenMinAndTheCap(t *testing.T) {
 	minB, maxB, delta := time.Second, 30*time.Second, time.Second
 	e := mustExponential(t, Unlimited, minB, maxB, delta, JitterFull)
 	for attempt := 1; attempt <= 8; attempt++ {
-		_, hi := bounds(attempt, minB, maxB, delta, delta)
+		hi := retrytest.Term(attempt, minB, maxB, delta)
 		if attempt == 1 {
 			hi = minB + 800*time.Millisecond
 		}
@@ -189,8 +181,8 @@ func TestLargeAttemptsSaturateAtTheJitteredCap(t *testing.T) {
 			if d < time.Millisecond || d > time.Hour {
 				t.Fatalf("jitter %d attempt %d: delay %v outside [1ms, 1h]", j, attempt, d)
 			}
-			if j == JitterDefault && d < 48*time.Minute {
-				t.Fatalf("attempt %d: delay %v, want the jittered cap [48m, 1h]", attempt, d)
+			if j == JitterDefault && d < 24*time.Minute {
+				t.Fatalf("attempt %d: delay %v, want the upper half of the jittered cap, within [24m, 1h]", attempt, d)
 			}
 		}
 	}
@@ -239,14 +231,14 @@ func TestDefaultExponentialIsTheDotNetDefault(t *testing.T) {
 	if ok, d := e.ShouldRetry(1, errFailed); !ok || d < 100*time.Millisecond || d > 180*time.Millisecond {
 		t.Fatalf("attempt 1: %v %v, want retry after [100ms, 180ms]", ok, d)
 	}
-	lo, hi := bounds(4, 100*time.Millisecond, 10*time.Second, 80*time.Millisecond, 120*time.Millisecond)
+	lo, hi, _ := retrytest.DefaultRange(4, 100*time.Millisecond, 10*time.Second, 100*time.Millisecond)
 	for range samples {
 		if _, d := e.ShouldRetry(4, errFailed); d < lo || d > hi {
 			t.Fatalf("attempt 4: %v outside [%v, %v]", d, lo, hi)
 		}
 	}
-	if ok, d := e.ShouldRetry(1_000_000, errFailed); !ok || d < 8*time.Second || d > 10*time.Second {
-		t.Fatalf("attempt 1e6: %v %v, want retry after the jittered cap [8s, 10s]", ok, d)
+	if ok, d := e.ShouldRetry(1_000_000, errFailed); !ok || d < 4*time.Second || d > 10*time.Second {
+		t.Fatalf("attempt 1e6: %v %v, want retry within the upper half of the jittered cap, [4s, 10s]", ok, d)
 	}
 }
 
@@ -343,11 +335,7 @@ func TestCustomIsAskedWithAttemptAndError(t *testing.T) {
 func TestThrottleDelay(t *testing.T) {
 	schedule := throttling.WithRand(rand.New(rand.NewPCG(5, 6))) // ThrottleDelay's schedule, seeded
 	for attempt := 1; attempt <= 8; attempt++ {
-		lo, hi := bounds(attempt, 10*time.Second, time.Minute, 4*time.Second, 6*time.Second)
-		if attempt == 1 {
-			hi = 14 * time.Second
-		}
-		lo = min(lo, 48*time.Second) // the jittered cap
+		lo, hi, _ := retrytest.DefaultRange(attempt, 10*time.Second, time.Minute, 5*time.Second)
 		draws := make([]time.Duration, samples)
 		for i := range draws {
 			_, draws[i] = schedule.ShouldRetry(attempt, errFailed)

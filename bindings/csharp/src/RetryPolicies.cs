@@ -17,9 +17,9 @@ namespace Iotconn
     /// Randomised exponential back-off, the .NET SDK's and the library's default policy; retryCount retries at most.
     /// With n = currentRetryCount (0 for the first retry), U[a, b] a fresh uniform draw and c = U[max(minBackoff,
     /// 0.8 maxBackoff), maxBackoff] the jittered cap, the delay before retry n is, by jitter:
-    /// Default: min(minBackoff + (2^n - 1) x U[0.8 deltaBackoff, 1.2 deltaBackoff], c), the first min(minBackoff +
-    /// U[0, 0.8 deltaBackoff], c) (the .NET SDK waits exactly minBackoff first and exactly maxBackoff once capped,
-    /// which keeps a fleet that lost its hub together retrying in step);
+    /// Default: U[max(minBackoff, x/2), x] with x = min(minBackoff + (2^n - 1) x U[0.8 deltaBackoff, 1.2 deltaBackoff],
+    /// c), the first min(minBackoff + U[0, 0.8 deltaBackoff], c) (the .NET SDK waits exactly x, exactly minBackoff
+    /// first and exactly maxBackoff once capped, which keeps a fleet that lost its hub together retrying in step);
     /// Full: U[minBackoff, min(minBackoff + (2^n - 1) x deltaBackoff, maxBackoff)], the first as Default's;
     /// Decorrelated: min(U[minBackoff, 3 x the previous delay], c), the first's previous being minBackoff.
     /// Set on a client, the library itself runs this schedule (no managed call per attempt); ShouldRetry computes
@@ -97,7 +97,8 @@ namespace Iotconn
                 }
                 else
                 {
-                    ms = Math.Min(Grown(currentRetryCount, Uniform(0.8 * DeltaBackoffMs, 1.2 * DeltaBackoffMs)), cap);
+                    double term = Math.Min(Grown(currentRetryCount, Uniform(0.8 * DeltaBackoffMs, 1.2 * DeltaBackoffMs)), cap);
+                    ms = Uniform(Math.Max(MinBackoffMs, term / 2), term);
                 }
             }
             retryInterval = TimeSpan.FromMilliseconds(ms);

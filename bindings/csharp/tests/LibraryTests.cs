@@ -109,7 +109,7 @@ namespace Iotconn.Tests
                         }
                         else if (jitter == Jitter.Default)
                         {
-                            lo = Math.Min(100 + (Math.Pow(2, n) - 1) * 80, 8000);
+                            lo = Math.Max(100, Math.Min(100 + (Math.Pow(2, n) - 1) * 80, 8000) / 2);
                             hi = Math.Min(100 + (Math.Pow(2, n) - 1) * 120, 10000);
                         }
                         else
