@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -59,6 +60,26 @@ func loadOrCreateTLS(dir string) (*tls.Config, error) {
 		return nil, fmt.Errorf("server certificate in %s: %w", dir, err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+}
+
+// adoptCA copies caDir's CA into dir, so the hubs and the DPS of one process share the CA clients trust; a server
+// certificate in dir signed by another CA is dropped, to be made again.
+func adoptCA(dir, caDir string) error {
+	caPEM, caKeyPEM, err := readPair(caDir, caCertFile, caKeyFile)
+	if err != nil {
+		return err
+	}
+	if caPEM == nil {
+		return errors.New("no CA there yet")
+	}
+	if own, _ := os.ReadFile(filepath.Join(dir, caCertFile)); bytes.Equal(own, caPEM) {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	_ = os.Remove(filepath.Join(dir, serverCertFile))
+	return writePair(dir, caCertFile, caKeyFile, caPEM, caKeyPEM)
 }
 
 // readPair returns nil, nil, nil when either file is missing.

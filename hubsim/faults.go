@@ -165,7 +165,7 @@ func (h *Hub) applyFault(f Fault) error {
 }
 
 // after runs fn once d has passed, unless the hub closes first.
-func (h *Hub) after(d time.Duration, fn func()) {
+func (h *server) after(d time.Duration, fn func()) {
 	h.spawn(func() {
 		t := time.NewTimer(d)
 		defer t.Stop()

@@ -31,6 +31,7 @@ import (
 // Config configures a hub. Addresses bind 127.0.0.1 in tests; ":0" ports pick a free one.
 type Config struct {
 	Dir         string        // state dir: CA + server cert + registry; created if missing
+	CADir       string        // take the CA from this state dir, so several hubs (and a DPS) share one; "" = Dir's own
 	MQTTAddr    string        // MQTT over TLS; "" = 127.0.0.1:8883
 	TCPAddr     string        // optional plain MQTT; "" = off
 	WSAddr      string        // optional MQTT over WebSocket (TLS, path /$iothub/websocket); "" = off
@@ -58,18 +59,13 @@ var hostNames = []string{"localhost", "127.0.0.1", "::1"}
 
 // Hub is a running emulator.
 type Hub struct {
+	server
 	cfg     Config
 	tlsConf *tls.Config
 	events  *eventBus
 	rec     *recorder
-	gate    *gate
-	done    chan struct{}
-	wg      sync.WaitGroup
 
 	closeOnce sync.Once
-	connMu    sync.Mutex
-	conns     map[*hubConn]struct{}
-	closing   bool
 
 	mqtts, tcp, ws *listener
 	control        *http.Server
@@ -127,6 +123,11 @@ func Start(cfg Config) (*Hub, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hubsim: state dir: %w", err)
 	}
+	if cfg.CADir != "" {
+		if err := adoptCA(dir, cfg.CADir); err != nil {
+			return nil, fmt.Errorf("hubsim: CA from %s: %w", cfg.CADir, err)
+		}
+	}
 	tlsConf, err := loadOrCreateTLS(dir)
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: certificates: %w", err)
@@ -136,8 +137,7 @@ func Start(cfg Config) (*Hub, error) {
 		return nil, fmt.Errorf("hubsim: %w", err)
 	}
 	h := &Hub{
-		cfg: cfg, tlsConf: tlsConf, events: newEventBus(cfg.Log), rec: newRecorder(), gate: newGate(),
-		done: make(chan struct{}), conns: map[*hubConn]struct{}{}, reg: reg,
+		server: newServer(), cfg: cfg, tlsConf: tlsConf, events: newEventBus(cfg.Log), rec: newRecorder(), reg: reg,
 		sessions: map[string]*session{}, live: map[link]*session{}, connects: map[string]int{},
 		c2d: map[string][]*c2dItem{}, c2dAcked: make(chan struct{}), methods: map[string]chan MethodResult{}, refused: map[string]time.Time{},
 	}
@@ -180,28 +180,10 @@ func (h *Hub) newListener(name, addr string, serve func(*hubConn)) *listener {
 	return l
 }
 
-// spawn runs fn in a goroutine Close waits for; once Close has begun it runs nothing and returns false.
-func (h *Hub) spawn(fn func()) bool {
-	h.connMu.Lock()
-	defer h.connMu.Unlock()
-	if h.closing {
-		return false
-	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		fn()
-	}()
-	return true
-}
-
 // Close stops the listeners, cuts every connection and waits for every goroutine of the hub.
 func (h *Hub) Close() error {
 	h.closeOnce.Do(func() {
-		close(h.done)
-		h.connMu.Lock()
-		h.closing = true
-		h.connMu.Unlock()
+		h.beginClose()
 		if h.control != nil {
 			// Shutdown waits for running handlers; a method call in progress returns once done is closed.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

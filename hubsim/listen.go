@@ -187,8 +187,47 @@ type listener struct {
 
 func (l *listener) address() string { return l.addr.Load().(string) }
 
+// server is what the hub and the DPS front share: it owns their goroutines, their live connections and the
+// accept-side fault state.
+type server struct {
+	gate *gate
+	done chan struct{} // closed when Close begins
+	wg   sync.WaitGroup
+
+	connMu  sync.Mutex
+	conns   map[*hubConn]struct{}
+	closing bool
+}
+
+func newServer() server {
+	return server{gate: newGate(), done: make(chan struct{}), conns: map[*hubConn]struct{}{}}
+}
+
+// spawn runs fn in a goroutine Close waits for; once Close has begun it runs nothing and returns false.
+func (h *server) spawn(fn func()) bool {
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		fn()
+	}()
+	return true
+}
+
+// beginClose stops spawning and tells every goroutine to end; the caller then shuts listeners and waits on wg.
+func (h *server) beginClose() {
+	close(h.done)
+	h.connMu.Lock()
+	h.closing = true
+	h.connMu.Unlock()
+}
+
 // open binds the listener and starts its accept loop.
-func (h *Hub) open(l *listener) error {
+func (h *server) open(l *listener) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ln != nil {
@@ -217,7 +256,7 @@ func (l *listener) shut() {
 	}
 }
 
-func (h *Hub) acceptLoop(l *listener, ln net.Listener) {
+func (h *server) acceptLoop(l *listener, ln net.Listener) {
 	for {
 		raw, err := ln.Accept()
 		if err != nil {
@@ -240,7 +279,7 @@ func (h *Hub) acceptLoop(l *listener, ln net.Listener) {
 }
 
 // track records a live connection; false once the hub is closing.
-func (h *Hub) track(hc *hubConn) bool {
+func (h *server) track(hc *hubConn) bool {
 	h.connMu.Lock()
 	defer h.connMu.Unlock()
 	if h.closing {
@@ -250,14 +289,14 @@ func (h *Hub) track(hc *hubConn) bool {
 	return true
 }
 
-func (h *Hub) untrack(hc *hubConn) {
+func (h *server) untrack(hc *hubConn) {
 	h.connMu.Lock()
 	defer h.connMu.Unlock()
 	delete(h.conns, hc)
 }
 
 // killConns cuts every live connection accepted on the named listeners (all when none are named).
-func (h *Hub) killConns(graceful bool, listeners ...string) {
+func (h *server) killConns(graceful bool, listeners ...string) {
 	h.connMu.Lock()
 	var victims []*hubConn
 	for hc := range h.conns {

@@ -54,18 +54,28 @@ func newMQTTFront(h *Hub) (*mqttFront, error) {
 
 // reset starts a fresh broker engine.
 func (f *mqttFront) reset() error {
-	caps := mqtt.NewDefaultServerCapabilities()
-	caps.MaximumQos = 1 // IoT Hub grants QoS 1 at most
-	caps.MaximumPacketSize = 2 * maxD2CSize
-	srv := mqtt.New(&mqtt.Options{
-		Capabilities: caps,
-		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err := srv.AddHook(&mqttHook{f: f, srv: srv}, nil); err != nil {
+	srv, err := newBroker(2*maxD2CSize, func(srv *mqtt.Server) mqtt.Hook { return &mqttHook{f: f, srv: srv} })
+	if err != nil {
 		return err
 	}
 	f.srv.Store(srv)
 	return nil
+}
+
+// newBroker returns a mochi broker engine set up as Azure's MQTT endpoints behave (QoS 1 at most, no logging)
+// with one hook that decides everything; the hub front and the DPS front run on it.
+func newBroker(maxPacket uint32, hook func(*mqtt.Server) mqtt.Hook) (*mqtt.Server, error) {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumQos = 1 // Azure grants QoS 1 at most
+	caps.MaximumPacketSize = maxPacket
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err := srv.AddHook(hook(srv), nil); err != nil {
+		return nil, err
+	}
+	return srv, nil
 }
 
 // serve runs one connection until it ends.
@@ -376,8 +386,10 @@ func (l *mqttLink) maySubscribe(filter string) bool {
 }
 
 // grantedQoS is the QoS the device receives topic at, capped at 1; ok false when no subscription matches.
-func (l *mqttLink) grantedQoS(topic string) (qos byte, ok bool) {
-	for _, sub := range l.cl.State.Subscriptions.GetAll() {
+func (l *mqttLink) grantedQoS(topic string) (qos byte, ok bool) { return grantedQoS(l.cl, topic) }
+
+func grantedQoS(cl *mqtt.Client, topic string) (qos byte, ok bool) {
+	for _, sub := range cl.State.Subscriptions.GetAll() {
 		if topicMatches(sub.Filter, topic) {
 			qos, ok = max(qos, min(sub.Qos, 1)), true
 		}
@@ -390,7 +402,11 @@ var errNotSubscribed = errors.New("device has not subscribed to the topic")
 // publish writes a PUBLISH at the granted QoS (at most maxQoS); onID runs with the packet id before the write so a
 // fast PUBACK is never missed.
 func (l *mqttLink) publish(topic string, payload []byte, maxQoS byte, onID func(uint16, byte)) error {
-	qos, ok := l.grantedQoS(topic)
+	return publishGranted(l.cl, topic, payload, maxQoS, onID)
+}
+
+func publishGranted(cl *mqtt.Client, topic string, payload []byte, maxQoS byte, onID func(uint16, byte)) error {
+	qos, ok := grantedQoS(cl, topic)
 	if !ok {
 		return errNotSubscribed
 	}
@@ -400,7 +416,7 @@ func (l *mqttLink) publish(topic string, payload []byte, maxQoS byte, onID func(
 		Payload:     payload,
 	}
 	if pk.FixedHeader.Qos > 0 {
-		id, err := l.cl.NextPacketID()
+		id, err := cl.NextPacketID()
 		if err != nil {
 			return err
 		}
@@ -409,7 +425,7 @@ func (l *mqttLink) publish(topic string, payload []byte, maxQoS byte, onID func(
 	if onID != nil {
 		onID(pk.PacketID, pk.FixedHeader.Qos)
 	}
-	return l.cl.WritePacket(pk)
+	return cl.WritePacket(pk)
 }
 
 func (l *mqttLink) drop(graceful bool) {

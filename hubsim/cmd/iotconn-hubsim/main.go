@@ -10,9 +10,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/iotconn/iotconn/hubsim"
 )
@@ -34,6 +36,8 @@ func run(args []string, stdout io.Writer) error {
 	var cfg hubsim.Config
 	var devices deviceFlags
 	var devicesFile string
+	var extraHubs, enrollments, groups deviceFlags
+	var dcfg hubsim.DPSConfig
 	fs.StringVar(&cfg.Dir, "dir", "", "state directory: CA, server certificate, registry (required)")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt", hubsim.DefaultMQTTAddr, "MQTT over TLS listen address")
 	fs.StringVar(&cfg.TCPAddr, "tcp", "", "plain MQTT listen address (off when empty)")
@@ -43,6 +47,14 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&devicesFile, "devices-file", "", "register the devices in this file, one ID or ID:KEY a line")
 	fs.DurationVar(&cfg.TokenGrace, "token-grace", 0, "drop a connection this long after its SAS token expired")
 	fs.DurationVar(&cfg.ClockSkew, "clock-skew", 0, "tolerated SAS token expiry skew")
+	fs.Var(&extraHubs, "hub", "run another hub whose TLS MQTT listens on ADDR[@CONTROL_ADDR] (state in DIR/hubN); repeatable")
+	fs.StringVar(&dcfg.MQTTAddr, "dps-mqtt", "", "DPS over MQTT (TLS) listen address (DPS off when no --dps-* address)")
+	fs.StringVar(&dcfg.HTTPSAddr, "dps-https", "", "DPS over HTTPS listen address")
+	fs.StringVar(&dcfg.ControlAddr, "dps-control", "127.0.0.1:0", "DPS control API listen address")
+	fs.StringVar(&dcfg.IDScope, "id-scope", hubsim.DefaultIDScope, "DPS id scope")
+	fs.DurationVar(&dcfg.RetryAfter, "dps-retry-after", 3*time.Second, "retry-after of DPS's assigning answers (whole seconds)")
+	fs.Var(&enrollments, "enrollment", "DPS individual enrollment REGID[:KEY] (random key when none); repeatable")
+	fs.Var(&groups, "enrollment-group", "DPS enrollment group GROUPID[:KEY] (random key when none); repeatable")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +90,37 @@ func run(args []string, stdout io.Writer) error {
 	if _, err := hub.AddDevices(specs); err != nil {
 		return err
 	}
+	hubs := []*hubsim.Hub{hub}
+	for i, spec := range extraHubs {
+		mqttAddr, controlAddr, _ := strings.Cut(spec, "@")
+		if controlAddr == "" {
+			controlAddr = "127.0.0.1:0"
+		}
+		name := fmt.Sprintf("hub%d", i+2)
+		h, err := hubsim.Start(hubsim.Config{Dir: filepath.Join(cfg.Dir, name), CADir: cfg.Dir, MQTTAddr: mqttAddr,
+			ControlAddr: controlAddr, ClockSkew: cfg.ClockSkew, TokenGrace: cfg.TokenGrace, Log: hubsim.TagLog(log, name)})
+		if err != nil {
+			return fmt.Errorf("--hub %s: %w", spec, err)
+		}
+		defer h.Close()
+		hubs = append(hubs, h)
+	}
+	var dps *hubsim.DPS
+	if dcfg.MQTTAddr != "" || dcfg.HTTPSAddr != "" {
+		dcfg.Hubs, dcfg.Log = hubs, log
+		if dps, err = hubsim.StartDPS(dcfg); err != nil {
+			return err
+		}
+		defer dps.Close()
+		if err := enroll(dps, enrollments, false); err != nil {
+			return fmt.Errorf("--enrollment: %w", err)
+		}
+		if err := enroll(dps, groups, true); err != nil {
+			return fmt.Errorf("--enrollment-group: %w", err)
+		}
+	} else if len(enrollments)+len(groups) > 0 {
+		return errors.New("--enrollment and --enrollment-group need --dps-mqtt or --dps-https")
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "hubsim: mqtts %s\n", hub.Addr())
 	if a := hub.TCPAddr(); a != "" {
@@ -97,12 +140,47 @@ func run(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(&b, "hubsim: device %s %s\n", d.ID, cs)
 	}
+	for i, h := range hubs[1:] {
+		fmt.Fprintf(&b, "hubsim: hub%d %s mqtts %s control %s\n", i+2, h.HostName(), h.Addr(), h.ControlURL())
+	}
+	if dps != nil {
+		if a := dps.MQTTAddr(); a != "" {
+			fmt.Fprintf(&b, "hubsim: dps mqtts %s\n", a)
+		}
+		if a := dps.HTTPSAddr(); a != "" {
+			fmt.Fprintf(&b, "hubsim: dps https %s\n", a)
+		}
+		fmt.Fprintf(&b, "hubsim: dps control %s\n", dps.ControlURL())
+		fmt.Fprintf(&b, "hubsim: dps idscope %s\n", dps.IDScope())
+		for _, e := range dps.Enrollments() {
+			if e.GroupID != "" {
+				fmt.Fprintf(&b, "hubsim: dps group %s %s\n", e.GroupID, e.PrimaryKey)
+			} else {
+				fmt.Fprintf(&b, "hubsim: dps enrollment %s %s\n", e.RegistrationID, e.PrimaryKey)
+			}
+		}
+	}
 	b.WriteString("hubsim: ready\n")
 	if err := log.release(b.String()); err != nil {
 		return err
 	}
 	sig := <-stop
 	log.Write([]byte(fmt.Sprintf("hubsim: stopping on %s\n", sig)))
+	return nil
+}
+
+// enroll creates the enrollments of ID[:KEY] entries: individual ones, or groups.
+func enroll(dps *hubsim.DPS, entries []string, group bool) error {
+	for _, entry := range entries {
+		id, key, _ := strings.Cut(entry, ":")
+		e := hubsim.Enrollment{RegistrationID: id, PrimaryKey: key}
+		if group {
+			e = hubsim.Enrollment{GroupID: id, PrimaryKey: key}
+		}
+		if _, err := dps.SetEnrollment(e); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,133 @@
+package hubsim
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// DPSFaultKind names a DPS fault; the strings are also the control API's "kind" values.
+type DPSFaultKind string
+
+// DPS fault kinds.
+const (
+	DPSFaultDown     DPSFaultKind = "down"     // reset every connection and refuse connects for Duration
+	DPSFaultThrottle DPSFaultKind = "throttle" // answer requests 429 with retry-after RetryAfter
+	DPSFaultError    DPSFaultKind = "error"    // answer requests with Status (default 500)
+	DPSFaultClear    DPSFaultKind = "clear"    // end a throttle or error fault
+)
+
+// DPSFault is one DPS fault. Throttle and error last for Duration, or for the next Count requests (registers and
+// polls), whichever ends first; with neither, until cleared.
+type DPSFault struct {
+	Kind       DPSFaultKind
+	Duration   time.Duration
+	Count      int
+	RetryAfter time.Duration // throttle: the retry-after; 0 = 5 s. Error: sent when not 0
+	Status     int           // error: 500..599; 0 = 500
+}
+
+// dpsFaultState is the fault answering requests now; d.mu guards it.
+type dpsFaultState struct {
+	kind       DPSFaultKind // "" = none
+	until      time.Time    // zero = no time limit
+	left       int          // requests still to answer; 0 = no count limit
+	status     int
+	retryAfter int // seconds, -1 none
+}
+
+// Fault injects a DPS fault.
+func (d *DPS) Fault(f DPSFault) error {
+	select {
+	case <-d.done:
+		return ErrClosed
+	default:
+	}
+	if f.Duration < 0 || f.Count < 0 || f.RetryAfter < 0 {
+		return errors.New("fault duration, count and retry-after must not be negative")
+	}
+	st := dpsFaultState{kind: f.Kind, left: f.Count, retryAfter: -1}
+	if f.Duration > 0 {
+		st.until = time.Now().Add(f.Duration)
+	}
+	if f.RetryAfter > 0 {
+		st.retryAfter = int((f.RetryAfter + time.Second - 1) / time.Second)
+	}
+	switch f.Kind {
+	case DPSFaultDown:
+		if f.Duration <= 0 {
+			return errors.New("down needs a duration")
+		}
+		for _, l := range d.listeners() {
+			l.shut()
+		}
+		d.killConns(false)
+		d.after(f.Duration, func() {
+			for _, l := range d.listeners() {
+				if err := d.open(l); err != nil {
+					d.events.logf("reopening %s listener on %s: %v", l.name, l.address(), err)
+				}
+			}
+			d.events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
+		})
+	case DPSFaultThrottle:
+		st.status = 429
+		if st.retryAfter < 0 {
+			st.retryAfter = 5
+		}
+	case DPSFaultError:
+		st.status = f.Status
+		if st.status == 0 {
+			st.status = 500
+		}
+		if st.status < 500 || st.status > 599 {
+			return fmt.Errorf("error fault status must be 500..599, got %d", st.status)
+		}
+	case DPSFaultClear:
+		st = dpsFaultState{}
+	default:
+		return fmt.Errorf("unknown DPS fault kind %q", f.Kind)
+	}
+	if f.Kind != DPSFaultDown {
+		d.mu.Lock()
+		d.fault = st
+		d.mu.Unlock()
+	}
+	d.events.emit(Event{Kind: EventFault, Reason: describeDPSFault(f)})
+	return nil
+}
+
+func describeDPSFault(f DPSFault) string {
+	s := string(f.Kind)
+	if f.Duration > 0 {
+		s += " for " + f.Duration.String()
+	}
+	if f.Count > 0 {
+		s += fmt.Sprintf(" for %d requests", f.Count)
+	}
+	return s
+}
+
+// faultAnswer is the answer a throttle or error fault gives the next request, if one is on.
+func (d *DPS) faultAnswer() (dpsAnswer, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f := &d.fault
+	if f.kind == "" {
+		return dpsAnswer{}, false
+	}
+	if !f.until.IsZero() && time.Now().After(f.until) {
+		*f = dpsFaultState{}
+		return dpsAnswer{}, false
+	}
+	status, retryAfter := f.status, f.retryAfter
+	if f.left > 0 {
+		if f.left--; f.left == 0 {
+			*f = dpsFaultState{}
+		}
+	}
+	if status == 429 {
+		return dpsError(429, 1, "Too many requests", retryAfter), true
+	}
+	return dpsError(status, 0, "Service unavailable (fault injection)", retryAfter), true
+}
