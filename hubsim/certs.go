@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -27,8 +28,9 @@ const (
 )
 
 // loadOrCreateTLS returns the server TLS config for dir, creating the CA and the server certificate on first use so
-// clients that trusted ca.pem once keep trusting the hub across restarts.
-func loadOrCreateTLS(dir string) (*tls.Config, error) {
+// clients that trusted ca.pem once keep trusting the hub across restarts. The certificate covers localhost,
+// 127.0.0.1, ::1 and ips (the loopback addresses the hub or DPS listens on); one that does not is made again.
+func loadOrCreateTLS(dir string, ips ...net.IP) (*tls.Config, error) {
 	caPEM, caKeyPEM, err := readPair(dir, caCertFile, caKeyFile)
 	if err != nil {
 		return nil, err
@@ -47,8 +49,8 @@ func loadOrCreateTLS(dir string) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if srvPEM == nil || certExpiresSoon(srvPEM) {
-		if srvPEM, srvKeyPEM, err = newServerCert(caPEM, caKeyPEM); err != nil {
+	if srvPEM == nil || certExpiresSoon(srvPEM) || !certCovers(srvPEM, ips) {
+		if srvPEM, srvKeyPEM, err = newServerCert(caPEM, caKeyPEM, ips); err != nil {
 			return nil, err
 		}
 		if err := writePair(dir, serverCertFile, serverKeyFile, srvPEM, srvKeyPEM); err != nil {
@@ -135,7 +137,37 @@ func newCA() (certPEM, keyPEM []byte, err error) {
 	return encodeCertAndKey(der, key)
 }
 
-func newServerCert(caPEM, caKeyPEM []byte) (certPEM, keyPEM []byte, err error) {
+// certCovers reports whether a certificate lists every one of ips.
+func certCovers(certPEM []byte, ips []net.IP) bool {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return false
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return false
+	}
+	for _, ip := range ips {
+		if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	return true
+}
+
+// listenIPs are the IP addresses of listen addresses that name one (not a wildcard or a host name).
+func listenIPs(addrs ...string) []net.IP {
+	var out []net.IP
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if ip := net.ParseIP(host); err == nil && ip != nil && !ip.IsUnspecified() {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func newServerCert(caPEM, caKeyPEM []byte, ips []net.IP) (certPEM, keyPEM []byte, err error) {
 	ca, err := tls.X509KeyPair(caPEM, caKeyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("stored CA: %w", err)
@@ -152,7 +184,7 @@ func newServerCert(caPEM, caKeyPEM []byte) (certPEM, keyPEM []byte, err error) {
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: "localhost"},
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().AddDate(2, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,

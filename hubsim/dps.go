@@ -23,7 +23,7 @@ import (
 type DPSConfig struct {
 	IDScope     string        // "" = DefaultIDScope
 	Hubs        []*Hub        // the linked hubs it assigns devices to; at least one
-	Dir         string        // server certificate; "" = the first hub's state dir (same CA and certificate)
+	Dir         string        // server certificate (signed by the first hub's CA); "" = that hub's state dir + "/dps"
 	MQTTAddr    string        // MQTT over TLS; "" = off
 	HTTPSAddr   string        // HTTPS; "" = off
 	ControlAddr string        // HTTP control API; "" = off
@@ -160,7 +160,7 @@ func StartDPS(cfg DPSConfig) (*DPS, error) {
 		return nil, errors.New("hubsim: DPS needs an MQTT or an HTTPS address")
 	}
 	if cfg.Dir == "" {
-		cfg.Dir = cfg.Hubs[0].cfg.Dir
+		cfg.Dir = filepath.Join(cfg.Hubs[0].cfg.Dir, "dps")
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -170,7 +170,7 @@ func StartDPS(cfg DPSConfig) (*DPS, error) {
 	if err := adoptCA(dir, cfg.Hubs[0].cfg.Dir); err != nil {
 		return nil, fmt.Errorf("hubsim: DPS CA: %w", err)
 	}
-	tlsConf, err := loadOrCreateTLS(dir)
+	tlsConf, err := loadOrCreateTLS(dir, listenIPs(cfg.MQTTAddr, cfg.HTTPSAddr)...)
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: DPS certificates: %w", err)
 	}

@@ -84,16 +84,21 @@ type dpsDevice struct {
 // dialDPS connects over MQTT and subscribes to the responses; it returns the CONNACK code and error when refused.
 func dialDPS(t testing.TB, d *DPS, regID, username, password string) (*dpsDevice, byte, error) {
 	t.Helper()
-	if username == "" {
-		username = iothub.DPSUsername(d.IDScope(), regID) + "&ClientVersion=test"
-	}
 	pool, err := d.cfg.Hubs[0].CAPool()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dialDPSWith(t, d, &tls.Config{RootCAs: pool, ServerName: "localhost"}, regID, username, password)
+}
+
+func dialDPSWith(t testing.TB, d *DPS, tc *tls.Config, regID, username, password string) (*dpsDevice, byte, error) {
+	t.Helper()
+	if username == "" {
+		username = iothub.DPSUsername(d.IDScope(), regID) + "&ClientVersion=test"
+	}
 	dev := &dpsDevice{t: t, res: make(chan dpsResponse, 16)}
 	opts := paho.NewClientOptions().AddBroker("ssl://" + d.MQTTAddr()).SetClientID(regID).SetUsername(username).
-		SetPassword(password).SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "localhost"}).
+		SetPassword(password).SetTLSConfig(tc).
 		SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).SetConnectTimeout(waitLimit)
 	dev.client = paho.NewClient(opts)
 	tok := dev.client.Connect()
@@ -153,13 +158,28 @@ func (dev *dpsDevice) poll(opID string) dpsResponse {
 // provisionMQTT registers and polls until assigned, as the SDKs do, and returns the registration state.
 func provisionMQTT(t testing.TB, d *DPS, regID, key string) map[string]any {
 	t.Helper()
-	dev, _, err := dialDPS(t, d, regID, "", dpsToken(t, d, regID, key, time.Now().Add(time.Hour)))
+	pool, err := d.cfg.Hubs[0].CAPool()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provisionMQTTWith(t, d, &tls.Config{RootCAs: pool, ServerName: "localhost"}, regID, key)
+}
+
+// provisionMQTTVerified is provisionMQTT verifying DPS's certificate by the IP it dials.
+func provisionMQTTVerified(t testing.TB, d *DPS, pool *x509.CertPool, regID, key string) map[string]any {
+	t.Helper()
+	return provisionMQTTWith(t, d, &tls.Config{RootCAs: pool}, regID, key)
+}
+
+func provisionMQTTWith(t testing.TB, d *DPS, tc *tls.Config, regID, key string) map[string]any {
+	t.Helper()
+	dev, _, err := dialDPSWith(t, d, tc, regID, "", dpsToken(t, d, regID, key, time.Now().Add(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dev.client.Disconnect(0)
 	r := dev.register(regID)
-	if r.status != 202 || r.body["status"] != "assigning" || r.retryAfter != 1 {
+	if r.status != 202 || r.body["status"] != "assigning" || r.retryAfter != d.retryAfterSeconds() {
 		t.Fatalf("register answered %d %v retry-after %d", r.status, r.body, r.retryAfter)
 	}
 	opID := r.body["operationId"].(string)
@@ -608,4 +628,84 @@ func TestCLIRunsHubsAndDPS(t *testing.T) {
 		}
 	}
 	p.stop(t)
+}
+
+// Each hub and the DPS listen on a loopback address of their own with certificates covering it: a device
+// verifies DPS and its hub by IP (no ServerName override), and the assigned hub is named by its address. When the
+// standard ports are free (root, and no one on them), the same runs on 8883 and 443 with host names without ports.
+func TestDPSAndHubsOnOwnLoopbackAddresses(t *testing.T) {
+	for _, c := range []struct {
+		name                 string
+		hubPort, mqtt, https string
+		wantHub1, wantHub2   string
+	}{
+		{"free ports", "0", "0", "0", "", ""},
+		{"standard ports", "8883", "8883", "443", "127.0.0.12", "127.0.0.13"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hubs := make([]*Hub, 2)
+			for i := range hubs {
+				cfg := Config{Dir: t.TempDir(), MQTTAddr: fmt.Sprintf("127.0.0.%d:%s", 12+i, c.hubPort)}
+				if i > 0 {
+					cfg.CADir = hubs[0].cfg.Dir
+				}
+				h, err := Start(cfg)
+				if err != nil && c.hubPort != "0" {
+					t.Skipf("standard ports unavailable: %v", err)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = h.Close() })
+				hubs[i] = h
+			}
+			d, err := StartDPS(DPSConfig{Hubs: hubs, MQTTAddr: "127.0.0.14:" + c.mqtt, HTTPSAddr: "127.0.0.14:" + c.https})
+			if err != nil && c.hubPort != "0" {
+				t.Skipf("standard ports unavailable: %v", err)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = d.Close() })
+			for i, h := range hubs {
+				want := []string{c.wantHub1, c.wantHub2}[i]
+				if want == "" {
+					want = h.Addr()
+				}
+				if h.HostName() != want {
+					t.Fatalf("hub %d host name %q, want %q", i, h.HostName(), want)
+				}
+			}
+			e := setEnrollment(t, d, Enrollment{RegistrationID: "ip-dev", IoTHubs: []string{hubs[1].HostName()}})
+			pool, err := hubs[0].CAPool()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, addr := range []string{d.MQTTAddr(), d.HTTPSAddr()} {
+				conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool})
+				if err != nil {
+					t.Fatalf("DPS certificate for %s: %v", addr, err)
+				}
+				conn.Close()
+			}
+			st := provisionMQTTVerified(t, d, pool, "ip-dev", e.PrimaryKey)
+			host := st["assignedHub"].(string)
+			if host != hubs[1].HostName() {
+				t.Fatalf("assigned %q", host)
+			}
+			addr := host
+			if _, _, err := net.SplitHostPort(host); err != nil {
+				addr = host + ":8883"
+			}
+			opts := paho.NewClientOptions().AddBroker("ssl://" + addr).SetClientID("ip-dev").
+				SetUsername(iothub.Username(host, "ip-dev", "")).
+				SetPassword(sasToken(t, iothub.ResourceURI(host, "ip-dev", ""), e.PrimaryKey, time.Now().Add(time.Hour))).
+				SetTLSConfig(&tls.Config{RootCAs: pool}).SetAutoReconnect(false).SetConnectRetry(false)
+			cl := paho.NewClient(opts)
+			if tok := cl.Connect(); !tok.WaitTimeout(waitLimit) || tok.Error() != nil {
+				t.Fatalf("hub connect by IP: %v", tok.Error())
+			}
+			cl.Disconnect(0)
+		})
+	}
 }

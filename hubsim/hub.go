@@ -128,7 +128,7 @@ func Start(cfg Config) (*Hub, error) {
 			return nil, fmt.Errorf("hubsim: CA from %s: %w", cfg.CADir, err)
 		}
 	}
-	tlsConf, err := loadOrCreateTLS(dir)
+	tlsConf, err := loadOrCreateTLS(dir, listenIPs(cfg.MQTTAddr, cfg.WSAddr)...)
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: certificates: %w", err)
 	}
@@ -237,13 +237,33 @@ func (h *Hub) CAPool() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// HostName is the HostName of connection strings: "localhost", with the port unless it is 8883.
+// HostName is the HostName of connection strings and DPS assignments: "localhost", or the listener's IP when it
+// is a loopback address of its own (127.0.0.2, ...), with the port unless it is 8883.
 func (h *Hub) HostName() string {
-	_, port, _ := net.SplitHostPort(h.Addr())
-	if port == "8883" {
-		return "localhost"
+	host, port, _ := net.SplitHostPort(h.Addr())
+	name := "localhost"
+	if ownLoopback(host) {
+		name = host
 	}
-	return "localhost:" + port
+	if port == "8883" {
+		return name
+	}
+	return net.JoinHostPort(name, port)
+}
+
+// ownLoopback reports whether host is a loopback IP other than 127.0.0.1 and ::1, which name a hub of their own.
+func ownLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback() && !ip.Equal(net.IPv4(127, 0, 0, 1)) && !ip.Equal(net.IPv6loopback)
+}
+
+// names are the host names the hub answers to in user names and token scopes: hostNames and its own loopback IP.
+func (h *Hub) names() []string {
+	host, _, _ := net.SplitHostPort(h.Addr())
+	if ownLoopback(host) {
+		return append([]string{host}, hostNames...)
+	}
+	return hostNames
 }
 
 // DeviceSpec is one device for AddDevices.
@@ -423,7 +443,7 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if err != nil {
 		return id, time.Time{}, reject(rejectBadUsernameOrPassword, err.Error())
 	}
-	if !hostMatches(host, hostNames) {
+	if !hostMatches(host, h.names()) {
 		return id, time.Time{}, reject(rejectBadUsernameOrPassword, "user name host "+host+" is not this hub")
 	}
 	if c.clientID != id.String() {
@@ -446,7 +466,7 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 		return id, time.Time{}, reject(rejectIdentifier, "device "+id.String()+" is not registered")
 	}
 	now := time.Now()
-	if r := checkToken(tok, id, keys, hostNames, now, h.cfg.ClockSkew); r != nil {
+	if r := checkToken(tok, id, keys, h.names(), now, h.cfg.ClockSkew); r != nil {
 		return id, time.Time{}, r
 	}
 	if disabled {
