@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"crypto/x509"
 	"errors"
 	"net"
 	"strings"
@@ -19,6 +20,7 @@ type credentials struct {
 	clientID string
 	username string
 	password string
+	certs    []*x509.Certificate // the TLS client certificate chain, leaf first; nil when none
 }
 
 // rejectKind classifies a refused connect; each transport maps it to its own code (MQTT: see mqttConnackCode).

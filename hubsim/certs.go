@@ -61,7 +61,10 @@ func loadOrCreateTLS(dir string, ips ...net.IP) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server certificate in %s: %w", dir, err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
+	// Ask for a client certificate without requiring or verifying one: X.509 devices present theirs, checked on
+	// CONNECT against the registry (or DPS's enrollments); SAS devices present none.
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequestClientCert}, nil
 }
 
 // adoptCA copies caDir's CA into dir, so the hubs and the DPS of one process share the CA clients trust; a server

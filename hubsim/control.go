@@ -36,6 +36,8 @@ func (h *Hub) startControl(addr string) error {
 	mux.HandleFunc("PATCH /devices/{id}/twin/desired", h.handlePatchDesired)
 	mux.HandleFunc("POST /devices/{id}/methods/{name}", h.handleMethod)
 	mux.HandleFunc("POST /faults", h.handleFault)
+	mux.HandleFunc("POST /cas", h.handleAddCA)
+	mux.HandleFunc("POST /certificates", handleMintCert)
 	h.control = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	h.controlURL = "http://" + ln.Addr().String()
 	srv := h.control
@@ -116,9 +118,11 @@ func (h *Hub) handleListDevices(w http.ResponseWriter, _ *http.Request) {
 
 // deviceRequest is one device of POST /devices.
 type deviceRequest struct {
-	ID     string `json:"id"`
-	Key    string `json:"key"`
-	Status string `json:"status"`
+	ID          string   `json:"id"`
+	Key         string   `json:"key"`
+	Status      string   `json:"status"`
+	Auth        string   `json:"auth"`
+	Thumbprints []string `json:"thumbprints"`
 }
 
 // handleAddDevice registers one device (a JSON object) or many (an array of them, all or none, one registry commit).
@@ -147,7 +151,7 @@ func (h *Hub) handleAddDevice(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		specs[i] = DeviceSpec{ID: req.ID, Key: req.Key, Disabled: !enabled}
+		specs[i] = DeviceSpec{ID: req.ID, Key: req.Key, Disabled: !enabled, Auth: req.Auth, Thumbprints: req.Thumbprints}
 	}
 	devs, err := h.AddDevices(specs)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,6 +48,7 @@ const (
 // Enrollment attestation kinds.
 const (
 	AttestationSymmetricKey = "symmetricKey"
+	AttestationX509         = "x509"
 )
 
 // Allocation policies: how an enrollment picks among its hubs.
@@ -64,16 +66,25 @@ const (
 
 // Enrollment is an individual enrollment (RegistrationID set) or an enrollment group (GroupID set).
 type Enrollment struct {
-	RegistrationID string   `json:"registrationId,omitempty"`
-	GroupID        string   `json:"enrollmentGroupId,omitempty"`
-	DeviceID       string   `json:"deviceId,omitempty"`    // individual: the hub's device id; "" = the registration id
-	Attestation    string   `json:"attestation,omitempty"` // AttestationSymmetricKey ("" too)
-	PrimaryKey     string   `json:"primaryKey,omitempty"`  // symmetric key (a group's members derive theirs); "" = random
-	SecondaryKey   string   `json:"secondaryKey,omitempty"`
-	IoTHubs        []string `json:"iotHubs,omitempty"` // host names of the linked hubs to allocate over; empty = all
-	Allocation     string   `json:"allocationPolicy,omitempty"`
-	Reprovision    string   `json:"reprovisionPolicy,omitempty"`
-	Status         string   `json:"provisioningStatus,omitempty"` // StatusEnabled ("" too) or StatusDisabled
+	RegistrationID string           `json:"registrationId,omitempty"`
+	GroupID        string           `json:"enrollmentGroupId,omitempty"`
+	DeviceID       string           `json:"deviceId,omitempty"`    // individual: the hub's device id; "" = the registration id
+	Attestation    string           `json:"attestation,omitempty"` // AttestationSymmetricKey ("" too) or AttestationX509
+	PrimaryKey     string           `json:"primaryKey,omitempty"`  // symmetric key (a group's members derive theirs); "" = random
+	SecondaryKey   string           `json:"secondaryKey,omitempty"`
+	IoTHubs        []string         `json:"iotHubs,omitempty"` // host names of the linked hubs to allocate over; empty = all
+	Allocation     string           `json:"allocationPolicy,omitempty"`
+	Reprovision    string           `json:"reprovisionPolicy,omitempty"`
+	Status         string           `json:"provisioningStatus,omitempty"` // StatusEnabled ("" too) or StatusDisabled
+	X509           *X509Attestation `json:"x509,omitempty"`               // with AttestationX509
+}
+
+// X509Attestation is an X.509 enrollment's trust: an individual enrollment lists the thumbprints of its device's
+// certificate (registered on the hub as a self-signed device), a group holds the CA its members' certificates chain
+// to (registered on the hub, the members as CA-authenticated devices). The registration id is the certificate's CN.
+type X509Attestation struct {
+	Thumbprints   []string `json:"thumbprints,omitempty"`
+	CACertificate string   `json:"caCertificate,omitempty"` // PEM
 }
 
 func (e *Enrollment) isGroup() bool { return e.GroupID != "" }
@@ -305,6 +316,11 @@ func (d *DPS) SetEnrollment(e Enrollment) (Enrollment, error) {
 
 func (e Enrollment) copy() Enrollment {
 	e.IoTHubs = append([]string(nil), e.IoTHubs...)
+	if e.X509 != nil {
+		x := *e.X509
+		x.Thumbprints = append([]string(nil), x.Thumbprints...)
+		e.X509 = &x
+	}
 	return e
 }
 
@@ -332,6 +348,9 @@ func (d *DPS) normalise(e *Enrollment) error {
 	switch e.Attestation {
 	case "", AttestationSymmetricKey:
 		e.Attestation = AttestationSymmetricKey
+		if e.X509 != nil {
+			return bad("x509 given with a symmetric key attestation")
+		}
 		for _, k := range []*string{&e.PrimaryKey, &e.SecondaryKey} {
 			if *k == "" {
 				*k = randomKey()
@@ -339,8 +358,15 @@ func (d *DPS) normalise(e *Enrollment) error {
 				return bad("%v", err)
 			}
 		}
+	case AttestationX509:
+		if e.PrimaryKey != "" || e.SecondaryKey != "" {
+			return bad("keys given with an x509 attestation")
+		}
+		if err := e.X509.check(e.isGroup()); err != nil {
+			return bad("%v", err)
+		}
 	default:
-		return bad("attestation must be %q", AttestationSymmetricKey)
+		return bad("attestation must be %q or %q", AttestationSymmetricKey, AttestationX509)
 	}
 	for i, name := range e.IoTHubs {
 		h := d.hubNamed(name)
@@ -553,9 +579,10 @@ func dpsError(status, detail int, message string, retryAfter int) dpsAnswer {
 	return dpsAnswer{status: status, body: b, retryAfter: retryAfter}
 }
 
-// proof is what a device shows for a request.
+// proof is what a device shows for a request: a SAS token, or the certificate chain of its TLS handshake.
 type proof struct {
 	token *iothub.SAS
+	certs []*x509.Certificate
 }
 
 func (d *DPS) retryAfterSeconds() int { return int((d.cfg.RetryAfter + time.Second - 1) / time.Second) }
@@ -568,7 +595,7 @@ func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 	}
 	key := strings.ToLower(regID)
 	d.mu.Lock()
-	found, keys, why := d.attest(regID, p)
+	found, cred, why := d.attest(regID, p)
 	var e *Enrollment
 	if found != nil {
 		cp := found.copy() // a move may change the stored one meanwhile
@@ -619,7 +646,7 @@ func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 		default:
 			st.Substatus = "deviceDataReset"
 		}
-		if err := target.provision(deviceID, keys[0], keys[1], tw); err != nil {
+		if err := target.provision(deviceID, cred, tw); err != nil {
 			st.Status, st.ErrorCode, st.ErrorMessage = "failed", 500000, "assigning to "+target.HostName()+": "+err.Error()
 		} else {
 			st.Status, st.AssignedHub, st.DeviceID = "assigned", target.HostName(), deviceID
@@ -688,19 +715,19 @@ func (d *DPS) refused(regID, remote string, a dpsAnswer) {
 	d.events.emit(Event{Kind: EventReject, Device: regID, Remote: remote, Code: a.status, Reason: e.Message})
 }
 
-// attest finds the enrollment whose attestation the proof satisfies, and the hub keys of the device; d.mu held.
+// attest finds the enrollment whose attestation the proof satisfies, and the device's hub credentials; d.mu held.
 // An individual enrollment takes precedence over the groups, as in DPS.
-func (d *DPS) attest(regID string, p proof) (e *Enrollment, keys [2]string, why string) {
+func (d *DPS) attest(regID string, p proof) (e *Enrollment, cred hubCred, why string) {
 	if p.token != nil {
 		if why := d.tokenProblem(regID, p.token); why != "" {
-			return nil, keys, why
+			return nil, cred, why
 		}
 	}
 	if ind := d.individuals[strings.ToLower(regID)]; ind != nil {
 		if k, ok := ind.verify(regID, p); ok {
 			return ind, k, ""
 		}
-		return nil, keys, "the proof does not match the individual enrollment " + regID
+		return nil, cred, "the proof does not match the individual enrollment " + regID
 	}
 	ids := make([]string, 0, len(d.groups))
 	for id := range d.groups {
@@ -712,7 +739,7 @@ func (d *DPS) attest(regID string, p proof) (e *Enrollment, keys [2]string, why 
 			return d.groups[id], k, ""
 		}
 	}
-	return nil, keys, "no enrollment matches " + regID
+	return nil, cred, "no enrollment matches " + regID
 }
 
 // tokenProblem says what is wrong with a registration token's scope, key name or expiry, "" when nothing; the
@@ -729,19 +756,21 @@ func (d *DPS) tokenProblem(regID string, tok *iothub.SAS) string {
 	return ""
 }
 
-// verify checks a proof against the enrollment's attestation and returns the device's hub keys.
-func (e *Enrollment) verify(regID string, p proof) (keys [2]string, ok bool) {
+// verify checks a proof against the enrollment's attestation and returns the device's hub credentials.
+func (e *Enrollment) verify(regID string, p proof) (hubCred, bool) {
 	switch {
 	case e.Attestation == AttestationSymmetricKey && p.token != nil:
-		keys = [2]string{e.PrimaryKey, e.SecondaryKey}
+		keys := [2]string{e.PrimaryKey, e.SecondaryKey}
 		if e.isGroup() {
 			for i, k := range keys {
 				keys[i], _ = iothub.DeriveDeviceKey(k, regID) // the keys were checked when the group was set
 			}
 		}
-		return keys, p.token.Verify(keys[0]) || p.token.Verify(keys[1])
+		return hubCred{primary: keys[0], secondary: keys[1]}, p.token.Verify(keys[0]) || p.token.Verify(keys[1])
+	case e.Attestation == AttestationX509 && len(p.certs) > 0:
+		return e.X509.verify(regID, p.certs, e.isGroup())
 	}
-	return keys, false
+	return hubCred{}, false
 }
 
 func newOperationID() string {

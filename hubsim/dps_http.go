@@ -1,6 +1,7 @@
 package hubsim
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"net"
@@ -46,7 +47,8 @@ func (d *DPS) startWeb() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /{scope}/registrations/{regId}/register", d.handleHTTPRegister)
 	mux.HandleFunc("GET /{scope}/registrations/{regId}/operations/{opId}", d.handleHTTPStatus)
-	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: connectTimeout}
+	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: connectTimeout,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 	srv := d.web
 	d.spawn(func() { _ = srv.Serve(connQueue{d}) })
 }
@@ -68,13 +70,23 @@ func (d *DPS) serveHTTPS(hc *hubConn) {
 	}
 }
 
-// httpProof reads the SAS token of the Authorization header; a request without one is refused.
+// connKey keys the request's connection in its context, for the TLS client certificate.
+type connKey struct{}
+
+// httpProof reads the SAS token of the Authorization header, or without one the TLS client certificate chain; a
+// request with neither is refused.
 func (d *DPS) httpProof(w http.ResponseWriter, r *http.Request) (proof, bool) {
 	if r.PathValue("scope") != d.cfg.IDScope {
 		writeDPSAnswer(w, dpsError(404, 1, "unknown id scope "+r.PathValue("scope"), -1))
 		return proof{}, false
 	}
-	tok, err := iothub.ParseSAS(r.Header.Get("Authorization"))
+	auth := r.Header.Get("Authorization")
+	if c, _ := r.Context().Value(connKey{}).(net.Conn); auth == "" && c != nil {
+		if certs := peerCertificates(c); len(certs) > 0 {
+			return proof{certs: certs}, true
+		}
+	}
+	tok, err := iothub.ParseSAS(auth)
 	if err != nil {
 		a := dpsError(401, 2, "Unauthorized: Authorization: "+err.Error(), -1)
 		d.refused(r.PathValue("regId"), r.RemoteAddr, a)

@@ -69,8 +69,8 @@ func (k *dpsHook) Provides(b byte) bool {
 	}, b) >= 0
 }
 
-// OnConnect checks the user name and the token's form, scope and expiry. Its signature is checked against the
-// enrollments on each request, which DPS answers 401 when it does not match (MicrosoftDocs/azure-docs#43157: a
+// OnConnect checks the user name and the token's form, scope and expiry, or that the client certificate's CN is
+// the registration id. The signature and the certificate are checked against the enrollments on each request, which DPS answers 401 when it does not match (MicrosoftDocs/azure-docs#43157: a
 // device connected with a token and was refused on register).
 func (k *dpsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	d := k.f.dps
@@ -95,14 +95,23 @@ func (k *dpsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	case scope != d.cfg.IDScope:
 		return refuse(rejectNotAuthorized, "id scope "+scope+" is not this DPS's "+d.cfg.IDScope)
 	}
-	tok, err := iothub.ParseSAS(string(pk.Connect.Password))
-	if err != nil {
-		return refuse(rejectBadUsernameOrPassword, "password: "+err.Error())
+	var p proof
+	if certs := peerCertificates(cl.Net.Conn); len(pk.Connect.Password) == 0 && len(certs) > 0 {
+		if cn := certs[0].Subject.CommonName; cn != regID {
+			return refuse(rejectNotAuthorized, fmt.Sprintf("certificate CN %q is not the registration id", cn))
+		}
+		p.certs = certs
+	} else {
+		tok, err := iothub.ParseSAS(string(pk.Connect.Password))
+		if err != nil {
+			return refuse(rejectBadUsernameOrPassword, "password: "+err.Error())
+		}
+		if why := d.tokenProblem(regID, tok); why != "" {
+			return refuse(rejectNotAuthorized, why)
+		}
+		p.token = tok
 	}
-	if why := d.tokenProblem(regID, tok); why != "" {
-		return refuse(rejectNotAuthorized, why)
-	}
-	k.f.links.Store(cl.Net.Conn, &dpsLink{regID: regID, proof: proof{token: tok}})
+	k.f.links.Store(cl.Net.Conn, &dpsLink{regID: regID, proof: p})
 	d.events.emit(Event{Kind: EventConnect, Device: regID, Remote: cl.Net.Remote})
 	return nil
 }

@@ -65,6 +65,8 @@ type Hub struct {
 	events  *eventBus
 	rec     *recorder
 
+	deviceCAs *caStore // CAs of CA-authenticated devices
+
 	closeOnce sync.Once
 
 	mqtts, tcp, ws *listener
@@ -132,12 +134,16 @@ func Start(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: certificates: %w", err)
 	}
+	cas, err := loadCAStore(dir)
+	if err != nil {
+		return nil, fmt.Errorf("hubsim: device CAs: %w", err)
+	}
 	reg, err := loadRegistry(dir)
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: %w", err)
 	}
 	h := &Hub{
-		server: newServer(), cfg: cfg, tlsConf: tlsConf, events: newEventBus(cfg.Log), rec: newRecorder(), reg: reg,
+		server: newServer(), cfg: cfg, tlsConf: tlsConf, deviceCAs: cas, events: newEventBus(cfg.Log), rec: newRecorder(), reg: reg,
 		sessions: map[string]*session{}, live: map[link]*session{}, connects: map[string]int{},
 		c2d: map[string][]*c2dItem{}, c2dAcked: make(chan struct{}), methods: map[string]chan MethodResult{}, refused: map[string]time.Time{},
 	}
@@ -268,9 +274,11 @@ func (h *Hub) names() []string {
 
 // DeviceSpec is one device for AddDevices.
 type DeviceSpec struct {
-	ID       string
-	Key      string // primary key, base64; "" draws a random 32-byte key
-	Disabled bool
+	ID          string
+	Key         string // primary key, base64; "" draws a random 32-byte key
+	Disabled    bool
+	Auth        string   // "" or AuthSAS: keys; AuthSelfSigned: Thumbprints; AuthCA: a certificate of a CA of AddCA
+	Thumbprints []string // AuthSelfSigned: one or two certificate thumbprints (SHA-1 or SHA-256, hex)
 }
 
 // AddDevice registers an enabled device; key "" draws a random 32-byte key.
@@ -363,9 +371,14 @@ func (h *Hub) deviceLocked(rec *deviceRecord) Device {
 	if rec.Disabled {
 		status = StatusDisabled
 	}
+	auth := rec.Auth
+	if auth == "" {
+		auth = AuthSAS
+	}
 	return Device{
 		ID: rec.ID, PrimaryKey: rec.PrimaryKey, SecondaryKey: rec.SecondaryKey, Status: status,
 		Connected: h.sessions[rec.ID] != nil, Connections: h.connects[rec.ID], PendingC2D: len(h.c2d[rec.ID]),
+		Auth: auth, PrimaryThumbprint: nth(rec.Thumbprints, 0), SecondaryThumbprint: nth(rec.Thumbprints, 1),
 	}
 }
 
@@ -383,6 +396,9 @@ func (h *Hub) connectionString(dev Device) string {
 	cs := "HostName=" + h.HostName() + ";DeviceId=" + d
 	if m != "" {
 		cs += ";ModuleId=" + m
+	}
+	if dev.Auth != AuthSAS {
+		return cs + ";x509=true"
 	}
 	return cs + ";SharedAccessKey=" + dev.PrimaryKey
 }
@@ -449,6 +465,13 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if c.clientID != id.String() {
 		return id, time.Time{}, reject(rejectIdentifier, fmt.Sprintf("client id %q does not match user name identity %q", c.clientID, id))
 	}
+	if c.password == "" && len(c.certs) > 0 {
+		now := time.Now()
+		if r := h.authenticateX509(id, c.certs, now); r != nil {
+			return id, time.Time{}, r
+		}
+		return id, now.AddDate(100, 0, 0), h.refusedNow(id, now) // IoT Hub checks a certificate at connect only
+	}
 	tok, err := iothub.ParseSAS(c.password)
 	if err != nil {
 		return id, time.Time{}, reject(rejectBadUsernameOrPassword, "password: "+err.Error())
@@ -460,7 +483,6 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if ok {
 		keys, disabled = []string{rec.PrimaryKey, rec.SecondaryKey}, rec.Disabled
 	}
-	refusedUntil := h.refused[id.String()]
 	h.mu.Unlock()
 	if !ok {
 		return id, time.Time{}, reject(rejectIdentifier, "device "+id.String()+" is not registered")
@@ -472,10 +494,21 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if disabled {
 		return id, time.Time{}, reject(rejectDisabled, "device "+id.String()+" is disabled")
 	}
-	if now.Before(refusedUntil) {
-		return id, time.Time{}, reject(rejectUnavailable, "fault injection: connects refused until "+refusedUntil.Format(time.RFC3339))
+	if r := h.refusedNow(id, now); r != nil {
+		return id, time.Time{}, r
 	}
 	return id, tok.Expiry, nil
+}
+
+// refusedNow is the refusal of an identity whose connects a fault-injection message turned away for a while.
+func (h *Hub) refusedNow(id identity, now time.Time) *rejection {
+	h.mu.Lock()
+	until := h.refused[id.String()]
+	h.mu.Unlock()
+	if now.Before(until) {
+		return reject(rejectUnavailable, "fault injection: connects refused until "+until.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // attach makes l the identity's live session, dropping the previous one (one connection per device), and drops it

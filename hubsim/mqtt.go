@@ -135,6 +135,7 @@ func (k *mqttHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 	id, expiry, r := h.authenticate(credentials{
 		clientID: clientID, username: string(pk.Connect.Username), password: string(pk.Connect.Password),
+		certs: peerCertificates(cl.Net.Conn),
 	})
 	if r != nil {
 		return refuse(r)

@@ -2,36 +2,50 @@ package hubsim
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
 // The hub's side of DPS: what the provisioning service does to a hub's registry when it assigns a device there or
 // moves it away.
 
-// provision makes id an enabled device with the given keys, creating it or updating an existing one, as DPS does on
-// assignment; twin, when not nil, replaces the device's twin (a migration from another hub). It returns once the
-// change is on disk, and drops a live connection that used the old keys.
-func (h *Hub) provision(id, primary, secondary string, twin *twin) error {
+// provision makes id an enabled device with the credentials DPS gives it, creating it or updating an existing
+// one, as DPS does on assignment; twin, when not nil, replaces the device's twin (a migration from another hub). It
+// returns once the change is on disk, and drops a live connection made with other credentials.
+func (h *Hub) provision(id string, c hubCred, twin *twin) error {
 	if strings.Contains(id, "/") {
 		return fmt.Errorf("%w: %q contains '/'", errDeviceIDInvalid, id)
 	}
-	for _, k := range []string{primary, secondary} {
-		if err := validateKey(k); err != nil {
+	spec := DeviceSpec{ID: id, Key: c.primary, Auth: c.auth, Thumbprints: c.thumbprints}
+	if err := validateAuth(spec); err != nil {
+		return err
+	}
+	if c.auth == "" {
+		for _, k := range []string{c.primary, c.secondary} {
+			if err := validateKey(k); err != nil {
+				return err
+			}
+		}
+	}
+	if c.caPEM != "" {
+		if err := h.AddCA([]byte(c.caPEM)); err != nil {
 			return err
 		}
 	}
 	h.mu.Lock()
 	rec, ok := h.reg.devices[id]
 	if !ok {
-		recs, err := h.reg.add([]DeviceSpec{{ID: id, Key: primary}})
+		recs, err := h.reg.add([]DeviceSpec{spec})
 		if err != nil {
 			h.mu.Unlock()
 			return err
 		}
 		rec = recs[0]
 	}
-	rekeyed := ok && (rec.PrimaryKey != primary || rec.SecondaryKey != secondary)
-	rec.PrimaryKey, rec.SecondaryKey, rec.Disabled = primary, secondary, false
+	changed := ok && (rec.PrimaryKey != c.primary || rec.SecondaryKey != c.secondary || rec.Auth != c.auth ||
+		!slices.Equal(rec.Thumbprints, c.thumbprints))
+	rec.PrimaryKey, rec.SecondaryKey, rec.Disabled = c.primary, c.secondary, false
+	rec.Auth, rec.Thumbprints = c.auth, append([]string(nil), c.thumbprints...)
 	if twin != nil {
 		rec.Twin = *twin
 	}
@@ -39,8 +53,8 @@ func (h *Hub) provision(id, primary, secondary string, twin *twin) error {
 	s := h.sessions[id]
 	h.mu.Unlock()
 	err := saved.wait()
-	if rekeyed && s != nil {
-		h.dropSession(s, "device keys changed by provisioning", false)
+	if changed && s != nil {
+		h.dropSession(s, "device credentials changed by provisioning", false)
 	}
 	return err
 }

@@ -29,6 +29,10 @@ type Device struct {
 	Connected    bool   `json:"connected"`
 	Connections  int    `json:"connections"` // accepted connects since the hub started
 	PendingC2D   int    `json:"pendingC2D"`  // C2D messages queued and not yet acknowledged
+	Auth         string `json:"auth"`        // AuthSAS, AuthSelfSigned or AuthCA
+	// AuthSelfSigned: the certificate thumbprints the device may present.
+	PrimaryThumbprint   string `json:"primaryThumbprint,omitempty"`
+	SecondaryThumbprint string `json:"secondaryThumbprint,omitempty"`
 }
 
 // Device status strings, as IoT Hub's registry spells them.
@@ -39,11 +43,13 @@ const (
 
 // deviceRecord is what the registry file keeps per device.
 type deviceRecord struct {
-	ID           string `json:"id"`
-	PrimaryKey   string `json:"primaryKey"`
-	SecondaryKey string `json:"secondaryKey"`
-	Disabled     bool   `json:"disabled,omitempty"`
-	Twin         twin   `json:"twin"`
+	ID           string   `json:"id"`
+	PrimaryKey   string   `json:"primaryKey"`
+	SecondaryKey string   `json:"secondaryKey"`
+	Disabled     bool     `json:"disabled,omitempty"`
+	Twin         twin     `json:"twin"`
+	Auth         string   `json:"auth,omitempty"` // "" = AuthSAS
+	Thumbprints  []string `json:"thumbprints,omitempty"`
 }
 
 // registry is the device list, in memory and persisted. It knows nothing of transports; the hub's lock guards it.
@@ -207,6 +213,15 @@ func (r *registry) addOne(s DeviceSpec) (*deviceRecord, error) {
 	if _, ok := r.devices[s.ID]; ok {
 		return nil, fmt.Errorf("%w: %s", ErrExists, s.ID)
 	}
+	if err := validateAuth(s); err != nil {
+		return nil, err
+	}
+	if s.Auth == AuthSelfSigned || s.Auth == AuthCA { // no keys: a token never authenticates it
+		d := &deviceRecord{ID: s.ID, Disabled: s.Disabled, Auth: s.Auth, Thumbprints: append([]string(nil), s.Thumbprints...)}
+		d.Twin.init()
+		r.devices[s.ID] = d
+		return d, nil
+	}
 	key := s.Key
 	if key == "" {
 		key = randomKey()
@@ -217,6 +232,30 @@ func (r *registry) addOne(s DeviceSpec) (*deviceRecord, error) {
 	d.Twin.init()
 	r.devices[s.ID] = d
 	return d, nil
+}
+
+// validateAuth checks a spec's authentication type against its key and thumbprints.
+func validateAuth(s DeviceSpec) error {
+	switch s.Auth {
+	case "", AuthSAS:
+		if len(s.Thumbprints) > 0 {
+			return errors.New("thumbprints are for auth " + AuthSelfSigned)
+		}
+	case AuthSelfSigned:
+		if len(s.Thumbprints) == 0 || len(s.Thumbprints) > 2 {
+			return fmt.Errorf("auth %s needs one or two thumbprints, got %d", AuthSelfSigned, len(s.Thumbprints))
+		}
+	case AuthCA:
+		if len(s.Thumbprints) > 0 {
+			return errors.New("thumbprints are for auth " + AuthSelfSigned)
+		}
+	default:
+		return fmt.Errorf("auth must be %q, %q or %q, got %q", AuthSAS, AuthSelfSigned, AuthCA, s.Auth)
+	}
+	if s.Auth != "" && s.Auth != AuthSAS && s.Key != "" {
+		return errors.New("a key is for auth " + AuthSAS)
+	}
+	return nil
 }
 
 func validateKey(key string) error {

@@ -32,6 +32,9 @@ func main() {
 }
 
 func run(args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "mint-cert" {
+		return mintCert(args[1:], stdout)
+	}
 	fs := flag.NewFlagSet("iotconn-hubsim", flag.ContinueOnError)
 	var cfg hubsim.Config
 	var devices deviceFlags
@@ -167,6 +170,54 @@ func run(args []string, stdout io.Writer) error {
 	sig := <-stop
 	log.Write([]byte(fmt.Sprintf("hubsim: stopping on %s\n", sig)))
 	return nil
+}
+
+// mintCert writes a test certificate to OUT.pem and its key to OUT-key.pem and prints its SHA-1 thumbprint.
+func mintCert(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("iotconn-hubsim mint-cert", flag.ContinueOnError)
+	var o hubsim.CertOptions
+	var out, issuer string
+	var days float64
+	var expired bool
+	fs.StringVar(&o.CommonName, "cn", "", "subject common name: the device id or registration id (required)")
+	fs.StringVar(&out, "out", "", "write OUT.pem and OUT-key.pem (required)")
+	fs.StringVar(&issuer, "issuer", "", "sign with ISSUER.pem and ISSUER-key.pem (a --ca certificate); default self-signed")
+	fs.BoolVar(&o.CA, "ca", false, "make a CA that can sign device certificates")
+	fs.Float64Var(&days, "days", 365, "valid for this many days from now")
+	fs.BoolVar(&expired, "expired", false, "make it expired an hour ago")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.CommonName == "" || out == "" || fs.NArg() > 0 {
+		return errors.New("mint-cert needs --cn and --out, and no other arguments")
+	}
+	o.NotAfter = time.Now().Add(time.Duration(days * float64(24*time.Hour)))
+	if expired {
+		o.NotAfter = time.Now().Add(-time.Hour)
+	}
+	if issuer != "" {
+		certPEM, err := os.ReadFile(issuer + ".pem")
+		if err != nil {
+			return err
+		}
+		keyPEM, err := os.ReadFile(issuer + "-key.pem")
+		if err != nil {
+			return err
+		}
+		o.Issuer = &hubsim.Cert{CertPEM: string(certPEM), KeyPEM: string(keyPEM)}
+	}
+	c, err := hubsim.MintCert(o)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(out+"-key.pem", []byte(c.KeyPEM), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(out+".pem", []byte(c.CertPEM), 0o644); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, c.Thumbprint)
+	return err
 }
 
 // enroll creates the enrollments of ID[:KEY] entries: individual ones, or groups.
