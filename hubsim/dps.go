@@ -134,10 +134,10 @@ type operation struct {
 // DPS is a running Device Provisioning Service.
 type DPS struct {
 	server
-	cfg      DPSConfig
-	tlsConf  *tls.Config
-	events   *eventBus
-	closeOnc sync.Once
+	cfg       DPSConfig
+	tlsConf   *tls.Config
+	events    *eventBus
+	closeOnce sync.Once
 
 	mqtts, https *listener
 	mqtt         *dpsMQTT
@@ -218,12 +218,6 @@ func StartDPS(cfg DPSConfig) (*DPS, error) {
 	return d, nil
 }
 
-func (d *DPS) newListener(name, addr string, serve func(*hubConn)) *listener {
-	l := &listener{name: name, serve: serve}
-	l.addr.Store(addr)
-	return l
-}
-
 func (d *DPS) listeners() []*listener {
 	var out []*listener
 	for _, l := range []*listener{d.mqtts, d.https} {
@@ -236,7 +230,7 @@ func (d *DPS) listeners() []*listener {
 
 // Close stops the listeners, cuts every connection and waits for every goroutine of the DPS.
 func (d *DPS) Close() error {
-	d.closeOnc.Do(func() {
+	d.closeOnce.Do(func() {
 		d.beginClose()
 		for _, srv := range []*http.Server{d.control, d.web} {
 			if srv != nil {
@@ -245,11 +239,7 @@ func (d *DPS) Close() error {
 				cancel()
 			}
 		}
-		for _, l := range d.listeners() {
-			l.shut()
-		}
-		d.killConns(false)
-		d.gate.endBlackhole()
+		d.stop(d.listeners(), false)
 	})
 	d.wg.Wait()
 	return nil
@@ -397,18 +387,7 @@ func (d *DPS) normalise(e *Enrollment) error {
 }
 
 // validateRegistrationID applies DPS's rule: 1..128 ASCII letters, digits and - . _ :
-func validateRegistrationID(id string) error {
-	if id == "" || len(id) > 128 {
-		return fmt.Errorf("registration id must have 1..128 characters, got %d", len(id))
-	}
-	for _, c := range id {
-		isAlnum := c < 128 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
-		if !isAlnum && !strings.ContainsRune("-._:", c) {
-			return fmt.Errorf("registration id %q: character %q is not allowed", id, c)
-		}
-	}
-	return nil
-}
+func validateRegistrationID(id string) error { return checkID("registration id", id, "-._:") }
 
 // Enrollment returns an individual enrollment.
 func (d *DPS) Enrollment(registrationID string) (Enrollment, error) {
@@ -637,7 +616,7 @@ func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 		switch {
 		case old == nil:
 		case old == target:
-			st.Substatus = prev.Substatus
+			st.Substatus, tw = prev.Substatus, carry // carry: a move deleted it there, and "never" brings it back
 		case e.Reprovision == ReprovisionMigrate:
 			st.Substatus = "deviceDataMigrated"
 			if tw = old.twinOf(prev.DeviceID); tw == nil {

@@ -58,18 +58,8 @@ func (d *DPS) Fault(f DPSFault) error {
 		if f.Duration <= 0 {
 			return errors.New("down needs a duration")
 		}
-		for _, l := range d.listeners() {
-			l.shut()
-		}
-		d.killConns(false)
-		d.after(f.Duration, func() {
-			for _, l := range d.listeners() {
-				if err := d.open(l); err != nil {
-					d.events.logf("reopening %s listener on %s: %v", l.name, l.address(), err)
-				}
-			}
-			d.events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
-		})
+		d.stop(d.listeners(), false)
+		d.after(f.Duration, func() { d.reopen(d.listeners(), d.events) })
 	case DPSFaultThrottle:
 		st.status = 429
 		if st.retryAfter < 0 {

@@ -191,22 +191,14 @@ func (h *Hub) listeners() []*listener {
 func (h *Hub) stopListeners(graceful bool) {
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
-	for _, l := range h.listeners() {
-		l.shut()
-	}
-	h.killConns(graceful)
+	h.stop(h.listeners(), graceful)
 }
 
 // reopenListeners ends hub-down and shutdown-listener; the fault event tells waiters the hub is back.
 func (h *Hub) reopenListeners() {
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
-	for _, l := range h.listeners() {
-		if err := h.open(l); err != nil {
-			h.events.logf("reopening %s listener on %s: %v", l.name, l.address(), err)
-		}
-	}
-	h.events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
+	h.reopen(h.listeners(), h.events)
 }
 
 // movePort moves the TLS MQTT listener, as a failover to another hub address would.

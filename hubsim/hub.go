@@ -180,7 +180,7 @@ func Start(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
-func (h *Hub) newListener(name, addr string, serve func(*hubConn)) *listener {
+func (h *server) newListener(name, addr string, serve func(*hubConn)) *listener {
 	l := &listener{name: name, serve: serve}
 	l.addr.Store(addr)
 	return l

@@ -246,6 +246,24 @@ func (h *server) open(l *listener) error {
 	return nil
 }
 
+// stop closes listeners and cuts every connection (clean protocol closes when graceful): hub-down, DPS down.
+func (h *server) stop(ls []*listener, graceful bool) {
+	for _, l := range ls {
+		l.shut()
+	}
+	h.killConns(graceful)
+}
+
+// reopen opens listeners again on their addresses, logging those that fail, and tells waiters they are back.
+func (h *server) reopen(ls []*listener, events *eventBus) {
+	for _, l := range ls {
+		if err := h.open(l); err != nil {
+			events.logf("reopening %s listener on %s: %v", l.name, l.address(), err)
+		}
+	}
+	events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
+}
+
 // shut closes the listening socket; connections already accepted are left to the caller.
 func (l *listener) shut() {
 	l.mu.Lock()

@@ -281,14 +281,17 @@ func validateIdentity(id string) error {
 }
 
 // validateDeviceID applies IoT Hub's device id rule: 1..128 ASCII letters, digits and - : . + % _ # * ? ! ( ) , = @ $ '
-func validateDeviceID(id string) error {
+func validateDeviceID(id string) error { return checkID("device id", id, "-:.+%_#*?!(),=@$'") }
+
+// checkID allows 1..128 ASCII letters, digits and the punctuation in extra.
+func checkID(what, id, extra string) error {
 	if id == "" || len(id) > 128 {
-		return fmt.Errorf("device id must have 1..128 characters, got %d", len(id))
+		return fmt.Errorf("%s must have 1..128 characters, got %d", what, len(id))
 	}
 	for _, c := range id {
 		isAlnum := c < 128 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9')
-		if !isAlnum && !strings.ContainsRune("-:.+%_#*?!(),=@$'", c) {
-			return fmt.Errorf("device id %q: character %q is not allowed", id, c)
+		if !isAlnum && !strings.ContainsRune(extra, c) {
+			return fmt.Errorf("%s %q: character %q is not allowed", what, id, c)
 		}
 	}
 	return nil

@@ -77,7 +77,7 @@ func peerCertificates(c net.Conn) []*x509.Certificate {
 	return nil
 }
 
-// checkCertificate reports why a leaf's validity period does not cover now, "" when it does.
+// checkValidity reports why a leaf's validity period does not cover now, "" when it does.
 func checkValidity(leaf *x509.Certificate, now time.Time) string {
 	switch {
 	case now.After(leaf.NotAfter):
