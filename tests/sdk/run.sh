@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The official Azure IoT device SDKs (Node.js: azure-iot-device + azure-iot-device-mqtt; Python: azure-iot-device
-# 2.x), unchanged, against hubsim. Run from the repo root: bash tests/sdk/run.sh
+# The official Azure IoT device SDKs (Node.js: azure-iot-device + azure-iot-device-mqtt, and the provisioning SDK
+# azure-iot-provisioning-device(-mqtt) against hubsim's DPS; Python: azure-iot-device 2.x), unchanged, against
+# hubsim. Run from the repo root: bash tests/sdk/run.sh
 # Installs what is missing (a second run installs nothing), then runs both suites; exits non-zero if either fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -52,9 +53,9 @@ if [ "$(cat "$py_stamp" 2>/dev/null)" != "$(digest "$SDK/python/requirements.txt
 	digest "$SDK/python/requirements.txt" >"$py_stamp"
 fi
 
-say "Node SDK $(node -p "require('$SDK/node/node_modules/azure-iot-device/package.json').version") (mqtt $(node -p "require('$SDK/node/node_modules/azure-iot-device-mqtt/package.json').version")) against hubsim"
+say "Node SDK $(node -p "require('$SDK/node/node_modules/azure-iot-device/package.json').version") (mqtt $(node -p "require('$SDK/node/node_modules/azure-iot-device-mqtt/package.json').version")) against hubsim, provisioning SDK $(node -p "require('$SDK/node/node_modules/azure-iot-provisioning-device/package.json').version") against hubsim DPS"
 node_rc=0
-(cd "$SDK/node" && node --test sdk.test.js) || node_rc=$?
+(cd "$SDK/node" && node --test sdk.test.js provisioning.test.js) || node_rc=$?
 
 say "Python SDK $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("azure-iot-device"))') against hubsim"
 py_rc=0

@@ -26,18 +26,21 @@ class Hubsim {
   }
 
   // start runs the binary with its own state dir and waits for "hubsim: ready".
-  static async start({ devices, binary = process.env.HUBSIM_BIN || defaultBinary, readyMs = 20000 }) {
+  // args are extra flags (more hubs, DPS); the "hubsim: dps KEY VALUE.." lines land in hub.dps[KEY] (enrollment
+  // and group lines in hub.dps.enrollments / hub.dps.groups, id -> key).
+  static async start({ devices = [], args: extraArgs = [], binary = process.env.HUBSIM_BIN || defaultBinary, readyMs = 20000 }) {
     if (!fs.existsSync(binary)) {
       throw new Error(`hubsim binary not found at ${binary}; run ./build.sh first`);
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubsim-node-'));
     const args = ['--dir', dir, '--mqtt', '127.0.0.1:0', '--control', '127.0.0.1:0'];
     for (const d of devices) args.push('--device', d);
+    args.push(...extraArgs);
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines = [];
     const stderr = [];
     child.stderr.on('data', (b) => stderr.push(b.toString()));
-    const info = { devices: {} };
+    const info = { devices: {}, dps: { enrollments: {}, groups: {} } };
     const ready = new Promise((resolve, reject) => {
       child.on('error', reject);
       child.on('exit', (code, signal) =>
@@ -48,7 +51,12 @@ class Hubsim {
         if (line === 'hubsim: ready') resolve();
         else if (!m) return;
         else if (m[1] === 'mqtts' || m[1] === 'control' || m[1] === 'ca') info[m[1]] = m[2];
-        else if (m[1] === 'device') {
+        else if (m[1] === 'dps') {
+          const [key, ...rest] = m[2].split(' ');
+          if (key === 'enrollment') info.dps.enrollments[rest[0]] = rest[1];
+          else if (key === 'group') info.dps.groups[rest[0]] = rest[1];
+          else info.dps[key] = rest.join(' ');
+        } else if (m[1] === 'device') {
           const sp = m[2].indexOf(' ');
           info.devices[m[2].slice(0, sp)] = m[2].slice(sp + 1);
         }
@@ -71,6 +79,7 @@ class Hubsim {
     hub.controlURL = info.control;
     hub.caFile = info.ca;
     hub.connectionStrings = info.devices;
+    hub.dps = info.dps;
     return hub;
   }
 
@@ -90,9 +99,19 @@ class Hubsim {
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
 
-  // control calls the HTTP control API and returns {status, body}; body is parsed JSON when there is one.
+  // control calls the hub's HTTP control API and returns {status, body}; body is parsed JSON when there is one.
   async control(method, urlPath, body, timeoutMs = 15000) {
-    const res = await fetch(this.controlURL + urlPath, {
+    return this.controlAt(this.controlURL, method, urlPath, body, timeoutMs);
+  }
+
+  // dpsControl calls the DPS's control API.
+  async dpsControl(method, urlPath, body, timeoutMs = 15000) {
+    return this.controlAt(this.dps.control, method, urlPath, body, timeoutMs);
+  }
+
+  // controlAt calls the control API at baseURL (a hub's or the DPS's).
+  async controlAt(baseURL, method, urlPath, body, timeoutMs = 15000) {
+    const res = await fetch(baseURL + urlPath, {
       method,
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
       body: body === undefined ? undefined : JSON.stringify(body),
