@@ -31,8 +31,12 @@ type DPSConfig struct {
 	RetryAfter  time.Duration // retry-after of "assigning" answers, whole seconds; 0 = 3 s, as DPS answers
 	// AssigningPolls is how many status polls of an operation are answered "assigning" before it shows assigned.
 	AssigningPolls int
-	ClockSkew      time.Duration // tolerated SAS expiry skew
-	Log            io.Writer     // one line per connect, register, answer and fault; nil = discard
+	// RegistrationsPerMinute caps register requests as DPS's quota does (1 000 a minute per service), answering
+	// those over it 429 with the seconds until the next one is admitted; 0 = no cap. A token bucket of that size,
+	// refilled evenly, so a burst of a minute's worth passes at once.
+	RegistrationsPerMinute int
+	ClockSkew              time.Duration // tolerated SAS expiry skew
+	Log                    io.Writer     // one line per connect, register, answer and fault; nil = discard
 }
 
 // DefaultIDScope is the id scope of a DPS whose config gives none.
@@ -153,7 +157,9 @@ type DPS struct {
 	ops         map[string]*operation    // operation id ->
 	lastOp      map[string]string        // lower-case registration id -> its latest operation id
 	fault       dpsFaultState
-	registered  int // billable registrations (assignments) since start
+	admit       tokenBucket
+	registered  int                 // billable registrations (assignments) since start
+	regLog      []RegistrationEvent // the latest maxRegLog of them
 }
 
 // StartDPS opens a DPS front over running hubs.
@@ -520,6 +526,23 @@ func (d *DPS) Registration(registrationID string) (Registration, bool) {
 	return r.Registration, true
 }
 
+// RegistrationEvent is one assignment, for measuring a fleet's registration rate.
+type RegistrationEvent struct {
+	RegistrationID string    `json:"registrationId"`
+	AssignedHub    string    `json:"assignedHub"`
+	At             time.Time `json:"at"`
+}
+
+// maxRegLog bounds the registration log; the oldest half goes when it is full.
+const maxRegLog = 100_000
+
+// RegistrationLog returns the latest assignments (up to 100 000), oldest first.
+func (d *DPS) RegistrationLog() []RegistrationEvent {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]RegistrationEvent(nil), d.regLog...)
+}
+
 // Registrations is the number of registrations DPS assigned since it started, the billable operations.
 func (d *DPS) Registrations() int {
 	d.mu.Lock()
@@ -569,6 +592,11 @@ func (d *DPS) retryAfterSeconds() int { return int((d.cfg.RetryAfter + time.Seco
 // register is a device's registration request.
 func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 	if a, faulted := d.faultAnswer(); faulted {
+		d.refused(regID, remote, a)
+		return a
+	}
+	if wait, ok := d.admitRegistration(); !ok {
+		a := dpsError(429, 2, "Too many registrations: over the service's quota", int((wait+time.Second-1)/time.Second))
 		d.refused(regID, remote, a)
 		return a
 	}
@@ -638,6 +666,10 @@ func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 		r.carry = nil
 		r.Count++
 		d.registered++
+		if len(d.regLog) == maxRegLog {
+			d.regLog = append(d.regLog[:0], d.regLog[maxRegLog/2:]...)
+		}
+		d.regLog = append(d.regLog, RegistrationEvent{RegistrationID: regID, AssignedHub: st.AssignedHub, At: time.Now()})
 	}
 	delete(d.ops, d.lastOp[key])
 	d.ops[op.id] = op
@@ -683,6 +715,33 @@ func (d *DPS) operationStatus(regID, opID string, p proof, remote string) dpsAns
 		return dpsAnswer{status: 202, body: b, retryAfter: d.retryAfterSeconds()}
 	}
 	b, _ := json.Marshal(map[string]any{"operationId": op.id, "status": st.Status, "registrationState": st})
+	return dpsAnswer{status: 200, body: b, retryAfter: -1}
+}
+
+// statusLookup answers a device's registration status lookup (HTTPS only, free, not counted): its registration
+// state, 404 when it never registered.
+func (d *DPS) statusLookup(regID string, p proof, remote string) dpsAnswer {
+	if a, faulted := d.faultAnswer(); faulted {
+		d.refused(regID, remote, a)
+		return a
+	}
+	d.mu.Lock()
+	e, _, why := d.attest(regID, p)
+	r := d.regs[strings.ToLower(regID)]
+	var st RegistrationState
+	if r != nil {
+		st = r.State
+	}
+	d.mu.Unlock()
+	if e == nil {
+		a := dpsError(401, 2, "Unauthorized: "+why, -1)
+		d.refused(regID, remote, a)
+		return a
+	}
+	if r == nil {
+		return dpsError(404, 1, "Registration not found", -1)
+	}
+	b, _ := json.Marshal(st)
 	return dpsAnswer{status: 200, body: b, retryAfter: -1}
 }
 

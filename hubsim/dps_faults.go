@@ -121,3 +121,32 @@ func (d *DPS) faultAnswer() (dpsAnswer, bool) {
 	}
 	return dpsError(status, 0, "Service unavailable (fault injection)", retryAfter), true
 }
+
+// tokenBucket admits up to perMinute events a minute, refilled evenly; d.mu guards it.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// admitRegistration takes a token for a register request, or says how long until one is there.
+func (d *DPS) admitRegistration() (wait time.Duration, ok bool) {
+	rate := d.cfg.RegistrationsPerMinute
+	if rate <= 0 {
+		return 0, true
+	}
+	now := time.Now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	b := &d.admit
+	if b.last.IsZero() {
+		b.tokens = float64(rate)
+	} else {
+		b.tokens = min(float64(rate), b.tokens+now.Sub(b.last).Minutes()*float64(rate))
+	}
+	b.last = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0, true
+	}
+	return time.Duration((1 - b.tokens) / float64(rate) * float64(time.Minute)), false
+}

@@ -47,6 +47,7 @@ func (d *DPS) startWeb() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /{scope}/registrations/{regId}/register", d.handleHTTPRegister)
 	mux.HandleFunc("GET /{scope}/registrations/{regId}/operations/{opId}", d.handleHTTPStatus)
+	mux.HandleFunc("POST /{scope}/registrations/{regId}", d.handleHTTPLookup)
 	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: connectTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 	srv := d.web
@@ -123,6 +124,12 @@ func (d *DPS) handleHTTPStatus(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (d *DPS) handleHTTPLookup(w http.ResponseWriter, r *http.Request) {
+	if p, ok := d.httpProof(w, r); ok {
+		writeDPSAnswer(w, d.statusLookup(r.PathValue("regId"), p, r.RemoteAddr))
+	}
+}
+
 func writeDPSAnswer(w http.ResponseWriter, a dpsAnswer) {
 	if a.retryAfter >= 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
@@ -148,6 +155,9 @@ func (d *DPS) startControl(addr string) error {
 	}
 	mux.HandleFunc("GET /registrations", d.handleRegistrations)
 	mux.HandleFunc("GET /registrations/{id}", d.handleRegistration)
+	mux.HandleFunc("GET /registrationLog", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, d.RegistrationLog())
+	})
 	mux.HandleFunc("POST /faults", d.handleDPSFault)
 	d.control = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	d.controlURL = "http://" + ln.Addr().String()

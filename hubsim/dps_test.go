@@ -496,6 +496,10 @@ func TestDPSHTTPS(t *testing.T) {
 	if status != 200 || st["assignedHub"] != hubs[0].HostName() || st["deviceId"] != docRegID {
 		t.Fatalf("operation: %d %v", status, body)
 	}
+	status, _, body = httpsDPS(t, d, "POST", base+"?api-version=2021-10-01", tok, "{}")
+	if status != 200 || body["assignedHub"] != hubs[0].HostName() || body["status"] != "assigned" {
+		t.Fatalf("status lookup: %d %v", status, body)
+	}
 	if status, _, body = httpsDPS(t, d, "PUT", base+"/register?api-version=2019-03-31", "", "{}"); status != 401 {
 		t.Fatalf("no Authorization: %d %v", status, body)
 	}
@@ -707,5 +711,32 @@ func TestDPSAndHubsOnOwnLoopbackAddresses(t *testing.T) {
 			}
 			cl.Disconnect(0)
 		})
+	}
+}
+
+// With a quota of 2 registrations a minute the third register is answered 429 with the wait until the next is
+// admitted; the registration log lists the two assignments in order.
+func TestDPSRegistrationQuotaAndLog(t *testing.T) {
+	d, hubs := startDPS(t, 1, func(c *DPSConfig) { c.RegistrationsPerMinute = 2 })
+	e := setEnrollment(t, d, Enrollment{GroupID: "q"})
+	for i := 0; i < 3; i++ {
+		id := fmt.Sprint("q-", i)
+		key, _ := iothub.DeriveDeviceKey(e.PrimaryKey, id)
+		dev, _, err := dialDPS(t, d, id, "", dpsToken(t, d, id, key, time.Now().Add(time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := dev.register(id)
+		if i < 2 && r.status != 202 {
+			t.Fatalf("register %d: %+v", i, r)
+		}
+		if i == 2 && (r.status != 429 || r.retryAfter < 1 || r.retryAfter > 30) {
+			t.Fatalf("register over the quota: %+v", r)
+		}
+	}
+	log := d.RegistrationLog()
+	if len(log) != 2 || log[0].RegistrationID != "q-0" || log[1].RegistrationID != "q-1" ||
+		log[0].AssignedHub != hubs[0].HostName() || log[1].At.Before(log[0].At) {
+		t.Fatalf("registration log %+v", log)
 	}
 }
