@@ -190,19 +190,26 @@ func (h *Hub) handleGetDevice(w http.ResponseWriter, r *http.Request) {
 
 func (h *Hub) handlePatchDevice(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Status string `json:"status"`
+		Status      string   `json:"status"`
+		Thumbprints []string `json:"thumbprints"`
 	}
 	if err := readJSON(r, &req); err != nil {
 		writeError(w, err)
 		return
 	}
-	if req.Status == "" {
-		writeError(w, errors.New(`"status" is required`))
+	if req.Status == "" && req.Thumbprints == nil {
+		writeError(w, errors.New(`"status" or "thumbprints" is required`))
 		return
 	}
-	enabled, err := parseStatus(req.Status)
-	if err == nil {
-		err = h.SetDeviceEnabled(r.PathValue("id"), enabled)
+	var err error
+	if req.Thumbprints != nil {
+		err = h.SetThumbprints(r.PathValue("id"), req.Thumbprints)
+	}
+	if req.Status != "" && err == nil {
+		var enabled bool
+		if enabled, err = parseStatus(req.Status); err == nil {
+			err = h.SetDeviceEnabled(r.PathValue("id"), enabled)
+		}
 	}
 	if err != nil {
 		writeError(w, err)

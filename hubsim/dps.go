@@ -238,6 +238,7 @@ func (d *DPS) listeners() []*listener {
 func (d *DPS) Close() error {
 	d.closeOnce.Do(func() {
 		d.beginClose()
+		d.stop(d.listeners(), false) // first, so the HTTPS server has no device request to wait for
 		for _, srv := range []*http.Server{d.control, d.web} {
 			if srv != nil {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -245,7 +246,6 @@ func (d *DPS) Close() error {
 				cancel()
 			}
 		}
-		d.stop(d.listeners(), false)
 	})
 	d.wg.Wait()
 	return nil
@@ -634,30 +634,7 @@ func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 	if e.Status == StatusDisabled {
 		st.Status, st.ErrorCode, st.ErrorMessage = "disabled", 401010, "the enrollment is disabled"
 	} else {
-		target := d.allocate(e, regID)
-		old := d.hubNamed(prev.AssignedHub)
-		if e.Reprovision == ReprovisionNever && old != nil {
-			target = old
-		}
-		var tw *twin
-		st.Substatus = "initialAssignment"
-		switch {
-		case old == nil:
-		case old == target:
-			st.Substatus, tw = prev.Substatus, carry // carry: a move deleted it there, and "never" brings it back
-		case e.Reprovision == ReprovisionMigrate:
-			st.Substatus = "deviceDataMigrated"
-			if tw = old.twinOf(prev.DeviceID); tw == nil {
-				tw = carry
-			}
-		default:
-			st.Substatus = "deviceDataReset"
-		}
-		if err := target.provision(deviceID, cred, tw); err != nil {
-			st.Status, st.ErrorCode, st.ErrorMessage = "failed", 500000, "assigning to "+target.HostName()+": "+err.Error()
-		} else {
-			st.Status, st.AssignedHub, st.DeviceID = "assigned", target.HostName(), deviceID
-		}
+		d.assign(&st, e, deviceID, cred, prev, carry)
 	}
 	op := &operation{id: newOperationID(), regID: key, answer: st}
 	d.mu.Lock()
@@ -683,6 +660,39 @@ func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
 	}
 	b, _ := json.Marshal(map[string]any{"operationId": op.id, "status": "assigning"})
 	return dpsAnswer{status: 202, body: b, retryAfter: d.retryAfterSeconds()}
+}
+
+// assign picks the registration's hub under the enrollment and its reprovisioning policy, and writes the device
+// there (with the twin of its old hub when it migrates); st gets the outcome.
+func (d *DPS) assign(st *RegistrationState, e *Enrollment, deviceID string, cred hubCred, prev RegistrationState, carry *twin) {
+	target := d.allocate(e, st.RegistrationID)
+	old := d.hubNamed(prev.AssignedHub)
+	if e.Reprovision == ReprovisionNever && old != nil {
+		target = old
+	}
+	if target == nil { // a linked hub moved (fault move-port) and its old name stayed in the enrollment
+		st.Status, st.ErrorCode, st.ErrorMessage = "failed", 500000, "the enrollment names no linked hub"
+		return
+	}
+	var tw *twin
+	st.Substatus = "initialAssignment"
+	switch {
+	case old == nil:
+	case old == target:
+		st.Substatus, tw = prev.Substatus, carry // carry: a move deleted it there, and "never" brings it back
+	case e.Reprovision == ReprovisionMigrate:
+		st.Substatus = "deviceDataMigrated"
+		if tw = old.twinOf(prev.DeviceID); tw == nil {
+			tw = carry
+		}
+	default:
+		st.Substatus = "deviceDataReset"
+	}
+	if err := target.provision(deviceID, cred, tw); err != nil {
+		st.Status, st.ErrorCode, st.ErrorMessage = "failed", 500000, "assigning to "+target.HostName()+": "+err.Error()
+		return
+	}
+	st.Status, st.AssignedHub, st.DeviceID = "assigned", target.HostName(), deviceID
 }
 
 // operationStatus answers a poll of an operation of the registration id.

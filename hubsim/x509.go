@@ -185,6 +185,28 @@ func (s *caStore) roots() *x509.CertPool {
 // CA-authenticated connect with certificates that chain to one. It persists in the state dir.
 func (h *Hub) AddCA(pemBytes []byte) error { return h.deviceCAs.add(pemBytes) }
 
+// SetThumbprints replaces a self-signed device's one or two thumbprints, as when its certificate is rotated;
+// a live connection stays up, since IoT Hub checks a certificate at connect only.
+func (h *Hub) SetThumbprints(id string, prints []string) error {
+	if len(prints) == 0 || len(prints) > 2 {
+		return fmt.Errorf("give one or two thumbprints, got %d", len(prints))
+	}
+	h.mu.Lock()
+	rec, ok := h.reg.devices[id]
+	if !ok {
+		h.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if rec.Auth != AuthSelfSigned {
+		h.mu.Unlock()
+		return fmt.Errorf("device %s is not a %s device", id, AuthSelfSigned)
+	}
+	rec.Thumbprints = append([]string(nil), prints...)
+	saved := h.reg.persist(rec)
+	h.mu.Unlock()
+	return saved.wait()
+}
+
 // authenticateX509 checks a CONNECT without password whose TLS handshake presented a certificate chain.
 func (h *Hub) authenticateX509(id identity, chain []*x509.Certificate, now time.Time) *rejection {
 	h.mu.Lock()

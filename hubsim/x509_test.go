@@ -173,6 +173,25 @@ func TestX509ControlAPI(t *testing.T) {
 		{"id": "dev-ss", "auth": AuthSelfSigned, "thumbprints": []string{self.Thumbprint, old.Thumbprint}},
 	}, 201)
 	post("/devices", map[string]any{"id": "bad", "auth": AuthSelfSigned}, 400)
+	// Rotation on the registry side: a new certificate's thumbprint replaces the expired one.
+	var next Cert
+	_ = json.Unmarshal(post("/certificates", map[string]any{"commonName": "dev-ss"}, 201), &next)
+	if code := connectX509(t, h, "dev-ss", next); code != 5 {
+		t.Fatalf("unregistered next certificate: CONNACK %d", code)
+	}
+	req, _ := http.NewRequest("PATCH", h.ControlURL()+"/devices/dev-ss",
+		strings.NewReader(`{"thumbprints":["`+self.Thumbprint+`","`+next.Thumbprint+`"]}`))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("PATCH thumbprints: %d", res.StatusCode)
+	}
+	if code := connectX509(t, h, "dev-ss", next); code != 0 {
+		t.Fatalf("rotated certificate: CONNACK %d", code)
+	}
 	post("/devices", map[string]any{"id": "bad", "auth": AuthCA, "key": randomKey()}, 400)
 	for _, c := range []struct {
 		id   string
