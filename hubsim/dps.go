@@ -46,7 +46,7 @@ const defaultDPSRetryAfter = 3 * time.Second
 
 // Events of the DPS besides connect, reject and fault.
 const (
-	EventRegister EventKind = "register" // a registration was assigned (Reason names the hub), or refused (Code = status)
+	EventRegister EventKind = "register" // a registration ended: assigned (Reason names hub and substatus), disabled or failed
 )
 
 // Enrollment attestation kinds.
@@ -157,7 +157,7 @@ type DPS struct {
 	ops         map[string]*operation    // operation id ->
 	lastOp      map[string]string        // lower-case registration id -> its latest operation id
 	fault       dpsFaultState
-	admit       tokenBucket
+	quota       tokenBucket
 	registered  int                 // billable registrations (assignments) since start
 	regLog      []RegistrationEvent // the latest maxRegLog of them
 }
@@ -224,15 +224,7 @@ func StartDPS(cfg DPSConfig) (*DPS, error) {
 	return d, nil
 }
 
-func (d *DPS) listeners() []*listener {
-	var out []*listener
-	for _, l := range []*listener{d.mqtts, d.https} {
-		if l != nil {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+func (d *DPS) listeners() []*listener { return present(d.mqtts, d.https) }
 
 // Close stops the listeners, cuts every connection and waits for every goroutine of the DPS.
 func (d *DPS) Close() error {
@@ -296,6 +288,7 @@ var (
 // SetEnrollment creates or replaces an individual enrollment or an enrollment group and returns it with its keys.
 // Registrations made under an earlier version keep their hub until they register again.
 func (d *DPS) SetEnrollment(e Enrollment) (Enrollment, error) {
+	e = e.copy() // normalise rewrites hub names in place; the caller's slices stay as they were
 	if err := d.normalise(&e); err != nil {
 		return Enrollment{}, err
 	}
@@ -589,31 +582,42 @@ type proof struct {
 
 func (d *DPS) retryAfterSeconds() int { return int((d.cfg.RetryAfter + time.Second - 1) / time.Second) }
 
+// admit passes a request through the faults, the registration quota (for registers) and the enrollments; when it
+// is refused, ok is false and a is the answer. e is a copy of the enrollment, which a move may change meanwhile.
+func (d *DPS) admit(regID string, p proof, remote string, register bool) (e *Enrollment, cred hubCred, a dpsAnswer, ok bool) {
+	a, refused := d.faultAnswer()
+	if !refused && register {
+		if wait, admitted := d.admitRegistration(); !admitted {
+			a = dpsError(429, 2, "Too many registrations: over the service's quota", int((wait+time.Second-1)/time.Second))
+			refused = true
+		}
+	}
+	if !refused {
+		d.mu.Lock()
+		found, c, why := d.attest(regID, p)
+		if found != nil {
+			cp := found.copy()
+			e, cred = &cp, c
+		}
+		d.mu.Unlock()
+		if e == nil {
+			a, refused = dpsError(401, 2, "Unauthorized: "+why, -1), true
+		}
+	}
+	if refused {
+		d.refused(regID, remote, a)
+		return nil, hubCred{}, a, false
+	}
+	return e, cred, dpsAnswer{}, true
+}
+
 // register is a device's registration request.
 func (d *DPS) register(regID string, p proof, remote string) dpsAnswer {
-	if a, faulted := d.faultAnswer(); faulted {
-		d.refused(regID, remote, a)
-		return a
-	}
-	if wait, ok := d.admitRegistration(); !ok {
-		a := dpsError(429, 2, "Too many registrations: over the service's quota", int((wait+time.Second-1)/time.Second))
-		d.refused(regID, remote, a)
-		return a
+	e, cred, refusal, ok := d.admit(regID, p, remote, true)
+	if !ok {
+		return refusal
 	}
 	key := strings.ToLower(regID)
-	d.mu.Lock()
-	found, cred, why := d.attest(regID, p)
-	var e *Enrollment
-	if found != nil {
-		cp := found.copy() // a move may change the stored one meanwhile
-		e = &cp
-	}
-	d.mu.Unlock()
-	if e == nil {
-		a := dpsError(401, 2, "Unauthorized: "+why, -1)
-		d.refused(regID, remote, a)
-		return a
-	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	deviceID := regID
 	if e.DeviceID != "" {
@@ -697,18 +701,10 @@ func (d *DPS) assign(st *RegistrationState, e *Enrollment, deviceID string, cred
 
 // operationStatus answers a poll of an operation of the registration id.
 func (d *DPS) operationStatus(regID, opID string, p proof, remote string) dpsAnswer {
-	if a, faulted := d.faultAnswer(); faulted {
-		d.refused(regID, remote, a)
-		return a
+	if _, _, refusal, ok := d.admit(regID, p, remote, false); !ok {
+		return refusal
 	}
 	d.mu.Lock()
-	e, _, why := d.attest(regID, p)
-	if e == nil {
-		d.mu.Unlock()
-		a := dpsError(401, 2, "Unauthorized: "+why, -1)
-		d.refused(regID, remote, a)
-		return a
-	}
 	op, ok := d.ops[opID]
 	if !ok || op.regID != strings.ToLower(regID) {
 		d.mu.Unlock()
@@ -731,23 +727,16 @@ func (d *DPS) operationStatus(regID, opID string, p proof, remote string) dpsAns
 // statusLookup answers a device's registration status lookup (HTTPS only, free, not counted): its registration
 // state, 404 when it never registered.
 func (d *DPS) statusLookup(regID string, p proof, remote string) dpsAnswer {
-	if a, faulted := d.faultAnswer(); faulted {
-		d.refused(regID, remote, a)
-		return a
+	if _, _, refusal, ok := d.admit(regID, p, remote, false); !ok {
+		return refusal
 	}
 	d.mu.Lock()
-	e, _, why := d.attest(regID, p)
 	r := d.regs[strings.ToLower(regID)]
 	var st RegistrationState
 	if r != nil {
 		st = r.State
 	}
 	d.mu.Unlock()
-	if e == nil {
-		a := dpsError(401, 2, "Unauthorized: "+why, -1)
-		d.refused(regID, remote, a)
-		return a
-	}
 	if r == nil {
 		return dpsError(404, 1, "Registration not found", -1)
 	}

@@ -137,7 +137,7 @@ func (d *DPS) admitRegistration() (wait time.Duration, ok bool) {
 	now := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	b := &d.admit
+	b := &d.quota
 	if b.last.IsZero() {
 		b.tokens = float64(rate)
 	} else {

@@ -177,15 +177,7 @@ func (h *server) after(d time.Duration, fn func()) {
 	})
 }
 
-func (h *Hub) listeners() []*listener {
-	var out []*listener
-	for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
-		if l != nil {
-			out = append(out, l)
-		}
-	}
-	return out
-}
+func (h *Hub) listeners() []*listener { return present(h.mqtts, h.tcp, h.ws) }
 
 // stopListeners closes every device listener and connection.
 func (h *Hub) stopListeners(graceful bool) {

@@ -264,6 +264,17 @@ func (h *server) reopen(ls []*listener, events *eventBus) {
 	events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
 }
 
+// present drops the listeners that are off (nil).
+func present(ls ...*listener) []*listener {
+	var out []*listener
+	for _, l := range ls {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 // shut closes the listening socket; connections already accepted are left to the caller.
 func (l *listener) shut() {
 	l.mu.Lock()
