@@ -26,7 +26,7 @@ type DPSConfig struct {
 	Hubs        []*Hub        // the linked hubs it assigns devices to; at least one
 	Dir         string        // server certificate (signed by the first hub's CA); "" = that hub's state dir + "/dps"
 	MQTTAddr    string        // MQTT over TLS; "" = off
-	HTTPSAddr   string        // HTTPS; "" = off
+	HTTPSAddr   string        // HTTPS, and MQTT over WebSocket (path /$iothub/websocket), as DPS's port 443; "" = off
 	ControlAddr string        // HTTP control API; "" = off
 	RetryAfter  time.Duration // retry-after of "assigning" answers, whole seconds; 0 = 3 s, as DPS answers
 	// AssigningPolls is how many status polls of an operation are answered "assigning" before it shows assigned.
@@ -196,11 +196,11 @@ func StartDPS(cfg DPSConfig) (*DPS, error) {
 		individuals: map[string]*Enrollment{}, groups: map[string]*Enrollment{}, regs: map[string]*registration{},
 		ops: map[string]*operation{}, lastOp: map[string]string{}, webConns: make(chan *servedConn),
 	}
+	if d.mqtt, err = newDPSMQTT(d); err != nil { // also serves MQTT over WebSocket on the HTTPS port
+		return nil, err
+	}
 	var toOpen []*listener
 	if cfg.MQTTAddr != "" {
-		if d.mqtt, err = newDPSMQTT(d); err != nil {
-			return nil, err
-		}
 		d.mqtts = d.newListener("dps-mqtts", cfg.MQTTAddr, d.mqtt.serveTLS)
 		toOpen = append(toOpen, d.mqtts)
 	}

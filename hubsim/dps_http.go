@@ -48,6 +48,7 @@ func (d *DPS) startWeb() {
 	mux.HandleFunc("PUT /{scope}/registrations/{regId}/register", d.handleHTTPRegister)
 	mux.HandleFunc("GET /{scope}/registrations/{regId}/operations/{opId}", d.handleHTTPStatus)
 	mux.HandleFunc("POST /{scope}/registrations/{regId}", d.handleHTTPLookup)
+	mux.HandleFunc("GET "+wsPath, d.handleWebSocket)
 	d.web = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: connectTimeout,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context { return context.WithValue(ctx, connKey{}, c) }}
 	srv := d.web
@@ -128,6 +129,26 @@ func (d *DPS) handleHTTPLookup(w http.ResponseWriter, r *http.Request) {
 	if p, ok := d.httpProof(w, r); ok {
 		writeDPSAnswer(w, d.statusLookup(r.PathValue("regId"), p, r.RemoteAddr))
 	}
+}
+
+// handleWebSocket runs MQTT over WebSocket on the HTTPS port, as DPS serves both on 443 (the SDKs' MqttWs
+// transports dial wss://{host}:443/$iothub/websocket). The connection stays the DPS's to cut, like any other.
+func (d *DPS) handleWebSocket(w http.ResponseWriter, r *http.Request) {
+	c, _ := r.Context().Value(connKey{}).(*servedConn)
+	if c == nil {
+		http.Error(w, "no connection", http.StatusInternalServerError)
+		return
+	}
+	ws, err := wsUpgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	hc := hubConnOf(c.Conn)
+	wc := &wsConn{ws: ws, hc: hc}
+	hc.setTop(wc)
+	_ = wc.SetDeadline(time.Now().Add(connectTimeout)) // replaces the HTTP server's; mochi keeps it from CONNECT on
+	_ = d.mqtt.srv.EstablishConnection("dps-ws", wc)
+	d.mqtt.links.Delete(wc)
 }
 
 func writeDPSAnswer(w http.ResponseWriter, a dpsAnswer) {

@@ -93,11 +93,17 @@ func dialDPS(t testing.TB, d *DPS, regID, username, password string) (*dpsDevice
 
 func dialDPSWith(t testing.TB, d *DPS, tc *tls.Config, regID, username, password string) (*dpsDevice, byte, error) {
 	t.Helper()
+	return dialDPSAt(t, d, "ssl://"+d.MQTTAddr(), tc, regID, username, password)
+}
+
+// dialDPSAt is dialDPS at a broker URL (ssl:// or wss://).
+func dialDPSAt(t testing.TB, d *DPS, broker string, tc *tls.Config, regID, username, password string) (*dpsDevice, byte, error) {
+	t.Helper()
 	if username == "" {
 		username = iothub.DPSUsername(d.IDScope(), regID) + "&ClientVersion=test"
 	}
 	dev := &dpsDevice{t: t, res: make(chan dpsResponse, 16)}
-	opts := paho.NewClientOptions().AddBroker("ssl://" + d.MQTTAddr()).SetClientID(regID).SetUsername(username).
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(regID).SetUsername(username).
 		SetPassword(password).SetTLSConfig(tc).
 		SetAutoReconnect(false).SetConnectRetry(false).SetProtocolVersion(4).SetConnectTimeout(waitLimit)
 	dev.client = paho.NewClient(opts)
@@ -738,5 +744,21 @@ func TestDPSRegistrationQuotaAndLog(t *testing.T) {
 	if len(log) != 2 || log[0].RegistrationID != "q-0" || log[1].RegistrationID != "q-1" ||
 		log[0].AssignedHub != hubs[0].HostName() || log[1].At.Before(log[0].At) {
 		t.Fatalf("registration log %+v", log)
+	}
+}
+
+// MQTT over WebSocket shares the HTTPS port, as DPS's 443 does: a device registers over it.
+func TestDPSMQTTOverWebSocket(t *testing.T) {
+	d, hubs := startDPS(t, 1, nil)
+	e := setEnrollment(t, d, Enrollment{RegistrationID: "ws-dev"})
+	pool := caPool(t, hubs[0])
+	dev, _, err := dialDPSAt(t, d, "wss://"+d.HTTPSAddr()+wsPath, &tls.Config{RootCAs: pool, ServerName: "localhost"},
+		"ws-dev", "", dpsToken(t, d, "ws-dev", e.PrimaryKey, time.Now().Add(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := dev.poll(dev.register("ws-dev").body["operationId"].(string))
+	if st, _ := r.body["registrationState"].(map[string]any); r.status != 200 || st["assignedHub"] != hubs[0].HostName() {
+		t.Fatalf("over WebSocket: %+v", r)
 	}
 }

@@ -70,7 +70,7 @@ func peerCertificates(c net.Conn) []*x509.Certificate {
 	case *tls.Conn:
 		return c.ConnectionState().PeerCertificates
 	case *wsConn:
-		return peerCertificates(c.ws.NetConn())
+		return peerCertificates(c.ws.NetConn()) // hub: the TLS connection; DPS: the servedConn under it
 	case *servedConn:
 		return peerCertificates(c.Conn)
 	}

@@ -15,12 +15,13 @@ const { Hubsim, withDeadline } = require('./hubsim');
 
 const stepMs = 20000;
 
-// register runs provision_child.js with hubsim's CA trusted and resolves with the SDK's registration result.
-function register(hub, registrationId, key) {
+// register runs provision_child.js with hubsim's CA trusted and resolves with the SDK's registration result; over
+// MqttWs the SDK dials port 443 of host.
+function register(hub, registrationId, key, transport = 'mqtt', host = hub.dps.mqtts) {
   const child = path.join(__dirname, 'provision_child.js');
   const env = { ...process.env, NODE_EXTRA_CA_CERTS: hub.caFile };
   return withDeadline(new Promise((resolve, reject) => {
-    execFile(process.execPath, [child, hub.dps.mqtts, hub.dps.idscope, registrationId, key], { env, timeout: stepMs },
+    execFile(process.execPath, [child, host, hub.dps.idscope, registrationId, key, transport], { env, timeout: stepMs },
       (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout))));
   }), stepMs + 1000, `register ${registrationId}`);
 }
@@ -90,5 +91,47 @@ describe('azure-iot-provisioning-device (Node, MQTT) against hubsim DPS', { time
 
   test('a wrong key is refused', async () => {
     await assert.rejects(register(hub, 'node-solo', crypto.randomBytes(32).toString('base64')), /register failed/);
+  });
+});
+
+// MqttWs always dials wss://HOST:443, so DPS's HTTPS listener (which serves MQTT over WebSocket too) takes port 443
+// of a loopback address of its own; skipped where port 443 cannot be bound (not root, or taken).
+describe('azure-iot-provisioning-device (Node, MqttWs) against hubsim DPS on port 443', { timeout: 60000 }, () => {
+  const ip = `127.77.${1 + crypto.randomInt(250)}.${1 + crypto.randomInt(250)}`;
+  let hub;
+  let startError;
+
+  before(async () => {
+    try {
+      hub = await Hubsim.start({
+        args: ['--dps-https', `${ip}:443`, '--dps-retry-after', '1s', '--enrollment', 'node-ws'],
+      });
+    } catch (err) {
+      startError = err;
+    }
+  });
+
+  after(async () => {
+    if (hub) await hub.stop();
+  });
+
+  test('registers over WebSocket and sends through the assigned hub', async (t) => {
+    if (!hub) {
+      t.skip(`cannot listen on ${ip}:443: ${startError.message.split('\n')[0]}`);
+      return;
+    }
+    const key = hub.dps.enrollments['node-ws'];
+    const result = await register(hub, 'node-ws', key, 'mqttws', ip);
+    assert.equal(result.deviceId, 'node-ws');
+    const client = Client.fromConnectionString(`HostName=${result.assignedHub};DeviceId=node-ws;SharedAccessKey=${key}`, Mqtt);
+    try {
+      await client.setOptions({ ca: fs.readFileSync(hub.caFile, 'utf8') });
+      await withDeadline(client.open(), stepMs, 'client.open');
+      await withDeadline(client.sendEvent(new Message('over websocket')), stepMs, 'sendEvent');
+    } finally {
+      await withDeadline(client.close(), stepMs, 'client.close').catch(() => {});
+    }
+    const msgs = await hub.control('GET', '/devices/node-ws/messages');
+    assert.equal(msgs.body.length, 1);
   });
 });
