@@ -787,8 +787,8 @@ func (d *DPS) tokenProblem(regID string, tok *iothub.SAS) string {
 		return "token expired at " + tok.Expiry.UTC().Format(time.RFC3339)
 	case !strings.EqualFold(tok.Resource, iothub.DPSResource(d.cfg.IDScope, regID)):
 		return "token scope " + tok.Resource + " is not " + iothub.DPSResource(d.cfg.IDScope, regID)
-	case tok.KeyName != iothub.DPSSASKeyName:
-		return "token key name (skn) must be " + iothub.DPSSASKeyName
+	case tok.KeyName != "" && tok.KeyName != iothub.DPSSASKeyName: // the Python SDK sends none, Node and C "registration"
+		return "token key name (skn) must be " + iothub.DPSSASKeyName + " or absent"
 	}
 	return ""
 }

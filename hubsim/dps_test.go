@@ -298,6 +298,11 @@ func TestDPSRefusals(t *testing.T) {
 			t.Fatalf("%s: register answered %+v", c.regID, r)
 		}
 	}
+	// The Python SDK signs without skn; DPS takes that.
+	noSkn := sasToken(t, iothub.DPSResource(d.IDScope(), "known"), e.PrimaryKey, hour)
+	if dev, _, err := dialDPS(t, d, "known", "", noSkn); err != nil || dev.register("known").status != 202 {
+		t.Fatalf("token without skn: %v", err)
+	}
 	dev, _, err := dialDPS(t, d, "off", "", dpsToken(t, d, "off", e.PrimaryKey, hour))
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +311,7 @@ func TestDPSRefusals(t *testing.T) {
 	if st, _ := r.body["registrationState"].(map[string]any); r.status != 200 || st["status"] != "disabled" {
 		t.Fatalf("disabled enrollment: %+v", r)
 	}
-	if reg, _ := d.Registration("off"); reg.Count != 0 || d.Registrations() != 0 {
+	if reg, _ := d.Registration("off"); reg.Count != 0 || d.Registrations() != 1 { // "known" counted, "off" not
 		t.Fatalf("refused registrations were counted: %+v", reg)
 	}
 
@@ -319,6 +324,7 @@ func TestDPSRefusals(t *testing.T) {
 		{"other id scope", "0ne99999999/registrations/known/api-version=2019-03-31", dpsToken(t, d, "known", e.PrimaryKey, hour), 5},
 		{"hub-style user name", "localhost/known/?api-version=2021-04-12", dpsToken(t, d, "known", e.PrimaryKey, hour), 4},
 		{"password not a token", "", "secret", 4},
+		{"token signed as a policy", "", sasToken(t, iothub.DPSResource(d.IDScope(), "known"), e.PrimaryKey, hour) + "&skn=provisioningserviceowner", 5},
 	} {
 		if _, code, err := dialDPS(t, d, "known", c.username, c.password); err == nil || code != c.code {
 			t.Errorf("%s: CONNACK %d (%v), want %d", c.name, code, err, c.code)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The official Azure IoT device SDKs (Node.js: azure-iot-device + azure-iot-device-mqtt, and the provisioning SDK
-# azure-iot-provisioning-device(-mqtt) against hubsim's DPS; Python: azure-iot-device 2.x), unchanged, against
-# hubsim. Run from the repo root: bash tests/sdk/run.sh
+# The official Azure IoT device SDKs, unchanged, against hubsim: Node.js (azure-iot-device + azure-iot-device-mqtt,
+# and the provisioning SDK azure-iot-provisioning-device(-mqtt) against hubsim's DPS) and Python (azure-iot-device
+# 2.x, its IoTHubDeviceClient and ProvisioningDeviceClient). Run from the repo root: bash tests/sdk/run.sh
 # Installs what is missing (a second run installs nothing), then runs both suites; exits non-zero if either fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -17,7 +17,10 @@ DEFAULT_BINARY = os.path.join(REPO_ROOT, "build", "bin", "iotconn-hubsim")
 class Hubsim:
     """One hubsim process with its own state dir; stop() ends it by PID."""
 
-    def __init__(self, mqtt_addr, devices, binary=None, ready_seconds=20):
+    def __init__(self, mqtt_addr, devices, binary=None, ready_seconds=20, extra_args=()):
+        """extra_args are more flags (hubs, DPS); "hubsim: dps KEY VALUE.." lines land in self.dps[KEY] (enrollment
+        and group lines in self.dps["enrollments"] / self.dps["groups"], id -> key), "hubsim: hubN HOST mqtts ADDR
+        control URL" lines in self.hubs[HOST] = URL."""
         binary = binary or os.environ.get("HUBSIM_BIN", DEFAULT_BINARY)
         if not os.path.exists(binary):
             raise RuntimeError(f"hubsim binary not found at {binary}; run ./build.sh first")
@@ -25,6 +28,9 @@ class Hubsim:
         args = [binary, "--dir", self.dir, "--mqtt", mqtt_addr, "--control", "127.0.0.1:0"]
         for d in devices:
             args += ["--device", d]
+        args += list(extra_args)
+        self.dps = {"enrollments": {}, "groups": {}}
+        self.hubs = {}
         self.lines = []  # every stdout line, for failure messages
         self.connection_strings = {}
         self.mqtts = self.control_url = self.ca_file = None
@@ -67,6 +73,16 @@ class Hubsim:
                 self.control_url = rest
             elif kind == "ca":
                 self.ca_file = rest
+            elif kind == "dps":
+                key, _, value = rest.partition(" ")
+                if key in ("enrollment", "group"):
+                    rid, _, k = value.partition(" ")
+                    self.dps[key + "s"][rid] = k
+                else:
+                    self.dps[key] = value
+            elif kind.startswith("hub") and " control " in rest:
+                host, _, tail = rest.partition(" ")
+                self.hubs[host] = tail.rpartition(" control ")[2]
             elif kind == "device":
                 dev, _, cs = rest.partition(" ")
                 self.connection_strings[dev] = cs
@@ -85,10 +101,10 @@ class Hubsim:
             r.join(timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def control(self, method, path, body=None, timeout=15):
-        """Calls the HTTP control API; returns (status, parsed JSON or None)."""
+    def control(self, method, path, body=None, timeout=15, base_url=None):
+        """Calls the HTTP control API (the first hub's, or the one at base_url); returns (status, parsed JSON or None)."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.control_url + path, data=data, method=method)
+        req = urllib.request.Request((base_url or self.control_url) + path, data=data, method=method)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
