@@ -470,12 +470,7 @@ func (d *DPS) move(find func() *Enrollment, what, hub string) error {
 		return fmt.Errorf("%w: hub %q is not linked to this DPS (linked: %s)", errEnrollmentInvalid, hub,
 			strings.Join(d.Hubs(), ", "))
 	}
-	type victim struct {
-		hub    *Hub
-		device string
-		reg    *registration
-	}
-	var victims []victim
+	victims := map[*Hub]map[string]*registration{} // old hub -> device id -> its registration
 	d.mu.Lock()
 	e := find()
 	if e == nil {
@@ -483,28 +478,39 @@ func (d *DPS) move(find func() *Enrollment, what, hub string) error {
 		return fmt.Errorf("%w: %s", ErrEnrollmentNotFound, what)
 	}
 	e.IoTHubs = []string{target.HostName()}
+	n := 0
 	for _, r := range d.regs {
 		st := r.State
 		if r.Enrollment != e.name() || st.AssignedHub == "" || strings.EqualFold(st.AssignedHub, target.HostName()) {
 			continue
 		}
 		if old := d.hubNamed(st.AssignedHub); old != nil {
-			victims = append(victims, victim{old, st.DeviceID, r})
+			if victims[old] == nil {
+				victims[old] = map[string]*registration{}
+			}
+			victims[old][st.DeviceID] = r
+			n++
 		}
 	}
 	d.mu.Unlock()
 	var errs []error
-	for _, v := range victims {
-		tw := v.hub.twinOf(v.device)
-		if err := v.hub.RemoveDevice(v.device); err != nil && !errors.Is(err, ErrNotFound) {
+	for old, regs := range victims {
+		ids := make([]string, 0, len(regs))
+		for id := range regs {
+			ids = append(ids, id)
+		}
+		twins, _, err := old.removeDevices(ids)
+		if err != nil {
 			errs = append(errs, err)
 		}
 		d.mu.Lock()
-		v.reg.carry = tw
+		for id, r := range regs {
+			r.carry = twins[id]
+		}
 		d.mu.Unlock()
 	}
 	d.events.emit(Event{Kind: EventFault, Reason: fmt.Sprintf("%s moved to %s (%d devices deleted from their hubs)",
-		what, target.HostName(), len(victims))})
+		what, target.HostName(), n)})
 	return errors.Join(errs...)
 }
 

@@ -65,20 +65,41 @@ func (h *Hub) RemoveDevice(id string) error {
 	if strings.Contains(id, "/") {
 		return fmt.Errorf("%w: %q contains '/'", errDeviceIDInvalid, id)
 	}
-	h.mu.Lock()
-	if _, ok := h.reg.devices[id]; !ok {
-		h.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	_, missing, err := h.removeDevices([]string{id})
+	if err == nil && len(missing) > 0 {
+		err = fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
+	return err
+}
+
+// removeDevices is RemoveDevice for many devices in one registry commit, as a move of a whole group needs; it
+// returns the twins the devices had and the ids that were not registered.
+func (h *Hub) removeDevices(ids []string) (twins map[string]*twin, missing []string, err error) {
+	wanted := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		wanted[id] = true
+	}
+	twins = map[string]*twin{}
 	var gone []*deviceRecord
 	var live []*session
+	h.mu.Lock()
 	for key, rec := range h.reg.devices {
-		if key == id || strings.HasPrefix(key, id+"/") {
-			gone = append(gone, rec)
-			delete(h.c2d, key)
-			if s := h.sessions[key]; s != nil {
-				live = append(live, s)
-			}
+		dev, _, isModule := strings.Cut(key, "/")
+		if !wanted[dev] {
+			continue
+		}
+		gone = append(gone, rec)
+		delete(h.c2d, key)
+		if s := h.sessions[key]; s != nil {
+			live = append(live, s)
+		}
+		if !isModule {
+			twins[key] = twinCopy(rec)
+		}
+	}
+	for _, id := range ids {
+		if _, ok := h.reg.devices[id]; !ok {
+			missing = append(missing, id)
 		}
 	}
 	h.reg.forget(gone)
@@ -87,17 +108,21 @@ func (h *Hub) RemoveDevice(id string) error {
 	for _, s := range live {
 		h.dropSession(s, "device deleted", false)
 	}
-	return saved.wait()
+	return twins, missing, saved.wait()
 }
 
 // twinOf returns a copy of a device's twin, nil when the device is not registered.
 func (h *Hub) twinOf(id string) *twin {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	rec, ok := h.reg.devices[id]
-	if !ok {
-		return nil
+	if rec, ok := h.reg.devices[id]; ok {
+		return twinCopy(rec)
 	}
+	return nil
+}
+
+// twinCopy deep-copies a record's twin through its stored form; h.mu held.
+func twinCopy(rec *deviceRecord) *twin {
 	cp, err := decodeRecord(encodeRecord(rec))
 	if err != nil {
 		return nil
