@@ -56,6 +56,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&dcfg.ControlAddr, "dps-control", "127.0.0.1:0", "DPS control API listen address")
 	fs.StringVar(&dcfg.IDScope, "id-scope", hubsim.DefaultIDScope, "DPS id scope")
 	fs.DurationVar(&dcfg.RetryAfter, "dps-retry-after", 3*time.Second, "retry-after of DPS's assigning answers (whole seconds)")
+	fs.IntVar(&dcfg.AssigningPolls, "dps-assigning-polls", 0, "status polls of an operation answered \"assigning\" before it shows assigned")
 	fs.IntVar(&dcfg.RegistrationsPerMinute, "dps-quota", 0, "DPS registrations admitted a minute, the rest answered 429 (0 = no cap; DPS's is 1000)")
 	fs.Var(&enrollments, "enrollment", "DPS individual enrollment REGID[:KEY] (random key when none); repeatable")
 	fs.Var(&groups, "enrollment-group", "DPS enrollment group GROUPID[:KEY] (random key when none); repeatable")
