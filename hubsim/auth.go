@@ -94,6 +94,9 @@ func hostMatches(host string, names []string) bool {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() { // a hub on a loopback address of its own is named by it
+		return true
+	}
 	for _, n := range names {
 		if strings.EqualFold(host, n) {
 			return true

@@ -177,7 +177,15 @@ func (h *server) after(d time.Duration, fn func()) {
 	})
 }
 
-func (h *Hub) listeners() []*listener { return present(h.mqtts, h.tcp, h.ws) }
+func (h *Hub) listeners() []*listener {
+	var out []*listener
+	for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
 
 // stopListeners closes every device listener and connection.
 func (h *Hub) stopListeners(graceful bool) {

@@ -263,15 +263,6 @@ func ownLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback() && !ip.Equal(net.IPv4(127, 0, 0, 1)) && !ip.Equal(net.IPv6loopback)
 }
 
-// names are the host names the hub answers to in user names and token scopes: hostNames and its own loopback IP.
-func (h *Hub) names() []string {
-	host, _, _ := net.SplitHostPort(h.Addr())
-	if ownLoopback(host) {
-		return append([]string{host}, hostNames...)
-	}
-	return hostNames
-}
-
 // DeviceSpec is one device for AddDevices.
 type DeviceSpec struct {
 	ID          string
@@ -459,18 +450,14 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if err != nil {
 		return id, time.Time{}, reject(rejectBadUsernameOrPassword, err.Error())
 	}
-	if !hostMatches(host, h.names()) {
+	if !hostMatches(host, hostNames) {
 		return id, time.Time{}, reject(rejectBadUsernameOrPassword, "user name host "+host+" is not this hub")
+	}
+	if c.password == "" && len(c.certs) > 0 {
+		return h.authenticateCert(id, c)
 	}
 	if c.clientID != id.String() {
 		return id, time.Time{}, reject(rejectIdentifier, fmt.Sprintf("client id %q does not match user name identity %q", c.clientID, id))
-	}
-	if c.password == "" && len(c.certs) > 0 {
-		now := time.Now()
-		if r := h.authenticateX509(id, c.certs, now); r != nil {
-			return id, time.Time{}, r
-		}
-		return id, now.AddDate(100, 0, 0), h.refusedNow(id, now) // IoT Hub checks a certificate at connect only
 	}
 	tok, err := iothub.ParseSAS(c.password)
 	if err != nil {
@@ -483,32 +470,22 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if ok {
 		keys, disabled = []string{rec.PrimaryKey, rec.SecondaryKey}, rec.Disabled
 	}
+	refusedUntil := h.refused[id.String()]
 	h.mu.Unlock()
 	if !ok {
 		return id, time.Time{}, reject(rejectIdentifier, "device "+id.String()+" is not registered")
 	}
 	now := time.Now()
-	if r := checkToken(tok, id, keys, h.names(), now, h.cfg.ClockSkew); r != nil {
+	if r := checkToken(tok, id, keys, hostNames, now, h.cfg.ClockSkew); r != nil {
 		return id, time.Time{}, r
 	}
 	if disabled {
 		return id, time.Time{}, reject(rejectDisabled, "device "+id.String()+" is disabled")
 	}
-	if r := h.refusedNow(id, now); r != nil {
-		return id, time.Time{}, r
+	if now.Before(refusedUntil) {
+		return id, time.Time{}, reject(rejectUnavailable, "fault injection: connects refused until "+refusedUntil.Format(time.RFC3339))
 	}
 	return id, tok.Expiry, nil
-}
-
-// refusedNow is the refusal of an identity whose connects a fault-injection message turned away for a while.
-func (h *Hub) refusedNow(id identity, now time.Time) *rejection {
-	h.mu.Lock()
-	until := h.refused[id.String()]
-	h.mu.Unlock()
-	if now.Before(until) {
-		return reject(rejectUnavailable, "fault injection: connects refused until "+until.Format(time.RFC3339))
-	}
-	return nil
 }
 
 // attach makes l the identity's live session, dropping the previous one (one connection per device), and drops it
