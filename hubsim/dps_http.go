@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/iotconn/iotconn/core/iothub"
 )
 
@@ -131,6 +133,9 @@ func (d *DPS) handleHTTPLookup(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// dpsUpgrader accepts DPS's one WebSocket subprotocol; devices send no browser origin worth checking.
+var dpsUpgrader = websocket.Upgrader{Subprotocols: []string{"mqtt"}, CheckOrigin: func(*http.Request) bool { return true }}
+
 // handleWebSocket runs MQTT over WebSocket on the HTTPS port, as DPS serves both on 443 (the SDKs' MqttWs
 // transports dial wss://{host}:443/$iothub/websocket). The connection stays the DPS's to cut, like any other.
 func (d *DPS) handleWebSocket(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +144,7 @@ func (d *DPS) handleWebSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no connection", http.StatusInternalServerError)
 		return
 	}
-	ws, err := wsUpgrader.Upgrade(w, r, nil)
+	ws, err := dpsUpgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
 	}
