@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # iotconn build entry point.
 #   ./build.sh          install what is missing, build libiotconn and iotconn-hubsim into build/
-#   ./build.sh test     build, then run every test suite: go c python csharp sdk reliability fleet fuzz, in that order
+#   ./build.sh test     build, then run every test suite: go c abi python csharp sdk reliability fleet fuzz, in that order
 #   ./build.sh test SUITE...  build, then run only the named suites (an unknown name: the list, exit 2)
 #   ./build.sh demo     build, then run the device demo against the local hub emulator
 #   ./build.sh bench    build, then run the benchmarks (results in bench/results/)
@@ -18,8 +18,9 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # apt packages the build and the tests need; installed only when missing (apt_install_missing, scripts/lib.sh), so
 # a second run changes nothing.
-# binutils: nm/readelf (ABI test); curl, jq: the demo; mosquitto, openssl: the benchmark's second broker.
-APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates binutils curl jq mosquitto openssl)
+# binutils: nm/readelf (ABI test); abigail-tools: abidiff (the ABI check against released versions); curl, jq: the
+# demo; mosquitto, openssl: the benchmark's second broker.
+APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates binutils abigail-tools curl jq mosquitto openssl)
 
 deps() {
 	apt_install_missing "${APT_PACKAGES[@]}"
@@ -48,6 +49,11 @@ test_go() {
 test_c() {
 	say "C tests (CTest): ABI symbols, misuse, status sequences, dispatch modes, twins and methods, retry policy, stress, install"
 	ctest --test-dir "$BUILD" --output-on-failure
+}
+
+test_abi() {
+	say "ABI: abidiff against 1.0.0, and 1.0.0's C tests and example (its header) on this library"
+	bash tests/abi/run.sh
 }
 
 test_python() {
@@ -81,7 +87,7 @@ test_fuzz() {
 }
 
 # The suites in the order `./build.sh test` runs them; each is a test_NAME function above.
-SUITES=(go c python csharp sdk reliability fleet fuzz)
+SUITES=(go c abi python csharp sdk reliability fleet fuzz)
 
 is_suite() {
 	local known

@@ -31,9 +31,9 @@ extern "C" {
 /* ---- version ------------------------------------------------------------------------------------------------ */
 
 #define IOTCONN_VERSION_MAJOR 1
-#define IOTCONN_VERSION_MINOR 0
+#define IOTCONN_VERSION_MINOR 1
 #define IOTCONN_VERSION_PATCH 0
-#define IOTCONN_VERSION_STRING "1.0.0"
+#define IOTCONN_VERSION_STRING "1.1.0"
 /* One number for compile-time comparisons: 0xMMmmpp. */
 #define IOTCONN_VERSION_NUMBER \
 	((IOTCONN_VERSION_MAJOR << 16) | (IOTCONN_VERSION_MINOR << 8) | IOTCONN_VERSION_PATCH)
