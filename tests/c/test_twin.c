@@ -2,7 +2,8 @@
  * twin with the version the reported callback got; a desired patch made through the control API reaches the
  * desired callback with its version; a method invoked through the control API gets the application's status and
  * payload, also after a reconnect, while a call of a link that ended cannot be answered; a client without twin
- * or method callbacks does not subscribe; misuse codes. */
+ * or method callbacks does not subscribe; misuse codes; a module (ModuleId) sends, gets and patches its own twin
+ * and answers its own method calls while its device is connected too, and bad module ids get their codes. */
 #include <string.h>
 
 #include "harness.h"
@@ -28,6 +29,7 @@ typedef struct twins {
 	int ndesired, desired_sorted; /* desired_sorted: every version above the one before */
 	int64_t desired_version, fan_version; /* the last version, and that of the patch that set "fan" */
 
+	int nsent; /* delivered sends */
 	int nmethod, hold; /* hold: record calls without answering them */
 	char method_rid[128], method_name[64], method_payload[256];
 	int bad_json_rc, answer_rc, second_rc; /* iotconn_method_respond inside the callback */
@@ -105,6 +107,15 @@ static void on_method(const char *rid, const char *name, const char *json, size_
 	notify(s);
 }
 
+static void on_send(uint64_t id, int result, int code, void *user)
+{
+	twins_t *s = user;
+	(void)id, (void)code;
+	pthread_mutex_lock(&s->mu);
+	s->nsent += result == IOTCONN_SEND_DELIVERED;
+	notify(s);
+}
+
 /* Waits until *counter >= want, at most WAIT_MS. */
 static int wait_for(twins_t *s, const int *counter, int want)
 {
@@ -174,26 +185,35 @@ static void misuse_before_connect(iotconn_client_t *c)
 	CHECK_RC(iotconn_method_respond(NULL, "no-such-call", 200, NULL, 0), IOTCONN_EBADHANDLE);
 }
 
-static void twins_and_methods(void)
+/* Creates a client of identity `id` with every callback registered on s (before connecting: the links subscribe
+ * to twins and methods). */
+static void twins_init(twins_t *s, const char *id)
 {
-	twins_t s;
-	memset(&s, 0, sizeof s);
-	s.desired_sorted = 1;
-	pthread_mutex_init(&s.mu, NULL);
+	memset(s, 0, sizeof *s);
+	s->desired_sorted = 1;
+	pthread_mutex_init(&s->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s.cond, &ca);
+	pthread_cond_init(&s->cond, &ca);
+	pthread_condattr_destroy(&ca);
 
 	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
-	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-twin"), &o, &s.client), 0);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, id), &o, &s->client), 0);
+	iotconn_client_t *c = s->client;
+	CHECK_RC(iotconn_register_status_callback(c, on_status, s), 0);
+	CHECK_RC(iotconn_register_send_callback(c, on_send, s), 0);
+	CHECK_RC(iotconn_register_twin_callback(c, on_twin, s), 0);
+	CHECK_RC(iotconn_register_reported_callback(c, on_reported, s), 0);
+	CHECK_RC(iotconn_register_desired_callback(c, on_desired, s), 0);
+	CHECK_RC(iotconn_register_method_callback(c, on_method, s), 0);
+}
+
+static void twins_and_methods(void)
+{
+	twins_t s;
+	twins_init(&s, "dev-twin");
 	iotconn_client_t *c = s.client;
-	CHECK_RC(iotconn_register_status_callback(c, on_status, &s), 0);
-	/* registered before connecting: the links subscribe to twins and methods */
-	CHECK_RC(iotconn_register_twin_callback(c, on_twin, &s), 0);
-	CHECK_RC(iotconn_register_reported_callback(c, on_reported, &s), 0);
-	CHECK_RC(iotconn_register_desired_callback(c, on_desired, &s), 0);
-	CHECK_RC(iotconn_register_method_callback(c, on_method, &s), 0);
 	misuse_before_connect(c);
 	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
 	CHECK(wait_for(&s, &s.connected, 1) == 0);
@@ -291,13 +311,72 @@ static void without_callbacks(void)
 	CHECK_RC(iotconn_client_destroy(c), 0);
 }
 
+/* A module is an identity of its own beside its device: its telemetry, its twin, its method calls. */
+static void module_identity(void)
+{
+	iotconn_client_t *dev = NULL;
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-mod"), &o, &dev), 0);
+	CHECK_RC(iotconn_connect(dev, WAIT_MS), 0);
+	twins_t s;
+	twins_init(&s, "dev-mod/m1");
+	iotconn_client_t *c = s.client;
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	char *body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-mod", NULL, &body) == 200 && strstr(body, "\"connected\":true"));
+	free(body);
+
+	uint64_t id = 0;
+	CHECK_RC(send_text(c, "from the module", "mod-1", &id), 0);
+	CHECK(wait_for(&s, &s.nsent, 1) == 0);
+	size_t total = 0, distinct = 0;
+	CHECK(hub_count_messages(&hub, "dev-mod/modules/m1", &total, &distinct) == 0 && total == 1);
+	CHECK(hub_count_messages(&hub, "dev-mod", &total, &distinct) == 0 && total == 0);
+
+	CHECK_RC(iotconn_twin_report(c, "{\"role\":\"module\"}", 17, &id), 0);
+	CHECK(wait_for(&s, &s.nreported, 1) == 0);
+	CHECK(s.reported_id == id && s.reported_code == 0);
+	CHECK_RC(iotconn_twin_get(c, &id), 0);
+	CHECK(wait_for(&s, &s.ntwin, 1) == 0);
+	CHECK(s.twin_id == id && strstr(s.twin, "\"role\":\"module\""));
+	body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-mod/twin", NULL, &body) == 200 && !strstr(body, "role"));
+	free(body);
+
+	body = NULL;
+	CHECK(invoke("dev-mod/modules/m1", "reboot", 30, &body) == 200);
+	CHECK(body && strstr(body, "\"status\":201"));
+	free(body);
+	CHECK(invoke("dev-mod", "reboot", 5, NULL) == 404); /* the device has no method callback */
+	CHECK_RC(iotconn_client_destroy(c), 0);
+	CHECK_RC(iotconn_client_destroy(dev), 0);
+
+	/* bad module ids: a code and a message, no client */
+	const char *key = strstr(hubsim_conn_str(&hub, "dev-mod"), "SharedAccessKey=");
+	char long_id[130];
+	memset(long_id, 'm', 129);
+	long_id[129] = 0;
+	struct {
+		const char *module;
+		int rc;
+	} bad[] = {{"", IOTCONN_EINVAL}, {"a/b", IOTCONN_EINVAL}, {"a#b", IOTCONN_EINVAL}, {long_id, IOTCONN_ETOOLARGE}};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char cs[512];
+		snprintf(cs, sizeof cs, "HostName=localhost;DeviceId=dev-mod;ModuleId=%s;%s", bad[i].module, key);
+		iotconn_client_t *none = NULL;
+		CHECK_RC(iotconn_client_create(cs, &o, &none), bad[i].rc);
+		CHECK(none == NULL && strstr(iotconn_last_error(), "ModuleId"));
+	}
+}
+
 int main(void)
 {
-	const char *devices[] = {"dev-twin", "dev-plain", NULL};
+	const char *devices[] = {"dev-twin", "dev-plain", "dev-mod", "dev-mod/m1", NULL};
 	if (hubsim_start(&hub, devices) != 0)
 		return 1;
 	twins_and_methods();
 	without_callbacks();
+	module_identity();
 	hubsim_stop(&hub);
 	return test_done("twin");
 }

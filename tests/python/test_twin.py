@@ -2,7 +2,8 @@
 in hubsim's twin; a desired patch from the control API reaches the handler with its $version; a method invoked
 through the control API is answered with the app's status and payload; errors carry the library's codes; a client
 that enables neither does not subscribe; after a lost link, methods and desired patches still arrive; the same
-through iotconn.aio."""
+through iotconn.aio; a module (ModuleId in the connection string) is an identity of its own beside its device, and
+bad module ids are refused with their codes."""
 
 import asyncio
 import threading
@@ -200,3 +201,46 @@ def test_method_and_desired_patch_after_a_lost_link(hub, make_client):
     assert invoke(hub, "again", None) == {"status": 200, "payload": "again"}
     version = hub.request("PATCH", f"/devices/{DEVICE}/twin/desired", {"after": 1})["desired"]["$version"]
     patches.wait_for(lambda events: any(p["$version"] == version and p.get("after") == 1 for p in events))
+
+
+def test_module_is_an_identity_of_its_own(hub, make_client):
+    module = hub.request("POST", f"/devices/{DEVICE}/modules", {"id": "m1"})
+    assert ";ModuleId=m1;" in module["connectionString"]
+    device = make_client()
+    device.connect(timeout=30)
+    client = make_client(module["connectionString"])
+    patches = Recorder()
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, {"module": "m1", "echo": request.payload})
+    )
+    client.connect(timeout=30)
+    assert hub.request("GET", f"/devices/{DEVICE}")["connected"] is True
+
+    client.send_message("from the module", wait=True)
+    assert [m["payload"] for m in hub.messages(f"{DEVICE}/modules/m1")] == [b"from the module"]
+    assert hub.messages() == []
+
+    version = client.patch_twin_reported_properties({"role": "module"})
+    module_twin = hub.request("GET", f"/devices/{DEVICE}/modules/m1/twin")
+    assert module_twin["reported"]["role"] == "module" and module_twin["reported"]["$version"] == version
+    assert "role" not in hub.request("GET", f"/devices/{DEVICE}/twin")["reported"]
+    assert client.get_twin()["reported"]["role"] == "module"
+
+    patched = hub.request("PATCH", f"/devices/{DEVICE}/modules/m1/twin/desired", {"rate": 3})
+    patches.wait_for(lambda events: any(p["$version"] == patched["desired"]["$version"] for p in events))
+    assert hub.request("POST", f"/devices/{DEVICE}/modules/m1/methods/who?timeout=30", 1) == {
+        "status": 200,
+        "payload": {"module": "m1", "echo": 1},
+    }
+    with pytest.raises(AssertionError, match="404"):  # the device has no method handler
+        invoke(hub, "who", 1, timeout_s=5)
+
+
+@pytest.mark.parametrize(
+    "module_id, error",
+    [("", iotconn.InvalidArgumentError), ("a/b", iotconn.InvalidArgumentError), ("m" * 129, iotconn.MessageTooLargeError)],
+)
+def test_bad_module_ids_are_refused_with_their_codes(hub, make_client, module_id, error):
+    with pytest.raises(error, match="ModuleId"):
+        make_client(hub.connection_strings[DEVICE] + ";ModuleId=" + module_id)

@@ -15,6 +15,7 @@ namespace Iotconn.Tests
             new TestCase("TwinGetReportedDesiredAndMethodsAgainstHubsim", TwinAndMethods),
             new TestCase("TwinsAndMethodsFollowTheBeforeOpenRuleWithLibraryCodes", BeforeOpenRule),
             new TestCase("TwinRequestsThatTimeOutFailWithTheLibrarysCode", TwinTimeouts),
+            new TestCase("AModuleIsAnIdentityOfItsOwnBesideItsDevice", ModuleIdentity),
         };
 
         private const string Device = "cs-twin";
@@ -160,6 +161,58 @@ namespace Iotconn.Tests
                     var e = Failure(request.Item1, request.Item2) as IotconnException;
                     Assert(e != null && e.Code == ErrorCode.Timeout, request.Item2 + " fails with ErrorCode.Timeout: " +
                         e);
+                }
+            }
+        }
+
+        // ModuleId in the connection string: the module sends, gets and patches its own twin, takes its own desired
+        // patches and method calls while its device is connected too; bad module ids fail with their codes.
+        private static void ModuleIdentity()
+        {
+            const string module = Device + "/m1", modulePath = Device + "/modules/m1";
+            using (var hub = new Hubsim(Root, Device, module))
+            using (DeviceClient device = NewClient(hub, Device, false))
+            using (DeviceClient client = NewClient(hub, module, false))
+            {
+                Await(device.OpenAsync(), "OpenAsync (the device)");
+                var desired = new Recorder<TwinCollection>();
+                Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                {
+                    desired.Add(patch);
+                    return Task.FromResult(0);
+                }, null), "SetDesiredPropertyUpdateCallbackAsync");
+                Await(client.SetMethodHandlerAsync("who", (request, ctx) => Task.FromResult(
+                    new MethodResponse(Encoding.UTF8.GetBytes("{\"module\":\"m1\"}"), 200)), null),
+                    "SetMethodHandlerAsync");
+                Await(client.OpenAsync(), "OpenAsync (the module)");
+
+                Await(client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("from the module"))), "SendEventAsync");
+                Assert(hub.Messages(modulePath).Count == 1 && hub.Messages(Device).Count == 0,
+                    "the hub recorded the message as the module's, not the device's");
+
+                Await(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"role\":\"module\"}")),
+                    "UpdateReportedPropertiesAsync");
+                Assert((string)Section(hub.Twin(modulePath), "reported")["role"] == "module" &&
+                    !Section(hub.Twin(Device), "reported").ContainsKey("role"),
+                    "the patch is in the module's twin, not the device's");
+                Assert(Result(client.GetTwinAsync(), "GetTwinAsync").Properties.Reported.ToJson()
+                    .Contains("\"role\":\"module\""), "GetTwinAsync is the module's twin");
+
+                long version = (long)(double)Section(hub.PatchDesired(modulePath, "{\"rate\":3}"), "desired")["$version"];
+                desired.WaitFor("the module's desired patch version " + version,
+                    list => list.Exists(d => d.Version == version && d.ToJson().Contains("\"rate\":3")));
+                Dictionary<string, object> answer = hub.InvokeMethod(modulePath, "who", "{}", 30);
+                Assert((double)answer["status"] == 200 && answer["payload"] is Dictionary<string, object>,
+                    "the module answers its method call: " + Json.Object(Strings(answer)));
+
+                string cs = hub.ConnectionStrings[Device];
+                foreach (var bad in new[] { Tuple.Create("", ErrorCode.InvalidArgument),
+                    Tuple.Create("a/b", ErrorCode.InvalidArgument),
+                    Tuple.Create(new string('m', 129), ErrorCode.MessageTooLarge) })
+                {
+                    ThrowsCode("ModuleId '" + bad.Item1 + "'", bad.Item2, "ModuleId",
+                        () => DeviceClient.CreateFromConnectionString(cs + ";ModuleId=" + bad.Item1,
+                            TransportType.Mqtt, new ClientOptions { CaFile = hub.CaFile }).Dispose());
                 }
             }
         }
