@@ -57,12 +57,12 @@ test_abi() {
 }
 
 test_python() {
-	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, shared dispatcher, fleet hint, admission budget, wheel"
+	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, wheel"
 	bash bindings/python/run-tests.sh
 }
 
 test_csharp() {
-	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, shared dispatcher, fleet hint, admission budget, version, nupkg, example"
+	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, version, nupkg, example"
 	bash bindings/csharp/run-tests.sh
 }
 

@@ -128,7 +128,9 @@ def test_device_app_runs_from_the_wheel_in_a_fresh_virtualenv(wheel, hub, tmp_pa
     # Handlers run on the dispatcher thread, so their lines interleave with the main thread's "sent:" lines.
     status_lines = [line for line in lines if line.startswith("status: ")]
     assert status_lines[0] == "status: CONNECTED / CONNECTION_OK"
-    assert {"delivered: id=1", "delivered: id=2", "delivered: id=3"} <= set(lines)
+    # the reported patch took id 1: patches and messages share one sequence
+    assert {"delivered: id=2", "delivered: id=3", "delivered: id=4"} <= set(lines)
+    assert "reported: version=2" in lines and any(line.startswith("desired: version=1 ") for line in lines)
     assert "status: DISABLED / CLIENT_CLOSE" in lines
     assert lines[-1] == "client: sent=3 delivered=3 failed=0"
     records = hub.messages()

@@ -81,6 +81,8 @@ namespace Iotconn.Tests
                 Assert(lines.Contains("sent: telemetry-" + i) && lines.Contains("delivered: telemetry-" + i),
                     "the example prints the send and the delivery of telemetry-" + i + ":\n" + output);
             }
+            Assert(lines.Contains("reported: done") && lines.Any(l => l.StartsWith("desired: version=1 ")),
+                "the example prints its reported patch's completion and the desired section:\n" + output);
             Assert(lines.Last() == "client: sent=" + Count + " delivered=" + Count + " failed=0",
                 "the example's summary:\n" + output);
         }
