@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # iotconn build entry point.
 #   ./build.sh          install what is missing, build libiotconn and iotconn-hubsim into build/
-#   ./build.sh test     build, then run every test suite: go c python csharp sdk reliability fleet fuzz, in that order
+#   ./build.sh test     build, then run every test suite: go c abi python csharp sdk reliability fleet fuzz, in that order
 #   ./build.sh test SUITE...  build, then run only the named suites (an unknown name: the list, exit 2)
 #   ./build.sh demo     build, then run the device demo against the local hub emulator
 #   ./build.sh bench    build, then run the benchmarks (results in bench/results/)
@@ -18,8 +18,9 @@ say() { printf '\n==> %s\n' "$*"; }
 
 # apt packages the build and the tests need; installed only when missing (apt_install_missing, scripts/lib.sh), so
 # a second run changes nothing.
-# binutils: nm/readelf (ABI test); curl, jq: the demo; mosquitto, openssl: the benchmark's second broker.
-APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates binutils curl jq mosquitto openssl)
+# binutils: nm/readelf (ABI test); abigail-tools: abidiff (the ABI check against released versions); curl, jq: the
+# demo; mosquitto, openssl: the benchmark's second broker.
+APT_PACKAGES=(gcc g++ make cmake pkg-config ca-certificates binutils abigail-tools curl jq mosquitto openssl)
 
 deps() {
 	apt_install_missing "${APT_PACKAGES[@]}"
@@ -50,13 +51,18 @@ test_c() {
 	ctest --test-dir "$BUILD" --output-on-failure
 }
 
+test_abi() {
+	say "ABI: abidiff against 1.0.0, and 1.0.0's C tests and example (its header) on this library"
+	bash tests/abi/run.sh
+}
+
 test_python() {
-	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, shared dispatcher, fleet hint, admission budget, wheel"
+	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, wheel"
 	bash bindings/python/run-tests.sh
 }
 
 test_csharp() {
-	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, shared dispatcher, fleet hint, admission budget, version, nupkg, example"
+	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, version, nupkg, example"
 	bash bindings/csharp/run-tests.sh
 }
 
@@ -81,7 +87,7 @@ test_fuzz() {
 }
 
 # The suites in the order `./build.sh test` runs them; each is a test_NAME function above.
-SUITES=(go c python csharp sdk reliability fleet fuzz)
+SUITES=(go c abi python csharp sdk reliability fleet fuzz)
 
 is_suite() {
 	local known

@@ -64,12 +64,13 @@ type Client struct {
 
 	// sendMu serialises handing messages and requests to the live link (flush), which the loop, Send and the
 	// request calls all do; live is that link, published by the loop, nil while there is none, liveGen its
-	// generation; methods are the open method calls, by request id, with the generation of their link. Taken
-	// with no other lock held.
-	sendMu  sync.Mutex
-	live    transport.Conn
-	liveGen uint64
-	methods map[string]uint64
+	// generation; methods are the open method calls, by request id, with the generation of their link, and
+	// heldCalls those of a link not yet published (methods.go). Taken with no other lock held.
+	sendMu    sync.Mutex
+	live      transport.Conn
+	liveGen   uint64
+	methods   map[string]uint64
+	heldCalls []heldCall
 
 	// Channels into the loop, and the loop's end. The loop's own state is loopState (link.go).
 	connectReqs chan *connectRequest

@@ -63,7 +63,8 @@
 // Lock order: Client.mu before eventQueue.mu (a status change and a desired update are pushed under Client.mu,
 // so events keep the order of changes and of versions) and before Dispatcher.mu (that push then signals the
 // client's Dispatcher, if any); Outbox.mu before journal.mu (Add puts under Outbox.mu); sendMu before Outbox.mu,
-// Table.mu and the transport's own lock (flush takes ready messages and requests and sends them under sendMu).
+// Table.mu and the transport's own lock (flush takes ready messages and requests and sends them under sendMu),
+// and before eventQueue.mu (a method call is pushed under sendMu, which tells whether its link is live yet).
 // Client.mu, Outbox.mu and Table.mu are never held together, and the outbox calls the client back with no lock
 // held. A transport never holds its own lock while it calls the engine back, and calls the Handler (whose
 // method calls take sendMu) only from its own goroutines, never from inside Send or Request; done callbacks may

@@ -12,9 +12,11 @@ import (
 
 // These tests run the engine with its real MQTT transport against an in-process hub emulator on 127.0.0.1.
 
+// hubDevice is an identity of the hub: dev1, or a module of it (module).
 type hubDevice struct {
 	hub *hubsim.Hub
 	cs  string
+	id  string // "dev1" or "dev1/{module}"
 }
 
 func startHub(t testing.TB) hubDevice {
@@ -31,7 +33,21 @@ func startHub(t testing.TB) hubDevice {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return hubDevice{hub, cs}
+	return hubDevice{hub, cs, "dev1"}
+}
+
+// module registers a module of dev1 on the same hub.
+func (h hubDevice) module(t testing.TB, name string) hubDevice {
+	t.Helper()
+	m, err := h.hub.AddModule("dev1", name, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := h.hub.ConnectionString(m.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hubDevice{h.hub, cs, m.ID}
 }
 
 func (h hubDevice) client(t testing.TB, cs string, opts Options) (*Client, *recorder) {
@@ -49,7 +65,7 @@ func (h hubDevice) client(t testing.TB, cs string, opts Options) (*Client, *reco
 
 func (h hubDevice) fault(t *testing.T, kind hubsim.FaultKind, d time.Duration) {
 	t.Helper()
-	if err := h.hub.Fault(hubsim.Fault{Kind: kind, Device: "dev1", Duration: d}); err != nil {
+	if err := h.hub.Fault(hubsim.Fault{Kind: kind, Device: h.id, Duration: d}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -74,7 +90,7 @@ func (h hubDevice) expectAllDelivered(t *testing.T, r *recorder, n int) {
 	}
 	r.expectNoMoreCompletions(t)
 	unique := map[string]bool{}
-	for _, m := range h.hub.Messages("dev1") {
+	for _, m := range h.hub.Messages(h.id) {
 		unique[m.MessageID] = true
 	}
 	if len(unique) != n {

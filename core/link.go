@@ -566,6 +566,7 @@ func (c *Client) setLive(conn transport.Conn, gen uint64) {
 	if conn == nil {
 		c.forgetMethodsLocked(gen)
 	}
+	c.releaseCallsLocked(gen, conn != nil)
 	c.sendMu.Unlock()
 }
 

@@ -13,12 +13,42 @@ import (
 // answers it. A call belongs to the link it came on: the hub forgets it when that link ends, so a response is a
 // FailOnLoss request, and a call of an ended link cannot be answered on the next.
 
-// methodCalled records a call of link gen as open and hands it to the application.
+// methodCalled records a call of link gen as open and hands it to the application. A call that comes while its
+// link is still being set up (the hub may call right after the SUBACK) waits until the loop publishes the link:
+// answered before that, it would find no live link of its generation and be refused.
 func (c *Client) methodCalled(gen uint64, rid, name string, payload []byte) {
+	ev := event{kind: evMethod, rid: rid, method: name, payload: payload}
 	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
 	c.methods[rid] = gen
-	c.sendMu.Unlock()
-	c.events.push(event{kind: evMethod, rid: rid, method: name, payload: payload})
+	if c.live == nil || gen != c.liveGen {
+		c.heldCalls = append(c.heldCalls, heldCall{gen, ev})
+		return
+	}
+	c.events.push(ev)
+}
+
+// heldCall is a method call of a link not yet published.
+type heldCall struct {
+	gen uint64
+	ev  event
+}
+
+// releaseCallsLocked hands the application the held calls of link gen, now live (live), and drops those of
+// links up to gen that never became live or ended. Under sendMu.
+func (c *Client) releaseCallsLocked(gen uint64, live bool) {
+	kept := c.heldCalls[:0]
+	for _, h := range c.heldCalls {
+		switch {
+		case live && h.gen == gen:
+			c.events.push(h.ev)
+		case h.gen > gen:
+			kept = append(kept, h)
+		default:
+			delete(c.methods, h.ev.rid)
+		}
+	}
+	c.heldCalls = kept
 }
 
 // forgetMethodsLocked drops the open calls of links before gen, the one ending: a response to a call of the

@@ -139,3 +139,38 @@ func TestMethodCallsAcrossALostLink(t *testing.T) {
 		}
 	}
 }
+
+// A call that comes while its link is being set up (the hub may call right after the SUBACK, before the dial
+// returns) reaches the application once the link is live, and its answer goes out on that link. Poll mode lets
+// the test run the handlers inside the dial: before the fix they got the call there and could not answer it.
+func TestMethodCallDuringTheDialIsAnsweredOnItsLink(t *testing.T) {
+	d := newFakeDialer()
+	c, _, calls := newMethodClient(t, d, Options{Dispatch: DispatchPoll}, func(c *Client, call methodCall) {
+		if err := c.RespondMethod(call.rid, 200, nil); err != nil {
+			t.Errorf("respond to %s: %v", call.rid, err)
+		}
+	})
+	d.during = func() {
+		d.mu.Lock()
+		conn := d.conns[len(d.conns)-1]
+		d.mu.Unlock()
+		conn.callMethod("early", "m", "")
+		if _, err := c.Poll(0); err != nil {
+			t.Errorf("poll inside the dial: %v", err)
+		}
+	}
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10 && len(calls) == 0; i++ {
+		if _, err := c.Poll(waitLimit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if call := receive(t, calls, "method call"); call.rid != "early" {
+		t.Fatalf("call %+v", call)
+	}
+	if rs := waitRequests(t, d.conn(0), 1); rs[0].Kind != transport.RequestMethodResponse || rs[0].RID != "early" {
+		t.Fatalf("requests %+v", rs)
+	}
+}

@@ -17,7 +17,7 @@ import (
 // hubMIDs is the $.mid of every message the hub recorded, in arrival order.
 func (h hubDevice) hubMIDs() []string {
 	var mids []string
-	for _, m := range h.hub.Messages("dev1") {
+	for _, m := range h.hub.Messages(h.id) {
 		mids = append(mids, m.MessageID)
 	}
 	return mids

@@ -12,7 +12,7 @@ import (
 
 // Twins and methods with the real MQTT transport against the in-process hub emulator.
 
-// twinClient is a client of dev1 with the twin handlers, OnDesired included.
+// twinClient is a client of the identity with the twin handlers, OnDesired included.
 func (h hubDevice) twinClient(t *testing.T, opts Options) (*Client, *twinRecorder) {
 	t.Helper()
 	c, _ := h.client(t, h.cs, opts)
@@ -35,10 +35,10 @@ func twinSections(t *testing.T, twin []byte) (desired, reported map[string]any) 
 	return doc.Desired, doc.Reported
 }
 
-// hubTwin is dev1's twin as the hub keeps it.
+// hubTwin is the identity's twin as the hub keeps it.
 func (h hubDevice) hubTwin(t *testing.T) (desired, reported map[string]any) {
 	t.Helper()
-	twin, err := h.hub.Twin("dev1")
+	twin, err := h.hub.Twin(h.id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func (h hubDevice) hubTwin(t *testing.T) (desired, reported map[string]any) {
 
 func (h hubDevice) updateDesired(t *testing.T, patch string) int64 {
 	t.Helper()
-	twin, err := h.hub.UpdateDesired("dev1", []byte(patch))
+	twin, err := h.hub.UpdateDesired(h.id, []byte(patch))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestHubDurableReportedPatchesSurviveARestart(t *testing.T) {
 	}
 }
 
-// methodClient is a client of dev1 whose OnMethod hands each call to calls.
+// methodClient is a client of the identity whose OnMethod hands each call to calls.
 func (h hubDevice) methodClient(t *testing.T, answer func(c *Client, call methodCall)) (*Client, *recorder,
 	chan methodCall) {
 	t.Helper()
@@ -307,7 +307,7 @@ func (h hubDevice) invoke(name, payload string) <-chan hubsim.MethodResult {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 		defer cancel()
-		res, err := h.hub.InvokeMethod(ctx, "dev1", name, []byte(payload))
+		res, err := h.hub.InvokeMethod(ctx, h.id, name, []byte(payload))
 		if err != nil {
 			res = hubsim.MethodResult{Status: -1, Payload: []byte(err.Error())}
 		}

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The device demo (./build.sh demo): hubsim, the C telemetry example, a TCP kill and a 5 s hub outage, then the
-# status transitions the device saw and a delivery summary computed from the hub's own record.
+# The device demo (./build.sh demo): hubsim, the C telemetry example, a TCP kill and a 4 s hub outage, each
+# followed by a desired-properties change made while the device is away (it arrives once the device is back) and
+# a direct method call answered after the reconnect; then the status transitions the device saw, its reported
+# property in the hub's twin, and a delivery summary computed from the hub's own record.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 HUBSIM=$BUILD/bin/iotconn-hubsim
 DEVICE_APP=$BUILD/telemetry
-COUNT=${DEMO_COUNT:-150}
+COUNT=${DEMO_COUNT:-200}
 INTERVAL_MS=${DEMO_INTERVAL_MS:-100}
 DEVICE=demo-device
 
@@ -52,16 +54,34 @@ fault() {
 	say "injecting fault: $1"
 	curl -fsS -X POST -H 'Content-Type: application/json' -d "$1" "$control/faults" >/dev/null
 }
+# desired JSON: patches the device's desired properties through the control API; prints the new $version.
+desired() {
+	curl -fsS -X PATCH -H 'Content-Type: application/json' -d "$1" "$control/devices/$DEVICE/twin/desired" |
+		jq .desired.'"$version"'
+}
+# across_fault JSON: a desired change made right after a fault, seen by the device once it is back (the engine
+# GETs the twin after every reconnect), then a method call on the reconnected device.
+across_fault() {
+	local version
+	version=$(desired "$1")
+	say "desired properties changed right after the fault: $1 (version $version)"
+	wait_for "^desired: version=$version "
+	say "calling the direct method 'blink' on the reconnected device"
+	curl -fsS -X POST -H 'Content-Type: application/json' -d '{"times":2}' \
+		"$control/devices/$DEVICE/methods/blink?timeout=30" | sed 's/^/  answer: /'
+}
 
 say "starting the device app: $COUNT messages, one every $INTERVAL_MS ms"
 : >"$tmp/device.log"
-"$DEVICE_APP" "$conn" "$ca" "$COUNT" "$INTERVAL_MS" > >(tee -a "$tmp/device.log" | grep -E '^(status|failed|client)') 2>&1 &
+"$DEVICE_APP" "$conn" "$ca" "$COUNT" "$INTERVAL_MS" > >(tee -a "$tmp/device.log" | grep -E '^(status|failed|client|desired|reported|method)') 2>&1 &
 dev_pid=$!
 
-wait_for "^delivered: id=$((COUNT / 8))$"
+wait_for "^sent: id=[0-9]* telemetry-$((COUNT / 10))$"
 fault "{\"kind\":\"kill-tcp\",\"device\":\"$DEVICE\"}"
-wait_for "^delivered: id=$((COUNT * 3 / 8))$"
-fault '{"kind":"hub-down","seconds":5}'
+across_fault '{"mode":"eco"}'
+wait_for "^sent: id=[0-9]* telemetry-$((COUNT / 4))$"
+fault '{"kind":"hub-down","seconds":4}'
+across_fault '{"mode":"turbo","interval_ms":100}'
 
 app_status=0
 wait "$dev_pid" || app_status=$?
@@ -69,6 +89,10 @@ dev_pid=""
 
 say "status transitions the device saw"
 grep '^status:' "$tmp/device.log" | sed 's/^status: /  /'
+
+say "twin updates and method calls the device saw"
+grep -E '^(desired|reported|method):' "$tmp/device.log" | sed 's/^/  /'
+echo "  the hub's twin, reported: $(curl -fsS "$control/devices/$DEVICE/twin" | jq -c .reported)"
 
 say "summary (from the hub's record: GET /devices/$DEVICE/messages, distinct message ids)"
 grep -o 'sent: id=[0-9]* telemetry-[0-9]*' "$tmp/device.log" | awk '{print $3}' | sort -u >"$tmp/sent.ids"

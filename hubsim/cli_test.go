@@ -119,7 +119,7 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 	key := randomKey()
 	p := startCLI(t, bin, "--dir", dir, "--mqtt", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0",
-		"--control", "127.0.0.1:0", "--device", "d1", "--device", "d2:"+key)
+		"--control", "127.0.0.1:0", "--device", "d1/m1", "--device", "d1", "--device", "d2:"+key)
 	lines := p.startupLines(t)
 	patterns := []string{
 		`^hubsim: mqtts 127\.0\.0\.1:(\d+)$`,
@@ -128,6 +128,7 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 		`^hubsim: control (http://127\.0\.0\.1:\d+)$`,
 		`^hubsim: ca (/.+/ca\.pem)$`,
 		`^hubsim: device d1 (HostName=localhost:\d+;DeviceId=d1;SharedAccessKey=[A-Za-z0-9+/=]+)$`,
+		`^hubsim: device d1/m1 HostName=localhost:\d+;DeviceId=d1;ModuleId=m1;SharedAccessKey=[A-Za-z0-9+/=]+$`,
 		`^hubsim: device d2 (HostName=localhost:\d+;DeviceId=d2;SharedAccessKey=` + regexp.QuoteMeta(key) + `)$`,
 		`^hubsim: ready$`,
 	}
@@ -184,7 +185,7 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 	p2 := startCLI(t, bin, "--dir", dir, "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0")
 	lines = p2.startupLines(t)
 	joined := strings.Join(lines, "\n")
-	if len(lines) != 6 || !strings.Contains(joined, "hubsim: device d1 ") || !strings.Contains(joined, "SharedAccessKey="+key) {
+	if len(lines) != 7 || !strings.Contains(joined, "hubsim: device d1 ") || !strings.Contains(joined, "SharedAccessKey="+key) {
 		t.Fatalf("second run lines:\n%s", joined)
 	}
 	p2.stop(t)
@@ -245,6 +246,7 @@ func TestCLIRejectsBadArguments(t *testing.T) {
 		{"--dir", t.TempDir(), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", "d1:" + randomKey(), "--device", "d1:" + randomKey()},
 		{"--dir", t.TempDir(), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--devices-file", filepath.Join(t.TempDir(), "missing")},
 		{"--dir", badListDir, "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--devices-file", badList},
+		{"--dir", t.TempDir(), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", "ghost/m1"},
 		{"--dir", t.TempDir(), "--bogus"},
 	} {
 		out, err := exec.Command(bin, args...).CombinedOutput()

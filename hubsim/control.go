@@ -28,13 +28,17 @@ func (h *Hub) startControl(addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /devices", h.handleListDevices)
 	mux.HandleFunc("POST /devices", h.handleAddDevice)
-	mux.HandleFunc("GET /devices/{id}", h.handleGetDevice)
-	mux.HandleFunc("PATCH /devices/{id}", h.handlePatchDevice)
-	mux.HandleFunc("GET /devices/{id}/messages", h.handleMessages)
-	mux.HandleFunc("POST /devices/{id}/c2d", h.handleC2D)
-	mux.HandleFunc("GET /devices/{id}/twin", h.handleGetTwin)
-	mux.HandleFunc("PATCH /devices/{id}/twin/desired", h.handlePatchDesired)
-	mux.HandleFunc("POST /devices/{id}/methods/{name}", h.handleMethod)
+	mux.HandleFunc("POST /devices/{id}/modules", h.handleAddModule)
+	// A module's routes are its device's under /modules/{mid} (as in IoT Hub's service API), the same handlers.
+	for _, base := range []string{"/devices/{id}", "/devices/{id}/modules/{mid}"} {
+		mux.HandleFunc("GET "+base, h.handleGetDevice)
+		mux.HandleFunc("PATCH "+base, h.handlePatchDevice)
+		mux.HandleFunc("GET "+base+"/messages", h.handleMessages)
+		mux.HandleFunc("GET "+base+"/twin", h.handleGetTwin)
+		mux.HandleFunc("PATCH "+base+"/twin/desired", h.handlePatchDesired)
+		mux.HandleFunc("POST "+base+"/methods/{name}", h.handleMethod)
+	}
+	mux.HandleFunc("POST /devices/{id}/c2d", h.handleC2D) // IoT Hub has no C2D for modules
 	mux.HandleFunc("POST /faults", h.handleFault)
 	mux.HandleFunc("POST /cas", h.handleAddCA)
 	mux.HandleFunc("POST /certificates", handleMintCert)
@@ -179,8 +183,34 @@ func parseStatus(s string) (enabled bool, err error) {
 	return false, fmt.Errorf("status must be %q or %q, got %q", StatusEnabled, StatusDisabled, s)
 }
 
+// handleAddModule registers a module of an existing device: {"id","key"?}.
+func (h *Hub) handleAddModule(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ID  string `json:"id"`
+		Key string `json:"key"`
+	}
+	if err := readJSON(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	d, err := h.AddModule(r.PathValue("id"), req.ID, req.Key)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, h.deviceJSON(d))
+}
+
+// identityOf is the identity a request's path names: "{id}", or "{id}/{mid}" under /modules/{mid}.
+func identityOf(r *http.Request) string {
+	if m := r.PathValue("mid"); m != "" {
+		return r.PathValue("id") + "/" + m
+	}
+	return r.PathValue("id")
+}
+
 func (h *Hub) handleGetDevice(w http.ResponseWriter, r *http.Request) {
-	d, err := h.Device(r.PathValue("id"))
+	d, err := h.Device(identityOf(r))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -203,12 +233,12 @@ func (h *Hub) handlePatchDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	var err error
 	if req.Thumbprints != nil {
-		err = h.SetThumbprints(r.PathValue("id"), req.Thumbprints)
+		err = h.SetThumbprints(identityOf(r), req.Thumbprints)
 	}
 	if req.Status != "" && err == nil {
 		var enabled bool
 		if enabled, err = parseStatus(req.Status); err == nil {
-			err = h.SetDeviceEnabled(r.PathValue("id"), enabled)
+			err = h.SetDeviceEnabled(identityOf(r), enabled)
 		}
 	}
 	if err != nil {
@@ -230,7 +260,7 @@ type messageJSON struct {
 }
 
 func (h *Hub) handleMessages(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
+	id := identityOf(r)
 	if _, err := h.Device(id); err != nil {
 		writeError(w, err)
 		return
@@ -290,7 +320,7 @@ func writeRawJSON(w http.ResponseWriter, status int, doc []byte) {
 }
 
 func (h *Hub) handleGetTwin(w http.ResponseWriter, r *http.Request) {
-	doc, err := h.Twin(r.PathValue("id"))
+	doc, err := h.Twin(identityOf(r))
 	if err != nil {
 		writeError(w, err)
 		return
@@ -301,7 +331,7 @@ func (h *Hub) handleGetTwin(w http.ResponseWriter, r *http.Request) {
 func (h *Hub) handlePatchDesired(w http.ResponseWriter, r *http.Request) {
 	body, err := readBody(r)
 	if err == nil {
-		body, err = h.UpdateDesired(r.PathValue("id"), body)
+		body, err = h.UpdateDesired(identityOf(r), body)
 	}
 	if err != nil {
 		writeError(w, err)
@@ -334,7 +364,7 @@ func (h *Hub) handleMethod(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-	res, err := h.InvokeMethod(ctx, r.PathValue("id"), r.PathValue("name"), payload)
+	res, err := h.InvokeMethod(ctx, identityOf(r), r.PathValue("name"), payload)
 	if err != nil {
 		writeError(w, err)
 		return

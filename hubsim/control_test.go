@@ -204,3 +204,84 @@ func TestControlAPIMessagesC2DTwinMethodsFaults(t *testing.T) {
 	}
 	dv.waitLost(t)
 }
+
+// A module is registered under its device and has its own routes: connection state, telemetry, twin, desired
+// patches and methods, apart from its device's while both are connected.
+func TestControlAPIModules(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.ControlAddr = "127.0.0.1:0" })
+	d := addDevice(t, h, "d1")
+	code, b := call(t, h, "POST", "/devices/d1/modules", `{"id":"m1"}`)
+	m := decode[deviceJSON](t, b)
+	if code != 201 || m.ID != "d1/m1" ||
+		m.ConnectionString != "HostName="+h.HostName()+";DeviceId=d1;ModuleId=m1;SharedAccessKey="+m.PrimaryKey {
+		t.Fatalf("POST /devices/d1/modules: %d %s", code, b)
+	}
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+	}{
+		{"POST", "/devices/d1/modules", `{"id":"m1"}`, 409},
+		{"POST", "/devices/ghost/modules", `{"id":"m1"}`, 404},
+		{"POST", "/devices/d1/modules", `{"id":""}`, 400},
+		{"POST", "/devices/d1/modules", `{"id":"a/b"}`, 400},
+		{"POST", "/devices/d1/modules", `{"id":"` + strings.Repeat("m", 129) + `"}`, 400},
+		{"GET", "/devices/d1/modules/ghost", "", 404},
+		{"GET", "/devices/d1/modules/ghost/twin", "", 404},
+		{"POST", "/devices/d1/modules/m1/methods/x", `{}`, 404},
+	} {
+		if code, b := call(t, h, c.method, c.path, c.body); code != c.code {
+			t.Errorf("%s %s %s: %d %s, want %d", c.method, c.path, c.body, code, b, c.code)
+		}
+	}
+
+	mod, dv := mustConnect(t, h, m.Device), mustConnect(t, h, d)
+	for _, path := range []string{"/devices/d1", "/devices/d1/modules/m1"} {
+		if code, b := call(t, h, "GET", path, ""); code != 200 || !decode[deviceJSON](t, b).Connected {
+			t.Fatalf("GET %s with both connected: %d %s", path, code, b)
+		}
+	}
+	mod.publish(t, iothub.TelemetryTopic("d1", "m1", "k=v"), 1, []byte("from the module"))
+	if _, err := h.WaitMessages(ctxLimit(t), "d1/m1", 1); err != nil {
+		t.Fatal(err)
+	}
+	code, b = call(t, h, "GET", "/devices/d1/modules/m1/messages", "")
+	if msgs := decode[[]messageJSON](t, b); code != 200 || len(msgs) != 1 || string(msgs[0].Payload) != "from the module" {
+		t.Fatalf("module messages: %d %s", code, b)
+	}
+	if code, b := call(t, h, "GET", "/devices/d1/messages", ""); code != 200 || string(b) != "[]\n" {
+		t.Fatalf("device messages: %d %s", code, b)
+	}
+
+	for _, c := range []*dev{mod, dv} {
+		c.subscribe(t, iothub.TopicTwinDesired+"#", 0)
+		c.subscribe(t, iothub.TopicMethodsPost+"#", 0)
+	}
+	if code, b := call(t, h, "PATCH", "/devices/d1/modules/m1/twin/desired", `{"fan":true}`); code != 200 {
+		t.Fatalf("patch the module's desired: %d %s", code, b)
+	}
+	mod.waitMsg(t, iothub.TopicTwinDesired+"?$version=2")
+	code, b = call(t, h, "GET", "/devices/d1/modules/m1/twin", "")
+	if code != 200 || decode[map[string]map[string]any](t, b)["desired"]["fan"] != true {
+		t.Fatalf("module twin: %d %s", code, b)
+	}
+	if code, b := call(t, h, "GET", "/devices/d1/twin", ""); code != 200 || strings.Contains(string(b), "fan") {
+		t.Fatalf("device twin: %d %s", code, b)
+	}
+
+	result := make(chan []byte, 1)
+	go func() {
+		_, b := call(t, h, "POST", "/devices/d1/modules/m1/methods/ping?timeout=5", `1`)
+		result <- b
+	}()
+	req := mod.waitMsg(t, iothub.TopicMethodsPost+"ping/")
+	mod.publish(t, iothub.TopicMethodsRes+"200/?$rid="+strings.TrimPrefix(req.Topic(), iothub.TopicMethodsPost+"ping/?$rid="),
+		0, []byte(`"pong"`))
+	if got := <-result; string(got) != `{"payload":"pong","status":200}`+"\n" {
+		t.Fatalf("module method: %s", got)
+	}
+	select {
+	case m := <-dv.msgs:
+		t.Fatalf("the device got its module's %s", m.Topic())
+	default:
+	}
+}

@@ -77,11 +77,13 @@ type creds struct {
 	will                         string // will topic; payload "last words"
 }
 
+// validCreds are the credentials of a device, or of a module ("d/m").
 func validCreds(t testing.TB, h *Hub, d Device) creds {
+	dev, mod, _ := strings.Cut(d.ID, "/")
 	return creds{
 		clientID: d.ID,
-		username: iothub.Username(h.HostName(), d.ID, ""),
-		password: sasToken(t, iothub.ResourceURI(h.HostName(), d.ID, ""), d.PrimaryKey, time.Now().Add(time.Hour)),
+		username: iothub.Username(h.HostName(), dev, mod),
+		password: sasToken(t, iothub.ResourceURI(h.HostName(), dev, mod), d.PrimaryKey, time.Now().Add(time.Hour)),
 	}
 }
 

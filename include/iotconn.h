@@ -31,9 +31,9 @@ extern "C" {
 /* ---- version ------------------------------------------------------------------------------------------------ */
 
 #define IOTCONN_VERSION_MAJOR 1
-#define IOTCONN_VERSION_MINOR 0
+#define IOTCONN_VERSION_MINOR 1
 #define IOTCONN_VERSION_PATCH 0
-#define IOTCONN_VERSION_STRING "1.0.0"
+#define IOTCONN_VERSION_STRING "1.1.0"
 /* One number for compile-time comparisons: 0xMMmmpp. */
 #define IOTCONN_VERSION_NUMBER \
 	((IOTCONN_VERSION_MAJOR << 16) | (IOTCONN_VERSION_MINOR << 8) | IOTCONN_VERSION_PATCH)
@@ -337,8 +337,13 @@ const char *iotconn_reason_str(int reason);
 /* Creates a client for a device connection string ("HostName=...;DeviceId=...;SharedAccessKey=..."); it does not
  * connect. `opts` may be NULL for all defaults; both strings and the struct are copied. On success stores the new
  * handle in *out_client and returns 0; destroy it with iotconn_client_destroy(). Thread-safe.
+ * A module identity's connection string adds ModuleId ("HostName=...;DeviceId=d;ModuleId=m;SharedAccessKey=<the
+ * module's key>"): the client then is module m of device d, apart from the device and its other modules (a
+ * connection of its own, its own telemetry, twin and method calls; IoT Hub has no C2D messages for modules, so the
+ * message callback stays silent). Every other call works the same.
  * Errors: IOTCONN_EINVAL (NULL argument, bad opts->size, malformed connection string or option, SAS options below
- * the IOTCONN_MIN_SAS_* floors, a device or module id with '+' or '#', which MQTT topics cannot carry),
+ * the IOTCONN_MIN_SAS_* floors, an empty device or module id, one with a character IoT Hub does not allow ('/',
+ * spaces, non-ASCII) or with '+' or '#', which MQTT topics cannot carry),
  * IOTCONN_ETOOLARGE (a device or module id over 128 characters, a host name over 253), IOTCONN_ESTORE
  * (queue_dir cannot be created, read or locked, or its file is corrupt). */
 int iotconn_client_create(const char *connection_string, const iotconn_options_t *opts,

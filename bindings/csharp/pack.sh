@@ -1,40 +1,60 @@
 #!/usr/bin/env bash
 # Builds the NuGet package build/nuget/Iotconn.VERSION.nupkg with tools available here (mcs, python3): a nupkg is
 # a zip of [Content_Types].xml, _rels/.rels, Iotconn.nuspec, lib/netstandard2.0/Iotconn.dll (+ its XML docs) and
-# runtimes/linux-x64/native/libiotconn.so. VERSION is the header's IOTCONN_VERSION_STRING. Prints the path.
-# Needs build/libiotconn.so (./build.sh) and mcs (run-tests.sh installs it). Dotnet users: Iotconn.csproj.
+# runtimes/linux-x64/native/libiotconn.so. VERSION is the header's IOTCONN_VERSION_STRING; the package metadata is
+# Iotconn.csproj's, and the release notes are VERSION's section of CHANGELOG.md, as `dotnet pack` makes them.
+# Prints the path. Needs build/libiotconn.so (./build.sh) and mcs (run-tests.sh installs it).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 out="$root/build/nuget"
-version=$(sed -n 's/^#define IOTCONN_VERSION_STRING "\(.*\)"$/\1/p' "$root/include/iotconn.h")
-[ -n "$version" ] || { echo "no IOTCONN_VERSION_STRING in include/iotconn.h" >&2; exit 1; }
 native=$(readlink -f "$root/build/libiotconn.so")
 [ -f "$native" ] || { echo "missing $root/build/libiotconn.so: run ./build.sh first" >&2; exit 1; }
 
 stage="$out/stage"
 rm -rf "$stage"
 mkdir -p "$stage/lib/netstandard2.0"
+version=$(bash "$here/assembly-info.sh" "$stage/AssemblyInfo.cs")
 # CS1591: members without XML docs (the enum members and overloads explain themselves). -recurse: src/ and src/Impl/.
 mcs -nologo -warnaserror -nowarn:1591 -optimize -target:library -out:"$stage/lib/netstandard2.0/Iotconn.dll" \
-	-doc:"$stage/lib/netstandard2.0/Iotconn.xml" -recurse:"$here/src/*.cs"
+	-doc:"$stage/lib/netstandard2.0/Iotconn.xml" -recurse:"$here/src/*.cs" "$stage/AssemblyInfo.cs"
 
 package="$out/Iotconn.$version.nupkg"
-python3 - "$stage" "$native" "$package" "$version" <<'PY'
+python3 - "$stage" "$native" "$package" "$version" "$here/Iotconn.csproj" "$root/CHANGELOG.md" <<'PY'
 import os
+import re
 import sys
 import zipfile
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
-stage, native, package, version = sys.argv[1:]
+stage, native, package, version, csproj, changelog = sys.argv[1:]
+project = ElementTree.parse(csproj).getroot()
+
+
+def prop(name):
+    value = project.findtext(f"PropertyGroup/{name}")
+    if not value:
+        sys.exit(f"{csproj} has no {name}")
+    return escape(value)
+
+
+section = re.search(rf"^## \[{re.escape(version)}\][^\n]*\n(.*?)(?=^## \[|\Z)", open(changelog, encoding="utf-8").read(),
+                    re.M | re.S)
+if not section:
+    sys.exit(f"{changelog} has no section ## [{version}]")
 nuspec = f"""<?xml version="1.0" encoding="utf-8"?>
 <package xmlns="http://schemas.microsoft.com/packaging/2013/05/nuspec.xsd">
   <metadata>
-    <id>Iotconn</id>
+    <id>{prop("PackageId")}</id>
     <version>{version}</version>
-    <authors>iotconn</authors>
-    <description>Azure IoT Hub device connectivity through libiotconn (one Go engine for C, Python and C#): DeviceClient with the names of Microsoft.Azure.Devices.Client, MQTT over TLS or WebSocket, exact connection status and reason, retry policies, an outbound queue that loses nothing silently.</description>
-    <tags>azure iot iothub mqtt device</tags>
+    <authors>{prop("Authors")}</authors>
+    <license type="expression">{prop("PackageLicenseExpression")}</license>
+    <projectUrl>{prop("PackageProjectUrl")}</projectUrl>
+    <description>{prop("Description")}</description>
+    <releaseNotes>{escape(section.group(1).strip())}</releaseNotes>
+    <tags>{prop("PackageTags")}</tags>
     <dependencies>
       <group targetFramework=".NETStandard2.0" />
     </dependencies>

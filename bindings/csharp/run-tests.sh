@@ -23,8 +23,9 @@ for need in "$root/build/libiotconn.so" "$root/build/bin/iotconn-hubsim"; do
 done
 
 mkdir -p "$out"
+bash "$here/assembly-info.sh" "$out/AssemblyInfo.cs" >/dev/null
 # -recurse: src/ and its subfolders (src/Impl/: the native layer), as Iotconn.csproj's src/**/*.cs.
-mcs -nologo -warnaserror -target:library -out:"$out/Iotconn.dll" -recurse:"$here/src/*.cs"
+mcs -nologo -warnaserror -target:library -out:"$out/Iotconn.dll" -recurse:"$here/src/*.cs" "$out/AssemblyInfo.cs"
 mcs -nologo -warnaserror -target:exe -out:"$out/Iotconn.Tests.exe" -r:"$out/Iotconn.dll" \
 	"$here"/tests/*.cs
 # The package test unpacks this and runs examples/csharp/Telemetry.cs from it.

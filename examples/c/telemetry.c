@@ -1,7 +1,8 @@
 /*
- * A small device app: connects with a device connection string, sends a telemetry message every interval, and
- * prints every connection status change and every send completion. At the end it waits for the outstanding
- * completions, closes, and prints what it saw.
+ * A small device app: connects with a device connection string, reports a property to its twin, sends a telemetry
+ * message every interval, and prints every connection status change, send completion, reported-patch completion
+ * and desired-properties update (with its $version); it answers every direct method call with status 200 and
+ * {"method":NAME}. At the end it waits for the outstanding completions, closes, and prints what it saw.
  *
  *   telemetry CONNECTION_STRING [CA_FILE] [COUNT] [INTERVAL_MS]
  *
@@ -20,6 +21,8 @@ typedef struct app {
 	pthread_cond_t cond;
 	unsigned long sent, delivered, failed;
 	int transitions;
+	int reported; /* the reported patch has its completion */
+	iotconn_client_t *client;
 } app_t;
 
 static void on_status(iotconn_status_t status, iotconn_reason_t reason, void *user)
@@ -57,6 +60,39 @@ static void on_message(const iotconn_message_t *msg, void *user)
 	fflush(stdout);
 }
 
+static void on_reported(uint64_t id, int64_t version, int error_code, void *user)
+{
+	app_t *app = user;
+	if (error_code == 0)
+		printf("reported: id=%llu version=%lld\n", (unsigned long long)id, (long long)version);
+	else
+		printf("reported: id=%llu failed: %s\n", (unsigned long long)id, iotconn_strerror(error_code));
+	fflush(stdout);
+	pthread_mutex_lock(&app->mu);
+	app->reported = 1;
+	pthread_cond_broadcast(&app->cond);
+	pthread_mutex_unlock(&app->mu);
+}
+
+/* Desired properties: the hub's patches, and after every reconnect what changed while offline. */
+static void on_desired(int64_t version, const char *json, size_t len, void *user)
+{
+	(void)user;
+	printf("desired: version=%lld %.*s\n", (long long)version, (int)len, json);
+	fflush(stdout);
+}
+
+/* Answers at once; a call may also be answered later, from any thread. */
+static void on_method(const char *request_id, const char *name, const char *json, size_t len, void *user)
+{
+	app_t *app = user;
+	char answer[256];
+	int n = snprintf(answer, sizeof answer, "{\"method\":\"%s\"}", name);
+	int rc = iotconn_method_respond(app->client, request_id, 200, answer, (size_t)n);
+	printf("method: %s %.*s -> 200 %s\n", name, (int)len, json ? json : "", rc == 0 ? "answered" : iotconn_strerror(rc));
+	fflush(stdout);
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -85,6 +121,11 @@ int main(int argc, char **argv)
 	iotconn_register_status_callback(client, on_status, &app);
 	iotconn_register_send_callback(client, on_send, &app);
 	iotconn_register_message_callback(client, on_message, &app);
+	/* Registered before connecting: the connection subscribes to twins and method calls. */
+	iotconn_register_reported_callback(client, on_reported, &app);
+	iotconn_register_desired_callback(client, on_desired, &app);
+	iotconn_register_method_callback(client, on_method, &app);
+	app.client = client;
 
 	int rc = iotconn_connect(client, 60000);
 	if (rc != 0) {
@@ -92,6 +133,12 @@ int main(int argc, char **argv)
 		iotconn_client_destroy(client);
 		return 1;
 	}
+	/* Queued like a message, so it takes the first id; on_reported tells how it ended. */
+	char report[96];
+	int report_len = snprintf(report, sizeof report, "{\"example\":\"telemetry\",\"interval_ms\":%ld}", interval);
+	uint64_t report_id = 0;
+	if (iotconn_twin_report(client, report, (size_t)report_len, &report_id) != 0)
+		fprintf(stderr, "report: %s\n", iotconn_last_error());
 	for (long i = 1; i <= count; i++) {
 		char payload[128], mid[64], seq[24];
 		snprintf(payload, sizeof payload, "{\"seq\":%ld,\"temperature\":%.1f}", i, 20.0 + (double)(i % 50) / 10);
@@ -126,7 +173,7 @@ int main(int argc, char **argv)
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += 120;
 	pthread_mutex_lock(&app.mu);
-	while (app.delivered + app.failed < app.sent)
+	while (app.delivered + app.failed < app.sent || (report_id && !app.reported))
 		if (pthread_cond_timedwait(&app.cond, &app.mu, &deadline) == ETIMEDOUT)
 			break;
 	unsigned long sent = app.sent, delivered = app.delivered, failed = app.failed;

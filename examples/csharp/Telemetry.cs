@@ -1,6 +1,8 @@
 // A small device app (the C# twin of examples/c/telemetry.c and examples/python/telemetry.py): connects with a
-// device connection string, sends a telemetry message every interval, and prints every connection status change
-// and every send completion. At the end it waits for the outstanding completions, closes, and prints what it saw.
+// device connection string, reports a property to its twin, sends a telemetry message every interval, and prints
+// every connection status change, every send completion and every desired-properties update (with its $version);
+// it answers every direct method call with status 200 and {"method":NAME}. At the end it waits for the outstanding
+// completions, closes, and prints what it saw.
 //
 //     mono Telemetry.exe CONNECTION_STRING [CA_FILE] [COUNT] [INTERVAL_MS]
 //
@@ -41,10 +43,26 @@ internal static class Telemetry
                     Console.WriteLine("c2d: " + Encoding.UTF8.GetString(message.GetBytes()));
                     return Task.FromResult(0);
                 }, null).Wait();
+                // Set before OpenAsync: the connection subscribes to desired patches and method calls. Desired
+                // updates are the hub's patches, and after every reconnect what changed while offline.
+                client.SetDesiredPropertyUpdateCallbackAsync((patch, context) =>
+                {
+                    Console.WriteLine("desired: version=" + patch.Version + " " + patch.ToJson());
+                    return Task.FromResult(0);
+                }, null).Wait();
+                client.SetMethodDefaultHandlerAsync((request, context) =>
+                {
+                    Console.WriteLine("method: " + request.Name + " " + request.DataAsJson + " -> 200");
+                    return Task.FromResult(new MethodResponse(
+                        Encoding.UTF8.GetBytes("{\"method\":\"" + request.Name + "\"}"), 200));
+                }, null).Wait();
                 if (!client.OpenAsync().Wait(Deadline))
                 {
                     throw new TimeoutException("OpenAsync did not complete within " + Deadline);
                 }
+                // Queued like a message, ahead of the telemetry; completes when the hub applied it.
+                Task report = client.UpdateReportedPropertiesAsync(new TwinCollection(
+                    "{\"example\":\"telemetry\",\"interval_ms\":" + intervalMs + "}"));
 
                 for (int i = 1; i <= count; i++)
                 {
@@ -89,6 +107,11 @@ internal static class Telemetry
 
                 // Every accepted message ends in exactly one completion; wait for them (bounded).
                 Task.WaitAll(sends.ToArray(), Deadline);
+                if (!report.Wait(Deadline))
+                {
+                    throw new TimeoutException("UpdateReportedPropertiesAsync did not complete within " + Deadline);
+                }
+                Console.WriteLine("reported: done");
                 client.CloseAsync().Wait(Deadline);
             }
         }

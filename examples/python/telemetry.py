@@ -1,6 +1,8 @@
 """A small device app (the Python twin of examples/c/telemetry.c): connects with a device connection string,
-sends a telemetry message every interval, and prints every connection status change and every send completion.
-At the end it waits for the outstanding completions, shuts down, and prints what it saw.
+reports a property to its twin, sends a telemetry message every interval, and prints every connection status
+change, every send completion and every desired-properties update (with its $version); it answers every direct
+method call with status 200 and {"method": NAME}. At the end it waits for the outstanding completions, shuts down,
+and prints what it saw.
 
     python telemetry.py CONNECTION_STRING [CA_FILE] [COUNT] [INTERVAL_MS]
 
@@ -13,7 +15,7 @@ import threading
 import time
 
 import iotconn
-from iotconn import IoTHubDeviceClient, Message, SendResult
+from iotconn import IoTHubDeviceClient, Message, MethodResponse, SendResult
 
 
 _print_lock = threading.Lock()
@@ -50,6 +52,11 @@ class Tally:
     def on_message(self, message: Message) -> None:
         say(f"c2d: {message.data.decode('utf-8', 'replace')}")
 
+    @staticmethod
+    def on_desired(patch: dict) -> None:
+        """The hub's patches, and after every reconnect what changed while offline."""
+        say(f"desired: version={patch['$version']} {json.dumps(patch, sort_keys=True)}")
+
 
 def main(argv: list) -> int:
     if len(argv) < 2:
@@ -69,8 +76,22 @@ def main(argv: list) -> int:
         client.on_connection_state_change = tally.on_status
         client.on_send_complete = tally.on_send_complete
         client.on_message_received = tally.on_message
+        # Set before connect: the connection subscribes to desired patches and method calls.
+        client.on_twin_desired_properties_patch_received = tally.on_desired
+
+        def on_method(request: iotconn.MethodRequest) -> None:
+            # answered at once here; a call may also be answered later, from any thread
+            answer = MethodResponse.create_from_method_request(request, 200, {"method": request.name})
+            client.send_method_response(answer)
+            say(f"method: {request.name} {json.dumps(request.payload)} -> 200 answered")
+
+        client.on_method_request_received = on_method
         try:
             client.connect(timeout=60)
+            # Queued like a message (so it takes the first id); returns the twin's new reported $version.
+            reported = {"example": "telemetry", "interval_ms": int(interval * 1000)}
+            version = client.patch_twin_reported_properties(reported)
+            say(f"reported: version={version}")
         except iotconn.IoTConnError as exc:
             print(f"connect: {exc}", file=sys.stderr)
             return 1

@@ -1,7 +1,9 @@
 /* Fuzz harness for the C ABI: reads bytes as a program of calls into every iotconn_* entry point of the real
  * libiotconn.so, with random, NULL, destroyed, neighbouring and foreign handles, random option, message and retry
- * policy structs (bad sizes, NULL fields, huge lengths), and checks after every call that it returned a documented
- * code and that a failure set a fresh iotconn_last_error().
+ * policy structs (bad sizes, NULL fields, huge lengths), twin requests and method answers, and checks after every
+ * call that it returned a documented code and that a failure set a fresh iotconn_last_error(). Sends, twin GETs
+ * and reported patches share one id sequence: each id is handed out once, in order, and completes at most once
+ * (exactly once where the harness's callbacks saw everything), through the callback of its kind.
  *
  * Why C and not a Go fuzz test inside capi: _test.go files cannot use cgo, and a Go test binary cannot load
  * libiotconn.so (two Go runtimes in one process). Calling the shipped library from C tests the real exported
@@ -100,7 +102,7 @@ static void die(const char *fmt, ...)
 	_exit(3);
 }
 
-static uint64_t programs, calls, created, accepted, connected_tries, failures; /* for the summary */
+static uint64_t programs, calls, created, accepted, requests, connected_tries, failures; /* for the summary */
 
 /* The message of a call that sets the sentinel error; a failing call must replace it. */
 static char sentinel[1024];
@@ -147,12 +149,17 @@ typedef struct slot {
 	iotconn_client_t *h; /* the last client created here; kept after destroy as a destroyed handle */
 	int live, closed, connectable, dispatch, durable;
 	uint64_t recovered; /* messages loaded from the queue directory: ids 1..recovered */
-	int exact;         /* our send callback with this slot as user since before the first accepted send */
-	uint64_t accepted; /* iotconn_send returned ids 1..accepted */
+	int exact;            /* the kinds whose callback is ours with this slot as user since before the first id */
+	int twin_cb, reported_cb; /* a twin / reported callback is registered: GETs / patches are allowed */
+	uint64_t accepted;    /* iotconn_send, iotconn_twin_get and iotconn_twin_report returned ids 1..accepted */
+	uint8_t kind[MAX_IDS + 1]; /* the kind of each id (K_*); 0 for recovered ones, whose kind is not known */
 	/* written by callbacks (a library thread in THREAD mode), under mu */
 	int completions[MAX_IDS + 1];
 	uint64_t bad_id;
 } slot_t;
+
+/* What an id was handed out for; each kind completes through its own callback. */
+enum { K_SEND = 1, K_GET = 2, K_REPORT = 4 };
 
 static slot_t slots[NSLOTS];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -179,13 +186,9 @@ static void on_status(iotconn_status_t s, iotconn_reason_t r, void *user)
 		die("iotconn_client_destroy inside a callback returned %d, want IOTCONN_ESTATE", rc);
 }
 
-static void on_send(uint64_t id, int result, int code, void *user)
+/* Counts a completion of id for the slot user names (none when user is not a slot). */
+static void count_completion(void *user, uint64_t id)
 {
-	int ok = result == IOTCONN_SEND_DELIVERED ? code == 0
-						  : (result == IOTCONN_SEND_EXPIRED || result == IOTCONN_SEND_FAILED) &&
-							    named_code(code) && iotconn_last_error()[0];
-	if (!ok)
-		die("completion of %" PRIu64 " with result %d code %d", id, result, code);
 	slot_t *s = slot_of_user(user);
 	if (!s)
 		return;
@@ -195,6 +198,44 @@ static void on_send(uint64_t id, int result, int code, void *user)
 	else
 		s->bad_id = id;
 	pthread_mutex_unlock(&mu);
+}
+
+static void on_send(uint64_t id, int result, int code, void *user)
+{
+	int ok = result == IOTCONN_SEND_DELIVERED ? code == 0
+						  : (result == IOTCONN_SEND_EXPIRED || result == IOTCONN_SEND_FAILED) &&
+							    named_code(code) && iotconn_last_error()[0];
+	if (!ok)
+		die("completion of %" PRIu64 " with result %d code %d", id, result, code);
+	count_completion(user, id);
+}
+
+/* Without a hub a GET or a patch can only fail (IOTCONN_ETIMEOUT, IOTCONN_ECLOSED, ...), with a message. */
+static void on_twin(uint64_t id, const char *json, size_t len, int code, void *user)
+{
+	if (code == 0 || json || len || !named_code(code) || !iotconn_last_error()[0])
+		die("twin result of %" PRIu64 " with code %d, %zu bytes, without a hub", id, code, len);
+	count_completion(user, id);
+}
+
+static void on_reported(uint64_t id, int64_t version, int code, void *user)
+{
+	if (code == 0 || version || !named_code(code) || !iotconn_last_error()[0])
+		die("reported completion of %" PRIu64 " with code %d, version %" PRId64 ", without a hub", id, code,
+		    version);
+	count_completion(user, id);
+}
+
+static void on_desired(int64_t version, const char *json, size_t len, void *user)
+{
+	(void)json, (void)len, (void)user;
+	die("a desired update (version %" PRId64 ") without a hub", version);
+}
+
+static void on_method(const char *rid, const char *name, const char *json, size_t len, void *user)
+{
+	(void)rid, (void)json, (void)len, (void)user;
+	die("a method call (%s) without a hub", name);
 }
 
 static void on_message(const iotconn_message_t *msg, void *user)
@@ -550,15 +591,16 @@ static void check_copy(const iotconn_message_t *m, const iotconn_message_t *c)
 
 /* ---- steps ---------------------------------------------------------------------------------------------------- */
 
-/* Every completion of s went to an id it accepted, at most once; exactly once when our callback saw them all. */
-static void check_completions(slot_t *s, int all_delivered_to_us)
+/* Every completion of s went to an id it accepted, at most once; exactly once when every callback ran (all) and
+ * the one of the id's kind was ours all along. */
+static void check_completions(slot_t *s, int all)
 {
 	pthread_mutex_lock(&mu);
 	if (s->bad_id)
 		die("completion for id %" PRIu64 ", outside 1..%d", s->bad_id, MAX_IDS);
 	for (uint64_t id = 1; id <= MAX_IDS; id++) {
 		int n = s->completions[id], want = id <= s->accepted;
-		if (n > 1 || (n && !want) || (all_delivered_to_us && n != want))
+		if (n > 1 || (n && !want) || (all && (s->exact & s->kind[id]) && n != want))
 			die("id %" PRIu64 " completed %d times (accepted 1..%" PRIu64 ")", id, n, s->accepted);
 	}
 	pthread_mutex_unlock(&mu);
@@ -579,7 +621,7 @@ static void do_destroy(slot_t *s)
 	set_sentinel();
 	check(iotconn_client_destroy(s->h), 0);
 	s->live = 0;
-	check_completions(s, s->exact && s->dispatch == IOTCONN_DISPATCH_THREAD);
+	check_completions(s, s->dispatch == IOTCONN_DISPATCH_THREAD);
 }
 
 static void op_create(input_t *in)
@@ -592,7 +634,8 @@ static void op_create(input_t *in)
 	iotconn_options_t o;
 	iotconn_options_t *op = gen_options(in, &o, &opts_valid);
 	iotconn_client_t *h = NULL;
-	int no_out = u8(in) % 16 == 0;
+	uint8_t b = u8(in);
+	int no_out = b % 16 == 0, twin = b & 0x10;
 	step = "iotconn_client_create";
 	set_sentinel();
 	int rc = iotconn_client_create(cs, op, no_out ? NULL : &h);
@@ -623,6 +666,16 @@ static void op_create(input_t *in)
 	if (s->recovered > MAX_OPS)
 		die("%" PRIu64 " messages recovered; this program sent at most %d", s->recovered, MAX_OPS);
 	s->accepted = s->recovered; /* they took ids 1..recovered; our callback was not there before they could end */
+	if (twin) { /* twin and reported callbacks from the start, as an app that uses twins has them */
+		step = "iotconn_register_twin_callback (new client)";
+		set_sentinel();
+		check(iotconn_register_twin_callback(h, on_twin, s), 0);
+		step = "iotconn_register_reported_callback (new client)";
+		set_sentinel();
+		check(iotconn_register_reported_callback(h, on_reported, s), 0);
+		s->twin_cb = s->reported_cb = 1;
+		s->exact |= s->accepted == 0 ? K_GET | K_REPORT : 0;
+	}
 }
 
 static void op_recovered(input_t *in)
@@ -667,6 +720,20 @@ static void op_connect(input_t *in)
 		die("connected to a port nobody listens on");
 }
 
+/* Records the id a send, GET or patch was given: the next of s's one sequence. */
+static void take_id(slot_t *s, int kind, int with_id, uint64_t id)
+{
+	s->accepted++;
+	if (kind == K_SEND)
+		accepted++;
+	else
+		requests++;
+	if (with_id && id != s->accepted)
+		die("returned id %" PRIu64 ", want %" PRIu64, id, s->accepted);
+	if (s->accepted <= MAX_IDS)
+		s->kind[s->accepted] = (uint8_t)kind;
+}
+
 static void op_send(input_t *in)
 {
 	target_t t = pick_handle(in);
@@ -690,12 +757,129 @@ static void op_send(input_t *in)
 	check(rc, want);
 	if (want == 1 && rc != 0 && rc != IOTCONN_EQUEUEFULL && !(t.s->durable && rc == IOTCONN_ESTORE))
 		die("a valid message to an open client got %d (%s)", rc, iotconn_last_error());
-	if (rc == 0) {
-		t.s->accepted++;
-		accepted++;
-		if (with_id && id != t.s->accepted)
-			die("send returned id %" PRIu64 ", want %" PRIu64, id, t.s->accepted);
+	if (rc == 0)
+		take_id(t.s, K_SEND, with_id, id);
+}
+
+/* A reported patch: valid (*want 1), one the library must refuse (*want its code), or random bytes (*want 1,
+ * *loose: EINVAL allowed too; "{}" is valid). */
+static const char *gen_patch(input_t *in, size_t *len, int *want, int *loose)
+{
+	static char big_patch[40016]; /* over IoT Hub's 32 KB of reported properties */
+	if (!big_patch[0]) {
+		memset(big_patch, 'x', sizeof big_patch - 1);
+		memcpy(big_patch, "{\"big\":\"", 8);
+		memcpy(big_patch + sizeof big_patch - 3, "\"}", 2);
 	}
+	static const struct {
+		const char *json;
+		int want;
+	} forms[] = {
+		{"{\"temp\":21,\"fw\":{\"v\":\"1.2\"}}", 1},
+		{"{\"gone\":null}", 1},
+		{"[1,2]", IOTCONN_EINVAL},
+		{"not json", IOTCONN_EINVAL},
+		{"{\"a\":\"\xff\"}", IOTCONN_EINVAL},
+		{"{\"a\":1}{\"b\":2}", IOTCONN_EINVAL},
+		{"", IOTCONN_EINVAL},
+		{big_patch, IOTCONN_ETOOLARGE},
+	};
+	*loose = 0;
+	uint8_t b = u8(in) % 10;
+	if (b < sizeof forms / sizeof forms[0]) {
+		*len = strlen(forms[b].json);
+		*want = forms[b].want;
+		return forms[b].json;
+	}
+	if (b == 8) { /* NULL, with or without a length */
+		*len = u8(in) % 2 ? 0 : 5;
+		*want = IOTCONN_EINVAL;
+		return NULL;
+	}
+	const char *s = str(in);
+	*len = strlen(s);
+	*want = *loose = 1;
+	return s;
+}
+
+/* iotconn_twin_get or iotconn_twin_report: an id of the send sequence, or the documented refusal. */
+static void op_twin(input_t *in)
+{
+	target_t t = pick_handle(in);
+	int report = u8(in) % 2, with_id = u8(in) % 4 != 0, want = 0, loose = 0;
+	size_t len = 0;
+	const char *patch = report ? gen_patch(in, &len, &want, &loose) : NULL;
+	uint64_t id = 0;
+	step = report ? "iotconn_twin_report" : "iotconn_twin_get";
+	set_sentinel();
+	int rc = report ? iotconn_twin_report(t.h, patch, len, with_id ? &id : NULL)
+			: iotconn_twin_get(t.h, with_id ? &id : NULL);
+	if (!t.s)
+		want = IOTCONN_EBADHANDLE;
+	else if (report && !patch)
+		want = IOTCONN_EINVAL;
+	else if (!(report ? t.s->reported_cb : t.s->twin_cb))
+		want = IOTCONN_ESTATE;
+	else if (t.s->closed)
+		want = IOTCONN_ECLOSED;
+	check(rc, want);
+	/* a patch that may go in: queued, or refused by the queue (full, or a durable store's error) */
+	if (want == 1 && rc != 0 && rc != IOTCONN_EQUEUEFULL && !(t.s->durable && rc == IOTCONN_ESTORE) &&
+	    !(loose && rc == IOTCONN_EINVAL))
+		die("a patch to an open client got %d (%s)", rc, iotconn_last_error());
+	if (rc == 0)
+		take_id(t.s, report ? K_REPORT : K_GET, with_id, id);
+}
+
+/* iotconn_method_respond: without a hub no call ever comes, so every answer is refused, for the first reason in
+ * the documented order: the handle, the arguments, the payload, a closed client, then the unknown call. */
+static void op_respond(input_t *in)
+{
+	static char big_answer[140000]; /* one JSON string over the 128 KB */
+	if (!big_answer[0]) {
+		memset(big_answer, 'x', sizeof big_answer - 1);
+		big_answer[0] = big_answer[sizeof big_answer - 2] = '"';
+	}
+	target_t t = pick_handle(in);
+	const char *rid = u8(in) % 4 ? str(in) : NULL;
+	const char *payload = NULL;
+	size_t len = 0;
+	int payload_rc = 0; /* the payload's own refusal; 1: random, any */
+	switch (u8(in) % 6) {
+	case 0: /* no payload */
+		break;
+	case 1: /* NULL with a length */
+		len = 3;
+		payload_rc = IOTCONN_EINVAL;
+		break;
+	case 2:
+		payload = "{\"ok\":true}";
+		break;
+	case 3:
+		payload = "{oops";
+		payload_rc = IOTCONN_EINVAL;
+		break;
+	case 4:
+		payload = big_answer;
+		payload_rc = IOTCONN_ETOOLARGE;
+		break;
+	default:
+		payload = str(in);
+		payload_rc = 1;
+	}
+	if (payload)
+		len = strlen(payload);
+	int want = !t.s ? IOTCONN_EBADHANDLE
+		   : !rid ? IOTCONN_EINVAL
+		   : payload_rc ? payload_rc
+		   : t.s->closed ? IOTCONN_ECLOSED
+				 : IOTCONN_EINVAL;
+	step = "iotconn_method_respond";
+	set_sentinel();
+	int rc = iotconn_method_respond(t.h, rid, (int)(int16_t)u16(in), payload, len);
+	check(rc, want);
+	if (rc == 0)
+		die("answered a method call that never came");
 }
 
 static void op_retry_policy(input_t *in)
@@ -732,7 +916,7 @@ static void op_retry_policy(input_t *in)
 static void op_register(input_t *in)
 {
 	target_t t = pick_handle(in);
-	uint8_t which = u8(in) % 4, how = u8(in) % 3;
+	uint8_t which = u8(in) % 8, how = u8(in) % 3;
 	void *user = how == 1 && t.s ? (void *)t.s : (void *)(uintptr_t)u64(in);
 	int rc;
 	step = "iotconn_register_*_callback";
@@ -747,12 +931,31 @@ static void op_register(input_t *in)
 	case 2:
 		rc = iotconn_register_message_callback(t.h, how ? on_message : NULL, user);
 		break;
-	default:
+	case 3:
 		rc = iotconn_register_log_callback(t.h, how ? on_log : NULL, user);
+		break;
+	case 4:
+		rc = iotconn_register_twin_callback(t.h, how ? on_twin : NULL, user);
+		break;
+	case 5:
+		rc = iotconn_register_reported_callback(t.h, how ? on_reported : NULL, user);
+		break;
+	case 6:
+		rc = iotconn_register_desired_callback(t.h, how ? on_desired : NULL, user);
+		break;
+	default:
+		rc = iotconn_register_method_callback(t.h, how ? on_method : NULL, user);
 	}
 	check(rc, t.s ? 0 : IOTCONN_EBADHANDLE);
-	if (t.s && which == 1)
-		t.s->exact = how == 1 && t.s->accepted == 0;
+	if (!t.s)
+		return;
+	int kind = which == 1 ? K_SEND : which == 4 ? K_GET : which == 5 ? K_REPORT : 0;
+	if (how == 1 && t.s->accepted == 0)
+		t.s->exact |= kind;
+	else
+		t.s->exact &= ~kind;
+	t.s->twin_cb = which == 4 ? how != 0 : t.s->twin_cb;
+	t.s->reported_cb = which == 5 ? how != 0 : t.s->reported_cb;
 }
 
 static void op_poll(input_t *in)
@@ -858,14 +1061,14 @@ static void cleanup(void)
 		set_sentinel();
 		check(iotconn_client_destroy(s->h), 0);
 		s->live = 0;
-		check_completions(s, s->exact);
+		check_completions(s, 1);
 	}
 }
 
 typedef void (*op_fn)(input_t *);
 static const op_fn ops[] = {op_create, op_create, op_destroy, op_connect, op_send,  op_send,  op_send,
 			    op_retry_policy, op_register, op_register, op_poll, op_status, op_close, op_copy,
-			    op_strings, op_recovered};
+			    op_strings, op_recovered, op_twin, op_twin, op_respond};
 
 
 /* The watchdog: a program that runs longer than WATCHDOG_MS is a hang in the library (each step is bounded);
@@ -1060,7 +1263,8 @@ static int run_mode(int argc, char **argv)
 	}
 	if (rc == 0)
 		printf("PASS fuzz_abi: %" PRIu64 " programs, %" PRIu64 " calls (%" PRIu64 " failed as expected), %" PRIu64
-		       " clients, %" PRIu64 " sends accepted, %" PRIu64 " connects refused; every invariant held\n",
-		       programs, calls, failures, created, accepted, connected_tries);
+		       " clients, %" PRIu64 " sends and %" PRIu64 " twin requests accepted, %" PRIu64
+		       " connects refused; every invariant held\n",
+		       programs, calls, failures, created, accepted, requests, connected_tries);
 	return rc;
 }

@@ -2,12 +2,17 @@
  * twin with the version the reported callback got; a desired patch made through the control API reaches the
  * desired callback with its version; a method invoked through the control API gets the application's status and
  * payload, also after a reconnect, while a call of a link that ended cannot be answered; a client without twin
- * or method callbacks does not subscribe; misuse codes. */
+ * or method callbacks does not subscribe; misuse codes; a module (ModuleId) sends, gets and patches its own twin
+ * and answers its own method calls while its device is connected too, and bad module ids get their codes; across
+ * outages (outage()): desired changes made while offline arrive once, latest wins, reported patches made during
+ * an outage go out after it in order with one completion each, requests in flight at a cut link end once, and a
+ * method call that comes while an earlier one waits is answered, as is the earlier one. */
 #include <string.h>
 
 #include "harness.h"
 
 #define WAIT_MS 60000
+#define MAX_RESULTS 32
 
 static hubsim_t hub;
 
@@ -16,6 +21,7 @@ typedef struct twins {
 	pthread_cond_t cond;
 	iotconn_client_t *client;
 	int connected; /* Connected / Connection_Ok events */
+	int retrying;  /* Disconnected_Retrying events */
 
 	int ntwin, twin_code;
 	uint64_t twin_id;
@@ -28,6 +34,13 @@ typedef struct twins {
 	int ndesired, desired_sorted; /* desired_sorted: every version above the one before */
 	int64_t desired_version, fan_version; /* the last version, and that of the patch that set "fan" */
 
+	/* every twin result, reported completion and desired version, in arrival order (the first MAX_RESULTS) */
+	uint64_t twin_ids[MAX_RESULTS], rep_ids[MAX_RESULTS];
+	int twin_codes[MAX_RESULTS], rep_codes[MAX_RESULTS];
+	int64_t rep_versions[MAX_RESULTS], desired_versions[MAX_RESULTS];
+	char desired_last[512];
+
+	int nsent; /* delivered sends */
 	int nmethod, hold; /* hold: record calls without answering them */
 	char method_rid[128], method_name[64], method_payload[256];
 	int bad_json_rc, answer_rc, second_rc; /* iotconn_method_respond inside the callback */
@@ -44,6 +57,7 @@ static void on_status(iotconn_status_t st, iotconn_reason_t r, void *user)
 	twins_t *s = user;
 	pthread_mutex_lock(&s->mu);
 	s->connected += st == IOTCONN_STATUS_CONNECTED && r == IOTCONN_REASON_CONNECTION_OK;
+	s->retrying += st == IOTCONN_STATUS_DISCONNECTED_RETRYING;
 	notify(s);
 }
 
@@ -51,6 +65,8 @@ static void on_twin(uint64_t id, const char *json, size_t len, int code, void *u
 {
 	twins_t *s = user;
 	pthread_mutex_lock(&s->mu);
+	if (s->ntwin < MAX_RESULTS)
+		s->twin_ids[s->ntwin] = id, s->twin_codes[s->ntwin] = code;
 	s->ntwin++;
 	s->twin_id = id;
 	s->twin_code = code;
@@ -64,6 +80,8 @@ static void on_reported(uint64_t id, int64_t version, int code, void *user)
 {
 	twins_t *s = user;
 	pthread_mutex_lock(&s->mu);
+	if (s->nreported < MAX_RESULTS)
+		s->rep_ids[s->nreported] = id, s->rep_versions[s->nreported] = version, s->rep_codes[s->nreported] = code;
 	s->nreported++;
 	s->reported_id = id;
 	s->reported_version = version;
@@ -76,6 +94,9 @@ static void on_desired(int64_t version, const char *json, size_t len, void *user
 	twins_t *s = user;
 	pthread_mutex_lock(&s->mu);
 	s->desired_sorted &= version > s->desired_version;
+	if (s->ndesired < MAX_RESULTS)
+		s->desired_versions[s->ndesired] = version;
+	snprintf(s->desired_last, sizeof s->desired_last, "%.*s", (int)len, json);
 	s->ndesired++;
 	s->desired_version = version;
 	if (strlen(json) == len && strstr(json, "\"fan\":true"))
@@ -102,6 +123,15 @@ static void on_method(const char *rid, const char *name, const char *json, size_
 	pthread_mutex_lock(&s->mu);
 	s->bad_json_rc = bad, s->answer_rc = answer, s->second_rc = second;
 	s->nmethod++;
+	notify(s);
+}
+
+static void on_send(uint64_t id, int result, int code, void *user)
+{
+	twins_t *s = user;
+	(void)id, (void)code;
+	pthread_mutex_lock(&s->mu);
+	s->nsent += result == IOTCONN_SEND_DELIVERED;
 	notify(s);
 }
 
@@ -140,15 +170,18 @@ static int invoke(const char *device, const char *name, int timeout_s, char **bo
 	return hub_http(&hub, "POST", path, "{\"delay\":1}", body);
 }
 
+/* A method call "hold" on `device` made on a thread of its own (the control API blocks until the answer). */
 typedef struct held_call {
 	pthread_t thread;
-	int http_status;
+	const char *device;
+	int timeout_s, http_status;
+	char *body;
 } held_call_t;
 
 static void *invoke_held(void *arg)
 {
 	held_call_t *h = arg;
-	h->http_status = invoke("dev-twin", "hold", 5, NULL);
+	h->http_status = invoke(h->device, "hold", h->timeout_s, &h->body);
 	return NULL;
 }
 
@@ -174,26 +207,35 @@ static void misuse_before_connect(iotconn_client_t *c)
 	CHECK_RC(iotconn_method_respond(NULL, "no-such-call", 200, NULL, 0), IOTCONN_EBADHANDLE);
 }
 
-static void twins_and_methods(void)
+/* Creates a client of identity `id` with every callback registered on s (before connecting: the links subscribe
+ * to twins and methods). */
+static void twins_init(twins_t *s, const char *id)
 {
-	twins_t s;
-	memset(&s, 0, sizeof s);
-	s.desired_sorted = 1;
-	pthread_mutex_init(&s.mu, NULL);
+	memset(s, 0, sizeof *s);
+	s->desired_sorted = 1;
+	pthread_mutex_init(&s->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s.cond, &ca);
+	pthread_cond_init(&s->cond, &ca);
+	pthread_condattr_destroy(&ca);
 
 	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
-	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-twin"), &o, &s.client), 0);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, id), &o, &s->client), 0);
+	iotconn_client_t *c = s->client;
+	CHECK_RC(iotconn_register_status_callback(c, on_status, s), 0);
+	CHECK_RC(iotconn_register_send_callback(c, on_send, s), 0);
+	CHECK_RC(iotconn_register_twin_callback(c, on_twin, s), 0);
+	CHECK_RC(iotconn_register_reported_callback(c, on_reported, s), 0);
+	CHECK_RC(iotconn_register_desired_callback(c, on_desired, s), 0);
+	CHECK_RC(iotconn_register_method_callback(c, on_method, s), 0);
+}
+
+static void twins_and_methods(void)
+{
+	twins_t s;
+	twins_init(&s, "dev-twin");
 	iotconn_client_t *c = s.client;
-	CHECK_RC(iotconn_register_status_callback(c, on_status, &s), 0);
-	/* registered before connecting: the links subscribe to twins and methods */
-	CHECK_RC(iotconn_register_twin_callback(c, on_twin, &s), 0);
-	CHECK_RC(iotconn_register_reported_callback(c, on_reported, &s), 0);
-	CHECK_RC(iotconn_register_desired_callback(c, on_desired, &s), 0);
-	CHECK_RC(iotconn_register_method_callback(c, on_method, &s), 0);
 	misuse_before_connect(c);
 	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
 	CHECK(wait_for(&s, &s.connected, 1) == 0);
@@ -246,7 +288,7 @@ static void twins_and_methods(void)
 	pthread_mutex_lock(&s.mu);
 	s.hold = 1;
 	pthread_mutex_unlock(&s.mu);
-	held_call_t held = {0};
+	held_call_t held = {.device = "dev-twin", .timeout_s = 5};
 	CHECK(pthread_create(&held.thread, NULL, invoke_held, &held) == 0);
 	CHECK(wait_for(&s, &s.nmethod, 2) == 0);
 	CHECK(hub_fault(&hub, "{\"kind\":\"kill-tcp\",\"device\":\"dev-twin\"}") == 0);
@@ -258,6 +300,7 @@ static void twins_and_methods(void)
 	pthread_mutex_unlock(&s.mu);
 	CHECK_RC(iotconn_method_respond(c, rid, 200, NULL, 0), IOTCONN_ESTATE);
 	pthread_join(held.thread, NULL);
+	free(held.body);
 	CHECK(held.http_status != 200);
 	body = NULL;
 	CHECK(invoke("dev-twin", "reboot", 30, &body) == 200);
@@ -291,13 +334,181 @@ static void without_callbacks(void)
 	CHECK_RC(iotconn_client_destroy(c), 0);
 }
 
+/* Patches dev-outage's desired properties with {"n":n,"kN":true}; returns the new desired $version. */
+static int64_t patch_desired(int n)
+{
+	char patch[64], *body = NULL;
+	snprintf(patch, sizeof patch, "{\"n\":%d,\"k%d\":true}", n, n);
+	CHECK(hub_http(&hub, "PATCH", "/devices/dev-outage/twin/desired", patch, &body) == 200);
+	int64_t v = version_in(body, "\"desired\"");
+	free(body);
+	return v;
+}
+
+/* How often id is among the first n of ids. */
+static int count_id(const uint64_t *ids, int n, uint64_t id)
+{
+	int k = 0;
+	for (int i = 0; i < n && i < MAX_RESULTS; i++)
+		k += ids[i] == id;
+	return k;
+}
+
+/* The issue's outage cases through the C ABI: a 3 s hub-down, during which desired properties change three times,
+ * five reported patches are queued and the twin is asked for; then requests in flight at a TCP reset; then a method
+ * call that comes while an earlier one waits for its answer. */
+static void outage(void)
+{
+	twins_t s;
+	twins_init(&s, "dev-outage");
+	iotconn_client_t *c = s.client;
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	CHECK(wait_for(&s, &s.ndesired, 1) == 0); /* the desired section after connecting */
+
+	CHECK(hub_fault(&hub, "{\"kind\":\"hub-down\",\"seconds\":3}") == 0);
+	CHECK(wait_for(&s, &s.retrying, 1) == 0);
+	int64_t latest = 0;
+	for (int i = 0; i < 3; i++)
+		latest = patch_desired(i);
+	uint64_t reports[5], get = 0;
+	for (int i = 0; i < 5; i++) {
+		char patch[32];
+		int n = snprintf(patch, sizeof patch, "{\"seq\":%d}", i);
+		CHECK_RC(iotconn_twin_report(c, patch, (size_t)n, &reports[i]), 0);
+	}
+	CHECK_RC(iotconn_twin_get(c, &get), 0);
+	CHECK(wait_for(&s, &s.connected, 2) == 0);
+	CHECK(wait_for(&s, &s.nreported, 5) == 0 && wait_for(&s, &s.ntwin, 1) == 0);
+	CHECK(wait_for(&s, &s.ndesired, 2) == 0);
+	/* the next desired update is the next patch: the changes made offline came once, as one update */
+	int64_t next = patch_desired(9);
+	CHECK(wait_for(&s, &s.ndesired, 3) == 0);
+	pthread_mutex_lock(&s.mu);
+	CHECK(s.ndesired == 3 && s.desired_versions[1] == latest && s.desired_versions[2] == next && s.desired_sorted);
+	CHECK(s.nreported == 5 && s.ntwin == 1 && s.twin_ids[0] == get && s.twin_codes[0] == 0);
+	for (int i = 0; i < 5; i++)
+		CHECK(s.rep_ids[i] == reports[i] && s.rep_codes[i] == 0 &&
+		      (i == 0 || s.rep_versions[i] > s.rep_versions[i - 1]));
+	int64_t reported_version = s.rep_versions[4];
+	pthread_mutex_unlock(&s.mu);
+	char *body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-outage/twin", NULL, &body) == 200 && strstr(body, "\"seq\":4"));
+	CHECK(version_in(body, "\"reported\"") == reported_version);
+	free(body);
+
+	/* requests in flight when the link is cut end in one result each (sent again on the next link) */
+	uint64_t gets[3], cuts[3];
+	for (int i = 0; i < 3; i++) {
+		char patch[32];
+		int n = snprintf(patch, sizeof patch, "{\"cut\":%d}", i);
+		CHECK_RC(iotconn_twin_get(c, &gets[i]), 0);
+		CHECK_RC(iotconn_twin_report(c, patch, (size_t)n, &cuts[i]), 0);
+	}
+	CHECK(hub_fault(&hub, "{\"kind\":\"kill-tcp\",\"device\":\"dev-outage\"}") == 0);
+	CHECK(wait_for(&s, &s.connected, 3) == 0);
+	CHECK(wait_for(&s, &s.ntwin, 4) == 0 && wait_for(&s, &s.nreported, 8) == 0);
+	uint64_t last = 0;
+	CHECK_RC(iotconn_twin_get(c, &last), 0);
+	CHECK(wait_for(&s, &s.ntwin, 5) == 0);
+	pthread_mutex_lock(&s.mu);
+	for (int i = 0; i < 3; i++)
+		CHECK(count_id(s.twin_ids, s.ntwin, gets[i]) == 1 && count_id(s.rep_ids, s.nreported, cuts[i]) == 1);
+	CHECK(s.ntwin == 5 && s.twin_ids[4] == last && s.nreported == 8);
+	for (int i = 0; i < s.ntwin; i++)
+		CHECK(s.twin_codes[i] == 0);
+	for (int i = 0; i < s.nreported; i++)
+		CHECK(s.rep_codes[i] == 0);
+
+	/* a call that comes while an earlier one waits for its answer is answered; so is the earlier one, later */
+	s.hold = 1;
+	int calls = s.nmethod;
+	pthread_mutex_unlock(&s.mu);
+	held_call_t held = {.device = "dev-outage", .timeout_s = 30};
+	CHECK(pthread_create(&held.thread, NULL, invoke_held, &held) == 0);
+	CHECK(wait_for(&s, &s.nmethod, calls + 1) == 0);
+	pthread_mutex_lock(&s.mu);
+	char rid[sizeof s.method_rid];
+	memcpy(rid, s.method_rid, sizeof rid);
+	s.hold = 0;
+	pthread_mutex_unlock(&s.mu);
+	body = NULL;
+	CHECK(invoke("dev-outage", "quick", 30, &body) == 200 && body && strstr(body, "\"status\":201"));
+	free(body);
+	CHECK_RC(iotconn_method_respond(c, rid, 202, "{\"late\":true}", 13), 0);
+	pthread_join(held.thread, NULL);
+	CHECK(held.http_status == 200 && held.body && strstr(held.body, "\"status\":202") &&
+	      strstr(held.body, "\"late\":true"));
+	free(held.body);
+	CHECK_RC(iotconn_client_destroy(c), 0);
+}
+
+/* A module is an identity of its own beside its device: its telemetry, its twin, its method calls. */
+static void module_identity(void)
+{
+	iotconn_client_t *dev = NULL;
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, "dev-mod"), &o, &dev), 0);
+	CHECK_RC(iotconn_connect(dev, WAIT_MS), 0);
+	twins_t s;
+	twins_init(&s, "dev-mod/m1");
+	iotconn_client_t *c = s.client;
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	char *body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-mod", NULL, &body) == 200 && strstr(body, "\"connected\":true"));
+	free(body);
+
+	uint64_t id = 0;
+	CHECK_RC(send_text(c, "from the module", "mod-1", &id), 0);
+	CHECK(wait_for(&s, &s.nsent, 1) == 0);
+	size_t total = 0, distinct = 0;
+	CHECK(hub_count_messages(&hub, "dev-mod/modules/m1", &total, &distinct) == 0 && total == 1);
+	CHECK(hub_count_messages(&hub, "dev-mod", &total, &distinct) == 0 && total == 0);
+
+	CHECK_RC(iotconn_twin_report(c, "{\"role\":\"module\"}", 17, &id), 0);
+	CHECK(wait_for(&s, &s.nreported, 1) == 0);
+	CHECK(s.reported_id == id && s.reported_code == 0);
+	CHECK_RC(iotconn_twin_get(c, &id), 0);
+	CHECK(wait_for(&s, &s.ntwin, 1) == 0);
+	CHECK(s.twin_id == id && strstr(s.twin, "\"role\":\"module\""));
+	body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-mod/twin", NULL, &body) == 200 && !strstr(body, "role"));
+	free(body);
+
+	body = NULL;
+	CHECK(invoke("dev-mod/modules/m1", "reboot", 30, &body) == 200);
+	CHECK(body && strstr(body, "\"status\":201"));
+	free(body);
+	CHECK(invoke("dev-mod", "reboot", 5, NULL) == 404); /* the device has no method callback */
+	CHECK_RC(iotconn_client_destroy(c), 0);
+	CHECK_RC(iotconn_client_destroy(dev), 0);
+
+	/* bad module ids: a code and a message, no client */
+	const char *key = strstr(hubsim_conn_str(&hub, "dev-mod"), "SharedAccessKey=");
+	char long_id[130];
+	memset(long_id, 'm', 129);
+	long_id[129] = 0;
+	struct {
+		const char *module;
+		int rc;
+	} bad[] = {{"", IOTCONN_EINVAL}, {"a/b", IOTCONN_EINVAL}, {"a#b", IOTCONN_EINVAL}, {long_id, IOTCONN_ETOOLARGE}};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		char cs[512];
+		snprintf(cs, sizeof cs, "HostName=localhost;DeviceId=dev-mod;ModuleId=%s;%s", bad[i].module, key);
+		iotconn_client_t *none = NULL;
+		CHECK_RC(iotconn_client_create(cs, &o, &none), bad[i].rc);
+		CHECK(none == NULL && strstr(iotconn_last_error(), "ModuleId"));
+	}
+}
+
 int main(void)
 {
-	const char *devices[] = {"dev-twin", "dev-plain", NULL};
+	const char *devices[] = {"dev-twin", "dev-plain", "dev-mod", "dev-mod/m1", "dev-outage", NULL};
 	if (hubsim_start(&hub, devices) != 0)
 		return 1;
 	twins_and_methods();
 	without_callbacks();
+	module_identity();
+	outage();
 	hubsim_stop(&hub);
 	return test_done("twin");
 }

@@ -154,6 +154,8 @@ const (
 	opClose    = 12
 	opCopy     = 13
 	opStrings  = 14
+	opTwin     = 16
+	opRespond  = 18
 )
 
 var (
@@ -163,6 +165,8 @@ var (
 	onStatus     = []byte{opRegister, 0, 0, 1}
 	onLog        = []byte{opRegister, 0, 3, 1}
 	sendGood     = []byte{opSend, 0, 1, 1}
+	// slot 0, THREAD, with our twin and reported callbacks (bit 0x10 of the out byte)
+	createTwin = []byte{opCreate, 0, 0, 1, 0, 0x11}
 )
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
@@ -211,4 +215,14 @@ var cabiSeeds = [][]byte{
 		[]byte{opCreate, 3, 0, 2, 7, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 2, 1},
 		[]byte{opCreate, 3, 0, 2, 7, 0, 0, 0, 4, 'j', 'u', 'n', 'k', 0, 0, 0, 0, 0, 0, 1, 0, 0, 1},
 		[]byte{opCreate, 3, 6, 1, 0, 1}, []byte{opCreate, 3, 7, 5, 'H', '=', ';', ';', 'x', 1, 0, 1}),
+	// Twins and methods (twin op: handle, report?, out_id?, then the patch form): a GET (id 1), a good patch (id 2),
+	// patches refused as not an object, over 32 KB and NULL, a send (id 3: one sequence); answers to a call that
+	// never came and with a NULL request id; a GET without the twin callback (ESTATE); after close, a GET and an
+	// answer (ECLOSED).
+	cat(createTwin, onSends, []byte{opRegister, 0, 6, 1}, []byte{opRegister, 0, 7, 1}, []byte{opTwin, 0, 0, 1},
+		[]byte{opTwin, 0, 1, 1, 0}, []byte{opTwin, 0, 1, 1, 2}, []byte{opTwin, 0, 1, 1, 7}, []byte{opTwin, 0, 1, 1, 8, 0},
+		sendGood, []byte{opRespond, 0, 1, 3, 'r', 'i', 'd', 2, 0, 200}, []byte{opRespond, 0, 0, 0, 0, 200},
+		[]byte{opRegister, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0}, []byte{opTwin, 0, 0, 1},
+		[]byte{opRegister, 0, 4, 1}, []byte{opConnect, 0, 5}, []byte{opClose, 0}, []byte{opTwin, 0, 0, 1},
+		[]byte{opRespond, 0, 1, 1, 'r', 2, 0, 200}),
 }

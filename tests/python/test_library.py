@@ -38,18 +38,28 @@ def test_a_file_that_is_not_a_library_is_refused(tmp_path):
     assert probe(bogus).startswith(f"LibraryError: cannot load libiotconn from {bogus}")
 
 
-def test_a_library_of_another_major_version_is_refused(tmp_path):
+@pytest.mark.parametrize("major_step, minor_step", [(1, 0), (0, -1)], ids=["next major", "older minor"])
+def test_a_library_of_another_major_or_an_older_minor_version_is_refused(tmp_path, major_step, minor_step):
     if shutil.which("cc") is None:
         pytest.fail("a C compiler (cc) is needed to build the fake library")
+    major, minor, _ = _native.HEADER_VERSION
+    if minor + minor_step < 0:
+        pytest.skip("no older minor version of a x.0 header")
+    version = (major + major_step, minor + minor_step, 0)
+    text = "%d.%d.%d" % version
     # Every function the binding declares, and a version the binding must refuse.
     source = tmp_path / "fake.c"
-    lines = ['const char *iotconn_version(int *a, int *b, int *c) { *a = 2; *b = 0; *c = 0; return "2.0.0"; }']
+    lines = [
+        "const char *iotconn_version(int *a, int *b, int *c) "
+        f'{{ *a = {version[0]}; *b = {version[1]}; *c = 0; return "{text}"; }}'
+    ]
     lines += [f"int {name}(void) {{ return 0; }}" for name in _native._PROTOTYPES if name != "iotconn_version"]
     source.write_text("\n".join(lines) + "\n")
     fake = tmp_path / "libfake.so"
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(fake), str(source)], check=True, timeout=60)
     assert probe(fake) == (
-        f"LibraryError: {fake} is libiotconn 2.0.0; this package needs 1.x, x >= 0 (written against 1.0.0)"
+        f"LibraryError: {fake} is libiotconn {text}; this package needs {major}.x, x >= {minor} "
+        f"(written against {iotconn.__version__})"
     )
 
 

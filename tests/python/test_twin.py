@@ -2,9 +2,13 @@
 in hubsim's twin; a desired patch from the control API reaches the handler with its $version; a method invoked
 through the control API is answered with the app's status and payload; errors carry the library's codes; a client
 that enables neither does not subscribe; after a lost link, methods and desired patches still arrive; the same
-through iotconn.aio."""
+through iotconn.aio; a module (ModuleId in the connection string) is an identity of its own beside its device, and
+bad module ids are refused with their codes; across outages: desired changes made while offline arrive once,
+latest wins, reported patches queued during an outage go out after it in order, requests in flight at a cut link
+end once each, and a method call that comes while an earlier one waits is answered, as is the earlier one."""
 
 import asyncio
+import functools
 import threading
 
 import pytest
@@ -200,3 +204,134 @@ def test_method_and_desired_patch_after_a_lost_link(hub, make_client):
     assert invoke(hub, "again", None) == {"status": 200, "payload": "again"}
     version = hub.request("PATCH", f"/devices/{DEVICE}/twin/desired", {"after": 1})["desired"]["$version"]
     patches.wait_for(lambda events: any(p["$version"] == version and p.get("after") == 1 for p in events))
+
+
+def test_module_is_an_identity_of_its_own(hub, make_client):
+    module = hub.request("POST", f"/devices/{DEVICE}/modules", {"id": "m1"})
+    assert ";ModuleId=m1;" in module["connectionString"]
+    device = make_client()
+    device.connect(timeout=30)
+    client = make_client(module["connectionString"])
+    patches = Recorder()
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, {"module": "m1", "echo": request.payload})
+    )
+    client.connect(timeout=30)
+    assert hub.request("GET", f"/devices/{DEVICE}")["connected"] is True
+
+    client.send_message("from the module", wait=True)
+    assert [m["payload"] for m in hub.messages(f"{DEVICE}/modules/m1")] == [b"from the module"]
+    assert hub.messages() == []
+
+    version = client.patch_twin_reported_properties({"role": "module"})
+    module_twin = hub.request("GET", f"/devices/{DEVICE}/modules/m1/twin")
+    assert module_twin["reported"]["role"] == "module" and module_twin["reported"]["$version"] == version
+    assert "role" not in hub.request("GET", f"/devices/{DEVICE}/twin")["reported"]
+    assert client.get_twin()["reported"]["role"] == "module"
+
+    patched = hub.request("PATCH", f"/devices/{DEVICE}/modules/m1/twin/desired", {"rate": 3})
+    patches.wait_for(lambda events: any(p["$version"] == patched["desired"]["$version"] for p in events))
+    assert hub.request("POST", f"/devices/{DEVICE}/modules/m1/methods/who?timeout=30", 1) == {
+        "status": 200,
+        "payload": {"module": "m1", "echo": 1},
+    }
+    with pytest.raises(AssertionError, match="404"):  # the device has no method handler
+        invoke(hub, "who", 1, timeout_s=5)
+
+
+@pytest.mark.parametrize(
+    "module_id, error",
+    [("", iotconn.InvalidArgumentError), ("a/b", iotconn.InvalidArgumentError), ("m" * 129, iotconn.MessageTooLargeError)],
+)
+def test_bad_module_ids_are_refused_with_their_codes(hub, make_client, module_id, error):
+    with pytest.raises(error, match="ModuleId"):
+        make_client(hub.connection_strings[DEVICE] + ";ModuleId=" + module_id)
+
+
+def patch_desired(hub, patch):
+    return hub.request("PATCH", f"/devices/{DEVICE}/twin/desired", patch)["desired"]["$version"]
+
+
+@pytest.mark.parametrize("fault", [{"kind": "hub-down", "seconds": 3}, {"kind": "kill-tcp", "device": DEVICE}])
+def test_desired_changes_during_an_outage_arrive_once_latest_wins(hub, make_client, fault):
+    client = make_client()
+    statuses, patches = Recorder(), Recorder()
+    client.on_connection_state_change = lambda status, reason: statuses.add(status)
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.connect(timeout=30)
+    patches.wait_count(1)  # the desired section after connecting
+    hub.fault(**fault)
+    offline = fault["kind"] == "hub-down"
+    if offline:  # the changes are then certainly made while the device is away
+        statuses.wait_for(lambda events: iotconn.ConnectionStatus.DISCONNECTED_RETRYING in events)
+    versions = [patch_desired(hub, {"n": i, f"k{i}": True}) for i in range(3)]
+    events = patches.wait_for(lambda events: any(p["$version"] == versions[-1] for p in events))
+    after = events[1:]
+    assert after[-1]["n"] == 2 and all(after[-1][f"k{i}"] for i in range(3))
+    if offline:
+        assert [p["$version"] for p in after] == [versions[-1]]
+    # the next update is the next change: none came twice
+    following = patch_desired(hub, {"n": 9})
+    events = patches.wait_for(lambda events: any(p["$version"] == following for p in events))
+    seen = [p["$version"] for p in events]
+    assert seen == sorted(set(seen)) and seen[-1] == following
+
+
+def test_reported_patches_and_requests_across_outages_end_once_in_order(hub):
+    async def main():
+        loop = asyncio.get_running_loop()
+        retrying = asyncio.Event()
+        client = iotconn.aio.IoTHubDeviceClient.create_from_connection_string(
+            hub.connection_strings[DEVICE], ca_file=hub.ca_file, twin=True
+        )
+        async with client:
+            client.on_connection_state_change = lambda status, reason: (
+                status == iotconn.ConnectionStatus.DISCONNECTED_RETRYING and retrying.set()
+            )
+            await client.connect(timeout=30)
+            await loop.run_in_executor(None, functools.partial(hub.fault, "hub-down", seconds=3))
+            await asyncio.wait_for(retrying.wait(), EVENT_TIMEOUT)
+            # queued in this order while the hub is down (each request starts before the coroutine first waits)
+            patches = [asyncio.ensure_future(client.patch_twin_reported_properties({"seq": i})) for i in range(5)]
+            get = asyncio.ensure_future(client.get_twin())
+            versions = await asyncio.wait_for(asyncio.gather(*patches), EVENT_TIMEOUT)
+            assert versions == sorted(set(versions))
+            assert "reported" in await asyncio.wait_for(get, EVENT_TIMEOUT)
+            hub_twin = await loop.run_in_executor(None, hub.request, "GET", f"/devices/{DEVICE}/twin")
+            assert hub_twin["reported"]["seq"] == 4 and hub_twin["reported"]["$version"] == versions[-1]
+
+            # in flight when the link is cut: each ends once, sent again on the next link
+            inflight = []
+            for i in range(3):
+                inflight.append(asyncio.ensure_future(client.get_twin()))
+                inflight.append(asyncio.ensure_future(client.patch_twin_reported_properties({"cut": i})))
+            await loop.run_in_executor(None, functools.partial(hub.fault, "kill-tcp", device=DEVICE))
+            results = await asyncio.wait_for(asyncio.gather(*inflight), EVENT_TIMEOUT)
+            twins, cut_versions = results[0::2], results[1::2]
+            assert all("desired" in twin for twin in twins)
+            assert cut_versions == sorted(set(cut_versions)) and cut_versions[0] > versions[-1]
+
+    asyncio.run(main())
+
+
+def test_method_call_while_an_earlier_one_waits_is_answered(hub, make_client):
+    client = make_client()
+    held = Recorder()
+
+    def on_method(request):
+        if request.name == "slow":
+            held.add(request)  # answered later, from the test's thread
+            return
+        client.send_method_response(MethodResponse.create_from_method_request(request, 200, request.name))
+
+    client.on_method_request_received = on_method
+    client.connect(timeout=30)
+    answers = Recorder()
+    caller = threading.Thread(target=lambda: answers.add(invoke(hub, "slow", None)), daemon=True)
+    caller.start()
+    (slow,) = held.wait_count(1)
+    assert invoke(hub, "quick", None) == {"status": 200, "payload": "quick"}
+    client.send_method_response(MethodResponse.create_from_method_request(slow, 202, {"late": True}))
+    assert answers.wait_count(1) == [{"status": 202, "payload": {"late": True}}]
+    caller.join(EVENT_TIMEOUT)

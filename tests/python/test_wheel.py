@@ -1,7 +1,8 @@
-"""The built wheel: platform tag, bundled library, and a device app running from a fresh virtualenv."""
+"""The release wheel (manylinux tag, bundled library, a device app from a fresh virtualenv) and the sdist."""
 
 import os
 import platform
+import re
 import subprocess
 import sys
 import zipfile
@@ -9,35 +10,82 @@ from pathlib import Path
 
 import pytest
 
+import iotconn
 from support import DEVICE, REPO
 
-WHEEL_TAG = f"py3-none-linux_{platform.machine()}"
+MACHINE = platform.machine()
+PYTHON_DIR = REPO / "bindings" / "python"
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """$IOTCONN_WHEEL (run-tests.sh builds it once), else a wheel built here from bindings/python."""
+    """$IOTCONN_WHEEL (run-tests.sh builds it once), else one built here by build-wheel.sh."""
     given = os.environ.get("IOTCONN_WHEEL")
     if given:
         return Path(given)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO / "bindings" / "python")],
-        check=True,
-        timeout=600,
-    )
+    env = dict(os.environ, PYTHON=sys.executable)
+    subprocess.run(["bash", str(PYTHON_DIR / "build-wheel.sh"), str(out)], check=True, timeout=600, env=env)
     (built,) = out.glob("iotconn-*.whl")
     return built
 
 
-def test_wheel_is_tagged_for_the_platform_and_bundles_the_library(wheel):
-    assert wheel.name.endswith(f"-{WHEEL_TAG}.whl")
+def glibc_needed(library: Path) -> tuple:
+    """The newest GLIBC_x.y symbol version the library's dynamic symbols ask for."""
+    symbols = subprocess.run(["readelf", "--dyn-syms", "-W", str(library)], capture_output=True, text=True, check=True)
+    versions = {tuple(int(n) for n in v.split(".")) for v in re.findall(r"@GLIBC_([0-9.]+)", symbols.stdout)}
+    return max(versions)
+
+
+def test_wheel_is_manylinux_for_the_glibc_its_library_needs(wheel, tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        wheel_info = next(n for n in names if n.endswith(".dist-info/WHEEL"))
-        info = archive.read(wheel_info).decode()
-    assert {"iotconn/libiotconn.so.1", "iotconn/py.typed", "iotconn/aio/__init__.py"} <= names
-    assert f"Tag: {WHEEL_TAG}" in info and "Root-Is-Purelib: false" in info
+        wheel_info = archive.read(next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
+        archive.extract("iotconn/libiotconn.so.1", tmp_path)
+    assert {"iotconn/libiotconn.so.1", "iotconn/py.typed", "iotconn/aio/__init__.py", "iotconn/_version.py"} <= names
+    major, minor = glibc_needed(tmp_path / "iotconn" / "libiotconn.so.1")[:2]
+    policy = f"manylinux_{major}_{minor}_{MACHINE}"
+    assert wheel.name == f"iotconn-{iotconn.__version__}-py3-none-{policy}.whl"
+    assert f"Tag: py3-none-{policy}" in wheel_info and "Root-Is-Purelib: false" in wheel_info
+    shown = subprocess.run(
+        [sys.executable, "-m", "auditwheel", "show", str(wheel)], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert f'consistent with the following platform tag: "{policy}"' in " ".join(shown.stdout.split())
+
+
+def test_sdist_builds_the_library_from_its_sources(tmp_path):
+    sdist = os.environ.get("IOTCONN_SDIST")
+    if not sdist:
+        out = tmp_path / "sdist"
+        env = dict(os.environ, PYTHON=sys.executable)
+        run = subprocess.run(["bash", str(PYTHON_DIR / "make-sdist.sh"), str(out)], check=True, timeout=600, env=env)
+        assert run.returncode == 0
+        (sdist,) = out.glob("iotconn-*.tar.gz")
+    # No prebuilt library to fall back on: setup.py must build it from the sdist's native/ tree.
+    env = {k: v for k, v in os.environ.items() if k != "IOTCONN_LIBRARY"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(sdist)],
+        check=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
+    )
+    (built,) = tmp_path.glob("iotconn-*.whl")
+    with zipfile.ZipFile(built) as archive:
+        archive.extract("iotconn/libiotconn.so.1", tmp_path)
+    probe = (
+        "import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); lib.iotconn_version.restype = ctypes.c_char_p; "
+        "print(lib.iotconn_version(None, None, None).decode())"
+    )
+    version = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "iotconn" / "libiotconn.so.1")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert version.stdout.strip() == iotconn.__version__
 
 
 def test_device_app_runs_from_the_wheel_in_a_fresh_virtualenv(wheel, hub, tmp_path):
@@ -80,7 +128,9 @@ def test_device_app_runs_from_the_wheel_in_a_fresh_virtualenv(wheel, hub, tmp_pa
     # Handlers run on the dispatcher thread, so their lines interleave with the main thread's "sent:" lines.
     status_lines = [line for line in lines if line.startswith("status: ")]
     assert status_lines[0] == "status: CONNECTED / CONNECTION_OK"
-    assert {"delivered: id=1", "delivered: id=2", "delivered: id=3"} <= set(lines)
+    # the reported patch took id 1: patches and messages share one sequence
+    assert {"delivered: id=2", "delivered: id=3", "delivered: id=4"} <= set(lines)
+    assert "reported: version=2" in lines and any(line.startswith("desired: version=1 ") for line in lines)
     assert "status: DISABLED / CLIENT_CLOSE" in lines
     assert lines[-1] == "client: sent=3 delivered=3 failed=0"
     records = hub.messages()

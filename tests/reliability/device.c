@@ -14,6 +14,11 @@
  *   {"t":..,"ev":"refused","mid":"P-SEQ","rc":RC,"message":".."}   iotconn_send refused it (no completion due)
  *   {"t":..,"ev":"probe","case":C,"rc":RC,"id":ID,"message":".."}  --near-limits: a message one byte over a limit
  *   {"t":..,"ev":"done","id":ID,"result":"delivered|expired|failed","error":RC}
+ *   {"t":..,"ev":"report","id":ID,"seq":SEQ}               --twin-every: iotconn_twin_report accepted {"seq":SEQ}
+ *   {"t":..,"ev":"reported","id":ID,"version":V,"error":RC}   its one completion (V: the twin's reported $version)
+ *   {"t":..,"ev":"desired","version":V,"patch":".."}       --twin-every: a desired update (patch: its JSON)
+ *   {"t":..,"ev":"method","name":N,"payload":"..","rc":RC}  --twin-every: a method call, answered 200 with
+ *                                                           {"echo":PAYLOAD} (rc: iotconn_method_respond's)
  *   {"t":..,"ev":"end","accepted":N,"completions":N,"drained":true|false,"status":S}   before closing
  *   {"t":..,"ev":"exit"}                                   after iotconn_client_destroy (every callback has run)
  *
@@ -21,10 +26,12 @@
  *          [--keepalive S]
  *          [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS]
  *          [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]
- *          [--near-limits SENT_FILE] [--backoff-reset-after MS]
+ *          [--near-limits SENT_FILE] [--backoff-reset-after MS] [--twin-every N]
  *
  * --rate 0 sends nothing (a durable-mode restart that only delivers what it recovered); --max N stops sending
- * after N messages and then waits for the stop signal like the rate loop does.
+ * after N messages and then waits for the stop signal like the rate loop does. --twin-every N registers the desired
+ * and method callbacks (so the links subscribe to twins and methods) and follows every Nth message P-SEQ with the
+ * reported patch {"seq":SEQ}, queued with the messages; the drain then also waits for the patches' completions.
  *
  * --near-limits: every message sits at IoT Hub's or MQTT's limits (see near_limit_message; "sent" and "refused"
  * then carry "case"), and each accepted one is written to SENT_FILE as one JSON line, in the field names of
@@ -124,6 +131,35 @@ static void on_send(uint64_t id, int result, int error_code, void *user)
 	pthread_mutex_unlock(&mu);
 }
 
+static void on_reported(uint64_t id, int64_t version, int error_code, void *user)
+{
+	(void)user;
+	char q[1024];
+	emit("\"ev\":\"reported\",\"id\":%llu,\"version\":%lld,\"error\":%d,\"message\":%s", (unsigned long long)id,
+	     (long long)version, error_code, json_quote(error_code ? iotconn_last_error() : "", q, sizeof q));
+	pthread_mutex_lock(&mu);
+	completions++;
+	pthread_cond_broadcast(&cond);
+	pthread_mutex_unlock(&mu);
+}
+
+static void on_desired(int64_t version, const char *json, size_t len, void *user)
+{
+	(void)user, (void)len;
+	char q[2048];
+	emit("\"ev\":\"desired\",\"version\":%lld,\"patch\":%s", (long long)version, json_quote(json, q, sizeof q));
+}
+
+static void on_method(const char *rid, const char *name, const char *json, size_t len, void *user)
+{
+	iotconn_client_t *client = user;
+	char answer[512], qn[256], qp[512];
+	int n = snprintf(answer, sizeof answer, "{\"echo\":%.*s}", len ? (int)len : 4, len ? json : "null");
+	int rc = n < (int)sizeof answer ? iotconn_method_respond(client, rid, 200, answer, (size_t)n) : IOTCONN_ETOOLARGE;
+	emit("\"ev\":\"method\",\"name\":%s,\"payload\":%s,\"rc\":%d", json_quote(name, qn, sizeof qn),
+	     json_quote(len ? json : "", qp, sizeof qp), rc);
+}
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -164,7 +200,7 @@ static int usage(const char *why, const char *arg)
 		"       [--rate MSGS_PER_S] [--max N] [--keepalive S] [--sas-lifetime S] [--sas-margin S]\n"
 		"       [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS] [--retry-count N] [--retry-min MS]\n"
 		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR] [--near-limits SENT_FILE]\n"
-		"       [--backoff-reset-after MS]\n",
+		"       [--backoff-reset-after MS] [--twin-every N]\n",
 		why, arg ? arg : "");
 	return 2;
 }
@@ -184,7 +220,7 @@ static int parse_num(const char *s, long long lo, long long hi, long long *out)
 typedef struct config {
 	const char *cs, *ca, *transport, *prefix, *queue_dir, *near_limits;
 	long long rate, max, keepalive, sas_lifetime, sas_margin, op_timeout, connect_timeout, drain_timeout;
-	long long retry_count, retry_min, retry_max, retry_delta, backoff_reset_after;
+	long long retry_count, retry_min, retry_max, retry_delta, backoff_reset_after, twin_every;
 } config_t;
 
 static int parse_args(int argc, char **argv, config_t *c)
@@ -218,6 +254,7 @@ static int parse_args(int argc, char **argv, config_t *c)
 		{"--retry-max", &c->retry_max, NULL, 0, UINT32_MAX},
 		{"--retry-delta", &c->retry_delta, NULL, 0, UINT32_MAX},
 		{"--backoff-reset-after", &c->backoff_reset_after, NULL, 0, UINT32_MAX},
+		{"--twin-every", &c->twin_every, NULL, 0, 1000000000},
 	};
 	for (int i = 1; i < argc; i += 2) {
 		size_t f = 0;
@@ -498,20 +535,45 @@ static int near_limits_close(near_limits_t *nl)
 	return failed ? -1 : 0;
 }
 
-/* send_counted is iotconn_send with the drain's bookkeeping. */
-static int send_counted(iotconn_client_t *client, const iotconn_message_t *msg, uint64_t *id)
+/* expecting counts a completion due before the call that starts it (a send, a reported patch), so the completion,
+ * which may come first, never outruns `accepted`; settled takes it back when the call returned an error. */
+static void expecting(void)
 {
-	/* Counted before the send so the completion (which may come first) never outruns `accepted`. */
 	pthread_mutex_lock(&mu);
 	accepted++;
 	pthread_mutex_unlock(&mu);
-	int rc = iotconn_send(client, msg, id);
+}
+
+static int settled(int rc)
+{
 	if (rc != 0) {
 		pthread_mutex_lock(&mu);
 		accepted--;
 		pthread_mutex_unlock(&mu);
 	}
 	return rc;
+}
+
+/* send_counted is iotconn_send with the drain's bookkeeping. */
+static int send_counted(iotconn_client_t *client, const iotconn_message_t *msg, uint64_t *id)
+{
+	expecting();
+	return settled(iotconn_send(client, msg, id));
+}
+
+/* report_seq queues the reported patch {"seq":SEQ}, with the drain's bookkeeping. */
+static void report_seq(iotconn_client_t *client, long long seq)
+{
+	char patch[48], q[1024];
+	int n = snprintf(patch, sizeof patch, "{\"seq\":%lld}", seq);
+	uint64_t id = 0;
+	expecting();
+	int rc = settled(iotconn_twin_report(client, patch, (size_t)n, &id));
+	if (rc == 0)
+		emit("\"ev\":\"report\",\"id\":%llu,\"seq\":%lld", (unsigned long long)id, seq);
+	else
+		emit("\"ev\":\"refused\",\"mid\":\"report-%lld\",\"rc\":%d,\"message\":%s", seq, rc,
+		     json_quote(iotconn_last_error(), q, sizeof q));
 }
 
 /* probe_limits sends one message per limit one byte past it, or with a name reserved to the hub; iotconn_send must
@@ -586,6 +648,8 @@ static void stream(iotconn_client_t *client, const config_t *c, near_limits_t *n
 			emit("\"ev\":\"refused\",\"mid\":%s%s,\"rc\":%d,\"message\":%s", qm, case_field, rc,
 			     json_quote(iotconn_last_error(), q, sizeof q));
 		}
+		if (c->twin_every > 0 && seq % c->twin_every == 0)
+			report_seq(client, seq);
 		add_ns(&next, 1000000000LL / c->rate);
 		sleep_until(&next);
 	}
@@ -642,6 +706,11 @@ int main(int argc, char **argv)
 	iotconn_register_status_callback(client, on_status, NULL);
 	iotconn_register_send_callback(client, on_send, NULL);
 	iotconn_register_log_callback(client, on_log, NULL);
+	if (c.twin_every > 0) { /* before connecting: the links subscribe to twins and method calls */
+		iotconn_register_reported_callback(client, on_reported, NULL);
+		iotconn_register_desired_callback(client, on_desired, NULL);
+		iotconn_register_method_callback(client, on_method, client);
+	}
 	if (c.queue_dir) {
 		uint64_t recovered = 0;
 		if (iotconn_queue_recovered(client, &recovered) != 0) {

@@ -225,16 +225,18 @@ class Run:
 
 
 def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),), warmup=WARMUP_DELIVERIES,
-                   after_deliveries=AFTER_DELIVERIES):
+                   after_deliveries=AFTER_DELIVERIES, on_recovered=None):
     """Waits for the stream to flow (warmup deliveries), calls inject(), waits for the status that ends the fault,
-    lets the stream flow on (after_deliveries more), then stops the driver. Returns the monotonic time of the
-    fault."""
+    calls on_recovered() if given, lets the stream flow on (after_deliveries more), then stops the driver. Returns
+    the monotonic time of the fault."""
     dev.wait_status("Connected", "Connection_Ok", 0, 60)
     dev.wait_delivered(warmup, 0, 30)
     fault_at = time.monotonic()
     inject()
     for status, reason in recovered:
         dev.wait_status(status, reason, fault_at, RECOVER_TIMEOUT)
+    if on_recovered:
+        on_recovered()
     after = time.monotonic()
     if recovered[-1][0] == "Connected":
         dev.wait_delivered(after_deliveries, after, 30)
@@ -421,6 +423,107 @@ def run_blackhole(r):
 # paho declares a link dead keep-alive + its 10 s ping timeout after the last traffic, so the blackhole outlasts
 # that and the first reconnect attempt (which then hangs in the TLS handshake until the blackhole ends).
 BLACKHOLE_S = 16
+
+
+# ---- twins and methods ------------------------------------------------------------------------------------------
+
+TWIN_EVERY = 20  # a reported patch after every 20th message: 5 a second at RATE
+DESIRED_PATCHES = 3  # desired changes made right after each fault
+
+
+def twin_scenario(fault, expected, offline):
+    """Twins and methods across a fault: the device (--twin-every) reports {"seq":N} after every TWIN_EVERY-th
+    message throughout; right after the fault DESIRED_PATCHES desired changes are made (offline: once the device
+    saw the link go, while the hub is certainly away); once it is back, the last of them must have reached it,
+    and a method call is answered."""
+    def run(r):
+        hub = r.hub()
+        dev = r.device(hub.conn_str, hub.ca, "--twin-every", str(TWIN_EVERY))
+        made, answers, method_payload = [], [], {"after": fault["kind"]}
+
+        def inject():
+            at = time.monotonic()
+            hub.fault(**fault)
+            if offline:
+                dev.wait_status("Disconnected_Retrying", "Communication_Error", at, 30)
+            for i in range(DESIRED_PATCHES):
+                twin = hub.api("PATCH", f"/devices/{DEVICE_ID}/twin/desired", {"n": i, f"k{i}": True})
+                made.append(twin["desired"]["$version"])
+
+        def after_reconnect():
+            dev.wait_for(lambda: dev.count("desired", version=made[-1]) > 0, 30, f"desired version {made[-1]}")
+            answers.append(hub.api("POST", f"/devices/{DEVICE_ID}/methods/ping?timeout=30", method_payload,
+                                   timeout=40))
+
+        fault_at = stream_through(dev, inject, on_recovered=after_reconnect)
+        row = analyze(dev.events, hub.message_ids(), expected, False, fault_at)
+        row["twin"] = check_twin(row["problems"], dev.events, hub.api("GET", f"/devices/{DEVICE_ID}/twin"), made,
+                                 offline, fault_at, method_payload, answers)
+        t = row["twin"]
+        row["notes"] = (f"{t['reports']} reported patches ({t['reports_in_outage']} during the outage), "
+                        f"{t['reported_ok']} applied in order; desired changes v{made[0]}-v{made[-1]} made "
+                        f"{'while offline' if offline else 'right after the fault'}, {t['desired_after']} desired "
+                        f"update(s) after it, the last v{t['desired_last']}; the method call after the reconnect "
+                        f"answered {t['method_status']}")
+        return row, hub
+    return run
+
+
+def check_twin(problems, events, hub_twin, made, offline, fault_at, method_payload, answers):
+    """The twin and method checks of a twin row (appended to problems); returns the row's twin figures."""
+    reports = {e["id"]: e["seq"] for e in events if e["ev"] == "report"}
+    reported = {}
+    for e in events:
+        if e["ev"] == "reported":
+            reported.setdefault(e["id"], []).append(e)
+    wrong = sorted(i for i in reports if len(reported.get(i, [])) != 1)
+    if wrong:
+        problems.append(f"{len(wrong)} reported patches did not get exactly one completion "
+                        f"(id {wrong[0]}: {len(reported.get(wrong[0], []))})")
+    unknown = sorted(set(reported) - set(reports))
+    if unknown:
+        problems.append(f"reported completions for ids never accepted: {unknown[:5]}")
+    failed = sorted(i for i, evs in reported.items() if any(e["error"] for e in evs))
+    if failed:
+        e = reported[failed[0]][0]
+        problems.append(f"{len(failed)} reported patches failed (id {failed[0]}: "
+                        f"{ERROR_NAMES.get(e['error'], e['error'])} {e['message']})")
+    versions = [reported[i][0]["version"] for i in sorted(reports) if i in reported]
+    if any(b <= a for a, b in zip(versions, versions[1:])):
+        problems.append(f"reported patches were applied out of order: versions {versions}")
+    if reports and hub_twin["reported"].get("seq") != max(reports.values()):
+        problems.append(f"the hub's reported seq is {hub_twin['reported'].get('seq')}, the last patch's "
+                        f"{max(reports.values())}")
+    back = next((e["t"] for e in events if e["ev"] == "status" and e["t"] > fault_at and e["status"] == "Connected"),
+                None)
+    in_outage = sum(1 for e in events if e["ev"] == "report" and back is not None and fault_at <= e["t"] < back)
+    if offline and in_outage == 0:
+        problems.append("no reported patch was made during the outage: the row tested less than it claims")
+
+    desired = [e for e in events if e["ev"] == "desired"]
+    dv = [e["version"] for e in desired]
+    if any(b <= a for a, b in zip(dv, dv[1:])):
+        problems.append(f"desired versions delivered out of order or twice: {dv}")
+    after = [e for e in desired if e["t"] >= fault_at]
+    if not after or after[-1]["version"] != made[-1]:
+        problems.append(f"the desired updates after the fault end at {after[-1]['version'] if after else None}, "
+                        f"not the latest version {made[-1]}")
+    elif json.loads(after[-1]["patch"]).get("n") != DESIRED_PATCHES - 1:
+        problems.append(f"the latest desired update holds {after[-1]['patch']}")
+    if offline and [e["version"] for e in after] != [made[-1]]:
+        problems.append(f"desired changes made while offline arrived as versions {[e['version'] for e in after]}, "
+                        f"want one update of the latest, {made[-1]}")
+    if hub_twin["desired"]["$version"] != made[-1]:
+        problems.append(f"the hub's desired version is {hub_twin['desired']['$version']}, not {made[-1]}")
+
+    calls = [e for e in events if e["ev"] == "method"]
+    status = answers[0]["status"] if answers else None
+    if answers != [{"status": 200, "payload": {"echo": method_payload}}] or [c["rc"] for c in calls] != [0]:
+        problems.append(f"the method call after the reconnect with {method_payload}: answer {answers}, the device "
+                        f"saw {calls}")
+    return {"reports": len(reports), "reported_ok": len(reports) - len(failed) - len(wrong),
+            "reports_in_outage": in_outage, "desired_made": made, "desired_after": len(after),
+            "desired_last": after[-1]["version"] if after else None, "method_status": status}
 
 
 # ---- near-limit messages -----------------------------------------------------------------------------------------
@@ -685,6 +788,12 @@ SCENARIOS = [
     ("move-port", "hub moved to another port (name re-resolved per attempt)", "hubsim", run_move_port),
     ("restart", "hub restart (sessions forgotten)", "hubsim",
      hub_scenario({"kind": "restart"}, rf"{C} > {CE} > {C} > {CLOSE}")),
+    ("twin-kill-tcp", "twins and methods across a TCP reset", "hubsim",
+     twin_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", offline=False)),
+    ("twin-hub-down", "twins and methods across a 5 s hub outage", "hubsim",
+     twin_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", offline=True)),
+    ("twin-expire-token", "twins and methods across a link dropped as for an expired token", "hubsim",
+     twin_scenario({"kind": "expire-token", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", offline=False)),
     ("mosquitto-kill9", "mosquitto kill -9, restarted after 2 s (persistence on)", "mosquitto", run_mosquitto),
     ("crash-durable", "device process kill -9 with a durable queue, restarted", "hubsim", run_crash),
 ]

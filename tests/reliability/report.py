@@ -123,6 +123,16 @@ def main():
       f"That the logged wait was the right one is checked from the log: in the kill-tcp rows, the first retry "
       f"after the lost link waits the policy's first delay (100-180 ms), not the no-network guard. **Detected**: "
       f"from the fault's injection to the device's first status change.")
+    w("- **Twin rows** (`twin-*`): the device (`device.c --twin-every 20`) also subscribes to twins and methods and "
+      "queues the reported patch `{\"seq\":N}` after every 20th message (5 a second), during the outage too. "
+      "Right after the fault the orchestrator changes the desired properties three times (in the hub-down row once "
+      "the device saw the link go, so certainly while it is offline), and once the device is back calls a direct "
+      "method, which the device answers 200 with `{\"echo\":payload}`. Checked besides the message checks: every "
+      "reported patch has exactly one completion, none failed, applied in the order queued (versions increasing), "
+      "the hub's reported `seq` is the last one's, and in the hub-down row some were made during the outage; each "
+      "desired version reached the device at most once, in increasing order, the last update after the fault is "
+      "the latest version with its content, and after the hub-down it is the only one (the changes made offline "
+      "arrive as one update, latest wins); the method call is answered with the device's status and payload.")
     w("")
     w("## Fault matrix")
     w("")

@@ -12,7 +12,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from matrix import (BYTE_CLASSES, C, CE, CLOSE, CREATION_TIME, ERROR_NAMES,  # noqa: E402
                     MAX_MESSAGE_ID, MAX_MESSAGE_SIZE, MAX_TOPIC, NEAR_LIMIT_CASES, PROBES, analyze,
-                    check_first_retry, check_throttle_schedule, compare_records, go_duration, hub_size,
+                    check_first_retry, check_throttle_schedule, check_twin, compare_records, go_duration, hub_size,
                     topic_len)
 
 EXPECTED = rf"{C} > {CE} > {C} > {CLOSE}"
@@ -208,6 +208,94 @@ class NearLimitsTest(unittest.TestCase):
         events[1]["rc"] = 0  # size+1 accepted
         got = compare_records(events, sent, records)
         self.assertTrue(any("probe size+1" in p for p in got["problems"]), got["problems"])
+
+
+METHOD = {"after": "hub-down"}
+
+
+def twin_run():
+    """healthy()'s run with twins: reported patches 10 and 11 before the 1 s outage, 12 during it; desired version 1
+    at connect, versions 2-4 made during the outage, 4 alone after it; the method call after it answered."""
+    ev = healthy() + [
+        {"t": 0.05, "ev": "desired", "version": 1, "patch": '{"$version":1}'},
+        {"t": 0.2, "ev": "report", "id": 10, "seq": 20},
+        {"t": 0.3, "ev": "reported", "id": 10, "version": 2, "error": 0, "message": ""},
+        {"t": 0.9, "ev": "report", "id": 11, "seq": 40},
+        {"t": 1.5, "ev": "report", "id": 12, "seq": 60},
+        {"t": 2.05, "ev": "reported", "id": 11, "version": 3, "error": 0, "message": ""},
+        {"t": 2.06, "ev": "reported", "id": 12, "version": 4, "error": 0, "message": ""},
+        {"t": 2.07, "ev": "desired", "version": 4, "patch": '{"$version":4,"n":2}'},
+        {"t": 2.2, "ev": "method", "name": "ping", "payload": '{"after":"hub-down"}', "rc": 0},
+    ]
+    hub_twin = {"desired": {"$version": 4, "n": 2}, "reported": {"$version": 4, "seq": 60}}
+    return sorted(ev, key=lambda e: e["t"]), hub_twin, [{"status": 200, "payload": {"echo": METHOD}}]
+
+
+def twin_problems(events, hub_twin, answers, offline=True):
+    problems = []
+    figures = check_twin(problems, events, hub_twin, [2, 3, 4], offline, 0.5, METHOD, answers)
+    return problems, figures
+
+
+class TwinCheckTest(unittest.TestCase):
+    def test_healthy_twin_run_passes(self):
+        problems, figures = twin_problems(*twin_run())
+        self.assertEqual(problems, [])
+        self.assertEqual((figures["reports"], figures["reports_in_outage"], figures["desired_after"]), (3, 2, 1))
+
+    def test_missing_or_second_reported_completion_fails(self):
+        events, hub_twin, answers = twin_run()
+        problems, _ = twin_problems([e for e in events if not (e["ev"] == "reported" and e["id"] == 11)],
+                                    hub_twin, answers)
+        self.assertTrue(any("exactly one completion" in p for p in problems), problems)
+        second = next(e for e in events if e["ev"] == "reported" and e["id"] == 12)
+        problems, _ = twin_problems(events + [dict(second, t=2.5)], hub_twin, answers)
+        self.assertTrue(any("exactly one completion" in p for p in problems), problems)
+
+    def test_reported_patches_out_of_order_or_failed_fail(self):
+        events, hub_twin, answers = twin_run()
+        swapped = [dict(e, version=7 - e["version"]) if e["ev"] == "reported" and e["id"] > 10 else e
+                   for e in events]
+        problems, _ = twin_problems(swapped, hub_twin, answers)
+        self.assertTrue(any("out of order" in p for p in problems), problems)
+        failed = [dict(e, error=-5) if e["ev"] == "reported" and e["id"] == 12 else e for e in events]
+        problems, _ = twin_problems(failed, hub_twin, answers)
+        self.assertTrue(any("reported patches failed" in p for p in problems), problems)
+
+    def test_hub_without_the_last_reported_patch_fails(self):
+        events, hub_twin, answers = twin_run()
+        hub_twin["reported"]["seq"] = 40
+        problems, _ = twin_problems(events, hub_twin, answers)
+        self.assertTrue(any("the hub's reported seq is 40" in p for p in problems), problems)
+
+    def test_desired_version_twice_stale_or_intermediate_fails(self):
+        events, hub_twin, answers = twin_run()
+        again = events + [{"t": 2.3, "ev": "desired", "version": 4, "patch": '{"$version":4,"n":2}'}]
+        problems, _ = twin_problems(again, hub_twin, answers)
+        self.assertTrue(any("out of order or twice" in p for p in problems), problems)
+        stale = [e for e in events if not (e["ev"] == "desired" and e["version"] == 4)]
+        problems, _ = twin_problems(stale, hub_twin, answers)
+        self.assertTrue(any("not the latest version 4" in p for p in problems), problems)
+        stepwise = events + [{"t": 2.065, "ev": "desired", "version": 3, "patch": '{"$version":3,"n":1}'}]
+        stepwise.sort(key=lambda e: e["t"])
+        problems, _ = twin_problems(stepwise, hub_twin, answers)
+        self.assertTrue(any("want one update of the latest" in p for p in problems), problems)
+        problems, _ = twin_problems(stepwise, hub_twin, answers, offline=False)  # possible when not offline
+        self.assertEqual(problems, [])
+
+    def test_unanswered_method_fails(self):
+        events, hub_twin, _ = twin_run()
+        problems, _ = twin_problems(events, hub_twin, [])
+        self.assertTrue(any("the method call after the reconnect" in p for p in problems), problems)
+        refused = [dict(e, rc=-11) if e["ev"] == "method" else e for e in events]
+        problems, _ = twin_problems(refused, hub_twin, [{"status": 200, "payload": {"echo": METHOD}}])
+        self.assertTrue(any("the method call after the reconnect" in p for p in problems), problems)
+
+    def test_outage_without_reported_patches_tested_nothing(self):
+        events, hub_twin, answers = twin_run()
+        problems, _ = twin_problems([e for e in events if not (e["ev"] in ("report", "reported") and e["id"] > 10)],
+                                    hub_twin, answers)
+        self.assertTrue(any("tested less than it claims" in p for p in problems), problems)
 
 
 if __name__ == "__main__":

@@ -209,7 +209,7 @@ namespace Iotconn
         /// SendEventAsync's tasks do. Empty without a QueueDirectory.</summary>
         public IReadOnlyList<Task> RecoveredSends { get; private set; }
 
-        /// <summary>The loaded libiotconn's version, e.g. "1.0.0".</summary>
+        /// <summary>The loaded libiotconn's version, e.g. "1.1.0".</summary>
         public static string LibraryVersion
         {
             get { return NativeMethods.Version(); }

@@ -225,10 +225,24 @@ namespace Iotconn.Tests
             Assert(NativeMethods.HeaderMajor.ToString() == HeaderDefine(header, "MAJOR") &&
                 NativeMethods.HeaderMinor.ToString() == HeaderDefine(header, "MINOR"),
                 "the binding's major and minor versions are the header's");
+            // No dotnet here to evaluate Iotconn.csproj: run the Regex.Replace calls its <Version> and
+            // <PackageReleaseNotes> make on the header and the changelog, with the patterns written there.
             string project = File.ReadAllText(Path.Combine(Root, "bindings/csharp/Iotconn.csproj"));
-            Match packageVersion = Regex.Match(project, "<Version>(.*?)</Version>");
-            Assert(packageVersion.Groups[1].Value == version, "Iotconn.csproj's <Version> is the header's: " +
-                packageVersion.Groups[1].Value);
+            string packageVersion = CsprojReplace(project, "Version", header, version);
+            Assert(packageVersion == version, "Iotconn.csproj's <Version> is the header's: " + packageVersion);
+            string notes = CsprojReplace(project, "PackageReleaseNotes",
+                File.ReadAllText(Path.Combine(Root, "CHANGELOG.md")), version).Trim();
+            Assert(notes.Length > 0 && !notes.Contains("## ["), "the release notes are this version's section of " +
+                "CHANGELOG.md: " + notes.Substring(0, Math.Min(notes.Length, 200)));
+        }
+
+        // The result of the Regex.Replace(text, 'PATTERN', 'REPLACEMENT') in the csproj property, $(Version) expanded.
+        private static string CsprojReplace(string project, string property, string text, string version)
+        {
+            Match m = Regex.Match(project, "<" + property + @">.*?Regex\]::Replace\(.*?, '(.*?)', '(.*?)'\)");
+            Assert(m.Success, "Iotconn.csproj's <" + property + "> is a Regex.Replace");
+            string pattern = m.Groups[1].Value.Replace("$(Version)", version);
+            return Regex.Replace(text, pattern, m.Groups[2].Value);
         }
 
         // A library of another major version, in a child process (a process keeps the first library it loads).
@@ -244,8 +258,9 @@ namespace Iotconn.Tests
                 Run("cc", "-shared -fPIC -o \"" + Path.Combine(dir, "libiotconn.so") + "\" \"" +
                     source + "\"", null, 0);
                 string output = Run(Mono(), "--debug \"" + Self() + "\" --probe-version", dir, 0).Trim();
-                Assert(output == "DllNotFoundException: libiotconn 2.0.0 is loaded; Iotconn.dll needs 1.x, x >= 0 " +
-                    "(written against " + NativeMethods.HeaderVersion + ")", "the child says why: " + output);
+                Assert(output == "DllNotFoundException: libiotconn 2.0.0 is loaded; Iotconn.dll needs " +
+                    NativeMethods.HeaderMajor + ".x, x >= " + NativeMethods.HeaderMinor + " (written against " +
+                    NativeMethods.HeaderVersion + ")", "the child says why: " + output);
             }
             finally
             {

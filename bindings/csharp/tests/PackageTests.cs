@@ -41,6 +41,12 @@ namespace Iotconn.Tests
                 string version = Regex.Match(nuspec, "<version>(.*?)</version>").Groups[1].Value;
                 Assert(version == NativeMethods.HeaderVersion && Path.GetFileName(package) ==
                     "Iotconn." + version + ".nupkg", "the package's version is the header's: " + version);
+                // What a feed shows: the csproj's metadata, and this version's section of the changelog.
+                foreach (string element in new[] { "<license type=\"expression\">MIT</license>",
+                    "<projectUrl>https://", "<description>Azure IoT Hub", "<releaseNotes>Added:" })
+                {
+                    Assert(nuspec.Contains(element), "the nuspec has " + element + ": " + nuspec);
+                }
 
                 string exe = Path.Combine(dir, "Telemetry.exe");
                 LibraryTests.Run("mcs", "-nologo -warnaserror -out:\"" + exe + "\" -r:\"" +
@@ -75,6 +81,8 @@ namespace Iotconn.Tests
                 Assert(lines.Contains("sent: telemetry-" + i) && lines.Contains("delivered: telemetry-" + i),
                     "the example prints the send and the delivery of telemetry-" + i + ":\n" + output);
             }
+            Assert(lines.Contains("reported: done") && lines.Any(l => l.StartsWith("desired: version=1 ")),
+                "the example prints its reported patch's completion and the desired section:\n" + output);
             Assert(lines.Last() == "client: sent=" + Count + " delivered=" + Count + " failed=0",
                 "the example's summary:\n" + output);
         }

@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -15,6 +16,8 @@ namespace Iotconn.Tests
             new TestCase("TwinGetReportedDesiredAndMethodsAgainstHubsim", TwinAndMethods),
             new TestCase("TwinsAndMethodsFollowTheBeforeOpenRuleWithLibraryCodes", BeforeOpenRule),
             new TestCase("TwinRequestsThatTimeOutFailWithTheLibrarysCode", TwinTimeouts),
+            new TestCase("AModuleIsAnIdentityOfItsOwnBesideItsDevice", ModuleIdentity),
+            new TestCase("TwinsAndMethodsAcrossOutagesEndOnceLatestDesiredWins", Outages),
         };
 
         private const string Device = "cs-twin";
@@ -161,6 +164,147 @@ namespace Iotconn.Tests
                     Assert(e != null && e.Code == ErrorCode.Timeout, request.Item2 + " fails with ErrorCode.Timeout: " +
                         e);
                 }
+            }
+        }
+
+        // ModuleId in the connection string: the module sends, gets and patches its own twin, takes its own desired
+        // patches and method calls while its device is connected too; bad module ids fail with their codes.
+        private static void ModuleIdentity()
+        {
+            const string module = Device + "/m1", modulePath = Device + "/modules/m1";
+            using (var hub = new Hubsim(Root, Device, module))
+            using (DeviceClient device = NewClient(hub, Device, false))
+            using (DeviceClient client = NewClient(hub, module, false))
+            {
+                Await(device.OpenAsync(), "OpenAsync (the device)");
+                var desired = new Recorder<TwinCollection>();
+                Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                {
+                    desired.Add(patch);
+                    return Task.FromResult(0);
+                }, null), "SetDesiredPropertyUpdateCallbackAsync");
+                Await(client.SetMethodHandlerAsync("who", (request, ctx) => Task.FromResult(
+                    new MethodResponse(Encoding.UTF8.GetBytes("{\"module\":\"m1\"}"), 200)), null),
+                    "SetMethodHandlerAsync");
+                Await(client.OpenAsync(), "OpenAsync (the module)");
+
+                Await(client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("from the module"))), "SendEventAsync");
+                Assert(hub.Messages(modulePath).Count == 1 && hub.Messages(Device).Count == 0,
+                    "the hub recorded the message as the module's, not the device's");
+
+                Await(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"role\":\"module\"}")),
+                    "UpdateReportedPropertiesAsync");
+                Assert((string)Section(hub.Twin(modulePath), "reported")["role"] == "module" &&
+                    !Section(hub.Twin(Device), "reported").ContainsKey("role"),
+                    "the patch is in the module's twin, not the device's");
+                Assert(Result(client.GetTwinAsync(), "GetTwinAsync").Properties.Reported.ToJson()
+                    .Contains("\"role\":\"module\""), "GetTwinAsync is the module's twin");
+
+                long version = (long)(double)Section(hub.PatchDesired(modulePath, "{\"rate\":3}"), "desired")["$version"];
+                desired.WaitFor("the module's desired patch version " + version,
+                    list => list.Exists(d => d.Version == version && d.ToJson().Contains("\"rate\":3")));
+                Dictionary<string, object> answer = hub.InvokeMethod(modulePath, "who", "{}", 30);
+                Assert((double)answer["status"] == 200 && answer["payload"] is Dictionary<string, object>,
+                    "the module answers its method call: " + Json.Object(Strings(answer)));
+
+                string cs = hub.ConnectionStrings[Device];
+                foreach (var bad in new[] { Tuple.Create("", ErrorCode.InvalidArgument),
+                    Tuple.Create("a/b", ErrorCode.InvalidArgument),
+                    Tuple.Create(new string('m', 129), ErrorCode.MessageTooLarge) })
+                {
+                    ThrowsCode("ModuleId '" + bad.Item1 + "'", bad.Item2, "ModuleId",
+                        () => DeviceClient.CreateFromConnectionString(cs + ";ModuleId=" + bad.Item1,
+                            TransportType.Mqtt, new ClientOptions { CaFile = hub.CaFile }).Dispose());
+                }
+            }
+        }
+
+        private static long DesiredVersion(Dictionary<string, object> twin)
+        {
+            return (long)(double)Section(twin, "desired")["$version"];
+        }
+
+        // The outage cases: desired changes made during a hub-down arrive once, latest wins; reported patches
+        // queued during it all go out after it, the last one last; a GetTwinAsync asked during it and requests in
+        // flight at a TCP reset each complete; a method call that comes while an earlier one waits is answered, and
+        // so is the earlier one once its handler's task completes.
+        private static void Outages()
+        {
+            using (var hub = new Hubsim(Root, Device))
+            using (DeviceClient client = NewClient(hub, Device, true))
+            {
+                var statuses = new Recorder<ConnectionStatus>();
+                var desired = new Recorder<TwinCollection>();
+                var slowCalls = new Recorder<MethodRequest>();
+                var slow = new TaskCompletionSource<MethodResponse>();
+                client.SetConnectionStatusChangesHandler((status, reason) => statuses.Add(status));
+                Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                {
+                    desired.Add(patch);
+                    return Task.FromResult(0);
+                }, null), "SetDesiredPropertyUpdateCallbackAsync");
+                Await(client.SetMethodHandlerAsync("slow", (request, ctx) =>
+                {
+                    slowCalls.Add(request);
+                    return slow.Task; // answered when the test completes it
+                }, null), "SetMethodHandlerAsync(slow)");
+                Await(client.SetMethodHandlerAsync("quick", (request, ctx) => Task.FromResult(
+                    new MethodResponse(Encoding.UTF8.GetBytes("\"quick\""), 200)), null), "SetMethodHandlerAsync(quick)");
+                Await(client.OpenAsync(), "OpenAsync");
+                desired.WaitCount("desired section after OpenAsync", 1);
+                long reportedBefore = Result(client.GetTwinAsync(), "GetTwinAsync").Properties.Reported.Version;
+
+                hub.Fault("hub-down", null, 3);
+                statuses.WaitFor("Disconnected_Retrying", list => list.Contains(ConnectionStatus.Disconnected_Retrying));
+                long latest = 0;
+                for (int i = 0; i < 3; i++)
+                {
+                    latest = DesiredVersion(hub.PatchDesired(Device, "{\"n\":" + i + "}"));
+                }
+                var patches = new List<Task>();
+                for (int i = 0; i < 5; i++)
+                {
+                    patches.Add(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"seq\":" + i + "}")));
+                }
+                Task<Twin> duringOutage = client.GetTwinAsync();
+                patches.ForEach(p => Await(p, "a reported patch queued during the outage"));
+                Result(duringOutage, "GetTwinAsync asked during the outage");
+                Dictionary<string, object> reported = Section(hub.Twin(Device), "reported");
+                Assert((double)reported["seq"] == 4 && (long)(double)reported["$version"] == reportedBefore + 5,
+                    "the hub applied the five patches, the last one last: " + Json.Object(Strings(reported)));
+                List<TwinCollection> seen = desired.WaitFor("desired version " + latest,
+                    list => list.Exists(d => d.Version == latest));
+                Assert(seen.Count == 2 && seen[1].ToJson().Contains("\"n\":2"),
+                    "the changes made while offline arrive as one update of the latest version: " +
+                    string.Join(" ", seen.Select(d => d.ToJson()).ToArray()));
+                long following = DesiredVersion(hub.PatchDesired(Device, "{\"n\":9}"));
+                seen = desired.WaitCount("desired update after the outage's", 3);
+                Assert(seen.Count == 3 && seen[2].Version == following, "the next update is the next change: " +
+                    string.Join(" ", seen.Select(d => d.ToJson()).ToArray()));
+
+                // In flight when the link is cut: each request completes once, sent again on the next link.
+                var inFlight = new List<Task>();
+                for (int i = 0; i < 3; i++)
+                {
+                    inFlight.Add(client.GetTwinAsync());
+                    inFlight.Add(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"cut\":" + i + "}")));
+                }
+                hub.Fault("kill-tcp", Device, 0);
+                inFlight.ForEach(t => Await(t, "a request in flight at the TCP reset"));
+                reported = Section(hub.Twin(Device), "reported");
+                // A patch whose answer the reset lost goes out again, so the hub may count it twice.
+                Assert((long)(double)reported["$version"] >= reportedBefore + 8 && (double)reported["cut"] == 2,
+                    "the hub applied the three patches in flight, the last one last: " + Json.Object(Strings(reported)));
+
+                Task<Dictionary<string, object>> slowAnswer = Task.Run(() => hub.InvokeMethod(Device, "slow", "{}", 30));
+                slowCalls.WaitCount("slow method call", 1);
+                Dictionary<string, object> quick = hub.InvokeMethod(Device, "quick", "{}", 30);
+                Assert((double)quick["status"] == 200 && (string)quick["payload"] == "quick",
+                    "a call that comes while an earlier one waits is answered: " + Json.Object(Strings(quick)));
+                slow.SetResult(new MethodResponse(Encoding.UTF8.GetBytes("{\"late\":true}"), 202));
+                Dictionary<string, object> late = Result(slowAnswer, "the slow call's answer");
+                Assert((double)late["status"] == 202, "the earlier call is answered once its task completes: " +
+                    Json.Object(Strings(late)));
             }
         }
 

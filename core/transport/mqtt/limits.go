@@ -14,10 +14,10 @@ const MaxTopicLength = 65535
 // CheckIdentity refuses ids that cannot appear in an MQTT topic name: IoT Hub allows '+' and '#' in device and
 // module ids, but MQTT reserves them as wildcards, so no PUBLISH or SUBSCRIBE could name the device.
 func (d *Dialer) CheckIdentity(deviceID, moduleID string) error {
-	for _, id := range []string{deviceID, moduleID} {
-		if strings.ContainsAny(id, "+#") {
+	for _, f := range [][2]string{{"DeviceId", deviceID}, {"ModuleId", moduleID}} {
+		if strings.ContainsAny(f[1], "+#") {
 			return &transport.Error{Kind: transport.KindProtocol, Op: "check",
-				Err: fmt.Errorf("id %q has '+' or '#', which MQTT topics cannot carry; use AMQP for it", id)}
+				Err: fmt.Errorf("%s %q has '+' or '#', which MQTT topics cannot carry; use AMQP for it", f[0], f[1])}
 		}
 	}
 	return nil

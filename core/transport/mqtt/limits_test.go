@@ -55,9 +55,12 @@ func TestCheckMessageStopsAtMQTTsTopicLimit(t *testing.T) {
 
 func TestCheckIdentityRefusesMQTTWildcards(t *testing.T) {
 	d := NewDialer()
-	for _, ids := range [][2]string{{"a+b", ""}, {"a#", ""}, {"dev", "m+"}} {
-		if err := d.CheckIdentity(ids[0], ids[1]); transport.KindOf(err) != transport.KindProtocol {
-			t.Errorf("%q: %v, want a refusal", ids, err)
+	for _, c := range []struct{ device, module, names string }{
+		{"a+b", "", "DeviceId"}, {"a#", "", "DeviceId"}, {"dev", "m+", "ModuleId"},
+	} {
+		err := d.CheckIdentity(c.device, c.module)
+		if transport.KindOf(err) != transport.KindProtocol || !strings.Contains(err.Error(), c.names) {
+			t.Errorf("%q/%q: %v, want a refusal naming %s", c.device, c.module, err, c.names)
 		}
 	}
 	if err := d.CheckIdentity("dev-1.$'(x)", "mod:1"); err != nil {

@@ -46,7 +46,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.TCPAddr, "tcp", "", "plain MQTT listen address (off when empty)")
 	fs.StringVar(&cfg.WSAddr, "ws", "", "MQTT over WebSocket (TLS) listen address (off when empty)")
 	fs.StringVar(&cfg.ControlAddr, "control", "127.0.0.1:8080", "HTTP control API listen address")
-	fs.Var(&devices, "device", "register a device ID or ID:KEY (base64); repeatable")
+	fs.Var(&devices, "device", "register a device ID or ID:KEY (base64), or a module DEVICE/MODULE[:KEY]; repeatable")
 	fs.StringVar(&devicesFile, "devices-file", "", "register the devices in this file, one ID or ID:KEY a line")
 	fs.DurationVar(&cfg.TokenGrace, "token-grace", 0, "drop a connection this long after its SAS token expired")
 	fs.DurationVar(&cfg.ClockSkew, "clock-skew", 0, "tolerated SAS token expiry skew")
@@ -92,8 +92,15 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := hub.AddDevices(specs); err != nil {
+	devs, mods := splitModules(specs)
+	if _, err := hub.AddDevices(devs); err != nil {
 		return err
+	}
+	for _, m := range mods {
+		d, mod, _ := strings.Cut(m.ID, "/")
+		if _, err := hub.AddModule(d, mod, m.Key); err != nil {
+			return err
+		}
 	}
 	hubs := []*hubsim.Hub{hub}
 	for i, spec := range extraHubs {
@@ -279,6 +286,18 @@ func newDevices(hub *hubsim.Hub, entries []string) ([]hubsim.DeviceSpec, error) 
 		}
 	}
 	return specs, nil
+}
+
+// splitModules separates the modules ("d/m") from the devices, which go first: a module needs its device.
+func splitModules(specs []hubsim.DeviceSpec) (devices, modules []hubsim.DeviceSpec) {
+	for _, s := range specs {
+		if strings.Contains(s.ID, "/") {
+			modules = append(modules, s)
+		} else {
+			devices = append(devices, s)
+		}
+	}
+	return devices, modules
 }
 
 // heldWriter holds log lines written while the hub starts so the startup lines come first.

@@ -257,11 +257,13 @@ namespace Iotconn
             return bytes;
         }
 
-        // The header these declarations follow (include/iotconn.h IOTCONN_VERSION_*): a library of the same major
-        // version and at least this minor one has every function and field used here.
-        internal const int HeaderMajor = 1;
-        internal const int HeaderMinor = 0;
-        internal const string HeaderVersion = "1.0.0";
+        // The header these declarations follow (include/iotconn.h IOTCONN_VERSION_*), which is also the assembly's
+        // version (the builds take it from the header): a library of the same major version and at least this
+        // minor one has every function and field used here.
+        private static readonly Version assemblyVersion = typeof(NativeMethods).Assembly.GetName().Version;
+        internal static readonly int HeaderMajor = assemblyVersion.Major;
+        internal static readonly int HeaderMinor = assemblyVersion.Minor;
+        internal static readonly string HeaderVersion = assemblyVersion.ToString(3);
 
         // Null when the loaded library is compatible, else why not.
         private static readonly Lazy<string> incompatibility = new Lazy<string>(() =>
@@ -282,7 +284,7 @@ namespace Iotconn
             }
         }
 
-        /// <summary>The loaded library's version string, e.g. "1.0.0".</summary>
+        /// <summary>The loaded library's version string, e.g. "1.1.0".</summary>
         internal static string Version()
         {
             int major, minor, patch;

@@ -45,11 +45,12 @@ from .errors import (
     StateError,
     ThrottledError,
 )
+from ._versioning import package_version
 from .message import Message
 from .method import MethodRequest, MethodResponse
 from .retry import CustomRetryPolicy, ExponentialBackoff, NoRetry, RetryPolicy
 
-__version__ = "1.0.0"
+__version__ = package_version()
 
 __all__ = [
     "Admission",

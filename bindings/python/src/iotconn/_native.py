@@ -25,11 +25,13 @@ from ctypes import (
 from importlib import resources
 from typing import Any, NoReturn, Optional, Tuple
 
+from ._versioning import package_version
 from .errors import ErrorCode, InvalidArgumentError, LibraryError, error_for
 
 # The header this package was written against (IOTCONN_VERSION_*): a library of the same major version and at
 # least this minor version has every function and struct field used here.
-HEADER_VERSION: Tuple[int, int, int] = (1, 0, 0)
+_major, _minor, _patch = (int(part) for part in package_version().split("."))
+HEADER_VERSION: Tuple[int, int, int] = (_major, _minor, _patch)
 
 # The file the wheel bundles inside the package (the library's soname).
 BUNDLED_NAME = "libiotconn.so.1"
