@@ -207,7 +207,7 @@ func TestX509ControlAPI(t *testing.T) {
 // X.509 enrollments: an individual one by thumbprint and a group by CA; the device registers with its certificate
 // (over MQTT with no password, over HTTPS with no Authorization), is created on its hub as a self-signed or
 // CA-authenticated device, and connects there with the same certificate. A certificate the enrollment does not
-// know is refused 401; one whose CN is not the registration id gets CONNACK 5.
+// know, or an expired one, is refused 401; one whose CN is not the registration id gets CONNACK 5.
 func TestDPSX509Enrollments(t *testing.T) {
 	d, hubs := startDPS(t, 1, nil)
 	ca := mint(t, CertOptions{CommonName: "fleet root", CA: true})
@@ -277,6 +277,15 @@ func TestDPSX509Enrollments(t *testing.T) {
 	}
 	if _, code, err := dialDPSWith(t, d, tlsFor(member), "x-solo", "", ""); err == nil || code != 5 {
 		t.Fatalf("CN of another registration: CONNACK %d (%v)", code, err)
+	}
+	// An expired member certificate of the group's CA.
+	old := mint(t, CertOptions{CommonName: "x-old", Issuer: &ca, NotAfter: time.Now().Add(-time.Minute)})
+	dev, _, err = dialDPSWith(t, d, tlsFor(old), "x-old", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := dev.register("x-old"); r.status != 401 {
+		t.Fatalf("expired certificate: %+v", r)
 	}
 }
 
