@@ -150,6 +150,10 @@ type DPS struct {
 	control      *http.Server
 	controlURL   string
 
+	downMu    sync.Mutex // serialises down faults and their ends
+	down      int        // down faults so far; each is ended by the latest one's timer or a clear
+	downEnded int        // the last down fault ended
+
 	mu          sync.Mutex
 	individuals map[string]*Enrollment   // lower-case registration id ->
 	groups      map[string]*Enrollment   // group id ->

@@ -14,7 +14,7 @@ const (
 	DPSFaultDown     DPSFaultKind = "down"     // reset every connection and refuse connects for Duration
 	DPSFaultThrottle DPSFaultKind = "throttle" // answer requests 429 with retry-after RetryAfter
 	DPSFaultError    DPSFaultKind = "error"    // answer requests with Status (default 500)
-	DPSFaultClear    DPSFaultKind = "clear"    // end a throttle or error fault
+	DPSFaultClear    DPSFaultKind = "clear"    // end a throttle or error fault, and a down (listeners reopen now)
 )
 
 // DPSFault is one DPS fault. Throttle and error last for Duration, or for the next Count requests (registers and
@@ -58,8 +58,12 @@ func (d *DPS) Fault(f DPSFault) error {
 		if f.Duration <= 0 {
 			return errors.New("down needs a duration")
 		}
+		d.downMu.Lock()
+		d.down++
+		gen := d.down
 		d.stop(d.listeners(), false)
-		d.after(f.Duration, func() { d.reopen(d.listeners(), d.events) })
+		d.downMu.Unlock()
+		d.after(f.Duration, func() { d.endDown(gen) })
 	case DPSFaultThrottle:
 		st.status = 429
 		if st.retryAfter < 0 {
@@ -75,6 +79,10 @@ func (d *DPS) Fault(f DPSFault) error {
 		}
 	case DPSFaultClear:
 		st = dpsFaultState{}
+		d.downMu.Lock()
+		gen := d.down
+		d.downMu.Unlock()
+		d.endDown(gen)
 	default:
 		return fmt.Errorf("unknown DPS fault kind %q", f.Kind)
 	}
@@ -85,6 +93,18 @@ func (d *DPS) Fault(f DPSFault) error {
 	}
 	d.events.emit(Event{Kind: EventFault, Reason: describeDPSFault(f)})
 	return nil
+}
+
+// endDown reopens the listeners if down fault gen is the latest and still on; a later down, or a clear, ends it
+// otherwise.
+func (d *DPS) endDown(gen int) {
+	d.downMu.Lock()
+	defer d.downMu.Unlock()
+	if gen != d.down || d.downEnded == gen {
+		return
+	}
+	d.downEnded = gen
+	d.reopen(d.listeners(), d.events)
 }
 
 func describeDPSFault(f DPSFault) string {

@@ -450,11 +450,14 @@ func TestDPSFaults(t *testing.T) {
 	events, stop := d.Events()
 	defer stop()
 	dev.client.Disconnect(0)
-	if err := d.Fault(DPSFault{Kind: DPSFaultDown, Duration: 300 * time.Millisecond}); err != nil {
+	if err := d.Fault(DPSFault{Kind: DPSFaultDown, Duration: time.Hour}); err != nil { // ended by clear below
 		t.Fatal(err)
 	}
 	if _, err := net.Dial("tcp", d.MQTTAddr()); !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("dial during down: %v", err)
+	}
+	if err := d.Fault(DPSFault{Kind: DPSFaultClear}); err != nil {
+		t.Fatal(err)
 	}
 	waitEvent(t, events, func(e Event) bool { return e.Kind == EventFault && e.Reason == "listeners reopened" })
 	if _, _, err := dialDPS(t, d, "r", "", dpsToken(t, d, "r", e.PrimaryKey, time.Now().Add(time.Hour))); err != nil {
