@@ -274,11 +274,18 @@ func (c *Client) attempt(ls *loopState) {
 		return
 	}
 	ls.phase, ls.attemptStart = phaseDialing, c.clk.Now()
+	if err := c.provision(ls); err != nil {
+		c.attemptFailed(ls, err)
+		return
+	}
 	if err := c.dial(ls); err != nil {
 		c.attemptFailed(ls, err)
 		return
 	}
 	ls.phase, ls.connectedAt, ls.knownGood, ls.throttled = phaseConnected, c.clk.Now(), true, 0
+	if c.prov != nil {
+		c.prov.connected()
+	}
 	stopTimer(&ls.deadline)
 	c.transition(StatusConnected, ReasonConnectionOk)
 	ls.waiters.answer(nil)
@@ -308,6 +315,9 @@ func (c *Client) admissionWait(ls *loopState) time.Duration {
 // once is one more failed attempt, so the policy's delays keep growing.
 func (c *Client) linkEnded(ls *loopState, err error) {
 	c.dropConn(ls, errLinkLost)
+	if c.prov != nil {
+		c.prov.linkLost(c.clk.Now())
+	}
 	if c.clk.Now().Sub(ls.connectedAt) >= c.opts.BackoffResetAfter {
 		ls.attempts = 0
 	}
@@ -334,6 +344,19 @@ func (c *Client) attemptFailed(ls *loopState, err error) {
 	if wire != kind && kind == transport.KindThrottled {
 		msg += "; taken for throttling, as the device connected before with these credentials (IoT Hub answers " +
 			"a disabled device the same way)"
+	}
+	if c.prov != nil && !isProvisionFailure(err) {
+		if why := c.prov.hubFailed(kind, !ls.attemptStart.IsZero(), c.clk.Now()); why != "" {
+			if cls.fatal { // the hub's refusal: fatal for a hub of its own, for a provisioned device a move
+				cls = classification{false, ReasonCommunicationError, cls.code}
+			}
+			c.logf(LogWarn, "provisioning: %s; the next attempt registers with DPS again", why)
+		}
+	}
+	if kind == transport.KindAuth && c.ident().cs.X509 {
+		if at, err := auth.CertificateNotAfter(c.opts.CertFile); err == nil && c.clk.Now().After(at) {
+			msg += "; the client certificate " + c.opts.CertFile + " expired at " + at.UTC().Format(time.RFC3339)
+		}
 	}
 	ls.failed = failure{err: &Error{Code: cls.code, Msg: msg, Err: err}, kind: kind, cls: cls}
 	if kind == transport.KindThrottled || kind == transport.KindQuota {
@@ -386,6 +409,8 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	var te *transport.Error
 	serverAsked := errors.As(f.err, &te) && te.RetryAfter > 0
 	switch {
+	case serverAsked && te.Op == opProvision:
+		delay = retry.Jittered(te.RetryAfter) // DPS names one retry-after to a whole throttled fleet
 	case serverAsked:
 		delay = te.RetryAfter
 	case builtinPolicy(c.currentPolicy()) && (f.kind == transport.KindThrottled || f.kind == transport.KindQuota):
@@ -417,27 +442,18 @@ func (w *connectWaiters) connectTimedOut(last error) *Error {
 // dial makes one connection attempt with a fresh token. Close aborts it.
 func (c *Client) dial(ls *loopState) error {
 	now := c.clk.Now()
-	token, exp, err := c.cred.Token(now)
+	id := c.ident()
+	token, exp, err := id.cred.Token(now)
 	if err != nil {
 		return err
 	}
-	timeout := dialTimeout
-	if ls.waiters.waiting() {
-		timeout = min(timeout, max(ls.waiters.deadline.Sub(now), time.Millisecond))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := c.attemptContext(ls, dialTimeout)
 	defer cancel()
-	stopOnClose := context.AfterFunc(c.stopCtx, cancel)
-	defer stopOnClose()
-	if w := ls.waiters; w.waiting() {
-		stopOnCancel := context.AfterFunc(w.reqs[0].ctx, cancel)
-		defer stopOnCancel()
-	}
 	ls.gen++
 	features := c.features()
 	conn, err := c.dialer.Dial(ctx, transport.DialParams{
-		Host: c.cs.ConnectHost(), HubHost: c.cs.HostName, DeviceID: c.cs.DeviceID, ModuleID: c.cs.ModuleID,
-		Token: token, TLS: c.tls, KeepAlive: c.opts.KeepAlive, WebSocket: protocols[c.opts.Transport].websocket,
+		Host: id.cs.ConnectHost(), HubHost: id.cs.HostName, DeviceID: id.cs.DeviceID, ModuleID: id.cs.ModuleID,
+		Token: token, TLS: id.tls, KeepAlive: c.opts.KeepAlive, WebSocket: protocols[c.opts.Transport].websocket,
 		Features: features,
 		Handler:  linkHandler{c: c, gen: ls.gen},
 	})
@@ -445,7 +461,7 @@ func (c *Client) dial(ls *loopState) error {
 		return err
 	}
 	ls.features = features
-	ls.conn, ls.tokenExp, ls.issuedAt, ls.renewable = conn, exp, now, c.cred.Renewable()
+	ls.conn, ls.tokenExp, ls.issuedAt, ls.renewable = conn, exp, now, id.cred.Renewable()
 	c.armRenew(ls)
 	return nil
 }
@@ -458,7 +474,7 @@ func (c *Client) renewToken(ls *loopState) error {
 		return auth.ErrTokenExpired
 	}
 	now := c.clk.Now()
-	token, exp, err := c.cred.Token(now)
+	token, exp, err := c.ident().cred.Token(now)
 	if err != nil {
 		return err
 	}

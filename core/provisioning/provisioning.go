@@ -207,11 +207,11 @@ func New(cfg Config) (*Client, error) {
 	case cfg.SymmetricKey != "":
 		c.deviceKey = cfg.SymmetricKey
 	default:
-		cert, err := auth.LoadClientCertificate(cfg.CertFile, cfg.KeyFile)
+		files, err := auth.NewCertificateFiles(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return nil, err
 		}
-		c.tls.Certificates = []tls.Certificate{cert}
+		c.tls.Certificates, c.tls.GetClientCertificate = nil, files.GetClientCertificate
 	}
 	if c.deviceKey != "" {
 		if _, err := iothub.BuildSAS("x", c.deviceKey, "", time.Unix(1, 0)); err != nil {
