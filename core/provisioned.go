@@ -96,8 +96,6 @@ func newProvisionedClient(p Provisioning, opts Options, dialer transport.Dialer)
 			"(0 means the defaults, %d and %v)", DefaultReprovisionAfterFailures, DefaultReprovisionAfter)
 	case strings.ContainsAny(p.Host, "; /\t"):
 		return nil, Errorf(CodeInvalidArgument, "provisioning host %q: want host or host:port", p.Host)
-	case (opts.CertFile != "") != (opts.KeyFile != ""):
-		return nil, Errorf(CodeInvalidArgument, "X.509 needs both a certificate and a key file")
 	}
 	if p.ReprovisionAfterFailures == 0 {
 		p.ReprovisionAfterFailures = DefaultReprovisionAfterFailures
@@ -105,25 +103,9 @@ func newProvisionedClient(p Provisioning, opts Options, dialer transport.Dialer)
 	if p.ReprovisionAfter == 0 {
 		p.ReprovisionAfter = DefaultReprovisionAfter
 	}
-	x509 := opts.CertFile != ""
-	// Until assigned, the client's identity is the registration at the DPS host: never dialled as a hub, it
-	// checks the options (CA, certificate) and gives the TLS settings DPS is reached with.
-	ph := &auth.ConnectionString{HostName: p.Host, DeviceID: p.RegistrationID, X509: x509}
-	if !x509 {
-		ph.SharedAccessKey = "AA=="
-	}
-	placeholder, err := identityFor(ph, &opts)
+	dps, placeholder, err := newDPSClientIdentity(p, &opts)
 	if err != nil {
 		return nil, err
-	}
-	dps, err := provisioning.New(provisioning.Config{
-		Host: p.Host, IDScope: p.IDScope, RegistrationID: p.RegistrationID, SymmetricKey: p.SymmetricKey,
-		GroupKey: p.GroupKey, CertFile: opts.CertFile, KeyFile: opts.KeyFile, Payload: p.Payload,
-		TLS: placeholder.tls, WebSocket: protocols[opts.Transport].websocket, SASLifetime: opts.SASLifetime,
-		Clock: opts.Clock,
-	})
-	if err != nil {
-		return nil, &Error{Code: CodeInvalidArgument, Msg: "provisioning: " + err.Error(), Err: err}
 	}
 	pr := &provisioner{cfg: p, dps: dps, cache: p.CacheFile, pending: true}
 	if pr.cache == "" && opts.QueueDir != "" {
@@ -151,6 +133,34 @@ func newProvisionedClient(p Provisioning, opts Options, dialer transport.Dialer)
 		c.logf(LogInfo, "%s", pr.pendingLogLine)
 	}
 	return c, nil
+}
+
+// newDPSClientIdentity makes the registration client, and the identity a client has until it is assigned: the
+// registration at the DPS host, never dialled as a hub, which checks the options (CA, certificate) and gives the
+// TLS settings DPS is reached with.
+func newDPSClientIdentity(p Provisioning, opts *Options) (*provisioning.Client, *identity, error) {
+	if (opts.CertFile != "") != (opts.KeyFile != "") {
+		return nil, nil, Errorf(CodeInvalidArgument, "X.509 needs both a certificate and a key file")
+	}
+	x509 := opts.CertFile != ""
+	ph := &auth.ConnectionString{HostName: p.Host, DeviceID: p.RegistrationID, X509: x509}
+	if !x509 {
+		ph.SharedAccessKey = "AA=="
+	}
+	placeholder, err := identityFor(ph, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	dps, err := provisioning.New(provisioning.Config{
+		Host: p.Host, IDScope: p.IDScope, RegistrationID: p.RegistrationID, SymmetricKey: p.SymmetricKey,
+		GroupKey: p.GroupKey, CertFile: opts.CertFile, KeyFile: opts.KeyFile, Payload: p.Payload,
+		TLS: placeholder.tls, WebSocket: protocols[opts.Transport].websocket, SASLifetime: opts.SASLifetime,
+		Clock: opts.Clock, Policy: opts.RetryPolicy,
+	})
+	if err != nil {
+		return nil, nil, &Error{Code: CodeInvalidArgument, Msg: "provisioning: " + err.Error(), Err: err}
+	}
+	return dps, placeholder, nil
 }
 
 // loadCache returns the cached assignment of this registration, if any, or a note on why a cache was not used.
@@ -320,4 +330,40 @@ func (c *Client) attemptContext(ls *loopState, timeout time.Duration) (context.C
 		stopOnClose()
 		cancel()
 	}
+}
+
+// RegisterDevice makes one DPS registration outside any client, as the SDKs' ProvisioningDeviceClient does:
+// transient failures (429, 5xx, a lost or refused connection) are retried with opts.RetryPolicy (default
+// exponential) and DPS's retry-after, within ctx and opts.OperationTimeout. p's cache and reprovisioning fields are
+// not used; opts gives the CA, the X.509 certificate files, the transport (MQTT or MQTT over WebSocket) and the
+// SAS lifetime. Errors are *Error with the codes a client's connect has: CodeAuth (401/403, or a final 400),
+// CodeDeviceDisabled (404, a disabled enrollment), CodeThrottled, CodeNetwork, CodeTimeout, ...
+func RegisterDevice(ctx context.Context, p Provisioning, opts Options) (*provisioning.Result, error) {
+	if err := applyDefaults(&opts); err != nil {
+		return nil, err
+	}
+	dps, _, err := newDPSClientIdentity(p, &opts)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.OperationTimeout)
+	defer cancel()
+	res, err := dps.Register(ctx)
+	if err == nil {
+		return res, nil
+	}
+	var pe *provisioning.Error
+	if !errors.As(err, &pe) {
+		return nil, &Error{Code: CodeInternal, Msg: err.Error(), Err: err}
+	}
+	te := pe.TransportError()
+	cls := classify(te.Kind)
+	code := cls.code
+	switch {
+	case !pe.Transient() && !cls.fatal:
+		code = CodeAuth
+	case pe.Transient() && ctx.Err() != nil:
+		code = CodeTimeout
+	}
+	return nil, &Error{Code: code, Msg: err.Error(), Err: te}
 }
