@@ -132,8 +132,10 @@ func TestRegisterErrors(t *testing.T) {
 		status int
 		kind   transport.Kind
 	}{
-		{hubsim.DPSFault{Kind: hubsim.DPSFaultThrottle, Count: 1, RetryAfter: 2 * time.Second}, 429, transport.KindThrottled},
-		{hubsim.DPSFault{Kind: hubsim.DPSFaultError, Count: 1, Status: 503, RetryAfter: time.Second}, 503, transport.KindServerBusy},
+		{hubsim.DPSFault{Kind: hubsim.DPSFaultThrottle, Count: 1, RetryAfter: 2 * time.Second}, 429,
+			transport.KindThrottled},
+		{hubsim.DPSFault{Kind: hubsim.DPSFaultError, Count: 1, Status: 503, RetryAfter: time.Second}, 503,
+			transport.KindServerBusy},
 	} {
 		if err := env.DPS.Fault(f.fault); err != nil {
 			t.Fatal(err)
@@ -149,7 +151,8 @@ func TestRegisterErrors(t *testing.T) {
 	}
 
 	// Two throttled answers, then assigned: Register waits DPS's retry-after (1 s) each time.
-	if err := env.DPS.Fault(hubsim.DPSFault{Kind: hubsim.DPSFaultThrottle, Count: 2, RetryAfter: time.Second}); err != nil {
+	throttle := hubsim.DPSFault{Kind: hubsim.DPSFaultThrottle, Count: 2, RetryAfter: time.Second}
+	if err := env.DPS.Fault(throttle); err != nil {
 		t.Fatal(err)
 	}
 	res, err := c.Register(ctxT(t))
@@ -161,7 +164,8 @@ func TestRegisterErrors(t *testing.T) {
 	}
 
 	// A final error is not retried, and a policy that gives up ends Register too.
-	_, err = newClient(t, env, provisioning.Config{RegistrationID: "nobody", SymmetricKey: e.PrimaryKey}).Register(ctxT(t))
+	_, err = newClient(t, env, provisioning.Config{RegistrationID: "nobody", SymmetricKey: e.PrimaryKey}).
+		Register(ctxT(t))
 	if !errors.As(err, &pe) || pe.Status != 401 {
 		t.Fatalf("Register of no enrollment: %v", err)
 	}
@@ -201,17 +205,19 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		mod  func(*provisioning.Config)
 		want string
 	}{
-		"no host":      {func(c *provisioning.Config) { c.Host = "" }, "host"},
-		"no scope":     {func(c *provisioning.Config) { c.IDScope = "" }, "scope"},
-		"no id":        {func(c *provisioning.Config) { c.RegistrationID = "" }, "registration id"},
-		"bad id":       {func(c *provisioning.Config) { c.RegistrationID = "a/b" }, "allowed"},
-		"long id":      {func(c *provisioning.Config) { c.RegistrationID = strings.Repeat("a", 129) }, "128"},
-		"two keys":     {func(c *provisioning.Config) { c.GroupKey = "a2V5" }, "exactly one"},
-		"no key":       {func(c *provisioning.Config) { c.SymmetricKey = "" }, "exactly one"},
-		"bad key":      {func(c *provisioning.Config) { c.SymmetricKey = "!!" }, "base64"},
-		"bad group":    {func(c *provisioning.Config) { c.SymmetricKey, c.GroupKey = "", "!!" }, "base64"},
-		"bad payload":  {func(c *provisioning.Config) { c.Payload = []byte("{") }, "JSON"},
-		"missing cert": {func(c *provisioning.Config) { c.SymmetricKey, c.CertFile, c.KeyFile = "", "/nonexistent", "/x" }, "certificate"},
+		"no host":     {func(c *provisioning.Config) { c.Host = "" }, "host"},
+		"no scope":    {func(c *provisioning.Config) { c.IDScope = "" }, "scope"},
+		"no id":       {func(c *provisioning.Config) { c.RegistrationID = "" }, "registration id"},
+		"bad id":      {func(c *provisioning.Config) { c.RegistrationID = "a/b" }, "allowed"},
+		"long id":     {func(c *provisioning.Config) { c.RegistrationID = strings.Repeat("a", 129) }, "128"},
+		"two keys":    {func(c *provisioning.Config) { c.GroupKey = "a2V5" }, "exactly one"},
+		"no key":      {func(c *provisioning.Config) { c.SymmetricKey = "" }, "exactly one"},
+		"bad key":     {func(c *provisioning.Config) { c.SymmetricKey = "!!" }, "base64"},
+		"bad group":   {func(c *provisioning.Config) { c.SymmetricKey, c.GroupKey = "", "!!" }, "base64"},
+		"bad payload": {func(c *provisioning.Config) { c.Payload = []byte("{") }, "JSON"},
+		"missing cert": {func(c *provisioning.Config) {
+			c.SymmetricKey, c.CertFile, c.KeyFile = "", "/nonexistent", "/x"
+		}, "certificate"},
 	} {
 		cfg := base
 		tc.mod(&cfg)
