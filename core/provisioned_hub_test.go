@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotconn/iotconn/core/internal/dpstest"
 	"github.com/iotconn/iotconn/core/transport"
 	"github.com/iotconn/iotconn/hubsim"
+	"github.com/iotconn/iotconn/hubsim/hubsimtest"
 )
 
 // These tests run provisioned clients with the real MQTT transport against hubsim's hubs and DPS, in process.
 
-func provisionedClient(t *testing.T, env *dpstest.Env, p Provisioning, opts Options) (*Client, *recorder) {
+func provisionedClient(t *testing.T, env *hubsimtest.Env, p Provisioning, opts Options) (*Client, *recorder) {
 	t.Helper()
 	p.Host, p.IDScope = env.DPS.MQTTAddr(), env.DPS.IDScope()
 	opts.CAFile = env.DPS.CAFile()
@@ -59,7 +59,7 @@ func waitHubMessages(t *testing.T, hub *hubsim.Hub, dev string, n int) []hubsim.
 // what it queued meanwhile reaches the new hub: every message delivered once, none lost. Restarted on the same
 // queue directory, it connects to the cached hub without registering.
 func TestProvisionedClientRidesOutHubDownAndFollowsAMove(t *testing.T) {
-	env := dpstest.Start(t, 2, nil)
+	env := hubsimtest.Start(t, 2, nil)
 	hub0, hub1 := env.Hubs[0], env.Hubs[1]
 	e := env.Enroll(t, hubsim.Enrollment{RegistrationID: "dev-p", IoTHubs: []string{hub0.HostName()}})
 	dir := t.TempDir()
@@ -136,7 +136,7 @@ func TestProvisionedClientRidesOutHubDownAndFollowsAMove(t *testing.T) {
 // After ReprovisionAfterFailures reconnects failed in a row the client registers again, and DPS's new answer (the
 // enrollment now allocates another hub) takes it there.
 func TestProvisionedClientReprovisionsAfterFailedReconnects(t *testing.T) {
-	env := dpstest.Start(t, 2, nil)
+	env := hubsimtest.Start(t, 2, nil)
 	hub0, hub1 := env.Hubs[0], env.Hubs[1]
 	e := env.Enroll(t, hubsim.Enrollment{GroupID: "fleet", IoTHubs: []string{hub0.HostName()}})
 	c, r := provisionedClient(t, env, Provisioning{RegistrationID: "member-1", GroupKey: e.PrimaryKey,
@@ -158,7 +158,7 @@ func TestProvisionedClientReprovisionsAfterFailedReconnects(t *testing.T) {
 
 // DPS refusing the registration (a wrong key: 401) is fatal, as a hub's refusal: Bad_Credential, no retry.
 func TestProvisionedClientRefusedByDPS(t *testing.T) {
-	env := dpstest.Start(t, 1, nil)
+	env := hubsimtest.Start(t, 1, nil)
 	env.Enroll(t, hubsim.Enrollment{RegistrationID: "dev-1"})
 	c, r := provisionedClient(t, env, Provisioning{RegistrationID: "dev-1", SymmetricKey: testKey}, Options{})
 	err := c.Connect(context.Background())

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotconn/iotconn/core/internal/dpstest"
 	"github.com/iotconn/iotconn/hubsim"
+	"github.com/iotconn/iotconn/hubsim/hubsimtest"
 )
 
 // X.509 against hubsim's certificate authentication: a self-signed device (thumbprint) and a CA-signed one (CN and
@@ -32,9 +32,9 @@ func x509Client(t *testing.T, hub *hubsim.Hub, dev, certFile, keyFile string) (*
 func TestX509SelfSignedAndCASigned(t *testing.T) {
 	h := startHub(t).hub
 	dir := t.TempDir()
-	self, selfCert, selfKey := dpstest.Mint(t, dir, "self", hubsim.CertOptions{CommonName: "x-self"})
-	root, _, _ := dpstest.Mint(t, dir, "root", hubsim.CertOptions{CommonName: "root", CA: true})
-	_, caCert, caKey := dpstest.Mint(t, dir, "signed", hubsim.CertOptions{CommonName: "x-ca", Issuer: &root})
+	self, selfCert, selfKey := hubsimtest.Mint(t, dir, "self", hubsim.CertOptions{CommonName: "x-self"})
+	root, _, _ := hubsimtest.Mint(t, dir, "root", hubsim.CertOptions{CommonName: "root", CA: true})
+	_, caCert, caKey := hubsimtest.Mint(t, dir, "signed", hubsim.CertOptions{CommonName: "x-ca", Issuer: &root})
 	if err := h.AddCA([]byte(root.CertPEM)); err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestX509RotationWithoutRecreatingTheClient(t *testing.T) {
 	hd := startHub(t)
 	h := hd.hub
 	dir := t.TempDir()
-	old, certFile, keyFile := dpstest.Mint(t, dir, "dev", hubsim.CertOptions{CommonName: "x-rot"})
+	old, certFile, keyFile := hubsimtest.Mint(t, dir, "dev", hubsim.CertOptions{CommonName: "x-rot"})
 	if _, err := h.AddDevices([]hubsim.DeviceSpec{{ID: "x-rot", Auth: hubsim.AuthSelfSigned,
 		Thumbprints: []string{old.Thumbprint}}}); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestX509RotationWithoutRecreatingTheClient(t *testing.T) {
 	r.expectConnected(t)
 
 	// The new certificate replaces the old one's files; the hub takes only the new one from now on.
-	next, nextCert, nextKey := dpstest.Mint(t, t.TempDir(), "next", hubsim.CertOptions{CommonName: "x-rot"})
+	next, nextCert, nextKey := hubsimtest.Mint(t, t.TempDir(), "next", hubsim.CertOptions{CommonName: "x-rot"})
 	for src, dst := range map[string]string{nextCert: certFile, nextKey: keyFile} {
 		b, err := os.ReadFile(src)
 		if err != nil {
@@ -91,7 +91,7 @@ func TestX509RotationWithoutRecreatingTheClient(t *testing.T) {
 func TestX509ExpiredCertificateIsBadCredential(t *testing.T) {
 	h := startHub(t).hub
 	dir := t.TempDir()
-	cert, certFile, keyFile := dpstest.Mint(t, dir, "old", hubsim.CertOptions{CommonName: "x-old",
+	cert, certFile, keyFile := hubsimtest.Mint(t, dir, "old", hubsim.CertOptions{CommonName: "x-old",
 		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	if _, err := h.AddDevices([]hubsim.DeviceSpec{{ID: "x-old", Auth: hubsim.AuthSelfSigned,
 		Thumbprints: []string{cert.Thumbprint}}}); err != nil {
@@ -113,8 +113,8 @@ func TestX509ExpiredCertificateIsBadCredential(t *testing.T) {
 
 // A provisioned X.509 device: DPS attests it by its certificate, the hub by the same certificate.
 func TestProvisionedClientX509(t *testing.T) {
-	env := dpstest.Start(t, 1, nil)
-	cert, certFile, keyFile := dpstest.Mint(t, t.TempDir(), "dev", hubsim.CertOptions{CommonName: "x-prov"})
+	env := hubsimtest.Start(t, 1, nil)
+	cert, certFile, keyFile := hubsimtest.Mint(t, t.TempDir(), "dev", hubsim.CertOptions{CommonName: "x-prov"})
 	env.Enroll(t, hubsim.Enrollment{RegistrationID: "x-prov", Attestation: hubsim.AttestationX509,
 		X509: &hubsim.X509Attestation{Thumbprints: []string{cert.Thumbprint}}})
 	c, _ := provisionedClient(t, env, Provisioning{RegistrationID: "x-prov"},

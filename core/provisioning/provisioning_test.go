@@ -9,16 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iotconn/iotconn/core/internal/dpstest"
 	"github.com/iotconn/iotconn/core/provisioning"
 	"github.com/iotconn/iotconn/core/retry"
 	"github.com/iotconn/iotconn/core/transport"
 	"github.com/iotconn/iotconn/hubsim"
+	"github.com/iotconn/iotconn/hubsim/hubsimtest"
 )
 
 // These tests register against hubsim's DPS on 127.0.0.1, in process.
 
-func newClient(t *testing.T, env *dpstest.Env, cfg provisioning.Config) *provisioning.Client {
+func newClient(t *testing.T, env *hubsimtest.Env, cfg provisioning.Config) *provisioning.Client {
 	t.Helper()
 	cfg.Host, cfg.IDScope, cfg.TLS = env.DPS.MQTTAddr(), env.DPS.IDScope(), env.TLS(t)
 	c, err := provisioning.New(cfg)
@@ -37,7 +37,7 @@ func ctxT(t *testing.T) context.Context {
 // An individual enrollment's key and a group member's derived key both register; the assignment names a linked hub,
 // where the device now exists with the key the client will sign with; DPS counted one registration each.
 func TestRegisterSymmetricKeys(t *testing.T) {
-	env := dpstest.Start(t, 2, nil)
+	env := hubsimtest.Start(t, 2, nil)
 	ind := env.Enroll(t, hubsim.Enrollment{RegistrationID: "dev-7"})
 	grp := env.Enroll(t, hubsim.Enrollment{GroupID: "fleet"})
 	for _, tc := range []struct {
@@ -72,7 +72,7 @@ func TestRegisterSymmetricKeys(t *testing.T) {
 	}
 }
 
-func hubOf(t *testing.T, env *dpstest.Env, name string) *hubsim.Hub {
+func hubOf(t *testing.T, env *hubsimtest.Env, name string) *hubsim.Hub {
 	t.Helper()
 	for _, h := range env.Hubs {
 		if h.HostName() == name {
@@ -86,11 +86,11 @@ func hubOf(t *testing.T, env *dpstest.Env, name string) *hubsim.Hub {
 // X.509: a self-signed certificate in an individual enrollment, and a CA-signed one in a group; the registration
 // id is the certificate's CN and no token is sent.
 func TestRegisterX509(t *testing.T) {
-	env := dpstest.Start(t, 1, nil)
+	env := hubsimtest.Start(t, 1, nil)
 	dir := t.TempDir()
-	solo, soloCert, soloKey := dpstest.Mint(t, dir, "solo", hubsim.CertOptions{CommonName: "x-solo"})
-	ca, _, _ := dpstest.Mint(t, dir, "root", hubsim.CertOptions{CommonName: "fleet root", CA: true})
-	_, memberCert, memberKey := dpstest.Mint(t, dir, "member", hubsim.CertOptions{CommonName: "x-member", Issuer: &ca})
+	solo, soloCert, soloKey := hubsimtest.Mint(t, dir, "solo", hubsim.CertOptions{CommonName: "x-solo"})
+	ca, _, _ := hubsimtest.Mint(t, dir, "root", hubsim.CertOptions{CommonName: "fleet root", CA: true})
+	_, memberCert, memberKey := hubsimtest.Mint(t, dir, "member", hubsim.CertOptions{CommonName: "x-member", Issuer: &ca})
 	env.Enroll(t, hubsim.Enrollment{RegistrationID: "x-solo", Attestation: hubsim.AttestationX509,
 		X509: &hubsim.X509Attestation{Thumbprints: []string{solo.Thumbprint}}})
 	env.Enroll(t, hubsim.Enrollment{GroupID: "x-fleet", Attestation: hubsim.AttestationX509,
@@ -110,7 +110,7 @@ func TestRegisterX509(t *testing.T) {
 // DPS's answers map to typed errors: 401 (wrong key, no enrollment) is final for the registration, a 429 and a
 // 5xx are transient and carry the retry-after; Register retries those and is assigned once the fault ends.
 func TestRegisterErrors(t *testing.T) {
-	env := dpstest.Start(t, 1, nil)
+	env := hubsimtest.Start(t, 1, nil)
 	e := env.Enroll(t, hubsim.Enrollment{RegistrationID: "dev-1"})
 	other := env.Enroll(t, hubsim.Enrollment{RegistrationID: "other"})
 
@@ -182,7 +182,7 @@ func TestRegisterErrors(t *testing.T) {
 // DPS keeps an operation "assigning" for a few polls: the client polls with its retry-after until assigned. A DPS
 // that is down is a transient network failure.
 func TestRegisterPollsAndDown(t *testing.T) {
-	env := dpstest.Start(t, 1, func(c *hubsim.DPSConfig) { c.AssigningPolls = 2 })
+	env := hubsimtest.Start(t, 1, func(c *hubsim.DPSConfig) { c.AssigningPolls = 2 })
 	e := env.Enroll(t, hubsim.Enrollment{RegistrationID: "dev-1"})
 	c := newClient(t, env, provisioning.Config{RegistrationID: "dev-1", SymmetricKey: e.PrimaryKey})
 	if _, err := c.RegisterOnce(ctxT(t)); err != nil {

@@ -1,5 +1,6 @@
-// Package dpstest starts hubsim hubs and a DPS over them, in process, for the engine's provisioning tests.
-package dpstest
+// Package hubsimtest starts hubsim setups in process for other packages' tests: hubs and a DPS over them (the
+// engine's provisioning tests). It lives beside hubsim, which the Python sdist does not vendor with the engine.
+package hubsimtest
 
 import (
 	"crypto/tls"
