@@ -70,9 +70,8 @@ type provisioner struct {
 	cache         string // "" = no cache
 	registrations atomic.Int64
 
-	mu             sync.Mutex
-	hub, deviceID  string
-	pendingLogLine string // what NewProvisionedClient has to say once the client can log
+	mu            sync.Mutex
+	hub, deviceID string
 
 	pending  bool      // register before the next dial
 	fresh    bool      // the assignment came from DPS and no link came up on it yet
@@ -112,25 +111,24 @@ func newProvisionedClient(p Provisioning, opts Options, dialer transport.Dialer)
 		pr.cache = filepath.Join(opts.QueueDir, provisioning.CacheFile)
 	}
 	id := placeholder
-	if cached, note := pr.loadCache(); cached != nil {
+	cached, note := pr.loadCache()
+	if cached != nil {
 		if hubID, err := pr.hubIdentity(cached.AssignedHub, cached.DeviceID, &opts); err == nil {
 			id, pr.pending, pr.since = hubID, false, opts.Clock.Now()
 			pr.setAssignment(cached.AssignedHub, cached.DeviceID)
-			pr.pendingLogLine = fmt.Sprintf("provisioning: connecting to the cached assignment, hub %s as device %s "+
-				"(%s), without registering", cached.AssignedHub, cached.DeviceID, pr.cache)
+			note = fmt.Sprintf("provisioning: connecting to the cached assignment, hub %s as device %s (%s), "+
+				"without registering", cached.AssignedHub, cached.DeviceID, pr.cache)
 		} else {
-			pr.pendingLogLine = fmt.Sprintf("provisioning: the cached assignment in %s is unusable (%v); registering",
-				pr.cache, err)
+			note = fmt.Sprintf("provisioning: the cached assignment in %s is unusable (%v); registering", pr.cache,
+				err)
 		}
-	} else if note != "" {
-		pr.pendingLogLine = note
 	}
 	c, err := startClient(id, opts, dialer, pr)
 	if err != nil {
 		return nil, err
 	}
-	if pr.pendingLogLine != "" {
-		c.logf(LogInfo, "%s", pr.pendingLogLine)
+	if note != "" {
+		c.logf(LogInfo, "%s", note)
 	}
 	return c, nil
 }

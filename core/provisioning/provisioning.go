@@ -139,8 +139,8 @@ func (e *Error) TransportError() *transport.Error {
 // errorCodeDisabled is the errorCode of a disabled enrollment's registration.
 const errorCodeDisabled = 401010
 
-// Client registers one device. Safe for concurrent use; registrations of one Client do not overlap in DPS's
-// eyes only if the caller does not run them together.
+// Client registers one device. Safe for concurrent use, though DPS keeps one operation per registration id: a
+// registration started while another runs replaces it there.
 type Client struct {
 	cfg       Config
 	deviceKey string // the key the device signs with: the individual key, or the one derived from the group key
