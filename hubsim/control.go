@@ -215,6 +215,7 @@ type messageJSON struct {
 	ContentEncoding string            `json:"contentEncoding"`
 	Properties      map[string]string `json:"properties"`
 	PropertyList    [][2]string       `json:"propertyList"`
+	Annotations     map[string]string `json:"annotations,omitempty"`
 	ArrivedAt       string            `json:"arrivedAt"`
 }
 
@@ -229,7 +230,7 @@ func (h *Hub) handleMessages(w http.ResponseWriter, r *http.Request) {
 		out = append(out, messageJSON{
 			Payload: m.Payload, MessageID: m.MessageID, CorrelationID: m.CorrelationID, ContentType: m.ContentType,
 			ContentEncoding: m.ContentEncoding, Properties: m.Properties, PropertyList: m.PropertyList,
-			ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
+			Annotations: m.Annotations, ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
 		})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -112,7 +112,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if s == nil {
 			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
 		}
-		h.dropSession(s, "fault kill-tcp", false)
+		h.dropSession(s, "fault kill-tcp", dropKill)
 	case FaultExpireToken:
 		s, err := needDevice()
 		if err != nil {
@@ -121,7 +121,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if s == nil {
 			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
 		}
-		h.dropSession(s, "sas token expired (fault expire-token)", false)
+		h.dropSession(s, "sas token expired (fault expire-token)", dropAuth)
 	case FaultRotateKey:
 		return h.rotateKey(f.Device)
 	case FaultDisableDevice:
@@ -179,7 +179,7 @@ func (h *Hub) after(d time.Duration, fn func()) {
 
 func (h *Hub) listeners() []*listener {
 	var out []*listener
-	for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
+	for _, l := range []*listener{h.mqtts, h.tcp, h.ws, h.amqps} {
 		if l != nil {
 			out = append(out, l)
 		}
@@ -261,11 +261,11 @@ func (h *Hub) restart() error {
 // refused, without CONNACK, for DurationInSecs.
 func (h *Hub) injectFromMessage(id string, props map[string]string) {
 	op := props[faultPropType]
-	graceful := false
+	cause := dropKill
 	switch op {
 	case "KillTcp":
 	case "ShutDownMqtt":
-		graceful = true
+		cause = dropGraceful
 	default:
 		h.events.logf("fault injection %s from %s ignored: not an MQTT fault", op, id)
 		return
@@ -279,7 +279,7 @@ func (h *Hub) injectFromMessage(id string, props map[string]string) {
 		s := h.sessions[id]
 		h.mu.Unlock()
 		if s != nil {
-			h.dropSession(s, "fault injection "+op, graceful)
+			h.dropSession(s, "fault injection "+op, cause)
 		}
 	})
 }

@@ -412,8 +412,8 @@ func (l *mqttLink) publish(topic string, payload []byte, maxQoS byte, onID func(
 	return l.cl.WritePacket(pk)
 }
 
-func (l *mqttLink) drop(graceful bool) {
-	if graceful {
+func (l *mqttLink) drop(cause dropCause) {
+	if cause == dropGraceful {
 		l.hc.closeGracefully()
 	} else {
 		l.hc.kill()

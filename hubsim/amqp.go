@@ -1,0 +1,475 @@
+package hubsim
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/iotconn/iotconn/hubsim/amqp"
+)
+
+// AMQP limits and names. IoT Hub allows 999 tokens (devices) per connection.
+const (
+	amqpIdleTimeout   = 4 * time.Minute
+	amqpMaxDevices    = 999
+	amqpLinkCredit    = 100
+	amqpMaxDelivery   = 4 * maxD2CSize // a C SDK batch carries several messages in one delivery
+	amqpBatchFormat   = 0x80013700     // the C SDK's batched telemetry: each data section is a whole message
+	cbsStatusCode     = "status-code"
+	cbsStatusDesc     = "status-description"
+	condLinkConflict  = amqp.Symbol("com.microsoft:link-creation-conflict")
+	amqpTokenTypeSB   = "servicebus.windows.net:sastoken"
+	amqpTokenTypeIoTH = "azure-devices.net:sastoken"
+)
+
+// amqpNode is what a link address names.
+type amqpNode int
+
+const (
+	nodeCBS amqpNode = iota + 1
+	nodeEvents
+	nodeC2D
+	nodeMethods
+	nodeTwin
+)
+
+// parseNode reads a link address: "$cbs", or "[amqps://{host}]/devices/{d}[/modules/{m}]/" followed by
+// "messages/events", "messages/devicebound", "methods/devicebound" or "twin". SDKs differ in the scheme, the host
+// and the case of the fixed segments (.NET writes deviceBound), so those are matched leniently; ids are exact.
+func parseNode(addr string) (amqpNode, identity, bool) {
+	if addr == "$cbs" {
+		return nodeCBS, identity{}, true
+	}
+	lower := strings.ToLower(addr)
+	for _, scheme := range []string{"amqps://", "amqp://"} {
+		if strings.HasPrefix(lower, scheme) {
+			rest := addr[len(scheme):]
+			i := strings.IndexByte(rest, '/')
+			if i < 0 {
+				return 0, identity{}, false
+			}
+			addr = rest[i:]
+		}
+	}
+	segs := strings.Split(strings.TrimPrefix(addr, "/"), "/")
+	if len(segs) < 3 || !strings.EqualFold(segs[0], "devices") || segs[1] == "" {
+		return 0, identity{}, false
+	}
+	id := identity{device: segs[1]}
+	rest := segs[2:]
+	if len(rest) > 2 && strings.EqualFold(rest[0], "modules") && rest[1] != "" {
+		id.module, rest = rest[1], rest[2:]
+	}
+	switch strings.ToLower(strings.Join(rest, "/")) {
+	case "messages/events":
+		return nodeEvents, id, true
+	case "messages/devicebound":
+		return nodeC2D, id, id.module == ""
+	case "methods/devicebound":
+		return nodeMethods, id, true
+	case "twin":
+		return nodeTwin, id, true
+	}
+	return 0, identity{}, false
+}
+
+// audienceIdentity reads a put-token audience "{host}/devices/{d}[/modules/{m}]" (Node sends the token's sr,
+// URL-encoded).
+func audienceIdentity(aud string) (identity, bool) {
+	if u, err := url.QueryUnescape(aud); err == nil {
+		aud = u
+	}
+	aud = strings.TrimPrefix(strings.TrimPrefix(aud, "amqps://"), "https://")
+	segs := strings.Split(strings.TrimSuffix(aud, "/"), "/")
+	if !hostMatches(segs[0], hostNames) {
+		return identity{}, false
+	}
+	switch {
+	case len(segs) == 3 && strings.EqualFold(segs[1], "devices") && segs[2] != "":
+		return identity{device: segs[2]}, true
+	case len(segs) == 5 && strings.EqualFold(segs[1], "devices") && strings.EqualFold(segs[3], "modules") &&
+		segs[2] != "" && segs[4] != "":
+		return identity{device: segs[2], module: segs[4]}, true
+	}
+	return identity{}, false
+}
+
+// amqpFront serves IoT Hub's AMQP nodes on the hub's connections.
+type amqpFront struct {
+	hub *Hub
+}
+
+// plainAuth is the identity a SASL PLAIN exchange proved: user "{device}[/modules/{module}]@sas.{hub}" and a
+// SAS token as the password.
+type plainAuth struct {
+	id     identity
+	expiry time.Time
+}
+
+func (f *amqpFront) sasl(mech amqp.Symbol, initial []byte, _ string) (any, error) {
+	if mech != "PLAIN" {
+		return nil, nil // ANONYMOUS and MSSBCBS: the device authenticates through $cbs
+	}
+	_, user, pass, err := amqp.ParsePlain(initial)
+	if err != nil {
+		return nil, err
+	}
+	name, _, ok := strings.Cut(user, "@sas.")
+	if !ok || name == "" {
+		return nil, fmt.Errorf("SASL PLAIN user %q is not {deviceId}@sas.{hubName}", user)
+	}
+	d, m, _ := strings.Cut(name, "/modules/")
+	id := identity{device: d, module: m}
+	expiry, r := f.hub.verifyToken(id, pass)
+	if r != nil {
+		f.hub.events.emit(Event{Kind: EventReject, Device: id.String(), Reason: "amqp sasl plain: " + r.reason, Code: -1})
+		return nil, r
+	}
+	return &plainAuth{id: id, expiry: expiry}, nil
+}
+
+// serve runs AMQP on one connection (TLS already wrapped around hc, or a WebSocket).
+func (f *amqpFront) serve(hc *hubConn, nc net.Conn) {
+	srv := &amqp.Server{
+		ContainerID: "hubsim", IdleTimeout: amqpIdleTimeout, MaxMessageSize: amqpMaxDelivery,
+		SASLMechanisms: []amqp.Symbol{"MSSBCBS", "ANONYMOUS", "PLAIN"}, SASL: f.sasl,
+		Open: func(c *amqp.Conn) (amqp.Handler, *amqp.Error) {
+			ac := &amqpConn{f: f, hc: hc, c: c, devices: map[string]*amqpDevice{}, links: map[*amqp.Link]*amqpDevice{}}
+			ac.plain, _ = c.Auth().(*plainAuth)
+			return ac, nil
+		},
+	}
+	_ = srv.Serve(nc)
+}
+
+// amqpConn is one AMQP connection: the devices it carries, each authorised by its own token.
+type amqpConn struct {
+	f     *amqpFront
+	hc    *hubConn
+	c     *amqp.Conn
+	plain *plainAuth
+
+	mu      sync.Mutex
+	cbsOut  *amqp.Link // the $cbs link the client receives replies on
+	devices map[string]*amqpDevice
+	links   map[*amqp.Link]*amqpDevice // every accepted device link
+}
+
+// amqpDevice is one identity on an AMQP connection; it is the hub core's link for that identity.
+type amqpDevice struct {
+	conn    *amqpConn
+	id      identity
+	session atomic.Pointer[session]
+	nodes   map[*amqp.Link]amqpNode // guarded by conn.mu
+}
+
+func (ac *amqpConn) remote() string { return ac.c.RemoteAddr().String() }
+
+func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
+	node, id, ok := parseNode(l.Address())
+	if !ok {
+		return amqp.Errorf(amqp.CondNotFound, "no node %q", l.Address())
+	}
+	if node == nodeCBS {
+		if l.Receiving() {
+			l.SetCredit(amqpLinkCredit)
+		} else {
+			ac.mu.Lock()
+			ac.cbsOut = l
+			ac.mu.Unlock()
+		}
+		return nil
+	}
+	if (node == nodeEvents && !l.Receiving()) || (node == nodeC2D && l.Receiving()) {
+		return amqp.Errorf(amqp.CondNotAllowed, "%s does not take a link of that direction", l.Address())
+	}
+	dev := ac.authorised(id)
+	if dev == nil {
+		return amqp.Errorf(amqp.CondUnauthorized, "no valid token for %s on this connection", id)
+	}
+	ac.mu.Lock()
+	dev.nodes[l] = node
+	ac.links[l] = dev
+	ac.mu.Unlock()
+	if l.Receiving() {
+		l.SetCredit(amqpLinkCredit)
+	}
+	return nil
+}
+
+// authorised returns the identity's device on this connection, made from the SASL PLAIN identity on its first
+// link; nil when the connection holds no valid token for it.
+func (ac *amqpConn) authorised(id identity) *amqpDevice {
+	ac.mu.Lock()
+	dev := ac.devices[id.String()]
+	ac.mu.Unlock()
+	if dev != nil {
+		return dev
+	}
+	if ac.plain != nil && ac.plain.id == id && time.Now().Before(ac.plain.expiry.Add(ac.f.hub.cfg.ClockSkew)) {
+		dev, _ = ac.authorise(id, ac.plain.expiry)
+		return dev
+	}
+	return nil
+}
+
+// authorise records a valid token for id: a device already on the connection is renewed in place, a new one
+// becomes the identity's live session (replacing one on another connection).
+func (ac *amqpConn) authorise(id identity, expiry time.Time) (*amqpDevice, *amqp.Error) {
+	h := ac.f.hub
+	ac.mu.Lock()
+	if dev := ac.devices[id.String()]; dev != nil {
+		ac.mu.Unlock()
+		if s := dev.session.Load(); s != nil {
+			h.renew(s, expiry)
+		}
+		return dev, nil
+	}
+	if len(ac.devices) >= amqpMaxDevices {
+		ac.mu.Unlock()
+		return nil, amqp.Errorf(amqp.CondResourceLimit, "more than %d devices on one connection", amqpMaxDevices)
+	}
+	dev := &amqpDevice{conn: ac, id: id, nodes: map[*amqp.Link]amqpNode{}}
+	ac.devices[id.String()] = dev
+	ac.mu.Unlock()
+	dev.session.Store(h.attach(id, dev, ac.remote(), expiry))
+	return dev, nil
+}
+
+func (ac *amqpConn) Transfer(l *amqp.Link, d *amqp.Delivery) amqp.DeliveryState {
+	node, _, _ := parseNode(l.Address())
+	if node == nodeCBS {
+		ac.putToken(d)
+		return amqp.Accepted{}
+	}
+	ac.mu.Lock()
+	dev := ac.links[l]
+	ac.mu.Unlock()
+	if dev == nil {
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondUnauthorized, "link is no longer authorised")}
+	}
+	switch node {
+	case nodeEvents:
+		return dev.telemetry(d)
+	}
+	return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotAllowed, "%s takes no messages", l.Address())}
+}
+
+func (ac *amqpConn) Detached(l *amqp.Link, _ *amqp.Error) {
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	if ac.cbsOut == l {
+		ac.cbsOut = nil
+	}
+	if dev := ac.links[l]; dev != nil {
+		delete(dev.nodes, l)
+		delete(ac.links, l)
+	}
+}
+
+func (ac *amqpConn) Closed(err error) {
+	cause := "connection closed by the device"
+	if err != nil {
+		cause = err.Error()
+	}
+	ac.mu.Lock()
+	devs := make([]*amqpDevice, 0, len(ac.devices))
+	for _, dev := range ac.devices {
+		devs = append(devs, dev)
+	}
+	ac.devices = map[string]*amqpDevice{}
+	ac.mu.Unlock()
+	for _, dev := range devs {
+		ac.f.hub.detach(dev, cause)
+	}
+}
+
+// putToken answers a CBS put-token request on the $cbs link the client receives on; the reply's correlation-id is
+// the request's message-id in its wire type and its status-code an AMQP int, as every SDK expects.
+func (ac *amqpConn) putToken(d *amqp.Delivery) {
+	h := ac.f.hub
+	status, desc := 200, "OK"
+	req, err := amqp.UnmarshalMessage(d.Payload)
+	if err != nil {
+		return
+	}
+	op, typ, name := appString(req, "operation"), appString(req, "type"), appString(req, "name")
+	token, _ := req.Value.(string)
+	id, idOK := audienceIdentity(name)
+	switch {
+	case op != "put-token":
+		status, desc = 400, fmt.Sprintf("unknown CBS operation %q", op)
+	case typ != amqpTokenTypeSB && typ != amqpTokenTypeIoTH:
+		status, desc = 400, fmt.Sprintf("unknown token type %q", typ)
+	case !idOK:
+		status, desc = 404, fmt.Sprintf("audience %q names no device of this hub", name)
+	default:
+		expiry, r := h.verifyToken(id, token)
+		if r == nil {
+			if _, aerr := ac.authorise(id, expiry); aerr != nil {
+				status, desc = 403, aerr.Description
+			}
+		} else {
+			status, desc = 401, r.reason
+			if r.kind == rejectIdentifier {
+				status = 404
+			}
+			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp put-token: " + r.reason, Code: -1})
+		}
+	}
+	reply := &amqp.Message{
+		Properties:            &amqp.Properties{To: replyTo(req)},
+		ApplicationProperties: amqp.Map{{Key: cbsStatusCode, Value: int32(status)}, {Key: cbsStatusDesc, Value: desc}},
+	}
+	if req.Properties != nil {
+		reply.Properties.CorrelationID = req.Properties.MessageID
+	}
+	ac.mu.Lock()
+	out := ac.cbsOut
+	ac.mu.Unlock()
+	if b, err := reply.Marshal(); err == nil && out != nil {
+		_ = out.Send(b, amqp.SendOptions{})
+	}
+}
+
+func replyTo(m *amqp.Message) string {
+	if m.Properties == nil {
+		return ""
+	}
+	return m.Properties.ReplyTo
+}
+
+// appString reads an application property as a string ("" when absent or not a string).
+func appString(m *amqp.Message, key string) string {
+	v, _ := m.ApplicationProperties.Get(key)
+	s, _ := v.(string)
+	return s
+}
+
+// telemetry records a D2C delivery: one message, or each message of a C SDK batch.
+func (dev *amqpDevice) telemetry(d *amqp.Delivery) amqp.DeliveryState {
+	m, err := amqp.UnmarshalMessage(d.Payload)
+	if err != nil {
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondDecodeError, "%v", err)}
+	}
+	msgs := []*amqp.Message{m}
+	if d.Format == amqpBatchFormat {
+		msgs = msgs[:0]
+		for _, part := range m.Data {
+			pm, err := amqp.UnmarshalMessage(part)
+			if err != nil {
+				return amqp.Rejected{Error: amqp.Errorf(amqp.CondDecodeError, "batched message: %v", err)}
+			}
+			msgs = append(msgs, pm)
+		}
+	}
+	recs := make([]D2CMessage, 0, len(msgs))
+	for _, pm := range msgs {
+		rec := d2cFromAMQP(pm)
+		if n := rec.size(); n > maxD2CSize {
+			return amqp.Rejected{Error: amqp.Errorf(amqp.CondMessageSizeExceeded, "message of %d bytes exceeds the 256 KB limit", n)}
+		}
+		recs = append(recs, rec)
+	}
+	for _, rec := range recs {
+		dev.conn.f.hub.receiveD2C(dev.id, rec)
+	}
+	return amqp.Accepted{}
+}
+
+// d2cFromAMQP makes the record of a telemetry message; application properties and annotations that are not
+// strings are recorded in their Go form (IoT Hub itself takes strings only).
+func d2cFromAMQP(m *amqp.Message) D2CMessage {
+	rec := D2CMessage{Payload: m.Body(), Properties: map[string]string{}, PropertyList: [][2]string{},
+		ArrivedAt: time.Now()}
+	if p := m.Properties; p != nil {
+		rec.MessageID, rec.CorrelationID = idString(p.MessageID), idString(p.CorrelationID)
+		rec.ContentType, rec.ContentEncoding = string(p.ContentType), string(p.ContentEncoding)
+	}
+	for _, e := range m.ApplicationProperties {
+		k, v := valueString(e.Key), valueString(e.Value)
+		rec.Properties[k] = v
+		rec.PropertyList = append(rec.PropertyList, [2]string{k, v})
+	}
+	if len(m.MessageAnnotations) > 0 {
+		rec.Annotations = map[string]string{}
+		for _, e := range m.MessageAnnotations {
+			rec.Annotations[valueString(e.Key)] = valueString(e.Value)
+		}
+	}
+	return rec
+}
+
+// idString renders a message or correlation id of any AMQP id type.
+func idString(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case amqp.UUID:
+		return fmt.Sprintf("%x-%x-%x-%x-%x", v[0:4], v[4:6], v[6:8], v[8:10], v[10:])
+	case []byte:
+		return fmt.Sprintf("%x", v)
+	}
+	return valueString(v)
+}
+
+func valueString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case amqp.Symbol:
+		return string(v)
+	case nil:
+		return ""
+	}
+	return fmt.Sprint(v)
+}
+
+// drop ends the device on this connection. Faults that concern the connection cut or close it (every device on
+// it goes); the others detach only this device's links with IoT Hub's condition and forget its token.
+func (dev *amqpDevice) drop(cause dropCause) {
+	ac := dev.conn
+	switch cause {
+	case dropKill:
+		ac.hc.kill()
+		return
+	case dropGraceful:
+		ac.c.Close(amqp.Errorf(amqp.CondConnectionForced, "the hub closed the connection"))
+		return
+	}
+	cond := map[dropCause]*amqp.Error{
+		dropAuth:     amqp.Errorf(amqp.CondUnauthorized, "the device's token is no longer valid"),
+		dropDisabled: amqp.Errorf(amqp.CondNotFound, "device %s is disabled", dev.id),
+		dropReplaced: amqp.Errorf(condLinkConflict, "a newer connection of %s took over", dev.id),
+	}[cause]
+	ac.mu.Lock()
+	if ac.devices[dev.id.String()] != dev {
+		ac.mu.Unlock()
+		return
+	}
+	delete(ac.devices, dev.id.String())
+	links := make([]*amqp.Link, 0, len(dev.nodes))
+	for l := range dev.nodes {
+		links = append(links, l)
+		delete(ac.links, l)
+	}
+	ac.mu.Unlock()
+	for _, l := range links {
+		l.Detach(cond)
+	}
+	ac.f.hub.detach(dev, cond.Description)
+}
+
+func (dev *amqpDevice) listensC2D() bool { return false }
+
+func (dev *amqpDevice) sendC2D(C2DMessage) error { return ErrNotConnected }
+
+func (dev *amqpDevice) sendTwinResponse(string, int, int, []byte) {}
+
+func (dev *amqpDevice) sendDesired(int, []byte) {}
+
+func (dev *amqpDevice) sendMethod(string, string, []byte) bool { return false }
