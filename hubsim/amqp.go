@@ -1,9 +1,12 @@
 package hubsim
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,10 +164,12 @@ type amqpConn struct {
 
 // amqpDevice is one identity on an AMQP connection; it is the hub core's link for that identity.
 type amqpDevice struct {
-	conn    *amqpConn
-	id      identity
-	session atomic.Pointer[session]
-	nodes   map[*amqp.Link]amqpNode // guarded by conn.mu
+	conn        *amqpConn
+	id          identity
+	session     atomic.Pointer[session]
+	desired     atomic.Bool             // subscribed to desired-property pushes
+	nodes       map[*amqp.Link]amqpNode // guarded by conn.mu
+	methodCalls map[amqp.UUID]string    // method calls awaiting an answer: correlation-id -> rid; guarded by conn.mu
 }
 
 func (ac *amqpConn) remote() string { return ac.c.RemoteAddr().String() }
@@ -197,6 +202,9 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 	ac.mu.Unlock()
 	if l.Receiving() {
 		l.SetCredit(amqpLinkCredit)
+	} else if node == nodeC2D {
+		// queued messages go out once the attach is answered and the device grants credit
+		ac.f.hub.flushC2D(id.String())
 	}
 	return nil
 }
@@ -233,7 +241,7 @@ func (ac *amqpConn) authorise(id identity, expiry time.Time) (*amqpDevice, *amqp
 		ac.mu.Unlock()
 		return nil, amqp.Errorf(amqp.CondResourceLimit, "more than %d devices on one connection", amqpMaxDevices)
 	}
-	dev := &amqpDevice{conn: ac, id: id, nodes: map[*amqp.Link]amqpNode{}}
+	dev := &amqpDevice{conn: ac, id: id, nodes: map[*amqp.Link]amqpNode{}, methodCalls: map[amqp.UUID]string{}}
 	ac.devices[id.String()] = dev
 	ac.mu.Unlock()
 	dev.session.Store(h.attach(id, dev, ac.remote(), expiry))
@@ -255,6 +263,10 @@ func (ac *amqpConn) Transfer(l *amqp.Link, d *amqp.Delivery) amqp.DeliveryState 
 	switch node {
 	case nodeEvents:
 		return dev.telemetry(d)
+	case nodeTwin:
+		return dev.twinRequest(d)
+	case nodeMethods:
+		return dev.methodAnswer(d)
 	}
 	return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotAllowed, "%s takes no messages", l.Address())}
 }
@@ -464,12 +476,193 @@ func (dev *amqpDevice) drop(cause dropCause) {
 	ac.f.hub.detach(dev, cond.Description)
 }
 
-func (dev *amqpDevice) listensC2D() bool { return false }
+// outLink is the device's link the hub sends on for node, nil when it has none.
+func (dev *amqpDevice) outLink(node amqpNode) *amqp.Link {
+	ac := dev.conn
+	ac.mu.Lock()
+	defer ac.mu.Unlock()
+	for l, n := range dev.nodes {
+		if n == node && !l.Receiving() {
+			return l
+		}
+	}
+	return nil
+}
 
-func (dev *amqpDevice) sendC2D(C2DMessage) error { return ErrNotConnected }
+// send encodes m and queues it on the device's link to node.
+func (dev *amqpDevice) send(node amqpNode, m *amqp.Message, opts amqp.SendOptions) error {
+	l := dev.outLink(node)
+	if l == nil {
+		return ErrNotConnected
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	return l.Send(b, opts)
+}
 
-func (dev *amqpDevice) sendTwinResponse(string, int, int, []byte) {}
+func (dev *amqpDevice) listensC2D() bool { return dev.outLink(nodeC2D) != nil }
 
-func (dev *amqpDevice) sendDesired(int, []byte) {}
+// sendC2D delivers a C2D message with a 16-byte delivery tag (the SDKs' lock token). Accepted completes it,
+// rejected dead-letters it (gone from the queue too), released or modified abandons it: it is delivered again.
+func (dev *amqpDevice) sendC2D(m C2DMessage) error {
+	props := &amqp.Properties{MessageID: m.MessageID, To: "/devices/" + dev.id.device + "/messages/deviceBound",
+		ContentType: amqp.Symbol(m.ContentType), ContentEncoding: amqp.Symbol(m.ContentEncoding)}
+	if m.CorrelationID != "" {
+		props.CorrelationID = m.CorrelationID
+	}
+	app := amqp.Map{}
+	for _, k := range sortedKeys(m.Properties) {
+		app = append(app, amqp.MapEntry{Key: k, Value: m.Properties[k]})
+	}
+	msg := &amqp.Message{Properties: props, ApplicationProperties: app, Data: [][]byte{m.Payload},
+		MessageAnnotations: amqp.Map{{Key: amqp.Symbol("iothub-enqueuedtime"), Value: time.Now()}}}
+	tag := make([]byte, 16)
+	_, _ = rand.Read(tag)
+	h, id := dev.conn.f.hub, dev.id.String()
+	return dev.send(nodeC2D, msg, amqp.SendOptions{Tag: tag, OnSettled: func(st amqp.DeliveryState, err error) {
+		switch st.(type) {
+		case nil:
+			if err == nil { // sent pre-settled: at most once, as MQTT QoS 0
+				h.c2dCompleted(id, m.MessageID)
+			} else { // the link ended first: the message waits for the next one
+				h.c2dAbandoned(id, m.MessageID)
+			}
+		case amqp.Accepted, amqp.Rejected:
+			h.c2dCompleted(id, m.MessageID)
+		case amqp.Released, amqp.Modified:
+			h.c2dAbandoned(id, m.MessageID)
+		}
+	}})
+}
 
-func (dev *amqpDevice) sendMethod(string, string, []byte) bool { return false }
+// Twin request annotations and resources (IoT Hub's AMQP twin protocol).
+const (
+	twinOperation       = "operation"
+	twinResource        = "resource"
+	twinStatus          = "status"
+	twinVersion         = "version"
+	twinReportedRes     = "/properties/reported"
+	twinDesiredNotifRes = "/notifications/twin/properties/desired"
+)
+
+// twinRequest answers a request on the device's twin link: GET, PATCH of reported properties, PUT and DELETE of
+// the desired-properties subscription. The response goes to the twin link the device receives on with the
+// request's correlation-id, an int status and the version.
+func (dev *amqpDevice) twinRequest(d *amqp.Delivery) amqp.DeliveryState {
+	req, err := amqp.UnmarshalMessage(d.Payload)
+	if err != nil {
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondDecodeError, "%v", err)}
+	}
+	h := dev.conn.f.hub
+	op, _ := req.MessageAnnotations.Get(amqp.Symbol(twinOperation))
+	res, _ := req.MessageAnnotations.Get(amqp.Symbol(twinResource))
+	status, version, body := 400, 0, []byte(`"unsupported twin operation"`)
+	switch op {
+	case "GET":
+		status, body = 200, h.twinGet(dev.id)
+	case "PATCH":
+		if res == twinReportedRes {
+			status, version, body = h.reportedAnswer(dev.id, req.Body())
+		}
+	case "PUT", "DELETE":
+		if res == twinDesiredNotifRes {
+			dev.desired.Store(op == "PUT")
+			status, body = 200, nil
+		}
+	}
+	ann := amqp.Map{{Key: amqp.Symbol(twinStatus), Value: int32(status)}}
+	if version > 0 {
+		ann = append(ann, amqp.MapEntry{Key: amqp.Symbol(twinVersion), Value: int64(version)})
+	}
+	reply := &amqp.Message{MessageAnnotations: ann, Data: [][]byte{body}}
+	if req.Properties != nil {
+		reply.Properties = &amqp.Properties{CorrelationID: req.Properties.CorrelationID}
+	}
+	_ = dev.send(nodeTwin, reply, amqp.SendOptions{})
+	return amqp.Accepted{}
+}
+
+// sendDesired pushes a desired-properties patch, without correlation-id, once the device subscribed.
+func (dev *amqpDevice) sendDesired(version int, patch []byte) {
+	if !dev.desired.Load() {
+		return
+	}
+	_ = dev.send(nodeTwin, &amqp.Message{Data: [][]byte{patch},
+		MessageAnnotations: amqp.Map{{Key: amqp.Symbol(twinVersion), Value: int64(version)}}}, amqp.SendOptions{})
+}
+
+// Method application properties.
+const (
+	methodName   = "IoThub-methodname"
+	methodStatus = "IoThub-status"
+)
+
+// sendMethod sends a method call on the device's methods link; its correlation-id is a uuid (the SDKs turn it
+// into a string), remembered to find the call again when the answer comes.
+func (dev *amqpDevice) sendMethod(name, rid string, payload []byte) bool {
+	var corr amqp.UUID
+	_, _ = rand.Read(corr[:])
+	dev.conn.mu.Lock()
+	dev.methodCalls[corr] = rid
+	dev.conn.mu.Unlock()
+	err := dev.send(nodeMethods, &amqp.Message{Properties: &amqp.Properties{CorrelationID: corr},
+		ApplicationProperties: amqp.Map{{Key: methodName, Value: name}}, Data: [][]byte{payload}}, amqp.SendOptions{})
+	if err != nil {
+		dev.conn.mu.Lock()
+		delete(dev.methodCalls, corr)
+		dev.conn.mu.Unlock()
+	}
+	return err == nil
+}
+
+// methodAnswer takes a device's method response: the call's correlation-id (as sent, or as a UUID string or 16
+// bytes) and an IoThub-status.
+func (dev *amqpDevice) methodAnswer(d *amqp.Delivery) amqp.DeliveryState {
+	m, err := amqp.UnmarshalMessage(d.Payload)
+	if err != nil || m.Properties == nil {
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondDecodeError, "method response without properties")}
+	}
+	corr, ok := asUUID(m.Properties.CorrelationID)
+	dev.conn.mu.Lock()
+	rid, known := dev.methodCalls[corr]
+	delete(dev.methodCalls, corr)
+	dev.conn.mu.Unlock()
+	if !ok || !known {
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotFound, "no method call with correlation-id %v", m.Properties.CorrelationID)}
+	}
+	status := 500
+	switch v, _ := m.ApplicationProperties.Get(methodStatus); v := v.(type) {
+	case int32:
+		status = int(v)
+	case int64:
+		status = int(v)
+	case string:
+		if n, err := strconv.Atoi(v); err == nil {
+			status = n
+		}
+	}
+	dev.conn.f.hub.methodResponse(rid, status, m.Body())
+	return amqp.Accepted{}
+}
+
+func asUUID(v any) (amqp.UUID, bool) {
+	var u amqp.UUID
+	switch v := v.(type) {
+	case amqp.UUID:
+		return v, true
+	case []byte:
+		if len(v) == 16 {
+			copy(u[:], v)
+			return u, true
+		}
+	case string:
+		b, err := hex.DecodeString(strings.ReplaceAll(v, "-", ""))
+		if err == nil && len(b) == 16 {
+			copy(u[:], b)
+			return u, true
+		}
+	}
+	return u, false
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -291,5 +292,176 @@ func TestAMQPSASLPlain(t *testing.T) {
 	}
 	if _, err := dialAMQP(t, h, goamqp.SASLTypePlain("d1@sas.localhost", "SharedAccessSignature sr=x&sig=y&se=1")); err == nil {
 		t.Fatal("a bad token connected")
+	}
+}
+
+// deviceConn is a go-amqp connection with a device authorised on it.
+func deviceConn(t *testing.T, h *Hub, id string) (*goamqp.Conn, Device) {
+	t.Helper()
+	d := addDevice(t, h, id)
+	conn := mustDialAMQP(t, h)
+	newCBS(t, conn).authorise(t, h, d, "auth-"+id)
+	return conn, d
+}
+
+func receiveOne(t *testing.T, r *goamqp.Receiver) *goamqp.Message {
+	t.Helper()
+	m, err := r.Receive(ctxLimit(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestAMQPC2D: C2D messages arrive on the devicebound link with a 16-byte delivery tag and their properties;
+// accept completes one, reject removes one, release gives one back and it is delivered again.
+func TestAMQPC2D(t *testing.T) {
+	h := startAMQPHub(t)
+	conn, _ := deviceConn(t, h, "d1")
+	for i, p := range []string{"accept", "reject", "release"} {
+		if err := h.SendC2D("d1", C2DMessage{Payload: []byte(p), MessageID: fmt.Sprint("m", i),
+			Properties: map[string]string{"k": p}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second := goamqp.ReceiverSettleModeSecond
+	rcv, err := newSession(t, conn).NewReceiver(ctxLimit(t), "amqps://localhost/devices/d1/messages/deviceBound",
+		&goamqp.ReceiverOptions{SettlementMode: &second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"accept", "reject", "release"} {
+		m := receiveOne(t, rcv)
+		if string(m.GetData()) != want || len(m.DeliveryTag) != 16 || m.Properties.MessageID != fmt.Sprint("m", i) ||
+			m.ApplicationProperties["k"] != want {
+			t.Fatalf("C2D %d: %q tag % x props %+v %v", i, m.GetData(), m.DeliveryTag, m.Properties, m.ApplicationProperties)
+		}
+		switch want {
+		case "accept":
+			err = rcv.AcceptMessage(ctxLimit(t), m)
+		case "reject":
+			err = rcv.RejectMessage(ctxLimit(t), m, nil)
+		case "release":
+			err = rcv.ReleaseMessage(ctxLimit(t), m)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := receiveOne(t, rcv)
+	if string(again.GetData()) != "release" {
+		t.Fatalf("redelivered %q", again.GetData())
+	}
+	if err := rcv.AcceptMessage(ctxLimit(t), again); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WaitC2DDelivered(ctxLimit(t), "d1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// twinLinks attaches the sender and receiver pair of a twin or methods channel.
+func twinLinks(t *testing.T, conn *goamqp.Conn, addr string) (*goamqp.Sender, *goamqp.Receiver) {
+	t.Helper()
+	s := newSession(t, conn)
+	props := map[string]any{"com.microsoft:channel-correlation-id": "twin:0c3d", "com.microsoft:api-version": "2021-04-12"}
+	rcv, err := s.NewReceiver(ctxLimit(t), addr, &goamqp.ReceiverOptions{Properties: props})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd, err := s.NewSender(ctxLimit(t), addr, &goamqp.SenderOptions{Properties: props})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snd, rcv
+}
+
+// twinCall sends a twin request and returns the response, whose correlation-id must echo the request's.
+func twinCall(t *testing.T, snd *goamqp.Sender, rcv *goamqp.Receiver, op, resource, body string) *goamqp.Message {
+	t.Helper()
+	corr := "0a7e3c55-5d2b-4c6e-9a53-" + op + resource
+	req := goamqp.NewMessage([]byte(body))
+	req.Properties = &goamqp.MessageProperties{CorrelationID: corr}
+	req.Annotations = goamqp.Annotations{"operation": op}
+	if resource != "" {
+		req.Annotations["resource"] = resource
+	}
+	if err := snd.Send(ctxLimit(t), req, nil); err != nil {
+		t.Fatal(err)
+	}
+	res := receiveOne(t, rcv)
+	_ = rcv.AcceptMessage(ctxLimit(t), res)
+	if res.Properties == nil || res.Properties.CorrelationID != corr {
+		t.Fatalf("%s %s: correlation-id %+v", op, resource, res.Properties)
+	}
+	return res
+}
+
+// TestAMQPTwin: GET returns the twin document with status 200; PATCH of reported properties answers 204 with
+// the new version; after PUT on the desired notifications resource a desired update arrives without
+// correlation-id, with its version.
+func TestAMQPTwin(t *testing.T) {
+	h := startAMQPHub(t)
+	conn, _ := deviceConn(t, h, "d1")
+	snd, rcv := twinLinks(t, conn, "/devices/d1/twin")
+	res := twinCall(t, snd, rcv, "GET", "", " ")
+	if res.Annotations["status"] != int32(200) || !strings.Contains(string(res.GetData()), `"desired"`) {
+		t.Fatalf("GET: %v %s", res.Annotations, res.GetData())
+	}
+	res = twinCall(t, snd, rcv, "PATCH", "/properties/reported", `{"fw":"1.2"}`)
+	if res.Annotations["status"] != int32(204) || res.Annotations["version"] != int64(2) {
+		t.Fatalf("PATCH: %v", res.Annotations)
+	}
+	if doc, _ := h.Twin("d1"); !strings.Contains(string(doc), `"fw":"1.2"`) {
+		t.Fatalf("twin %s", doc)
+	}
+	if res = twinCall(t, snd, rcv, "PUT", "/notifications/twin/properties/desired", " "); res.Annotations["status"] != int32(200) {
+		t.Fatalf("PUT: %v", res.Annotations)
+	}
+	if _, err := h.UpdateDesired("d1", []byte(`{"rate":5}`)); err != nil {
+		t.Fatal(err)
+	}
+	push := receiveOne(t, rcv)
+	if push.Properties != nil && push.Properties.CorrelationID != nil {
+		t.Fatalf("desired push with correlation-id %v", push.Properties.CorrelationID)
+	}
+	if push.Annotations["version"] != int64(2) || !strings.Contains(string(push.GetData()), `"rate":5`) {
+		t.Fatalf("desired push %v %s", push.Annotations, push.GetData())
+	}
+}
+
+// TestAMQPMethods: a method call arrives on the methods link with its name and a uuid correlation-id; the
+// device's answer, echoing it with IoThub-status, completes InvokeMethod.
+func TestAMQPMethods(t *testing.T) {
+	h := startAMQPHub(t)
+	conn, _ := deviceConn(t, h, "d1")
+	snd, rcv := twinLinks(t, conn, "/devices/d1/methods/devicebound")
+	result := make(chan MethodResult, 1)
+	go func() {
+		r, err := h.InvokeMethod(ctxLimit(t), "d1", "reboot", []byte(`{"delay":1}`))
+		if err != nil {
+			r.Status = -1
+		}
+		result <- r
+	}()
+	call := receiveOne(t, rcv)
+	_ = rcv.AcceptMessage(ctxLimit(t), call)
+	if _, ok := call.Properties.CorrelationID.(goamqp.UUID); !ok || call.ApplicationProperties["IoThub-methodname"] != "reboot" ||
+		string(call.GetData()) != `{"delay":1}` {
+		t.Fatalf("call %+v %v %s", call.Properties, call.ApplicationProperties, call.GetData())
+	}
+	answer := goamqp.NewMessage([]byte(`{"ok":true}`))
+	answer.Properties = &goamqp.MessageProperties{CorrelationID: call.Properties.CorrelationID}
+	answer.ApplicationProperties = map[string]any{"IoThub-status": int32(201)}
+	if err := snd.Send(ctxLimit(t), answer, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-result:
+		if r.Status != 201 || string(r.Payload) != `{"ok":true}` {
+			t.Fatalf("result %+v", r)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("no method result")
 	}
 }

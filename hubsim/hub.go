@@ -111,7 +111,6 @@ type link interface {
 	// listensC2D reports whether the device subscribed to its C2D messages.
 	listensC2D() bool
 	sendC2D(m C2DMessage) error
-	sendTwinResponse(rid string, status, version int, body []byte)
 	sendDesired(version int, patch []byte)
 	// sendMethod returns false when the device does not listen for method calls.
 	sendMethod(name, rid string, payload []byte) bool
@@ -680,6 +679,18 @@ func (h *Hub) flushC2D(id string) {
 	}
 }
 
+// c2dAbandoned puts a C2D message the device gave back in the queue again and redelivers it.
+func (h *Hub) c2dAbandoned(id, messageID string) {
+	h.mu.Lock()
+	for _, it := range h.c2d[id] {
+		if it.msg.MessageID == messageID {
+			it.sentOn = nil
+		}
+	}
+	h.mu.Unlock()
+	h.flushC2D(id)
+}
+
 // c2dCompleted removes an acknowledged C2D message from the queue.
 func (h *Hub) c2dCompleted(id, messageID string) {
 	h.mu.Lock()
@@ -802,6 +813,19 @@ func (h *Hub) patchReported(id identity, body []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %v", errNotSaved, err)
 	}
 	return v, nil
+}
+
+// reportedAnswer applies a device's reported-properties patch and returns the twin response: 204 with the new
+// version, 400 for a bad patch, 500 when it could not be saved.
+func (h *Hub) reportedAnswer(id identity, body []byte) (status, version int, answer []byte) {
+	v, err := h.patchReported(id, body)
+	switch {
+	case errors.Is(err, errNotSaved):
+		return 500, 0, []byte(strconv.Quote(err.Error()))
+	case err != nil:
+		return 400, 0, []byte(strconv.Quote(err.Error()))
+	}
+	return 204, v, nil
 }
 
 // MethodResult is a device's answer to a direct method.

@@ -236,13 +236,8 @@ func (k *mqttHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	case strings.HasPrefix(topic, iothub.TopicTwinGet):
 		l.sendTwinResponse(ridOf(topic), 200, 0, h.twinGet(l.id))
 	case strings.HasPrefix(topic, iothub.TopicTwinReported):
-		if v, err := h.patchReported(l.id, pk.Payload); errors.Is(err, errNotSaved) {
-			l.sendTwinResponse(ridOf(topic), 500, 0, []byte(strconv.Quote(err.Error())))
-		} else if err != nil {
-			l.sendTwinResponse(ridOf(topic), 400, 0, []byte(strconv.Quote(err.Error())))
-		} else {
-			l.sendTwinResponse(ridOf(topic), 204, v, nil)
-		}
+		status, v, body := h.reportedAnswer(l.id, pk.Payload)
+		l.sendTwinResponse(ridOf(topic), status, v, body)
 	case strings.HasPrefix(topic, iothub.TopicMethodsRes):
 		status, _, _ := strings.Cut(strings.TrimPrefix(topic, iothub.TopicMethodsRes), "/")
 		code, err := strconv.Atoi(status)
