@@ -9,6 +9,7 @@ import (
 	"time"
 
 	goamqp "github.com/Azure/go-amqp"
+	"github.com/gorilla/websocket"
 
 	"github.com/iotconn/iotconn/core/iothub"
 )
@@ -463,5 +464,69 @@ func TestAMQPMethods(t *testing.T) {
 		}
 	case <-time.After(waitLimit):
 		t.Fatal("no method result")
+	}
+}
+
+// dialWS opens a WebSocket to the hub's /$iothub/websocket offering the subprotocols; it returns the HTTP status
+// when the upgrade is refused.
+func dialWS(t *testing.T, h *Hub, addr string, protocols ...string) (*websocket.Conn, int, error) {
+	t.Helper()
+	d := websocket.Dialer{Subprotocols: protocols, HandshakeTimeout: waitLimit,
+		TLSClientConfig: &tls.Config{RootCAs: caPool(t, h), ServerName: "localhost"}}
+	ws, resp, err := d.DialContext(ctxLimit(t), "wss://"+addr+wsPath, nil)
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+		_ = resp.Body.Close()
+	}
+	if err == nil {
+		t.Cleanup(func() { _ = ws.Close() })
+	}
+	return ws, status, err
+}
+
+// TestAMQPWebSocket: go-amqp over a WebSocket with subprotocol AMQPWSB10 authorises and sends telemetry, on its
+// own listener and on the MQTT WebSocket listener when both share an address; an MQTT-only listener refuses an
+// upgrade that offers only AMQPWSB10 with 400 instead of upgrading and waiting for MQTT.
+func TestAMQPWebSocket(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		h := startHub(t, func(c *Config) {
+			c.WSAddr, c.AMQPWSAddr = "127.0.0.1:0", "127.0.0.1:0"
+			if !shared {
+				c.WSAddr = ""
+			}
+		})
+		d := addDevice(t, h, "d1")
+		ws, _, err := dialWS(t, h, h.AMQPWSAddr(), wsAMQP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ws.Subprotocol() != wsAMQP {
+			t.Fatalf("subprotocol %q", ws.Subprotocol())
+		}
+		conn, err := goamqp.NewConn(ctxLimit(t), &wsConn{ws: ws}, &goamqp.ConnOptions{
+			SASLType: goamqp.SASLTypeAnonymous(), HostName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		newCBS(t, conn).authorise(t, h, d, "ws")
+		snd, err := newSession(t, conn).NewSender(ctxLimit(t), "/devices/d1/messages/events", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := snd.Send(ctxLimit(t), goamqp.NewMessage([]byte("over ws")), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.WaitMessages(ctxLimit(t), "d1", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startHub(t, func(c *Config) { c.WSAddr = "127.0.0.1:0" })
+	if _, status, err := dialWS(t, h, h.WSAddr(), wsAMQP); err == nil || status != 400 {
+		t.Fatalf("AMQPWSB10 upgrade on the MQTT listener: status %d, %v", status, err)
+	}
+	if ws, _, err := dialWS(t, h, h.WSAddr(), wsAMQP, wsMQTT); err != nil || ws.Subprotocol() != wsMQTT {
+		t.Fatalf("an upgrade that also offers mqtt: %v", err)
 	}
 }

@@ -179,7 +179,7 @@ func (h *Hub) after(d time.Duration, fn func()) {
 
 func (h *Hub) listeners() []*listener {
 	var out []*listener
-	for _, l := range []*listener{h.mqtts, h.tcp, h.ws, h.amqps} {
+	for _, l := range []*listener{h.mqtts, h.tcp, h.ws, h.amqps, h.amqpws} {
 		if l != nil {
 			out = append(out, l)
 		}

@@ -35,6 +35,7 @@ type Config struct {
 	TCPAddr     string        // optional plain MQTT; "" = off
 	WSAddr      string        // optional MQTT over WebSocket (TLS, path /$iothub/websocket); "" = off
 	AMQPAddr    string        // optional AMQP 1.0 over TLS (IoT Hub's 5671); "" = off
+	AMQPWSAddr  string        // optional AMQP over WebSocket (AMQPWSB10); WSAddr's value serves both there; "" = off
 	ControlAddr string        // HTTP control API; "" = off
 	ClockSkew   time.Duration // tolerated SAS expiry skew
 	TokenGrace  time.Duration // a live connection is dropped this long after its token expired
@@ -73,7 +74,7 @@ type Hub struct {
 	closing   bool
 
 	mqtts, tcp, ws *listener
-	amqps          *listener
+	amqps, amqpws  *listener
 	control        *http.Server
 	controlURL     string
 	mqtt           *mqttFront
@@ -172,8 +173,16 @@ func Start(cfg Config) (*Hub, error) {
 		toOpen = append(toOpen, h.tcp)
 	}
 	if cfg.WSAddr != "" {
-		h.ws = h.newListener("ws", cfg.WSAddr, h.serveWebSocket)
+		protocols := []string{wsMQTT}
+		if cfg.AMQPWSAddr == cfg.WSAddr {
+			protocols = append(protocols, wsAMQP)
+		}
+		h.ws = h.newListener("ws", cfg.WSAddr, h.webSocketServer(protocols...))
 		toOpen = append(toOpen, h.ws)
+	}
+	if cfg.AMQPWSAddr != "" && cfg.AMQPWSAddr != cfg.WSAddr {
+		h.amqpws = h.newListener("amqpws", cfg.AMQPWSAddr, h.webSocketServer(wsAMQP))
+		toOpen = append(toOpen, h.amqpws)
 	}
 	h.amqp = &amqpFront{hub: h}
 	if cfg.AMQPAddr != "" {
@@ -261,6 +270,14 @@ func listenerAddr(l *listener) string {
 
 // AMQPAddr is the AMQP-over-TLS listener's address, "" when off.
 func (h *Hub) AMQPAddr() string { return listenerAddr(h.amqps) }
+
+// AMQPWSAddr is the address serving AMQP over WebSocket, "" when off.
+func (h *Hub) AMQPWSAddr() string {
+	if h.cfg.AMQPWSAddr != "" && h.cfg.AMQPWSAddr == h.cfg.WSAddr {
+		return h.WSAddr()
+	}
+	return listenerAddr(h.amqpws)
+}
 
 // ControlURL is the control API's base URL, "" when off.
 func (h *Hub) ControlURL() string { return h.controlURL }
