@@ -3,6 +3,7 @@ package hubsim
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -25,6 +26,8 @@ const (
 	cbsStatusCode     = "status-code"
 	cbsStatusDesc     = "status-description"
 	condLinkConflict  = amqp.Symbol("com.microsoft:link-creation-conflict")
+	condThrottled     = amqp.Symbol("com.microsoft:device-container-throttled")
+	condHubNotFound   = amqp.Symbol("com.microsoft:iot-hub-not-found-error")
 	amqpTokenTypeSB   = "servicebus.windows.net:sastoken"
 	amqpTokenTypeIoTH = "azure-devices.net:sastoken"
 )
@@ -101,9 +104,116 @@ func audienceIdentity(aud string) (identity, bool) {
 	return identity{}, false
 }
 
-// amqpFront serves IoT Hub's AMQP nodes on the hub's connections.
+// amqpFront serves IoT Hub's AMQP nodes on the hub's connections and holds the AMQP fault state.
 type amqpFront struct {
 	hub *Hub
+
+	mu         sync.Mutex
+	conns      map[*amqpConn]struct{}
+	rejects    map[string]amqpReject // identity -> telemetry rejected until
+	noCredit   map[string]time.Time  // identity -> credit withheld until
+	dropCBSEnd time.Time             // put-token replies dropped until
+}
+
+type amqpReject struct {
+	cond  amqp.Symbol
+	until time.Time
+}
+
+func newAMQPFront(h *Hub) *amqpFront {
+	return &amqpFront{hub: h, conns: map[*amqpConn]struct{}{}, rejects: map[string]amqpReject{},
+		noCredit: map[string]time.Time{}}
+}
+
+// linkCredit is the credit a device's links get: none while a withhold-credit fault lasts.
+func (f *amqpFront) linkCredit(id identity) uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if time.Now().Before(f.noCredit[id.String()]) {
+		return 0
+	}
+	return amqpLinkCredit
+}
+
+// fault injects an AMQP-only fault.
+func (f *amqpFront) fault(flt Fault) error {
+	h := f.hub
+	if flt.Kind == FaultAMQPClose && flt.Device == "" {
+		f.mu.Lock()
+		conns := make([]*amqpConn, 0, len(f.conns))
+		for ac := range f.conns {
+			conns = append(conns, ac)
+		}
+		f.mu.Unlock()
+		for _, ac := range conns {
+			ac.c.Close(amqp.Errorf(amqp.CondConnectionForced, "fault amqp-close"))
+		}
+		return nil
+	}
+	if flt.Kind == FaultAMQPDropCBS {
+		if flt.Duration <= 0 {
+			return errors.New("amqp-drop-cbs needs a duration")
+		}
+		f.mu.Lock()
+		f.dropCBSEnd = time.Now().Add(flt.Duration)
+		f.mu.Unlock()
+		h.after(flt.Duration, func() { h.events.emit(Event{Kind: EventFault, Reason: "amqp-drop-cbs ended"}) })
+		return nil
+	}
+	if _, err := h.Device(flt.Device); err != nil {
+		return err
+	}
+	s := h.sessionOf(flt.Device)
+	dev, _ := sessionLink(s).(*amqpDevice)
+	key := flt.Device
+	switch flt.Kind {
+	case FaultAMQPReject:
+		if flt.Duration <= 0 || flt.Condition == "" {
+			return errors.New("amqp-reject needs a duration and a condition")
+		}
+		f.mu.Lock()
+		f.rejects[key] = amqpReject{cond: amqp.Symbol(flt.Condition), until: time.Now().Add(flt.Duration)}
+		f.mu.Unlock()
+		return nil
+	case FaultAMQPWithholdCredit:
+		if flt.Duration <= 0 {
+			return errors.New("amqp-withhold-credit needs a duration")
+		}
+		f.mu.Lock()
+		f.noCredit[key] = time.Now().Add(flt.Duration)
+		f.mu.Unlock()
+		if dev != nil {
+			dev.setCredit(0)
+		}
+		h.after(flt.Duration, func() {
+			if d, ok := sessionLink(h.sessionOf(key)).(*amqpDevice); ok {
+				d.setCredit(f.linkCredit(d.id))
+			}
+			h.events.emit(Event{Kind: EventFault, Device: key, Reason: "amqp-withhold-credit ended"})
+		})
+		return nil
+	}
+	if dev == nil {
+		return fmt.Errorf("%w over AMQP: %s", ErrNotConnected, flt.Device)
+	}
+	if flt.Kind == FaultAMQPClose {
+		dev.drop(dropGraceful)
+		return nil
+	}
+	cond := amqp.Symbol(flt.Condition)
+	if cond == "" {
+		cond = amqp.CondDetachForced
+	}
+	dev.detachLinks(amqp.Errorf(cond, "fault amqp-detach"))
+	return nil
+}
+
+// sessionLink is a session's transport link, nil without a session.
+func sessionLink(s *session) link {
+	if s == nil {
+		return nil
+	}
+	return s.link
 }
 
 // plainAuth is the identity a SASL PLAIN exchange proved: user "{device}[/modules/{module}]@sas.{hub}" and a
@@ -141,8 +251,14 @@ func (f *amqpFront) serve(hc *hubConn, nc net.Conn) {
 		ContainerID: "hubsim", IdleTimeout: amqpIdleTimeout, MaxMessageSize: amqpMaxDelivery,
 		SASLMechanisms: []amqp.Symbol{"MSSBCBS", "ANONYMOUS", "PLAIN"}, SASL: f.sasl,
 		Open: func(c *amqp.Conn) (amqp.Handler, *amqp.Error) {
+			if f.hub.gate.inFailover(time.Now()) {
+				return nil, amqp.Errorf(condHubNotFound, "the hub is failing over")
+			}
 			ac := &amqpConn{f: f, hc: hc, c: c, devices: map[string]*amqpDevice{}, links: map[*amqp.Link]*amqpDevice{}}
 			ac.plain, _ = c.Auth().(*plainAuth)
+			f.mu.Lock()
+			f.conns[ac] = struct{}{}
+			f.mu.Unlock()
 			return ac, nil
 		},
 	}
@@ -192,16 +308,16 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 	if (node == nodeEvents && !l.Receiving()) || (node == nodeC2D && l.Receiving()) {
 		return amqp.Errorf(amqp.CondNotAllowed, "%s does not take a link of that direction", l.Address())
 	}
-	dev := ac.authorised(id)
-	if dev == nil {
-		return amqp.Errorf(amqp.CondUnauthorized, "no valid token for %s on this connection", id)
+	dev, refusal := ac.authorised(id)
+	if refusal != nil {
+		return refusal
 	}
 	ac.mu.Lock()
 	dev.nodes[l] = node
 	ac.links[l] = dev
 	ac.mu.Unlock()
 	if l.Receiving() {
-		l.SetCredit(amqpLinkCredit)
+		l.SetCredit(ac.f.linkCredit(id))
 	} else if node == nodeC2D {
 		// queued messages go out once the attach is answered and the device grants credit
 		ac.f.hub.flushC2D(id.String())
@@ -210,19 +326,18 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 }
 
 // authorised returns the identity's device on this connection, made from the SASL PLAIN identity on its first
-// link; nil when the connection holds no valid token for it.
-func (ac *amqpConn) authorised(id identity) *amqpDevice {
+// link, or why the link is refused.
+func (ac *amqpConn) authorised(id identity) (*amqpDevice, *amqp.Error) {
 	ac.mu.Lock()
 	dev := ac.devices[id.String()]
 	ac.mu.Unlock()
 	if dev != nil {
-		return dev
+		return dev, nil
 	}
 	if ac.plain != nil && ac.plain.id == id && time.Now().Before(ac.plain.expiry.Add(ac.f.hub.cfg.ClockSkew)) {
-		dev, _ = ac.authorise(id, ac.plain.expiry)
-		return dev
+		return ac.authorise(id, ac.plain.expiry)
 	}
-	return nil
+	return nil, amqp.Errorf(amqp.CondUnauthorized, "no valid token for %s on this connection", id)
 }
 
 // authorise records a valid token for id: a device already on the connection is renewed in place, a new one
@@ -241,6 +356,11 @@ func (ac *amqpConn) authorise(id identity, expiry time.Time) (*amqpDevice, *amqp
 		ac.mu.Unlock()
 		return nil, amqp.Errorf(amqp.CondResourceLimit, "more than %d devices on one connection", amqpMaxDevices)
 	}
+	if ok, _ := h.gate.allowConnect(time.Now()); !ok {
+		ac.mu.Unlock()
+		h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp: throttled: too many connects per second", Code: -1})
+		return nil, amqp.Errorf(condThrottled, "too many device connections per second")
+	}
 	dev := &amqpDevice{conn: ac, id: id, nodes: map[*amqp.Link]amqpNode{}, methodCalls: map[amqp.UUID]string{}}
 	ac.devices[id.String()] = dev
 	ac.mu.Unlock()
@@ -251,8 +371,7 @@ func (ac *amqpConn) authorise(id identity, expiry time.Time) (*amqpDevice, *amqp
 func (ac *amqpConn) Transfer(l *amqp.Link, d *amqp.Delivery) amqp.DeliveryState {
 	node, _, _ := parseNode(l.Address())
 	if node == nodeCBS {
-		ac.putToken(d)
-		return amqp.Accepted{}
+		return ac.putToken(d)
 	}
 	ac.mu.Lock()
 	dev := ac.links[l]
@@ -284,6 +403,9 @@ func (ac *amqpConn) Detached(l *amqp.Link, _ *amqp.Error) {
 }
 
 func (ac *amqpConn) Closed(err error) {
+	ac.f.mu.Lock()
+	delete(ac.f.conns, ac)
+	ac.f.mu.Unlock()
 	cause := "connection closed by the device"
 	if err != nil {
 		cause = err.Error()
@@ -301,13 +423,14 @@ func (ac *amqpConn) Closed(err error) {
 }
 
 // putToken answers a CBS put-token request on the $cbs link the client receives on; the reply's correlation-id is
-// the request's message-id in its wire type and its status-code an AMQP int, as every SDK expects.
-func (ac *amqpConn) putToken(d *amqp.Delivery) {
+// the request's message-id in its wire type and its status-code an AMQP int, as every SDK expects. A throttled
+// device connection rejects the request itself, as IoT Hub's device-container-throttled outcome does.
+func (ac *amqpConn) putToken(d *amqp.Delivery) amqp.DeliveryState {
 	h := ac.f.hub
 	status, desc := 200, "OK"
 	req, err := amqp.UnmarshalMessage(d.Payload)
 	if err != nil {
-		return
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondDecodeError, "%v", err)}
 	}
 	op, typ, name := appString(req, "operation"), appString(req, "type"), appString(req, "name")
 	token, _ := req.Value.(string)
@@ -322,12 +445,14 @@ func (ac *amqpConn) putToken(d *amqp.Delivery) {
 	default:
 		expiry, r := h.verifyToken(id, token)
 		if r == nil {
-			if _, aerr := ac.authorise(id, expiry); aerr != nil {
+			if _, aerr := ac.authorise(id, expiry); aerr != nil && aerr.Condition == condThrottled {
+				return amqp.Rejected{Error: aerr}
+			} else if aerr != nil {
 				status, desc = 403, aerr.Description
 			}
 		} else {
 			status, desc = 401, r.reason
-			if r.kind == rejectIdentifier {
+			if r.kind == rejectIdentifier || r.kind == rejectDisabled {
 				status = 404
 			}
 			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp put-token: " + r.reason, Code: -1})
@@ -343,9 +468,13 @@ func (ac *amqpConn) putToken(d *amqp.Delivery) {
 	ac.mu.Lock()
 	out := ac.cbsOut
 	ac.mu.Unlock()
-	if b, err := reply.Marshal(); err == nil && out != nil {
+	ac.f.mu.Lock()
+	dropped := time.Now().Before(ac.f.dropCBSEnd)
+	ac.f.mu.Unlock()
+	if b, err := reply.Marshal(); err == nil && out != nil && !dropped {
 		_ = out.Send(b, amqp.SendOptions{})
 	}
+	return amqp.Accepted{}
 }
 
 func replyTo(m *amqp.Message) string {
@@ -378,6 +507,13 @@ func (dev *amqpDevice) telemetry(d *amqp.Delivery) amqp.DeliveryState {
 			}
 			msgs = append(msgs, pm)
 		}
+	}
+	f := dev.conn.f
+	f.mu.Lock()
+	rej := f.rejects[dev.id.String()]
+	f.mu.Unlock()
+	if time.Now().Before(rej.until) {
+		return amqp.Rejected{Error: amqp.Errorf(rej.cond, "fault amqp-reject")}
 	}
 	recs := make([]D2CMessage, 0, len(msgs))
 	for _, pm := range msgs {
@@ -459,21 +595,47 @@ func (dev *amqpDevice) drop(cause dropCause) {
 		dropReplaced: amqp.Errorf(condLinkConflict, "a newer connection of %s took over", dev.id),
 	}[cause]
 	ac.mu.Lock()
-	if ac.devices[dev.id.String()] != dev {
-		ac.mu.Unlock()
-		return
+	mine := ac.devices[dev.id.String()] == dev
+	if mine {
+		delete(ac.devices, dev.id.String())
 	}
-	delete(ac.devices, dev.id.String())
+	ac.mu.Unlock()
+	if mine {
+		dev.detachLinks(cond)
+		ac.f.hub.detach(dev, cond.Description)
+	}
+}
+
+// detachLinks detaches every link of the device with err.
+func (dev *amqpDevice) detachLinks(err *amqp.Error) {
+	ac := dev.conn
+	ac.mu.Lock()
 	links := make([]*amqp.Link, 0, len(dev.nodes))
 	for l := range dev.nodes {
 		links = append(links, l)
 		delete(ac.links, l)
 	}
+	clear(dev.nodes)
 	ac.mu.Unlock()
 	for _, l := range links {
-		l.Detach(cond)
+		l.Detach(err)
 	}
-	ac.f.hub.detach(dev, cond.Description)
+}
+
+// setCredit sets the credit of every link the device sends on.
+func (dev *amqpDevice) setCredit(n uint32) {
+	ac := dev.conn
+	ac.mu.Lock()
+	var links []*amqp.Link
+	for l := range dev.nodes {
+		if l.Receiving() {
+			links = append(links, l)
+		}
+	}
+	ac.mu.Unlock()
+	for _, l := range links {
+		l.SetCredit(n)
+	}
 }
 
 // outLink is the device's link the hub sends on for node, nil when it has none.

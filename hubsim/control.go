@@ -339,12 +339,13 @@ func (h *Hub) handleMethod(w http.ResponseWriter, r *http.Request) {
 }
 
 type faultJSON struct {
-	Kind    FaultKind      `json:"kind"`
-	Device  string         `json:"device,omitempty"`
-	Seconds float64        `json:"seconds,omitempty"`
-	Rate    int            `json:"rate,omitempty"`
-	Addr    string         `json:"addr,omitempty"`
-	Answer  ThrottleAnswer `json:"answer,omitempty"`
+	Kind      FaultKind      `json:"kind"`
+	Device    string         `json:"device,omitempty"`
+	Seconds   float64        `json:"seconds,omitempty"`
+	Rate      int            `json:"rate,omitempty"`
+	Addr      string         `json:"addr,omitempty"`
+	Answer    ThrottleAnswer `json:"answer,omitempty"`
+	Condition string         `json:"condition,omitempty"`
 }
 
 func (h *Hub) handleFault(w http.ResponseWriter, r *http.Request) {
@@ -354,7 +355,7 @@ func (h *Hub) handleFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Fault{Kind: req.Kind, Device: req.Device, Duration: time.Duration(req.Seconds * float64(time.Second)),
-		Rate: req.Rate, Addr: req.Addr, Answer: req.Answer}
+		Rate: req.Rate, Addr: req.Addr, Answer: req.Answer, Condition: req.Condition}
 	if err := h.Fault(f); err != nil {
 		writeError(w, err)
 		return

@@ -29,6 +29,19 @@ const (
 	FaultDisableDevice    FaultKind = "disable-device"    // disable the device and drop its connection
 	FaultMovePort         FaultKind = "move-port"         // move the TLS MQTT listener to Addr ("" = a free port)
 	FaultRestart          FaultKind = "restart"           // restart the hub: drop everything, reload the registry, reopen
+	// FaultFailover closes every connection; for Duration AMQP opens are answered with
+	// com.microsoft:iot-hub-not-found-error and MQTT connects with CONNACK 3; then it accepts again, on Addr if
+	// given (the AMQP TLS listener moves there, or the MQTT one without AMQP), as a hub failing over does.
+	FaultFailover FaultKind = "failover"
+)
+
+// AMQP-only faults; Condition is an AMQP error condition.
+const (
+	FaultAMQPDetach         FaultKind = "amqp-detach"          // detach Device's links with Condition (default amqp:link:detach-forced)
+	FaultAMQPReject         FaultKind = "amqp-reject"          // reject Device's telemetry with Condition for Duration
+	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit" // take back Device's link credit and grant none for Duration
+	FaultAMQPDropCBS        FaultKind = "amqp-drop-cbs"        // apply put-tokens but send no reply, for Duration
+	FaultAMQPClose          FaultKind = "amqp-close"           // close Device's AMQP connection (all when "") with amqp:connection:forced
 )
 
 // ThrottleAnswer is how the throttle fault refuses a connect over its budget. IoT Hub does not document its
@@ -44,12 +57,13 @@ const (
 
 // Fault is one fault to inject.
 type Fault struct {
-	Kind     FaultKind
-	Device   string
-	Duration time.Duration
-	Rate     int
-	Addr     string
-	Answer   ThrottleAnswer // throttle only: "" is ThrottleClose
+	Kind      FaultKind
+	Device    string
+	Duration  time.Duration
+	Rate      int
+	Addr      string
+	Answer    ThrottleAnswer // throttle only: "" is ThrottleClose
+	Condition string         // amqp-detach and amqp-reject: the AMQP error condition
 }
 
 // Fault injects f. Timed faults return at once and end on their own; Close ends them early.
@@ -88,6 +102,9 @@ func describeFault(f Fault, addr string) string {
 		s += fmt.Sprintf(" at %d connects/s, answered %s", f.Rate, f.Answer)
 	case FaultMovePort:
 		s += " to " + addr
+	}
+	if f.Condition != "" {
+		s += " with " + f.Condition
 	}
 	return s
 }
@@ -155,9 +172,13 @@ func (h *Hub) applyFault(f Fault) error {
 			h.after(f.Duration, h.reopenListeners)
 		}
 	case FaultMovePort:
-		return h.movePort(f.Addr)
+		return h.movePort(h.mqtts, f.Addr)
 	case FaultRestart:
 		return h.restart()
+	case FaultFailover:
+		return h.failover(f)
+	case FaultAMQPDetach, FaultAMQPReject, FaultAMQPWithholdCredit, FaultAMQPDropCBS, FaultAMQPClose:
+		return h.amqp.fault(f)
 	default:
 		return fmt.Errorf("unknown fault kind %q", f.Kind)
 	}
@@ -209,24 +230,44 @@ func (h *Hub) reopenListeners() {
 	h.events.emit(Event{Kind: EventFault, Reason: "listeners reopened"})
 }
 
-// movePort moves the TLS MQTT listener, as a failover to another hub address would.
-func (h *Hub) movePort(addr string) error {
+// movePort moves a listener, as a failover to another hub address would, resetting its connections.
+func (h *Hub) movePort(l *listener, addr string) error {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
-	old := h.mqtts.address()
-	h.mqtts.shut()
-	h.killConns(false, h.mqtts.name)
-	h.mqtts.addr.Store(addr)
-	if err := h.open(h.mqtts); err != nil {
-		h.mqtts.addr.Store(old)
-		if reopenErr := h.open(h.mqtts); reopenErr != nil {
-			h.events.logf("reopening mqtts listener on %s: %v", old, reopenErr)
+	old := l.address()
+	l.shut()
+	h.killConns(false, l.name)
+	l.addr.Store(addr)
+	if err := h.open(l); err != nil {
+		l.addr.Store(old)
+		if reopenErr := h.open(l); reopenErr != nil {
+			h.events.logf("reopening %s listener on %s: %v", l.name, old, reopenErr)
 		}
-		return fmt.Errorf("moving the MQTT listener to %s: %w", addr, err)
+		return fmt.Errorf("moving the %s listener to %s: %w", l.name, addr, err)
 	}
+	return nil
+}
+
+// failover cuts every connection and answers connects as a hub failing over does until f.Duration has passed.
+func (h *Hub) failover(f Fault) error {
+	if f.Duration <= 0 {
+		return errors.New("failover needs a duration")
+	}
+	h.gate.setFailover(time.Now().Add(f.Duration))
+	h.killConns(false)
+	if f.Addr != "" {
+		l := h.amqps
+		if l == nil {
+			l = h.mqtts
+		}
+		if err := h.movePort(l, f.Addr); err != nil {
+			return err
+		}
+	}
+	h.after(f.Duration, func() { h.events.emit(Event{Kind: EventFault, Reason: "failover ended"}) })
 	return nil
 }
 

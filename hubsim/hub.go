@@ -184,7 +184,7 @@ func Start(cfg Config) (*Hub, error) {
 		h.amqpws = h.newListener("amqpws", cfg.AMQPWSAddr, h.webSocketServer(wsAMQP))
 		toOpen = append(toOpen, h.amqpws)
 	}
-	h.amqp = &amqpFront{hub: h}
+	h.amqp = newAMQPFront(h)
 	if cfg.AMQPAddr != "" {
 		h.amqps = h.newListener("amqps", cfg.AMQPAddr, func(hc *hubConn) {
 			tc := tls.Server(hc, h.tlsConf)

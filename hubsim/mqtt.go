@@ -116,6 +116,9 @@ func (k *mqttHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.events.emit(Event{Kind: EventReject, Device: clientID, Remote: cl.Net.Remote, Reason: "MQTT 5 is not supported", Code: 1})
 		return packets.ErrUnsupportedProtocolVersion
 	}
+	if h.gate.inFailover(time.Now()) {
+		return refuse(reject(rejectServerUnavailable, "failover in progress"))
+	}
 	if ok, answer := h.gate.allowConnect(time.Now()); !ok {
 		kind := rejectUnavailable
 		if answer == ThrottleServerUnavailable {

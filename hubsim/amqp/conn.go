@@ -146,6 +146,7 @@ type Link struct {
 	// receiving side
 	credit        uint32 // credit the peer holds
 	creditWindow  uint32 // credit kept topped up; 0 stops issuing
+	inFlight      uint32 // credit taken back by SetCredit that transfers already on their way may still use
 	deliveryCount uint32
 	partial       *Delivery
 	partialSettle bool

@@ -95,13 +95,17 @@ func (c *Conn) reply(l *Link, refusal *Error) {
 }
 
 // SetCredit sets how many deliveries the peer may send ahead on a receiving link; the server tops the peer's
-// credit back up to n as deliveries arrive. 0 withholds credit: the peer keeps what it has and gets no more.
+// credit back up to n as deliveries arrive. 0 withholds credit: the peer's credit drops to none (a flow may lower
+// it) and it gets no more until SetCredit raises it.
 func (l *Link) SetCredit(n uint32) {
 	c := l.sess.conn
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l.creditWindow = n
-	if l.accepted && !l.gone && !c.closeSent && l.credit < n {
+	if l.accepted && !l.gone && !c.closeSent && l.credit != n {
+		if n < l.credit {
+			l.inFlight += l.credit - n // the peer may have sent on the old credit before it sees the flow
+		}
 		l.credit = n
 		_ = l.sess.writeLinkFlow(l, false)
 	}
@@ -332,12 +336,21 @@ func (s *Session) onTransfer(t *transfer, payload []byte) (func(), error) {
 		if t.deliveryID == nil || t.deliveryTag == nil {
 			return nil, Errorf(CondNotAllowed, "first transfer of a delivery lacks its id or tag")
 		}
-		if l.credit == 0 {
+		l.deliveryCount++
+		switch {
+		case l.credit > 0:
+			l.credit--
+		case l.inFlight > 0:
+			// Restate the credit with this delivery counted: a peer that sent it before seeing the flow that took
+			// the credit back computed a negative credit from that flow (go-amqp wraps it to 2^32-1).
+			l.inFlight--
+			if err := s.writeLinkFlow(l, false); err != nil {
+				return nil, err
+			}
+		default:
 			l.detachSent, l.detachErr = true, Errorf(CondTransferLimit, "transfer without link credit")
 			return nil, c.write(frameAMQP, s.channel, &detach{handle: l.handle, closed: true, err: l.detachErr}, nil)
 		}
-		l.credit--
-		l.deliveryCount++
 		format := uint32(0)
 		if t.messageFormat != nil {
 			format = *t.messageFormat
