@@ -29,6 +29,19 @@ const (
 	FaultDisableDevice    FaultKind = "disable-device"    // disable the device and drop its connection
 	FaultMovePort         FaultKind = "move-port"         // move the TLS MQTT listener to Addr ("" = a free port)
 	FaultRestart          FaultKind = "restart"           // restart the hub: drop everything, reload the registry, reopen
+	// FaultFailover closes every connection; for Duration AMQP opens are answered with
+	// com.microsoft:iot-hub-not-found-error and MQTT connects with CONNACK 3; then it accepts again, on Addr if
+	// given (the AMQP TLS listener moves there, or the MQTT one without AMQP), as a hub failing over does.
+	FaultFailover FaultKind = "failover"
+)
+
+// AMQP-only faults; Condition is an AMQP error condition.
+const (
+	FaultAMQPDetach         FaultKind = "amqp-detach"          // detach Device's links with Condition (default amqp:link:detach-forced)
+	FaultAMQPReject         FaultKind = "amqp-reject"          // reject Device's telemetry with Condition for Duration
+	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit" // take back Device's link credit and grant none for Duration
+	FaultAMQPDropCBS        FaultKind = "amqp-drop-cbs"        // apply put-tokens but send no reply, for Duration
+	FaultAMQPClose          FaultKind = "amqp-close"           // close Device's AMQP connection (all when "") with amqp:connection:forced
 )
 
 // ThrottleAnswer is how the throttle fault refuses a connect over its budget. IoT Hub does not document its
@@ -44,12 +57,13 @@ const (
 
 // Fault is one fault to inject.
 type Fault struct {
-	Kind     FaultKind
-	Device   string
-	Duration time.Duration
-	Rate     int
-	Addr     string
-	Answer   ThrottleAnswer // throttle only: "" is ThrottleClose
+	Kind      FaultKind
+	Device    string
+	Duration  time.Duration
+	Rate      int
+	Addr      string
+	Answer    ThrottleAnswer // throttle only: "" is ThrottleClose
+	Condition string         // amqp-detach and amqp-reject: the AMQP error condition
 }
 
 // Fault injects f. Timed faults return at once and end on their own; Close ends them early.
@@ -89,6 +103,9 @@ func describeFault(f Fault, addr string) string {
 	case FaultMovePort:
 		s += " to " + addr
 	}
+	if f.Condition != "" {
+		s += " with " + f.Condition
+	}
 	return s
 }
 
@@ -112,7 +129,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if s == nil {
 			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
 		}
-		h.dropSession(s, "fault kill-tcp", false)
+		h.dropSession(s, "fault kill-tcp", dropKill)
 	case FaultExpireToken:
 		s, err := needDevice()
 		if err != nil {
@@ -121,7 +138,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if s == nil {
 			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
 		}
-		h.dropSession(s, "sas token expired (fault expire-token)", false)
+		h.dropSession(s, "sas token expired (fault expire-token)", dropAuth)
 	case FaultRotateKey:
 		return h.rotateKey(f.Device)
 	case FaultDisableDevice:
@@ -155,9 +172,13 @@ func (h *Hub) applyFault(f Fault) error {
 			h.after(f.Duration, h.reopenListeners)
 		}
 	case FaultMovePort:
-		return h.movePort(f.Addr)
+		return h.movePort(h.mqtts, f.Addr)
 	case FaultRestart:
 		return h.restart()
+	case FaultFailover:
+		return h.failover(f)
+	case FaultAMQPDetach, FaultAMQPReject, FaultAMQPWithholdCredit, FaultAMQPDropCBS, FaultAMQPClose:
+		return h.amqp.fault(f)
 	default:
 		return fmt.Errorf("unknown fault kind %q", f.Kind)
 	}
@@ -179,7 +200,7 @@ func (h *server) after(d time.Duration, fn func()) {
 
 func (h *Hub) listeners() []*listener {
 	var out []*listener
-	for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
+	for _, l := range []*listener{h.mqtts, h.tcp, h.ws, h.amqps, h.amqpws} {
 		if l != nil {
 			out = append(out, l)
 		}
@@ -201,24 +222,44 @@ func (h *Hub) reopenListeners() {
 	h.reopen(h.listeners(), h.events)
 }
 
-// movePort moves the TLS MQTT listener, as a failover to another hub address would.
-func (h *Hub) movePort(addr string) error {
+// movePort moves a listener, as a failover to another hub address would, resetting its connections.
+func (h *Hub) movePort(l *listener, addr string) error {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
-	old := h.mqtts.address()
-	h.mqtts.shut()
-	h.killConns(false, h.mqtts.name)
-	h.mqtts.addr.Store(addr)
-	if err := h.open(h.mqtts); err != nil {
-		h.mqtts.addr.Store(old)
-		if reopenErr := h.open(h.mqtts); reopenErr != nil {
-			h.events.logf("reopening mqtts listener on %s: %v", old, reopenErr)
+	old := l.address()
+	l.shut()
+	h.killConns(false, l.name)
+	l.addr.Store(addr)
+	if err := h.open(l); err != nil {
+		l.addr.Store(old)
+		if reopenErr := h.open(l); reopenErr != nil {
+			h.events.logf("reopening %s listener on %s: %v", l.name, old, reopenErr)
 		}
-		return fmt.Errorf("moving the MQTT listener to %s: %w", addr, err)
+		return fmt.Errorf("moving the %s listener to %s: %w", l.name, addr, err)
 	}
+	return nil
+}
+
+// failover cuts every connection and answers connects as a hub failing over does until f.Duration has passed.
+func (h *Hub) failover(f Fault) error {
+	if f.Duration <= 0 {
+		return errors.New("failover needs a duration")
+	}
+	h.gate.setFailover(time.Now().Add(f.Duration))
+	h.killConns(false)
+	if f.Addr != "" {
+		l := h.amqps
+		if l == nil {
+			l = h.mqtts
+		}
+		if err := h.movePort(l, f.Addr); err != nil {
+			return err
+		}
+	}
+	h.after(f.Duration, func() { h.events.emit(Event{Kind: EventFault, Reason: "failover ended"}) })
 	return nil
 }
 
@@ -253,11 +294,11 @@ func (h *Hub) restart() error {
 // refused, without CONNACK, for DurationInSecs.
 func (h *Hub) injectFromMessage(id string, props map[string]string) {
 	op := props[faultPropType]
-	graceful := false
+	cause := dropKill
 	switch op {
 	case "KillTcp":
 	case "ShutDownMqtt":
-		graceful = true
+		cause = dropGraceful
 	default:
 		h.events.logf("fault injection %s from %s ignored: not an MQTT fault", op, id)
 		return
@@ -271,7 +312,7 @@ func (h *Hub) injectFromMessage(id string, props map[string]string) {
 		s := h.sessions[id]
 		h.mu.Unlock()
 		if s != nil {
-			h.dropSession(s, "fault injection "+op, graceful)
+			h.dropSession(s, "fault injection "+op, cause)
 		}
 	})
 }

@@ -18,6 +18,7 @@ type D2CMessage struct {
 	ContentEncoding string
 	Properties      map[string]string // application properties by name (a repeated name keeps its last value)
 	PropertyList    [][2]string       // application properties in wire order, repeats included
+	Annotations     map[string]string // AMQP message annotations (iothub-interface-id, ...); nil over MQTT
 	ArrivedAt       time.Time
 }
 

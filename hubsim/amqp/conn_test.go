@@ -1,0 +1,506 @@
+package amqp
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	goamqp "github.com/Azure/go-amqp"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// waitLimit bounds every wait of these tests.
+const waitLimit = 10 * time.Second
+
+func ctxLimit(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// testHandler serves a few nodes: "events" and "echo" take deliveries (echo sends each back on the "echo" link
+// the peer receives on), "reject" rejects them, "nocredit" grants none, "refuse" refuses the attach. Everything
+// it sees goes into channels.
+type testHandler struct {
+	mu        sync.Mutex
+	senders   map[string]*Link
+	got       chan *Delivery
+	attached  chan *Link
+	detached  chan *Error
+	closed    chan error
+	settleOut chan DeliveryState
+}
+
+func newTestHandler() *testHandler {
+	return &testHandler{senders: map[string]*Link{}, got: make(chan *Delivery, 100), attached: make(chan *Link, 100),
+		detached: make(chan *Error, 100), closed: make(chan error, 100), settleOut: make(chan DeliveryState, 100)}
+}
+
+func (h *testHandler) Attach(l *Link) *Error {
+	switch l.Address() {
+	case "refuse":
+		return Errorf(CondNotFound, "no node %s", l.Address())
+	case "nocredit":
+	default:
+		l.SetCredit(10)
+	}
+	if !l.Receiving() {
+		h.mu.Lock()
+		h.senders[l.Address()] = l
+		h.mu.Unlock()
+	}
+	h.attached <- l
+	return nil
+}
+
+func (h *testHandler) Transfer(l *Link, d *Delivery) DeliveryState {
+	h.got <- d
+	switch l.Address() {
+	case "reject":
+		return Rejected{Error: Errorf("com.example:nope", "rejected")}
+	case "echo":
+		h.mu.Lock()
+		out := h.senders["echo"]
+		h.mu.Unlock()
+		if out != nil {
+			_ = out.Send(d.Payload, SendOptions{OnSettled: func(s DeliveryState, _ error) { h.settleOut <- s }})
+		}
+	}
+	return nil
+}
+
+func (h *testHandler) Detached(_ *Link, err *Error) { h.detached <- err }
+func (h *testHandler) Closed(err error)             { h.closed <- err }
+
+// serve runs srv on a 127.0.0.1 listener until the test ends; every connection gets h.
+func serve(t *testing.T, srv *Server, h *testHandler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Open == nil {
+		srv.Open = func(*Conn) (Handler, *Error) { return h, nil }
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = srv.Serve(nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func dial(t *testing.T, addr string, opts *goamqp.ConnOptions) *goamqp.Conn {
+	t.Helper()
+	c, err := goamqp.Dial(ctxLimit(t), "amqp://"+addr, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func session(t *testing.T, c *goamqp.Conn) *goamqp.Session {
+	t.Helper()
+	s, err := c.NewSession(ctxLimit(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sender(t *testing.T, s *goamqp.Session, addr string, opts *goamqp.SenderOptions) *goamqp.Sender {
+	t.Helper()
+	snd, err := s.NewSender(ctxLimit(t), addr, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snd
+}
+
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitLimit):
+		t.Fatal("nothing arrived")
+		var zero T
+		return zero
+	}
+}
+
+func decodeMessage(t *testing.T, b []byte) *goamqp.Message {
+	t.Helper()
+	var m goamqp.Message
+	if err := m.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	return &m
+}
+
+// TestSASLAndBare: go-amqp connects with SASL ANONYMOUS, with SASL PLAIN (checked by the server), and with no
+// SASL at all, and sends a message each time; a wrong PLAIN password fails the connect.
+func TestSASLAndBare(t *testing.T) {
+	h := newTestHandler()
+	srv := &Server{SASLMechanisms: []Symbol{"ANONYMOUS", "PLAIN"}}
+	srv.SASL = func(mech Symbol, initial []byte, _ string) (any, error) {
+		if mech != "PLAIN" {
+			return nil, nil
+		}
+		_, user, pass, err := ParsePlain(initial)
+		if err != nil || pass != "secret" {
+			return nil, errors.New("bad password")
+		}
+		return user, nil
+	}
+	addr := serve(t, srv, h)
+	for _, c := range []struct {
+		name string
+		sasl goamqp.SASLType
+	}{{"anonymous", goamqp.SASLTypeAnonymous()}, {"plain", goamqp.SASLTypePlain("dev", "secret")}, {"bare", nil}} {
+		conn := dial(t, addr, &goamqp.ConnOptions{SASLType: c.sasl})
+		snd := sender(t, session(t, conn), "events", nil)
+		if err := snd.Send(ctxLimit(t), goamqp.NewMessage([]byte(c.name)), nil); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if m := decodeMessage(t, receive(t, h.got).Payload); string(m.GetData()) != c.name {
+			t.Fatalf("%s: got %q", c.name, m.GetData())
+		}
+	}
+	if c, err := goamqp.Dial(ctxLimit(t), "amqp://"+addr, &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain("dev", "wrong")}); err == nil {
+		_ = c.Close()
+		t.Fatal("wrong password connected")
+	}
+}
+
+// TestMultiFrameEcho: with 512-byte frames both ways, a 5000-byte message arrives whole (the client split it),
+// and the server's copy back arrives whole (the server split it), settled as the client accepted it.
+func TestMultiFrameEcho(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{MaxFrameSize: 512}, h)
+	conn := dial(t, addr, &goamqp.ConnOptions{MaxFrameSize: 512})
+	s := session(t, conn)
+	rcv, err := s.NewReceiver(ctxLimit(t), "echo", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receive(t, h.attached)
+	body := bytes.Repeat([]byte("0123456789"), 500)
+	msg := goamqp.NewMessage(body)
+	msg.ApplicationProperties = map[string]any{"k": "v"}
+	if err := sender(t, s, "echo", nil).Send(ctxLimit(t), msg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := receive(t, h.got); !bytes.Equal(decodeMessage(t, d.Payload).GetData(), body) {
+		t.Fatal("server got a different body")
+	}
+	back, err := rcv.Receive(ctxLimit(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back.GetData(), body) || back.ApplicationProperties["k"] != "v" {
+		t.Fatal("echo differs")
+	}
+	if err := rcv.AcceptMessage(ctxLimit(t), back); err != nil {
+		t.Fatal(err)
+	}
+	if st := receive(t, h.settleOut); st != (Accepted{}) {
+		t.Fatalf("outcome %#v", st)
+	}
+}
+
+// TestOutcomes: the server's outcome reaches the client (rejected with its condition), a receiver-settle-mode
+// second sender completes, and the client's accept, reject and release of server deliveries reach the server.
+func TestOutcomes(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{}, h)
+	conn := dial(t, addr, nil)
+	s := session(t, conn)
+	err := sender(t, s, "reject", nil).Send(ctxLimit(t), goamqp.NewMessage([]byte("x")), nil)
+	var ae *goamqp.Error
+	if !errors.As(err, &ae) || ae.Condition != "com.example:nope" {
+		t.Fatalf("send to reject: %v", err)
+	}
+	second := goamqp.ReceiverSettleModeSecond
+	if err := sender(t, s, "events", &goamqp.SenderOptions{RequestedReceiverSettleMode: &second}).
+		Send(ctxLimit(t), goamqp.NewMessage([]byte("y")), nil); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, h.got)
+	receive(t, h.got)
+
+	rcv, err := s.NewReceiver(ctxLimit(t), "out", &goamqp.ReceiverOptions{Credit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := receive(t, h.attached)
+	for len(h.attached) > 0 {
+		out = <-h.attached
+	}
+	settle := []func(*goamqp.Message) error{
+		func(m *goamqp.Message) error { return rcv.AcceptMessage(ctxLimit(t), m) },
+		func(m *goamqp.Message) error { return rcv.RejectMessage(ctxLimit(t), m, nil) },
+		func(m *goamqp.Message) error { return rcv.ReleaseMessage(ctxLimit(t), m) },
+	}
+	want := []DeliveryState{Accepted{}, Rejected{}, Released{}}
+	for i, f := range settle {
+		payload, _ := goamqp.NewMessage([]byte{byte(i)}).MarshalBinary()
+		got := make(chan DeliveryState, 1)
+		tag := []byte("0123456789abcdef")
+		tag[0] = byte(i)
+		if err := out.Send(payload, SendOptions{Tag: tag, OnSettled: func(s DeliveryState, _ error) { got <- s }}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := rcv.Receive(ctxLimit(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.DeliveryTag, tag) {
+			t.Fatalf("tag % x", m.DeliveryTag)
+		}
+		if err := f(m); err != nil {
+			t.Fatal(err)
+		}
+		if st := receive(t, got); st != want[i] {
+			t.Fatalf("outcome %d: %#v", i, st)
+		}
+	}
+}
+
+// TestCredit: a link the server grants no credit does not deliver until it grants some, and the server sends
+// no more deliveries than the client's credit.
+func TestCredit(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{}, h)
+	conn := dial(t, addr, nil)
+	s := session(t, conn)
+	snd := sender(t, s, "nocredit", nil)
+	in := receive(t, h.attached)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	err := snd.Send(ctx, goamqp.NewMessage([]byte("a")), nil)
+	cancel()
+	var ae *goamqp.Error // go-amqp's answer to a send that found no credit before ctx ended
+	if !errors.As(err, &ae) || ae.Condition != goamqp.ErrCondTransferLimitExceeded {
+		t.Fatalf("send without credit: %v", err)
+	}
+	in.SetCredit(1)
+	if err := snd.Send(ctxLimit(t), goamqp.NewMessage([]byte("b")), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	rcv, err := s.NewReceiver(ctxLimit(t), "out", &goamqp.ReceiverOptions{Credit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := receive(t, h.attached)
+	for i := range 3 {
+		payload, _ := goamqp.NewMessage([]byte{byte(i)}).MarshalBinary()
+		if err := out.Send(payload, SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rcv.IssueCredit(2); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		m, err := rcv.Receive(ctxLimit(t), nil)
+		if err != nil || m.GetData()[0] != byte(i) {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		_ = rcv.AcceptMessage(ctxLimit(t), m)
+	}
+	if p := rcv.Prefetched(); p != nil {
+		t.Fatal("a third message came without credit")
+	}
+	if err := rcv.IssueCredit(1); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := rcv.Receive(ctxLimit(t), nil); err != nil || m.GetData()[0] != 2 {
+		t.Fatalf("third message: %v", err)
+	}
+}
+
+// TestDetachAndClose: a refused attach fails with the server's condition; a link the server detaches fails the
+// client's next send with the condition; a client detach reaches the handler; the server's close with an error
+// reaches the client.
+func TestDetachAndClose(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{}, h)
+	conn := dial(t, addr, nil)
+	s := session(t, conn)
+	_, err := s.NewSender(ctxLimit(t), "refuse", nil)
+	var ae *goamqp.Error
+	if !errors.As(err, &ae) || ae.Condition != goamqp.ErrCondNotFound {
+		t.Fatalf("refused attach: %v", err)
+	}
+	snd := sender(t, s, "events", nil)
+	l := receive(t, h.attached)
+	l.Detach(Errorf("amqp:unauthorized-access", "token expired"))
+	if e := receive(t, h.detached); e == nil || e.Condition != CondUnauthorized {
+		t.Fatalf("Detached: %v", e)
+	}
+	err = snd.Send(ctxLimit(t), goamqp.NewMessage([]byte("x")), nil)
+	var le *goamqp.LinkError
+	if !errors.As(err, &le) || le.RemoteErr == nil || le.RemoteErr.Condition != goamqp.ErrCondUnauthorizedAccess {
+		t.Fatalf("send on a detached link: %v", err)
+	}
+	snd2 := sender(t, s, "events", nil)
+	l2 := receive(t, h.attached)
+	if err := snd2.Close(ctxLimit(t)); err != nil {
+		t.Fatal(err)
+	}
+	if e := receive(t, h.detached); e != nil {
+		t.Fatalf("client detach reported %v", e)
+	}
+	l2.Session().Conn().Close(Errorf(CondConnectionForced, "bye"))
+	select {
+	case <-conn.Done():
+	case <-time.After(waitLimit):
+		t.Fatal("connection not closed")
+	}
+	var ce *goamqp.ConnError
+	if !errors.As(conn.Err(), &ce) || ce.RemoteErr == nil || ce.RemoteErr.Condition != goamqp.ErrCondConnectionForced {
+		t.Fatalf("close: %v", conn.Err())
+	}
+	receive(t, h.closed)
+}
+
+// rawConn speaks frames directly, for what go-amqp never sends: silence, garbage.
+type rawConn struct {
+	t  *testing.T
+	nc net.Conn
+}
+
+func rawOpen(t *testing.T, addr string, idle time.Duration) *rawConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &rawConn{t: t, nc: nc}
+	r.write(headerAMQP)
+	r.frame(&open{containerID: "raw", maxFrameSize: 65536, idleTimeout: idle})
+	hdr := make([]byte, 8)
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerAMQP) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	if _, ok := r.read().(*open); !ok {
+		t.Fatal("no open")
+	}
+	return r
+}
+
+func (r *rawConn) write(b []byte) {
+	if _, err := r.nc.Write(b); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawConn) frame(p performer) {
+	b, err := appendFrame(nil, frameAMQP, 0, p, nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.write(b)
+}
+
+// read returns the next frame's performative (nil for a heartbeat).
+func (r *rawConn) read() any {
+	r.t.Helper()
+	_ = r.nc.SetReadDeadline(time.Now().Add(waitLimit))
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(r.nc, hdr); err != nil {
+		r.t.Fatal(err)
+	}
+	buf := make([]byte, binary.BigEndian.Uint32(hdr))
+	copy(buf, hdr)
+	if _, err := io.ReadFull(r.nc, buf[8:]); err != nil {
+		r.t.Fatal(err)
+	}
+	fr, err := parseFrame(buf)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return fr.body
+}
+
+// readClose reads until the close frame and returns its error.
+func (r *rawConn) readClose() *Error {
+	for range 100 {
+		if cl, ok := r.read().(*closeFrame); ok {
+			return cl.err
+		}
+	}
+	r.t.Fatal("no close")
+	return nil
+}
+
+// TestIdleTimeout: the server sends heartbeats at half the client's idle timeout, and closes a client that stays
+// silent past its own with amqp:resource-limit-exceeded.
+func TestIdleTimeout(t *testing.T) {
+	addr := serve(t, &Server{IdleTimeout: 500 * time.Millisecond}, newTestHandler())
+	r := rawOpen(t, addr, 100*time.Millisecond)
+	for range 3 {
+		if b := r.read(); b != nil {
+			t.Fatalf("%T, not a heartbeat", b)
+		}
+	}
+	if e := r.readClose(); e == nil || e.Condition != CondResourceLimit {
+		t.Fatalf("close: %v", e)
+	}
+}
+
+// TestMalformedFrame: a frame whose body does not decode closes the connection with amqp:decode-error, and a
+// frame beyond the max frame size with a framing error.
+func TestMalformedFrame(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{MaxFrameSize: 512}, h)
+	r := rawOpen(t, addr, 0)
+	r.write([]byte{0, 0, 0, 14, 2, 0, 0, 0, 0x00, 0x53, 0x11, 0xd0, 0xff, 0xff})
+	if e := r.readClose(); e == nil || e.Condition != CondDecodeError {
+		t.Fatalf("close: %v", e)
+	}
+	r.frame(&closeFrame{})
+	receive(t, h.closed)
+	r = rawOpen(t, addr, 0)
+	r.write([]byte{0, 0, 4, 0, 2, 0, 0, 0})
+	if e := r.readClose(); e == nil || e.Condition != CondFramingError {
+		t.Fatalf("close: %v", e)
+	}
+}
