@@ -1,0 +1,176 @@
+package core
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iotconn/iotconn/hubsim"
+)
+
+// These tests run the engine with its real AMQP transport against an in-process hub emulator on 127.0.0.1.
+
+// startAMQPHub starts hubsim with AMQP over TLS and over WebSocket, with dev1 registered.
+func startAMQPHub(t testing.TB) *hubsim.Hub {
+	t.Helper()
+	hub, err := hubsim.Start(hubsim.Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0", AMQPAddr: "127.0.0.1:0",
+		AMQPWSAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hub.Close() })
+	return hub
+}
+
+// amqpDevice registers id and returns its connection string for transport (AMQP or AMQP over WebSocket): the
+// hub's name for the tokens, the listener's address as the gateway.
+func amqpDevice(t testing.TB, hub *hubsim.Hub, id string, transport TransportKind) string {
+	t.Helper()
+	if _, err := hub.Device(id); err != nil {
+		if _, err := hub.AddDevice(id, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs, err := hub.ConnectionString(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := hub.AMQPAddr()
+	if transport == TransportAMQPWS {
+		addr = hub.AMQPWSAddr()
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return cs + ";GatewayHostName=localhost:" + port
+}
+
+func amqpClient(t testing.TB, hub *hubsim.Hub, cs string, opts Options) (*Client, *recorder) {
+	t.Helper()
+	opts.CAFile = hub.CAFile()
+	c, err := NewClient(cs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRecorder()
+	c.SetHandlers(r.handlers())
+	t.Cleanup(func() { closeAndCheck(t, c) })
+	return c, r
+}
+
+// TestAMQPSendAndC2D, over AMQP and AMQP over WebSocket: a message with every system property and application
+// properties is delivered; a C2D message reaches the handler and leaves the hub's queue once the handler
+// returned; Close ends with Disabled/Client_Close.
+func TestAMQPSendAndC2D(t *testing.T) {
+	hub := startAMQPHub(t)
+	for _, tr := range []TransportKind{TransportAMQP, TransportAMQPWS} {
+		t.Run(fmt.Sprint("transport=", tr), func(t *testing.T) {
+			id := fmt.Sprint("dev", tr)
+			c, r := amqpClient(t, hub, amqpDevice(t, hub, id, tr), Options{Transport: tr})
+			release := make(chan struct{})
+			handled := make(chan *Message, 1)
+			h := r.handlers()
+			h.OnMessage = func(m *Message) {
+				<-release // the hub keeps the message until this returns
+				handled <- m
+			}
+			c.SetHandlers(h)
+			if err := connect(t, c); err != nil {
+				t.Fatal(err)
+			}
+			r.expectStates(t, connected)
+			if _, err := c.Send(&Message{Payload: []byte(`{"t":21}`), MessageID: "m-1", CorrelationID: "c-1",
+				ContentType: "application/json", ContentEncoding: "utf-8",
+				Properties: []Property{{"unit", "°C & more"}}}); err != nil {
+				t.Fatal(err)
+			}
+			if comp := r.expectCompletions(t, 1)[0]; comp.result != SendDelivered {
+				t.Fatalf("%+v", comp)
+			}
+			got := hub.Messages(id)[0]
+			if got.MessageID != "m-1" || got.CorrelationID != "c-1" || got.ContentType != "application/json" ||
+				got.ContentEncoding != "utf-8" || got.Properties["unit"] != "°C & more" || string(got.Payload) != `{"t":21}` {
+				t.Fatalf("hub recorded %+v", got)
+			}
+			if err := hub.SendC2D(id, hubsim.C2DMessage{Payload: []byte("reboot"), MessageID: "c2d-1",
+				Properties: map[string]string{"urgency": "high"}}); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, func() bool { return hub.PendingC2D(id) == 1 })
+			close(release)
+			select {
+			case m := <-handled:
+				if string(m.Payload) != "reboot" || m.MessageID != "c2d-1" || len(m.Properties) != 1 {
+					t.Fatalf("C2D %+v", m)
+				}
+			case <-time.After(waitLimit):
+				t.Fatal("no C2D message")
+			}
+			waitFor(t, func() bool { return hub.PendingC2D(id) == 0 })
+			closeAndWait(c)
+			r.expectStates(t, disabled)
+		})
+	}
+}
+
+// TestAMQPTokenRenewedInPlace: a 3 s token renewed every second (the floors waived) is renewed in place ten times
+// while messages flow: no status change, one connection in the hub's count, every message delivered once.
+func TestAMQPTokenRenewedInPlace(t *testing.T) {
+	hub := startAMQPHub(t)
+	c, r := amqpClient(t, hub, amqpDevice(t, hub, "dev1", TransportAMQP), Options{Transport: TransportAMQP,
+		SASLifetime: 3 * time.Second, SASRenewMargin: 2 * time.Second, shortTokensForTests: true})
+	var mu sync.Mutex
+	renewals := 0
+	h := r.handlers()
+	h.OnLog = func(_ LogLevel, msg string) {
+		if strings.Contains(msg, "renewed in place") {
+			mu.Lock()
+			renewals++
+			mu.Unlock()
+		}
+	}
+	c.SetHandlers(h)
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	sent := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := renewals
+		mu.Unlock()
+		if n >= 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d renewals", n)
+		}
+		if _, err := c.Send(&Message{Payload: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+		time.Sleep(20 * time.Millisecond) // a steady flow, not synchronisation
+	}
+	for _, comp := range r.expectCompletions(t, sent) {
+		if comp.result != SendDelivered {
+			t.Fatalf("%+v", comp)
+		}
+	}
+	select {
+	case s := <-r.states:
+		t.Fatalf("status change during renewals: %v/%v", s.status, s.reason)
+	default:
+	}
+	ids := map[string]bool{}
+	for _, m := range hub.Messages("dev1") {
+		if ids[m.MessageID] {
+			t.Fatalf("duplicate %s", m.MessageID)
+		}
+		ids[m.MessageID] = true
+	}
+	if dev, _ := hub.Device("dev1"); len(ids) != sent || dev.Connections != 1 {
+		t.Fatalf("hub has %d of %d messages over %d connections", len(ids), sent, dev.Connections)
+	}
+}
