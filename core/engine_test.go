@@ -323,6 +323,7 @@ func TestFatalKindsStopAtOnceAndFailPending(t *testing.T) {
 		{transport.KindDeviceNotFound, ReasonDeviceDisabled, CodeDeviceDisabled},
 		{transport.KindServerUnavailable, ReasonDeviceDisabled, CodeDeviceDisabled}, // never connected: disabled
 		{transport.KindUntrusted, ReasonCommunicationError, CodeProtocol},
+		{transport.KindHubNotFound, ReasonCommunicationError, CodeProtocol}, // never connected: a wrong host
 	} {
 		t.Run(tc.kind.String(), func(t *testing.T) {
 			d := newFakeDialer()
