@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iotconn/iotconn/core/transport/pool"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
@@ -172,5 +173,76 @@ func TestAMQPTokenRenewedInPlace(t *testing.T) {
 	}
 	if dev, _ := hub.Device("dev1"); len(ids) != sent || dev.Connections != 1 {
 		t.Fatalf("hub has %d of %d messages over %d connections", len(ids), sent, dev.Connections)
+	}
+}
+
+// TestAMQPPoolSurvivesFailover: 50 clients pooled 17 to a connection (3 connections) lose them all to hubsim's
+// failover fault (every connection closed, opens answered com.microsoft:iot-hub-not-found-error for 2 s, then
+// accepted). Every client comes back by itself (Disconnected_Retrying/Communication_Error, then Connected), every
+// message sent before and during the outage is delivered once, and the pool holds only new connections.
+func TestAMQPPoolSurvivesFailover(t *testing.T) {
+	const n, perConn = 50, 17
+	hub := startAMQPHub(t)
+	type dev struct {
+		c *Client
+		r *recorder
+	}
+	devs := make([]dev, n)
+	for i := range devs {
+		cs := amqpDevice(t, hub, fmt.Sprint("pooled", i), TransportAMQP)
+		c, r := amqpClient(t, hub, cs, Options{Transport: TransportAMQP, AMQPPool: perConn})
+		if err := connect(t, c); err != nil {
+			t.Fatal(err)
+		}
+		r.expectStates(t, connected)
+		devs[i] = dev{c, r}
+	}
+	pl := protocols[TransportAMQP].dialer(perConn).(interface{ Stats() pool.Stats })
+	if st := pl.Stats(); fmt.Sprint(st.Live) != "[17 17 16]" {
+		t.Fatalf("pool before the failover: %+v", st)
+	}
+	for _, d := range devs {
+		if _, err := d.c.Send(&Message{Payload: []byte("before")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range devs {
+		d.r.expectCompletions(t, 1)
+	}
+	if err := hub.Fault(hubsim.Fault{Kind: hubsim.FaultFailover, Duration: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range devs {
+		d.r.expectStates(t, state{StatusDisconnectedRetrying, ReasonCommunicationError})
+		for range 2 {
+			if _, err := d.c.Send(&Message{Payload: []byte("during")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, d := range devs {
+		select {
+		case s := <-d.r.states:
+			if s != connected {
+				t.Fatalf("device %d: %v/%v", i, s.status, s.reason)
+			}
+		case <-time.After(3 * waitLimit): // the default policy's back-off reaches 10 s
+			t.Fatalf("device %d did not come back", i)
+		}
+		for _, comp := range d.r.expectCompletions(t, 2) {
+			if comp.result != SendDelivered {
+				t.Fatalf("device %d: %+v", i, comp)
+			}
+		}
+		ids := map[string]bool{}
+		for _, m := range hub.Messages(fmt.Sprint("pooled", i)) {
+			ids[m.MessageID] = true
+		}
+		if len(ids) != 3 {
+			t.Fatalf("device %d: the hub has %d distinct messages, want 3", i, len(ids))
+		}
+	}
+	if st := pl.Stats(); fmt.Sprint(st.Live) != "[17 17 16]" || st.Ended != 0 || len(st.Opening) != 0 {
+		t.Fatalf("pool after the failover: %+v", st)
 	}
 }
