@@ -23,12 +23,23 @@ namespace Iotconn.Tests
         public string ControlUrl { get; private set; }
         public string CaFile { get; private set; }
         public Dictionary<string, string> ConnectionStrings { get; private set; }
+        public string AmqpAddress { get; private set; }
+        public string AmqpWebSocketAddress { get; private set; }
+
+        /// <summary>The device's connection string with the AMQP (or AMQP over WebSocket) listener as its gateway.
+        /// </summary>
+        public string AmqpConnectionString(string deviceId, bool webSocket)
+        {
+            string addr = webSocket ? AmqpWebSocketAddress : AmqpAddress;
+            return ConnectionStrings[deviceId] + ";GatewayHostName=localhost" + addr.Substring(addr.LastIndexOf(':'));
+        }
 
         public Hubsim(string root, params string[] deviceIds)
         {
             ConnectionStrings = new Dictionary<string, string>();
             dir = Path.Combine(Path.GetTempPath(), "iotconn-cs-" + Guid.NewGuid().ToString("N"));
-            string args = "--dir " + dir + " --mqtt 127.0.0.1:0 --control 127.0.0.1:0";
+            string args = "--dir " + dir + " --mqtt 127.0.0.1:0 --control 127.0.0.1:0 --amqp 127.0.0.1:0" +
+                " --amqp-ws 127.0.0.1:0";
             foreach (string id in deviceIds)
             {
                 args += " --device " + id;
@@ -79,6 +90,14 @@ namespace Iotconn.Tests
                 if (words.Length == 3 && words[1] == "control")
                 {
                     ControlUrl = words[2];
+                }
+                else if (words.Length == 3 && words[1] == "amqps")
+                {
+                    AmqpAddress = words[2];
+                }
+                else if (words.Length == 3 && words[1] == "amqp-ws")
+                {
+                    AmqpWebSocketAddress = words[2];
                 }
                 else if (words.Length == 3 && words[1] == "ca")
                 {

@@ -400,6 +400,8 @@ class IoTHubDeviceClient:
         x509_cert_file: Optional[str] = None,
         x509_key_file: Optional[str] = None,
         transport: Transport = Transport.MQTT,
+        websockets: bool = False,
+        amqp_pool: Optional[int] = None,
         keep_alive: Optional[int] = None,
         sastoken_ttl: Optional[int] = None,
         sastoken_renew_margin: Optional[int] = None,
@@ -418,6 +420,11 @@ class IoTHubDeviceClient:
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
 
         ca_file / server_verification_cert: trusted roots as a PEM file / PEM text (default: the system roots).
+        transport: Transport.MQTT (default) or Transport.AMQP (or their _WS forms); websockets=True tunnels either in
+        a WebSocket on port 443, as azure-iot-device's websockets=True does. AMQP renews tokens in place.
+        amqp_pool: AMQP only: share AMQP connections with the process's other clients of the same value, at most
+        this many devices on each (iotconn.AMQP_POOL_MAX); a failed connection fails every device on it, and each
+        reconnects by itself on a new one. None or 0: a connection of its own.
         keep_alive, sastoken_ttl, sastoken_renew_margin: seconds; the SAS ones have floors (iotconn.MIN_SAS_*).
         operation_timeout: seconds or timedelta, for connect and for each message. None leaves the library's
         default (see include/iotconn.h).
@@ -451,7 +458,13 @@ class IoTHubDeviceClient:
         cs = _native.c_string("connection_string", connection_string)
         lib = _native.load_library(library)
         opts = _native.Options(ctypes.sizeof(_native.Options))
-        opts.transport = int(Transport(transport))
+        if not isinstance(websockets, bool):
+            raise TypeError(f"websockets must be bool, not {type(websockets).__name__}")
+        kind = Transport(transport)
+        if websockets:
+            kind = {Transport.MQTT: Transport.MQTT_WS, Transport.AMQP: Transport.AMQP_WS}.get(kind, kind)
+        opts.transport = int(kind)
+        opts.amqp_pool = _optional_uint("amqp_pool", amqp_pool, 2**32 - 1)
         opts.ca_file = _native.c_string("ca_file", ca_file)
         opts.ca_pem = _native.c_string("server_verification_cert", server_verification_cert)
         opts.cert_file = _native.c_string("x509_cert_file", x509_cert_file)
