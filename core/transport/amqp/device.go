@@ -114,10 +114,22 @@ func (s *shared) Attach(ctx context.Context, p transport.DialParams) (transport.
 		return nil, s.ended("connect")
 	}
 	d.start(p.Features&transport.FeatureC2D != 0 && d.c2d != nil)
-	d.mu.Lock()
-	d.established = true
-	d.mu.Unlock()
+	if err := d.establish(); err != nil { // the connection ended during the attach, unreported
+		d.Close()
+		return nil, &transport.Error{Kind: err.Kind, Op: "connect", Err: err}
+	}
 	return d, nil
+}
+
+// establish marks the link as handed to the engine, unless it ended already: from now on a loss is reported.
+func (d *device) establish() *transport.Error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.downErr != nil {
+		return d.downErr
+	}
+	d.established = true
+	return nil
 }
 
 // attachLinks begins the session and attaches every link. Addresses are bare paths, as Node's and Java's.
@@ -433,9 +445,9 @@ func (d *device) lose(err *transport.Error) {
 	}
 	d.downErr = err
 	report := d.established && !d.closed
+	d.wg.Add(1) // before cancel: the goroutines cancel ends must not bring the count to 0 while Close waits
 	d.mu.Unlock()
 	d.cancel()
-	d.wg.Add(1)
 	go func() { // the session's end waits for the hub; the caller may be one of the device's goroutines
 		defer d.wg.Done()
 		d.closeSession()
