@@ -113,7 +113,7 @@ func (s *shared) Attach(ctx context.Context, p transport.DialParams) (transport.
 		d.closeSession()
 		return nil, s.ended("connect")
 	}
-	d.start(p.Features&transport.FeatureC2D != 0 && d.c2d != nil)
+	d.start()
 	if err := d.establish(); err != nil { // the connection ended during the attach, unreported
 		d.Close()
 		return nil, &transport.Error{Kind: err.Kind, Op: "connect", Err: err}
@@ -204,11 +204,11 @@ func (d *device) subscribeDesired(ctx context.Context) error {
 	return nil
 }
 
-func (d *device) start(c2d bool) {
+func (d *device) start() {
 	d.wg.Add(2)
 	go d.writer()
 	go d.settler()
-	if c2d {
+	if d.c2d != nil {
 		d.wg.Add(2)
 		go d.receive(d.c2d, d.onC2D)
 		go d.acker()
