@@ -10,7 +10,8 @@ all of them. Only the standard library is needed, except for --plots (matplotlib
 
 Definitions (docs/fleet.md has them too):
 - the fault is the front's "down" or "kill-all" marker, or its "up" with a drop_ms (accept-drop); "attempts" are
-  the connections the front accepted from then on; bucket i holds those in [fault + 100 i, fault + 100 (i + 1)) ms (the plots and buckets_from_fault);
+  the connections the front accepted from then on; bucket i holds those in [fault + 100 i, fault + 100 (i + 1))
+  ms (the plots and buckets_from_fault);
 - peaks are the most attempts in any 100 ms (or 1 s) window, sliding, so that the buckets' phase cannot split a
   burst in two;
 - round k of a device is its k-th attempt after the fault. The driver sees, for each failure, the delay the engine
@@ -22,7 +23,9 @@ Definitions (docs/fleet.md has them too):
 - accept-drop: from the fault to the plain "up" (the drop phase) the front reset each link drop_ms after its
   accept. Attempts per device per minute over the phase and over its last 60 s (the steady state, every device at
   its policy's cap), against the most the policy's cap allows, 60 / (the least delay it draws at its cap + drop_ms),
-  and the 1 s guard's 60. A drop counts as seen up when the device reported Connected since its previous failure.
+  and the 1 s guard's 60; per device, the most attempts any one started in the last 60 s, against the cap's
+  bound for a window that long. A drop counts as seen up when the device reported Connected since its previous
+  failure.
 """
 import argparse
 import json
@@ -223,7 +226,10 @@ def accept_drop(env, drop_ms, t0, t_end, front_times, failures, connects):
 
     seen_up = drops = 0
     steady_delays = []
+    # per device: its attempts that started in the last 60 s (a failure's time + its delay, as for rounds)
+    steady_attempts = Counter()
     for client, fs in failures.items():
+        steady_attempts[client] = sum(1 for t, d in fs if d is not None and last_from <= t + d < t_end)
         ups = sorted(connects.get(client, []))
         prev = float("-inf")  # every device was connected when run.sh armed the driver
         for t, delay in fs:
@@ -242,6 +248,9 @@ def accept_drop(env, drop_ms, t0, t_end, front_times, failures, connects):
         "cap_floor_ms": floor,
         "cap_bound_per_min": round(60000.0 / (floor + drop_ms), 2) if floor is not None else None,
         "guard_bound_per_min": 60000.0 / GUARD_MS,
+        "max_device_attempts_last_60s": max(steady_attempts.values(), default=0),
+        # a window of 60 s can hold one more than the rate allows: one at its start, the rest the least gap apart
+        "cap_bound_device_attempts_last_60s": int(60000.0 // (floor + drop_ms)) + 1 if floor is not None else None,
         "failures_seen_up_share": round(seen_up / drops, 4) if drops else None,
         "mean_delay_last_60s_ms": round(sum(steady_delays) / len(steady_delays), 1) if steady_delays else None,
     }
@@ -292,7 +301,8 @@ def fmt(v, pattern="{:.2f}"):
 
 def table(scenarios):
     rows = ["| scenario | policy | attempts/device mean (max) | first round peak | later rounds peak | "
-            "peak attempts/s | all reconnected | vs N/R | attempts/device/min while dropped (last 60 s) / cap's bound |",
+            "peak attempts/s | all reconnected | vs N/R | "
+            "attempts/device/min while dropped (last 60 s) / cap's bound |",
             "|---|---|---|---|---|---|---|---|---|"]
     for scenario, policies in scenarios.items():
         for policy, r in policies.items():
@@ -300,9 +310,9 @@ def table(scenarios):
             back = "after drops stopped" if drop else "after hub back" if r["hub_back_ms"] > 0 else "after kill"
             per_min = "-"
             if drop:
-                per_min = (f"{drop['attempts_per_device_per_min']:.1f} "
-                           f"({drop['attempts_per_device_per_min_last_60s']:.1f}) / "
-                           f"{fmt(drop['cap_bound_per_min'], '{:.1f}')}")
+                per_min = (f"{drop['attempts_per_device_per_min']:.2f} "
+                           f"({drop['attempts_per_device_per_min_last_60s']:.2f}) / "
+                           f"{fmt(drop['cap_bound_per_min'], '{:.2f}')}")
             if r["all_reconnected_ms"] is not None:
                 back = f"{r['all_reconnected_ms'] / 1000:.1f} s {back}"
             else:
