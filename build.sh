@@ -77,7 +77,7 @@ test_reliability() {
 }
 
 test_fleet() {
-	say "fleet bench in small: 50 devices on one dispatcher through the counting front (bench/fleet/smoke.sh)"
+	say "fleet bench in small: 50 devices on one dispatcher through the counting front, hub-down and accept-drop (bench/fleet/smoke.sh)"
 	bash bench/fleet/smoke.sh
 }
 
