@@ -35,6 +35,9 @@ const (
 // amqpNode is what a link address names.
 type amqpNode int
 
+var nodeNames = map[amqpNode]string{nodeCBS: "$cbs", nodeEvents: "events", nodeC2D: "c2d", nodeMethods: "methods",
+	nodeTwin: "twin"}
+
 const (
 	nodeCBS amqpNode = iota + 1
 	nodeEvents
@@ -316,6 +319,11 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 	dev.nodes[l] = node
 	ac.links[l] = dev
 	ac.mu.Unlock()
+	dir := "hub sends"
+	if l.Receiving() {
+		dir = "device sends"
+	}
+	ac.f.hub.events.logf("amqp link attached: %s %s, %s", id, nodeNames[node], dir)
 	if l.Receiving() {
 		l.SetCredit(ac.f.linkCredit(id))
 	} else if node == nodeC2D {
@@ -732,6 +740,7 @@ func (dev *amqpDevice) twinRequest(d *amqp.Delivery) amqp.DeliveryState {
 		if res == twinDesiredNotifRes {
 			dev.desired.Store(op == "PUT")
 			status, body = 200, nil
+			h.events.logf("amqp twin desired-property pushes %s: %s", map[bool]string{true: "on", false: "off"}[op == "PUT"], dev.id)
 		}
 	}
 	ann := amqp.Map{{Key: amqp.Symbol(twinStatus), Value: int32(status)}}

@@ -474,7 +474,8 @@ func (h *Hub) WaitMessages(ctx context.Context, id string, n int) ([]D2CMessage,
 	return h.rec.wait(ctx, id, n)
 }
 
-// Events subscribes to connect, disconnect, reject and fault events; call the func to unsubscribe. A subscriber
+// Events subscribes to connect, disconnect, reject, renew and fault events; call the func to unsubscribe. A
+// subscriber
 // that falls more than 1024 events behind loses the overflow.
 func (h *Hub) Events() (<-chan Event, func()) { return h.events.subscribe() }
 
@@ -575,10 +576,12 @@ func (h *Hub) expireSession(s *session) {
 // renew gives a live session a new token expiry without reconnecting (AMQP's put-token on a live connection).
 func (h *Hub) renew(s *session, expiry time.Time) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	s.expiry = expiry
 	close(s.renewed)
 	s.renewed = make(chan struct{})
+	h.mu.Unlock()
+	h.events.emit(Event{Kind: EventRenew, Device: s.id.String(), Remote: s.remote,
+		Reason: "token valid until " + expiry.UTC().Format(time.RFC3339)})
 }
 
 // detach forgets a link that is gone; cause is the transport's view, used when the hub did not end it itself.
