@@ -366,7 +366,8 @@ func (ac *amqpConn) authorise(id identity, expiry time.Time) (*amqpDevice, *amqp
 	}
 	if ok, _ := h.gate.allowConnect(time.Now()); !ok {
 		ac.mu.Unlock()
-		h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp: throttled: too many connects per second", Code: -1})
+		h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(),
+			Reason: "amqp: throttled: too many connects per second", Code: -1})
 		return nil, amqp.Errorf(condThrottled, "too many device connections per second")
 	}
 	dev := &amqpDevice{conn: ac, id: id, nodes: map[*amqp.Link]amqpNode{}, methodCalls: map[amqp.UUID]string{}}
@@ -463,7 +464,8 @@ func (ac *amqpConn) putToken(d *amqp.Delivery) amqp.DeliveryState {
 			if r.kind == rejectIdentifier || r.kind == rejectDisabled {
 				status = 404
 			}
-			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp put-token: " + r.reason, Code: -1})
+			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(),
+				Reason: "amqp put-token: " + r.reason, Code: -1})
 		}
 	}
 	reply := &amqp.Message{
@@ -527,7 +529,8 @@ func (dev *amqpDevice) telemetry(d *amqp.Delivery) amqp.DeliveryState {
 	for _, pm := range msgs {
 		rec := d2cFromAMQP(pm)
 		if n := rec.size(); n > maxD2CSize {
-			return amqp.Rejected{Error: amqp.Errorf(amqp.CondMessageSizeExceeded, "message of %d bytes exceeds the 256 KB limit", n)}
+			return amqp.Rejected{Error: amqp.Errorf(amqp.CondMessageSizeExceeded,
+				"message of %d bytes exceeds the 256 KB limit", n)}
 		}
 		recs = append(recs, rec)
 	}
@@ -740,7 +743,8 @@ func (dev *amqpDevice) twinRequest(d *amqp.Delivery) amqp.DeliveryState {
 		if res == twinDesiredNotifRes {
 			dev.desired.Store(op == "PUT")
 			status, body = 200, nil
-			h.events.logf("amqp twin desired-property pushes %s: %s", map[bool]string{true: "on", false: "off"}[op == "PUT"], dev.id)
+			h.events.logf("amqp twin desired-property pushes %s: %s", map[bool]string{true: "on", false: "off"}[op == "PUT"],
+				dev.id)
 		}
 	}
 	ann := amqp.Map{{Key: amqp.Symbol(twinStatus), Value: int32(status)}}
@@ -801,7 +805,8 @@ func (dev *amqpDevice) methodAnswer(d *amqp.Delivery) amqp.DeliveryState {
 	delete(dev.methodCalls, corr)
 	dev.conn.mu.Unlock()
 	if !ok || !known {
-		return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotFound, "no method call with correlation-id %v", m.Properties.CorrelationID)}
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotFound, "no method call with correlation-id %v",
+			m.Properties.CorrelationID)}
 	}
 	status := 500
 	switch v, _ := m.ApplicationProperties.Get(methodStatus); v := v.(type) {

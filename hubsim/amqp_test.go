@@ -133,7 +133,8 @@ func TestAMQPCBS(t *testing.T) {
 		t.Fatalf("bad signature: status %#v", st)
 	}
 	ghost := iothub.ResourceURI(h.HostName(), "ghost", "")
-	if st := statusOf(cbs.putToken(t, amqpTokenTypeSB, ghost, sasToken(t, ghost, d.PrimaryKey, time.Now().Add(time.Hour)), "ghost")); st != int32(404) {
+	ghostTok := sasToken(t, ghost, d.PrimaryKey, time.Now().Add(time.Hour))
+	if st := statusOf(cbs.putToken(t, amqpTokenTypeSB, ghost, ghostTok, "ghost")); st != int32(404) {
 		t.Fatalf("unknown device: status %#v", st)
 	}
 	if dev, _ := h.Device("d1"); !dev.Connected || dev.Connections != 1 {

@@ -37,11 +37,16 @@ const (
 
 // AMQP-only faults; Condition is an AMQP error condition.
 const (
-	FaultAMQPDetach         FaultKind = "amqp-detach"          // detach Device's links with Condition (default amqp:link:detach-forced)
-	FaultAMQPReject         FaultKind = "amqp-reject"          // reject Device's telemetry with Condition for Duration
-	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit" // take back Device's link credit and grant none for Duration
-	FaultAMQPDropCBS        FaultKind = "amqp-drop-cbs"        // apply put-tokens but send no reply, for Duration
-	FaultAMQPClose          FaultKind = "amqp-close"           // close Device's AMQP connection (all when "") with amqp:connection:forced
+	// FaultAMQPDetach detaches Device's links with Condition (default amqp:link:detach-forced).
+	FaultAMQPDetach FaultKind = "amqp-detach"
+	// FaultAMQPReject rejects Device's telemetry with Condition for Duration.
+	FaultAMQPReject FaultKind = "amqp-reject"
+	// FaultAMQPWithholdCredit takes back the credit of Device's links and grants none for Duration.
+	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit"
+	// FaultAMQPDropCBS applies put-tokens but sends no reply, for Duration.
+	FaultAMQPDropCBS FaultKind = "amqp-drop-cbs"
+	// FaultAMQPClose closes Device's AMQP connection (every one when Device is "") with amqp:connection:forced.
+	FaultAMQPClose FaultKind = "amqp-close"
 )
 
 // ThrottleAnswer is how the throttle fault refuses a connect over its budget. IoT Hub does not document its

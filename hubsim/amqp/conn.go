@@ -72,12 +72,9 @@ type Conn struct {
 	br      *bufio.Reader
 	auth    any
 	handler Handler
-	done    chan struct{}
 
-	peerContainer string
-	peerHostname  string
-	peerMaxFrame  uint32
-	peerIdle      time.Duration
+	peerMaxFrame uint32
+	peerIdle     time.Duration
 
 	mu        sync.Mutex // guards the state below and serialises writes
 	wbuf      []byte
@@ -91,17 +88,8 @@ type Conn struct {
 // Auth is what Server.SASL returned for this connection; nil without SASL.
 func (c *Conn) Auth() any { return c.auth }
 
-// Hostname is the hostname of the peer's open frame.
-func (c *Conn) Hostname() string { return c.peerHostname }
-
-// ContainerID is the peer's container id.
-func (c *Conn) ContainerID() string { return c.peerContainer }
-
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
-
-// Done is closed once the connection has ended.
-func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Session is one session of a connection; the server mirrors the peer's channel numbers and link handles, which
 // are unique on the peer's side and so on ours.
@@ -119,9 +107,6 @@ type Session struct {
 	unsettledIn          map[uint32]bool         // received in receiver-settle mode second, awaiting the peer's settle
 }
 
-// Channel is the session's channel number.
-func (s *Session) Channel() uint16 { return s.channel }
-
 // Conn is the session's connection.
 func (s *Session) Conn() *Conn { return s.conn }
 
@@ -134,7 +119,6 @@ type Link struct {
 	address    string
 	peerSource *terminus
 	peerTarget *terminus
-	properties Map
 	sndSettle  SenderSettleMode
 	rcvSettle  ReceiverSettleMode
 
@@ -170,26 +154,14 @@ type outDelivery struct {
 	onSettled func(DeliveryState, error)
 }
 
-// Name is the link's name.
-func (l *Link) Name() string { return l.name }
-
 // Receiving reports whether the server receives on the link (the peer attached as sender).
 func (l *Link) Receiving() bool { return l.receiving }
 
 // Address is the node the link serves: the peer's target when the peer sends, its source when it receives.
 func (l *Link) Address() string { return l.address }
 
-// Properties are the link properties of the peer's attach.
-func (l *Link) Properties() Map { return l.properties }
-
 // Session is the link's session.
 func (l *Link) Session() *Session { return l.sess }
-
-// ReceiverSettleMode is the mode the link settles received deliveries in.
-func (l *Link) ReceiverSettleMode() ReceiverSettleMode { return l.rcvSettle }
-
-// SenderSettleMode is the mode the sender of the link settles in.
-func (l *Link) SenderSettleMode() SenderSettleMode { return l.sndSettle }
 
 // ErrLinkGone is given to a send's onSettled when the link or connection ended before the peer settled it.
 var ErrLinkGone = errors.New("amqp: link ended before the delivery was settled")
@@ -197,7 +169,7 @@ var ErrLinkGone = errors.New("amqp: link ended before the delivery was settled")
 // Serve runs the protocol on nc until the connection ends, and closes nc. The caller sets nc's deadline for the
 // protocol header; Serve manages read deadlines from then on.
 func (s *Server) Serve(nc net.Conn) error {
-	c := &Conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, 4096), done: make(chan struct{}),
+	c := &Conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, 4096),
 		sessions: map[uint16]*Session{}, peerMaxFrame: 1<<32 - 1}
 	err := c.run()
 	c.mu.Lock()
@@ -209,7 +181,6 @@ func (s *Server) Serve(nc net.Conn) error {
 	}
 	calls := c.takeCalls()
 	c.mu.Unlock()
-	close(c.done)
 	_ = nc.Close()
 	for _, f := range calls {
 		f()
@@ -264,7 +235,7 @@ func (c *Conn) run() error {
 	if !ok || fr.typ != frameAMQP {
 		return c.fail(Errorf(CondNotAllowed, "first frame is not open"))
 	}
-	c.peerContainer, c.peerHostname, c.peerIdle = o.containerID, o.hostname, o.idleTimeout
+	c.peerIdle = o.idleTimeout
 	c.peerMaxFrame = max(o.maxFrameSize, minMaxFrameSize)
 	handler, refusal := c.srv.Open(c)
 	c.mu.Lock()

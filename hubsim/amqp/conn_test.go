@@ -504,3 +504,61 @@ func TestMalformedFrame(t *testing.T) {
 		t.Fatalf("close: %v", e)
 	}
 }
+
+// echoHandler accepts every link and sends every delivery back on every link the peer receives on; it never
+// blocks, so a fuzz input may send any number of deliveries.
+type echoHandler struct{ out []*Link }
+
+func (h *echoHandler) Attach(l *Link) *Error {
+	l.SetCredit(5)
+	if !l.Receiving() {
+		h.out = append(h.out, l)
+	}
+	return nil
+}
+
+func (h *echoHandler) Transfer(_ *Link, d *Delivery) DeliveryState {
+	for _, l := range h.out {
+		_ = l.Send(d.Payload, SendOptions{})
+	}
+	return Released{}
+}
+
+func (h *echoHandler) Detached(*Link, *Error) {}
+func (h *echoHandler) Closed(error)           {}
+
+// FuzzServe feeds arbitrary bytes after a valid header and open to a server whose handler accepts every link and
+// echoes every delivery: Serve must end (the input ends with EOF) without panicking, whatever the frames say.
+func FuzzServe(f *testing.F) {
+	open, _ := appendFrame(append([]byte(nil), headerAMQP...), frameAMQP, 0, &open{containerID: "fuzz", maxFrameSize: 65536}, nil)
+	var seed []byte
+	one := uint32(1)
+	for _, p := range []performer{
+		&begin{nextOutgoingID: 0, incomingWindow: 100, outgoingWindow: 100},
+		&attach{name: "in", handle: 0, role: roleSender, target: &terminus{address: "echo"}},
+		&attach{name: "out", handle: 1, role: roleReceiver, source: &terminus{address: "echo"}},
+		&flow{incomingWindow: 100, nextOutgoingID: 0, outgoingWindow: 100, handle: &one, linkCredit: &one},
+		&transfer{handle: 0, deliveryID: new(uint32), deliveryTag: []byte{1}, more: true},
+		&transfer{handle: 0},
+		&disposition{role: roleReceiver, first: 0, settled: true, state: Accepted{}},
+		&detach{handle: 0, closed: true}, &end{},
+	} {
+		seed, _ = appendFrame(seed, frameAMQP, 0, p, []byte("x"))
+	}
+	f.Add(seed)
+	f.Add([]byte{0, 0, 0, 8, 2, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		srv := &Server{IdleTimeout: time.Minute, Open: func(*Conn) (Handler, *Error) { return &echoHandler{}, nil }}
+		server, client := net.Pipe()
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(server) }()
+		go func() { _, _ = io.Copy(io.Discard, client) }()
+		_, _ = client.Write(append(append([]byte(nil), open...), b...))
+		_ = client.Close()
+		select {
+		case <-done:
+		case <-time.After(waitLimit):
+			t.Fatal("Serve did not end after the input did")
+		}
+	})
+}
