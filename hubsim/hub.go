@@ -37,6 +37,7 @@ type Config struct {
 	AMQPAddr    string        // optional AMQP 1.0 over TLS (IoT Hub's 5671); "" = off
 	AMQPWSAddr  string        // optional AMQP over WebSocket (AMQPWSB10); WSAddr's value serves both there; "" = off
 	ControlAddr string        // HTTP control API; "" = off
+	HostName    string        // HostName of connection strings; "" = localhost, with the MQTT port unless 8883
 	ClockSkew   time.Duration // tolerated SAS expiry skew
 	TokenGrace  time.Duration // a live connection is dropped this long after its token expired
 	Log         io.Writer     // one line per connect/disconnect/reject/fault; nil = discard
@@ -140,6 +141,10 @@ func Start(cfg Config) (*Hub, error) {
 	cfg.Dir = dir
 	if cfg.MQTTAddr == "" {
 		cfg.MQTTAddr = DefaultMQTTAddr
+	}
+	if cfg.HostName != "" && !hostMatches(cfg.HostName, hostNames) {
+		return nil, fmt.Errorf("hubsim: Config.HostName %q is none of %v (the names tokens may be scoped to)",
+			cfg.HostName, hostNames)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hubsim: state dir: %w", err)
@@ -298,8 +303,12 @@ func (h *Hub) CAPool() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// HostName is the HostName of connection strings: "localhost", with the port unless it is 8883.
+// HostName is the HostName of connection strings: Config.HostName, else "localhost" with the MQTT port unless it
+// is 8883. SDKs that dial fixed ports (8883, 5671, 443) and refuse a name without a dot get "127.0.0.1" this way.
 func (h *Hub) HostName() string {
+	if h.cfg.HostName != "" {
+		return h.cfg.HostName
+	}
 	_, port, _ := net.SplitHostPort(h.Addr())
 	if port == "8883" {
 		return "localhost"
