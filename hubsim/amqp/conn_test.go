@@ -562,3 +562,72 @@ func FuzzServe(f *testing.F) {
 		}
 	})
 }
+
+// TestPipelinedAndEnd: a client may send its header, open, begin and attach in one write before reading anything
+// (the spec allows pipelining); the server answers each in order. Ending the session reports its links detached.
+func TestPipelinedAndEnd(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{}, h)
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &rawConn{t: t, nc: nc}
+	b := append([]byte(nil), headerAMQP...)
+	for _, p := range []performer{
+		&open{containerID: "pipelined", maxFrameSize: 65536},
+		&begin{incomingWindow: 100, outgoingWindow: 100},
+		&attach{name: "l", handle: 7, role: roleSender, target: &terminus{address: "events"}},
+	} {
+		if b, err = appendFrame(b, frameAMQP, 3, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.write(b)
+	hdr := make([]byte, 8)
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerAMQP) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	if _, ok := r.read().(*open); !ok {
+		t.Fatal("no open")
+	}
+	if bg, ok := r.read().(*begin); !ok || bg.remoteChannel == nil || *bg.remoteChannel != 3 {
+		t.Fatal("no begin answering channel 3")
+	}
+	if at, ok := r.read().(*attach); !ok || at.handle != 7 || at.role != roleReceiver || at.target == nil {
+		t.Fatal("no attach answering handle 7")
+	}
+	if fl, ok := r.read().(*flow); !ok || fl.linkCredit == nil || *fl.linkCredit != 10 {
+		t.Fatal("no initial credit")
+	}
+	receive(t, h.attached)
+	b, _ = appendFrame(nil, frameAMQP, 3, &end{err: Errorf("com.example:bye", "gone")}, nil)
+	r.write(b)
+	if e := receive(t, h.detached); e == nil || e.Condition != "com.example:bye" {
+		t.Fatalf("Detached after end: %v", e)
+	}
+	if _, ok := r.read().(*end); !ok {
+		t.Fatal("end not answered")
+	}
+}
+
+// TestSASLRefused: a SASL header to a server that offers no mechanism gets the AMQP header and the connection
+// ends, as the spec says for an unsupported protocol.
+func TestSASLRefused(t *testing.T) {
+	addr := serve(t, &Server{}, newTestHandler())
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write(headerSASL); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	got, err := io.ReadAll(nc)
+	if err != nil || !bytes.Equal(got, headerAMQP) {
+		t.Fatalf("got % x, %v", got, err)
+	}
+}
