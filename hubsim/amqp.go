@@ -276,6 +276,7 @@ type amqpConn struct {
 	plain *plainAuth
 
 	mu      sync.Mutex
+	cbsIn   *amqp.Link // the $cbs link the client sends requests on
 	cbsOut  *amqp.Link // the $cbs link the client receives replies on
 	devices map[string]*amqpDevice
 	links   map[*amqp.Link]*amqpDevice // every accepted device link
@@ -299,12 +300,15 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 		return amqp.Errorf(amqp.CondNotFound, "no node %q", l.Address())
 	}
 	if node == nodeCBS {
+		ac.mu.Lock()
+		if l.Receiving() {
+			ac.cbsIn = l
+		} else {
+			ac.cbsOut = l
+		}
+		ac.mu.Unlock()
 		if l.Receiving() {
 			l.SetCredit(amqpLinkCredit)
-		} else {
-			ac.mu.Lock()
-			ac.cbsOut = l
-			ac.mu.Unlock()
 		}
 		return nil
 	}
@@ -405,6 +409,9 @@ func (ac *amqpConn) Detached(l *amqp.Link, _ *amqp.Error) {
 	if ac.cbsOut == l {
 		ac.cbsOut = nil
 	}
+	if ac.cbsIn == l {
+		ac.cbsIn = nil
+	}
 	if dev := ac.links[l]; dev != nil {
 		delete(dev.nodes, l)
 		delete(ac.links, l)
@@ -461,8 +468,11 @@ func (ac *amqpConn) putToken(d *amqp.Delivery) amqp.DeliveryState {
 			}
 		} else {
 			status, desc = 401, r.reason
-			if r.kind == rejectIdentifier || r.kind == rejectDisabled {
+			switch r.kind {
+			case rejectIdentifier, rejectDisabled:
 				status = 404
+			case rejectUnavailable: // refused for a while by a fault-injection message
+				status = 503
 			}
 			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(),
 				Reason: "amqp put-token: " + r.reason, Code: -1})
@@ -646,6 +656,56 @@ func (dev *amqpDevice) setCredit(n uint32) {
 	ac.mu.Unlock()
 	for _, l := range links {
 		l.SetCredit(n)
+	}
+}
+
+// amqpFaultOps are the AMQP operations of Azure's SDK end-to-end fault-injection messages; "Req" and "Resp" name
+// the direction from the device's side (a twin request goes device to hub, a method request hub to device).
+var amqpFaultOps = map[string]bool{"KillAmqpConnection": true, "ShutDownAmqp": true, "KillAmqpSession": true,
+	"KillAmqpCBSLinkReq": true, "KillAmqpCBSLinkResp": true, "KillAmqpD2CLink": true, "KillAmqpC2DLink": true,
+	"KillAmqpTwinLinkReq": true, "KillAmqpTwinLinkResp": true, "KillAmqpMethodReqLink": true,
+	"KillAmqpMethodRespLink": true}
+
+// injected applies an operation of amqpFaultOps: the connection closes with amqp:connection:forced, the session
+// of the device's telemetry link ends, or the named link detaches, each with amqp:link:detach-forced otherwise.
+func (dev *amqpDevice) injected(op string) {
+	ac := dev.conn
+	forced := amqp.Errorf(amqp.CondDetachForced, "fault injection %s", op)
+	if op == "KillAmqpConnection" || op == "ShutDownAmqp" {
+		dev.drop(dropGraceful)
+		return
+	}
+	type pick struct {
+		node      amqpNode
+		receiving bool // the hub receives on it
+	}
+	want := map[string]pick{"KillAmqpD2CLink": {nodeEvents, true}, "KillAmqpC2DLink": {nodeC2D, false},
+		"KillAmqpTwinLinkReq": {nodeTwin, true}, "KillAmqpTwinLinkResp": {nodeTwin, false},
+		"KillAmqpMethodReqLink": {nodeMethods, false}, "KillAmqpMethodRespLink": {nodeMethods, true},
+		"KillAmqpSession": {nodeEvents, true}}[op]
+	var links []*amqp.Link
+	ac.mu.Lock()
+	switch op {
+	case "KillAmqpCBSLinkReq":
+		links = append(links, ac.cbsIn)
+	case "KillAmqpCBSLinkResp":
+		links = append(links, ac.cbsOut)
+	default:
+		for l, n := range dev.nodes {
+			if n == want.node && l.Receiving() == want.receiving {
+				links = append(links, l)
+			}
+		}
+	}
+	ac.mu.Unlock()
+	for _, l := range links {
+		switch {
+		case l == nil:
+		case op == "KillAmqpSession":
+			l.Session().End(forced)
+		default:
+			l.Detach(forced)
+		}
 	}
 }
 

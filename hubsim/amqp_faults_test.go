@@ -284,3 +284,48 @@ func TestAMQPFaultBlackhole(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAMQPFaultMessages: Azure's SDK end-to-end fault messages act on AMQP: KillAmqpD2CLink detaches the
+// telemetry link, KillAmqpSession ends its session, both with amqp:link:detach-forced, KillAmqpConnection closes
+// the connection with amqp:connection:forced; a put-token within DurationInSecs is answered 503.
+func TestAMQPFaultMessages(t *testing.T) {
+	h := startAMQPHub(t)
+	for _, op := range []string{"KillAmqpD2CLink", "KillAmqpSession", "KillAmqpConnection"} {
+		d := connectAMQPDevice(t, h, "d1")
+		m := goamqp.NewMessage([]byte("fault"))
+		m.ApplicationProperties = map[string]any{faultPropType: op, faultPropDelaySecs: "0", faultPropDurationSec: "0"}
+		// With no delay the fault may even overtake the message's own outcome.
+		err := d.snd.Send(ctxLimit(t), m, nil)
+		if op == "KillAmqpConnection" {
+			err = waitConnEnd(t, d.conn)
+		}
+		for i := 0; err == nil && i < 100; i++ { // the detach or end may still be on its way
+			err = d.send(t, ctxLimit(t))
+		}
+		var se *goamqp.SessionError
+		cond := remoteCondition(err)
+		if errors.As(err, &se) && se.RemoteErr != nil {
+			cond = se.RemoteErr.Condition
+		}
+		want := goamqp.ErrCondDetachForced
+		if op == "KillAmqpConnection" {
+			want = goamqp.ErrCondConnectionForced
+		}
+		if cond != want {
+			t.Fatalf("%s: %v", op, err)
+		}
+	}
+	d := connectAMQPDevice(t, h, "d1")
+	m := goamqp.NewMessage([]byte("fault"))
+	m.ApplicationProperties = map[string]any{faultPropType: "KillAmqpD2CLink", faultPropDelaySecs: "0",
+		faultPropDurationSec: "60"}
+	_ = d.snd.Send(ctxLimit(t), m, nil) // its outcome may lose the race with the detach
+	aud := "localhost/devices/d1"
+	tok := sasToken(t, aud, d.dev.PrimaryKey, time.Now().Add(time.Hour))
+	for range 100 { // the refusal starts once the hub handled the message, after its acknowledgement
+		if st := statusOf(d.cbs.putToken(t, amqpTokenTypeSB, aud, tok, "again")); st == int32(503) {
+			return
+		}
+	}
+	t.Fatal("put-tokens during the fault's duration were not answered 503")
+}

@@ -303,17 +303,19 @@ func (h *Hub) restart() error {
 }
 
 // injectFromMessage honours the fault-injection properties Azure's SDK end-to-end tests send in telemetry: after
-// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), and its connects are
-// refused, without CONNACK, for DurationInSecs.
+// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), or over AMQP the
+// connection, a session or a link of the device is closed (KillAmqp..., ShutDownAmqp), and its connects are
+// refused for DurationInSecs.
 func (h *Hub) injectFromMessage(id string, props map[string]string) {
 	op := props[faultPropType]
 	cause := dropKill
-	switch op {
-	case "KillTcp":
-	case "ShutDownMqtt":
+	switch {
+	case op == "KillTcp":
+	case op == "ShutDownMqtt":
 		cause = dropGraceful
+	case amqpFaultOps[op]:
 	default:
-		h.events.logf("fault injection %s from %s ignored: not an MQTT fault", op, id)
+		h.events.logf("fault injection %s from %s ignored: not a fault hubsim knows", op, id)
 		return
 	}
 	delay := secondsProp(props[faultPropDelaySecs])
@@ -324,8 +326,15 @@ func (h *Hub) injectFromMessage(id string, props map[string]string) {
 		h.refused[id] = time.Now().Add(duration)
 		s := h.sessions[id]
 		h.mu.Unlock()
-		if s != nil {
+		if s == nil {
+			return
+		}
+		if !amqpFaultOps[op] {
 			h.dropSession(s, "fault injection "+op, cause)
+		} else if dev, ok := s.link.(*amqpDevice); ok {
+			dev.injected(op)
+		} else {
+			h.events.logf("fault injection %s on %s ignored: the device is not on AMQP", op, id)
 		}
 	})
 }

@@ -105,6 +105,8 @@ type Session struct {
 	links                map[uint32]*Link
 	unsettledOut         map[uint32]*outDelivery // sent, awaiting the peer's disposition, by delivery id
 	unsettledIn          map[uint32]bool         // received in receiver-settle mode second, awaiting the peer's settle
+	endSent              bool                    // the server ended the session and awaits the peer's end
+	endErr               *Error
 }
 
 // Conn is the session's connection.
@@ -511,7 +513,9 @@ func (c *Conn) handle(fr frame) (done bool, err error) {
 			err = Errorf(CondNotAllowed, "frame %T on channel %d, which has no session", fr.body, fr.channel)
 			break
 		}
-		post, err = sess.handle(b, fr.payload)
+		if !sess.endSent { // once the server ended the session, only the peer's end matters
+			post, err = sess.handle(b, fr.payload)
+		}
 	}
 	calls := c.takeCalls()
 	c.mu.Unlock()
@@ -546,10 +550,28 @@ func (c *Conn) onEnd(channel uint16, e *end) error {
 		return Errorf(CondNotAllowed, "end on channel %d, which has no session", channel)
 	}
 	delete(c.sessions, channel)
+	if s.endSent {
+		e = &end{err: s.endErr} // the peer's answer to the server's end: the links went for the server's reason
+	}
 	for _, l := range s.links {
 		c.dropLink(l, e.err, true)
 	}
+	if s.endSent {
+		return nil
+	}
 	return c.write(frameAMQP, channel, &end{}, nil)
+}
+
+// End ends the session with err (nil for a clean end); its links are reported detached once the peer answers.
+func (s *Session) End(err *Error) {
+	c := s.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.endSent || c.closeSent || c.ended || c.sessions[s.channel] != s {
+		return
+	}
+	s.endSent, s.endErr = true, err
+	_ = c.write(frameAMQP, s.channel, &end{err: err}, nil)
 }
 
 // dropLink forgets a link, fails what it still had to send and queues the Detached callback (report false: the
