@@ -35,9 +35,6 @@ const (
 // amqpNode is what a link address names.
 type amqpNode int
 
-var nodeNames = map[amqpNode]string{nodeCBS: "$cbs", nodeEvents: "events", nodeC2D: "c2d", nodeMethods: "methods",
-	nodeTwin: "twin"}
-
 const (
 	nodeCBS amqpNode = iota + 1
 	nodeEvents
@@ -45,6 +42,9 @@ const (
 	nodeMethods
 	nodeTwin
 )
+
+var nodeNames = map[amqpNode]string{nodeCBS: "$cbs", nodeEvents: "events", nodeC2D: "c2d", nodeMethods: "methods",
+	nodeTwin: "twin"}
 
 // parseNode reads a link address: "$cbs", or "[amqps://{host}]/devices/{d}[/modules/{m}]/" followed by
 // "messages/events", "messages/devicebound", "methods/devicebound" or "twin". SDKs differ in the scheme, the host
