@@ -487,8 +487,7 @@ func TestIdleTimeout(t *testing.T) {
 	if err := snd.Send(ctxLimit(t), goamqp.NewMessage([]byte("still here")), nil); err != nil {
 		t.Fatal(err)
 	}
-
-	r := rawOpen(t, addr, 100*time.Millisecond)
+	r := rawOpen(t, serve(t, &Server{IdleTimeout: time.Second}, h), 100*time.Millisecond)
 	for range 3 {
 		if b := r.read(); b != nil {
 			t.Fatalf("%T, not a heartbeat", b)
