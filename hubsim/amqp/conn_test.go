@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -642,4 +643,53 @@ func TestSASLRefused(t *testing.T) {
 	if err != nil || !bytes.Equal(got, headerAMQP) {
 		t.Fatalf("got % x, %v", got, err)
 	}
+}
+
+// TestSASLMSSBCBS: the C SDK's SASL exchange: the server offers MSSBCBS among its mechanisms, the client picks it
+// with an empty initial response, the outcome is ok and the AMQP header and open follow on the same socket.
+func TestSASLMSSBCBS(t *testing.T) {
+	addr := serve(t, &Server{SASLMechanisms: []Symbol{"MSSBCBS", "ANONYMOUS"}}, newTestHandler())
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &rawConn{t: t, nc: nc}
+	init, _ := appendFrame(append([]byte(nil), headerSASL...), frameSASL, 0, &saslInit{mechanism: "MSSBCBS"}, nil)
+	r.write(init)
+	hdr := make([]byte, 8)
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerSASL) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	mechs, _, err := Decode(r.rawBody())
+	want := describe(descSASLMechs, Array{Symbol("MSSBCBS"), Symbol("ANONYMOUS")})
+	if err != nil || !reflect.DeepEqual(mechs, want) {
+		t.Fatalf("mechanisms %#v, %v", mechs, err)
+	}
+	if out, _, err := Decode(r.rawBody()); err != nil || !reflect.DeepEqual(out, describe(descSASLOutcome, uint8(saslOK))) {
+		t.Fatalf("outcome %#v, %v", out, err)
+	}
+	r.write(headerAMQP)
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerAMQP) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	r.frame(&open{containerID: "c-sdk", maxFrameSize: 65536})
+	if _, ok := r.read().(*open); !ok {
+		t.Fatal("no open after SASL")
+	}
+}
+
+// rawBody reads one frame and returns its body, for the SASL frames the server's parser refuses to read.
+func (r *rawConn) rawBody() []byte {
+	r.t.Helper()
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(r.nc, hdr); err != nil {
+		r.t.Fatal(err)
+	}
+	buf := make([]byte, binary.BigEndian.Uint32(hdr)-8)
+	if _, err := io.ReadFull(r.nc, buf); err != nil {
+		r.t.Fatal(err)
+	}
+	return buf[int(hdr[4])*4-8:]
 }
