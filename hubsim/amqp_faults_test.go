@@ -73,7 +73,8 @@ func fault(t *testing.T, h *Hub, f Fault) {
 	}
 }
 
-// shortCtx bounds an operation that must not complete while a fault holds it.
+// shortCtx bounds an operation that must not complete while a fault holds it; the faults last 3 s, so a loaded
+// machine still runs the check inside the fault.
 func shortCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	t.Cleanup(cancel)
@@ -88,7 +89,7 @@ func TestAMQPFaultsCutTheConnection(t *testing.T) {
 	events, stop := h.Events()
 	defer stop()
 	for _, f := range []Fault{
-		{Kind: FaultKillTCP, Device: "d1"}, {Kind: FaultKillTCP}, {Kind: FaultHubDown, Duration: 500 * time.Millisecond},
+		{Kind: FaultKillTCP, Device: "d1"}, {Kind: FaultKillTCP}, {Kind: FaultHubDown, Duration: 3 * time.Second},
 		{Kind: FaultRestart}, {Kind: FaultAMQPClose, Device: "d1"}, {Kind: FaultAMQPClose},
 	} {
 		d := connectAMQPDevice(t, h, "d1")
@@ -167,7 +168,7 @@ func TestAMQPFaultWithholdCredit(t *testing.T) {
 	d := connectAMQPDevice(t, h, "d1")
 	events, stop := h.Events()
 	defer stop()
-	fault(t, h, Fault{Kind: FaultAMQPWithholdCredit, Device: "d1", Duration: 2 * time.Second})
+	fault(t, h, Fault{Kind: FaultAMQPWithholdCredit, Device: "d1", Duration: 3 * time.Second})
 	var err error
 	// go-amqp reads flows and takes sends in one select, so a few sends may still go out on the old credit (the
 	// hub accepts what was in flight); soon one finds no credit.
@@ -192,7 +193,7 @@ func TestAMQPFaultDropCBS(t *testing.T) {
 	d := connectAMQPDevice(t, h, "d1")
 	events, stop := h.Events()
 	defer stop()
-	fault(t, h, Fault{Kind: FaultAMQPDropCBS, Duration: 500 * time.Millisecond})
+	fault(t, h, Fault{Kind: FaultAMQPDropCBS, Duration: 3 * time.Second})
 	req := goamqp.NewMessage(nil)
 	req.Data, req.Value = nil, "SharedAccessSignature sr=x&sig=y&se=1"
 	req.Properties = &goamqp.MessageProperties{MessageID: "dropped"}
@@ -250,7 +251,7 @@ func TestAMQPFaultFailover(t *testing.T) {
 	events, stop := h.Events()
 	defer stop()
 	old := h.AMQPAddr()
-	fault(t, h, Fault{Kind: FaultFailover, Duration: time.Second, Addr: "127.0.0.1:0"})
+	fault(t, h, Fault{Kind: FaultFailover, Duration: 3 * time.Second, Addr: "127.0.0.1:0"})
 	waitConnEnd(t, d.conn)
 	if h.AMQPAddr() == old {
 		t.Fatal("the AMQP listener did not move")
@@ -275,7 +276,7 @@ func TestAMQPFaultBlackhole(t *testing.T) {
 	d := connectAMQPDevice(t, h, "d1")
 	events, stop := h.Events()
 	defer stop()
-	fault(t, h, Fault{Kind: FaultBlackhole, Duration: time.Second})
+	fault(t, h, Fault{Kind: FaultBlackhole, Duration: 3 * time.Second})
 	if err := d.send(t, shortCtx(t)); err == nil {
 		t.Fatal("a send completed through a blackhole")
 	}
