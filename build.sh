@@ -82,7 +82,7 @@ test_fleet() {
 }
 
 test_fuzz() {
-	say "fuzzing: connection string, SAS, property bag and its lengths, send vs the hub record, C ABI (10 s each)"
+	say "fuzzing: connection string, SAS, property bag, send vs the hub record, AMQP codec and server, C ABI (10 s each)"
 	bash tests/fuzz/run.sh
 }
 
