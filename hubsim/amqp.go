@@ -43,6 +43,9 @@ const (
 	nodeTwin
 )
 
+var nodeNames = map[amqpNode]string{nodeCBS: "$cbs", nodeEvents: "events", nodeC2D: "c2d", nodeMethods: "methods",
+	nodeTwin: "twin"}
+
 // parseNode reads a link address: "$cbs", or "[amqps://{host}]/devices/{d}[/modules/{m}]/" followed by
 // "messages/events", "messages/devicebound", "methods/devicebound" or "twin". SDKs differ in the scheme, the host
 // and the case of the fixed segments (.NET writes deviceBound), so those are matched leniently; ids are exact.
@@ -273,6 +276,7 @@ type amqpConn struct {
 	plain *plainAuth
 
 	mu      sync.Mutex
+	cbsIn   *amqp.Link // the $cbs link the client sends requests on
 	cbsOut  *amqp.Link // the $cbs link the client receives replies on
 	devices map[string]*amqpDevice
 	links   map[*amqp.Link]*amqpDevice // every accepted device link
@@ -296,12 +300,15 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 		return amqp.Errorf(amqp.CondNotFound, "no node %q", l.Address())
 	}
 	if node == nodeCBS {
+		ac.mu.Lock()
+		if l.Receiving() {
+			ac.cbsIn = l
+		} else {
+			ac.cbsOut = l
+		}
+		ac.mu.Unlock()
 		if l.Receiving() {
 			l.SetCredit(amqpLinkCredit)
-		} else {
-			ac.mu.Lock()
-			ac.cbsOut = l
-			ac.mu.Unlock()
 		}
 		return nil
 	}
@@ -316,6 +323,11 @@ func (ac *amqpConn) Attach(l *amqp.Link) *amqp.Error {
 	dev.nodes[l] = node
 	ac.links[l] = dev
 	ac.mu.Unlock()
+	dir := "hub sends"
+	if l.Receiving() {
+		dir = "device sends"
+	}
+	ac.f.hub.events.logf("amqp link attached: %s %s, %s", id, nodeNames[node], dir)
 	if l.Receiving() {
 		l.SetCredit(ac.f.linkCredit(id))
 	} else if node == nodeC2D {
@@ -358,7 +370,8 @@ func (ac *amqpConn) authorise(id identity, expiry time.Time) (*amqpDevice, *amqp
 	}
 	if ok, _ := h.gate.allowConnect(time.Now()); !ok {
 		ac.mu.Unlock()
-		h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp: throttled: too many connects per second", Code: -1})
+		h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(),
+			Reason: "amqp: throttled: too many connects per second", Code: -1})
 		return nil, amqp.Errorf(condThrottled, "too many device connections per second")
 	}
 	dev := &amqpDevice{conn: ac, id: id, nodes: map[*amqp.Link]amqpNode{}, methodCalls: map[amqp.UUID]string{}}
@@ -395,6 +408,9 @@ func (ac *amqpConn) Detached(l *amqp.Link, _ *amqp.Error) {
 	defer ac.mu.Unlock()
 	if ac.cbsOut == l {
 		ac.cbsOut = nil
+	}
+	if ac.cbsIn == l {
+		ac.cbsIn = nil
 	}
 	if dev := ac.links[l]; dev != nil {
 		delete(dev.nodes, l)
@@ -452,10 +468,14 @@ func (ac *amqpConn) putToken(d *amqp.Delivery) amqp.DeliveryState {
 			}
 		} else {
 			status, desc = 401, r.reason
-			if r.kind == rejectIdentifier || r.kind == rejectDisabled {
+			switch r.kind {
+			case rejectIdentifier, rejectDisabled:
 				status = 404
+			case rejectUnavailable: // refused for a while by a fault-injection message
+				status = 503
 			}
-			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(), Reason: "amqp put-token: " + r.reason, Code: -1})
+			h.events.emit(Event{Kind: EventReject, Device: id.String(), Remote: ac.remote(),
+				Reason: "amqp put-token: " + r.reason, Code: -1})
 		}
 	}
 	reply := &amqp.Message{
@@ -519,7 +539,8 @@ func (dev *amqpDevice) telemetry(d *amqp.Delivery) amqp.DeliveryState {
 	for _, pm := range msgs {
 		rec := d2cFromAMQP(pm)
 		if n := rec.size(); n > maxD2CSize {
-			return amqp.Rejected{Error: amqp.Errorf(amqp.CondMessageSizeExceeded, "message of %d bytes exceeds the 256 KB limit", n)}
+			return amqp.Rejected{Error: amqp.Errorf(amqp.CondMessageSizeExceeded,
+				"message of %d bytes exceeds the 256 KB limit", n)}
 		}
 		recs = append(recs, rec)
 	}
@@ -638,6 +659,56 @@ func (dev *amqpDevice) setCredit(n uint32) {
 	}
 }
 
+// amqpFaultOps are the AMQP operations of Azure's SDK end-to-end fault-injection messages; "Req" and "Resp" name
+// the direction from the device's side (a twin request goes device to hub, a method request hub to device).
+var amqpFaultOps = map[string]bool{"KillAmqpConnection": true, "ShutDownAmqp": true, "KillAmqpSession": true,
+	"KillAmqpCBSLinkReq": true, "KillAmqpCBSLinkResp": true, "KillAmqpD2CLink": true, "KillAmqpC2DLink": true,
+	"KillAmqpTwinLinkReq": true, "KillAmqpTwinLinkResp": true, "KillAmqpMethodReqLink": true,
+	"KillAmqpMethodRespLink": true}
+
+// injected applies an operation of amqpFaultOps: the connection closes with amqp:connection:forced, the session
+// of the device's telemetry link ends, or the named link detaches, each with amqp:link:detach-forced otherwise.
+func (dev *amqpDevice) injected(op string) {
+	ac := dev.conn
+	forced := amqp.Errorf(amqp.CondDetachForced, "fault injection %s", op)
+	if op == "KillAmqpConnection" || op == "ShutDownAmqp" {
+		dev.drop(dropGraceful)
+		return
+	}
+	type pick struct {
+		node      amqpNode
+		receiving bool // the hub receives on it
+	}
+	want := map[string]pick{"KillAmqpD2CLink": {nodeEvents, true}, "KillAmqpC2DLink": {nodeC2D, false},
+		"KillAmqpTwinLinkReq": {nodeTwin, true}, "KillAmqpTwinLinkResp": {nodeTwin, false},
+		"KillAmqpMethodReqLink": {nodeMethods, false}, "KillAmqpMethodRespLink": {nodeMethods, true},
+		"KillAmqpSession": {nodeEvents, true}}[op]
+	var links []*amqp.Link
+	ac.mu.Lock()
+	switch op {
+	case "KillAmqpCBSLinkReq":
+		links = append(links, ac.cbsIn)
+	case "KillAmqpCBSLinkResp":
+		links = append(links, ac.cbsOut)
+	default:
+		for l, n := range dev.nodes {
+			if n == want.node && l.Receiving() == want.receiving {
+				links = append(links, l)
+			}
+		}
+	}
+	ac.mu.Unlock()
+	for _, l := range links {
+		switch {
+		case l == nil:
+		case op == "KillAmqpSession":
+			l.Session().End(forced)
+		default:
+			l.Detach(forced)
+		}
+	}
+}
+
 // outLink is the device's link the hub sends on for node, nil when it has none.
 func (dev *amqpDevice) outLink(node amqpNode) *amqp.Link {
 	ac := dev.conn
@@ -732,6 +803,8 @@ func (dev *amqpDevice) twinRequest(d *amqp.Delivery) amqp.DeliveryState {
 		if res == twinDesiredNotifRes {
 			dev.desired.Store(op == "PUT")
 			status, body = 200, nil
+			h.events.logf("amqp twin desired-property pushes %s: %s", map[bool]string{true: "on", false: "off"}[op == "PUT"],
+				dev.id)
 		}
 	}
 	ann := amqp.Map{{Key: amqp.Symbol(twinStatus), Value: int32(status)}}
@@ -792,7 +865,8 @@ func (dev *amqpDevice) methodAnswer(d *amqp.Delivery) amqp.DeliveryState {
 	delete(dev.methodCalls, corr)
 	dev.conn.mu.Unlock()
 	if !ok || !known {
-		return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotFound, "no method call with correlation-id %v", m.Properties.CorrelationID)}
+		return amqp.Rejected{Error: amqp.Errorf(amqp.CondNotFound, "no method call with correlation-id %v",
+			m.Properties.CorrelationID)}
 	}
 	status := 500
 	switch v, _ := m.ApplicationProperties.Get(methodStatus); v := v.(type) {

@@ -73,7 +73,8 @@ func fault(t *testing.T, h *Hub, f Fault) {
 	}
 }
 
-// shortCtx bounds an operation that must not complete while a fault holds it.
+// shortCtx bounds an operation that must not complete while a fault holds it; the faults last 3 s, so a loaded
+// machine still runs the check inside the fault.
 func shortCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	t.Cleanup(cancel)
@@ -88,7 +89,7 @@ func TestAMQPFaultsCutTheConnection(t *testing.T) {
 	events, stop := h.Events()
 	defer stop()
 	for _, f := range []Fault{
-		{Kind: FaultKillTCP, Device: "d1"}, {Kind: FaultKillTCP}, {Kind: FaultHubDown, Duration: 500 * time.Millisecond},
+		{Kind: FaultKillTCP, Device: "d1"}, {Kind: FaultKillTCP}, {Kind: FaultHubDown, Duration: 3 * time.Second},
 		{Kind: FaultRestart}, {Kind: FaultAMQPClose, Device: "d1"}, {Kind: FaultAMQPClose},
 	} {
 		d := connectAMQPDevice(t, h, "d1")
@@ -167,7 +168,7 @@ func TestAMQPFaultWithholdCredit(t *testing.T) {
 	d := connectAMQPDevice(t, h, "d1")
 	events, stop := h.Events()
 	defer stop()
-	fault(t, h, Fault{Kind: FaultAMQPWithholdCredit, Device: "d1", Duration: 2 * time.Second})
+	fault(t, h, Fault{Kind: FaultAMQPWithholdCredit, Device: "d1", Duration: 3 * time.Second})
 	var err error
 	// go-amqp reads flows and takes sends in one select, so a few sends may still go out on the old credit (the
 	// hub accepts what was in flight); soon one finds no credit.
@@ -192,7 +193,7 @@ func TestAMQPFaultDropCBS(t *testing.T) {
 	d := connectAMQPDevice(t, h, "d1")
 	events, stop := h.Events()
 	defer stop()
-	fault(t, h, Fault{Kind: FaultAMQPDropCBS, Duration: 500 * time.Millisecond})
+	fault(t, h, Fault{Kind: FaultAMQPDropCBS, Duration: 3 * time.Second})
 	req := goamqp.NewMessage(nil)
 	req.Data, req.Value = nil, "SharedAccessSignature sr=x&sig=y&se=1"
 	req.Properties = &goamqp.MessageProperties{MessageID: "dropped"}
@@ -250,7 +251,7 @@ func TestAMQPFaultFailover(t *testing.T) {
 	events, stop := h.Events()
 	defer stop()
 	old := h.AMQPAddr()
-	fault(t, h, Fault{Kind: FaultFailover, Duration: time.Second, Addr: "127.0.0.1:0"})
+	fault(t, h, Fault{Kind: FaultFailover, Duration: 3 * time.Second, Addr: "127.0.0.1:0"})
 	waitConnEnd(t, d.conn)
 	if h.AMQPAddr() == old {
 		t.Fatal("the AMQP listener did not move")
@@ -275,7 +276,7 @@ func TestAMQPFaultBlackhole(t *testing.T) {
 	d := connectAMQPDevice(t, h, "d1")
 	events, stop := h.Events()
 	defer stop()
-	fault(t, h, Fault{Kind: FaultBlackhole, Duration: time.Second})
+	fault(t, h, Fault{Kind: FaultBlackhole, Duration: 3 * time.Second})
 	if err := d.send(t, shortCtx(t)); err == nil {
 		t.Fatal("a send completed through a blackhole")
 	}
@@ -283,4 +284,49 @@ func TestAMQPFaultBlackhole(t *testing.T) {
 	if err := d.send(t, ctxLimit(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestAMQPFaultMessages: Azure's SDK end-to-end fault messages act on AMQP: KillAmqpD2CLink detaches the
+// telemetry link, KillAmqpSession ends its session, both with amqp:link:detach-forced, KillAmqpConnection closes
+// the connection with amqp:connection:forced; a put-token within DurationInSecs is answered 503.
+func TestAMQPFaultMessages(t *testing.T) {
+	h := startAMQPHub(t)
+	for _, op := range []string{"KillAmqpD2CLink", "KillAmqpSession", "KillAmqpConnection"} {
+		d := connectAMQPDevice(t, h, "d1")
+		m := goamqp.NewMessage([]byte("fault"))
+		m.ApplicationProperties = map[string]any{faultPropType: op, faultPropDelaySecs: "0", faultPropDurationSec: "0"}
+		// With no delay the fault may even overtake the message's own outcome.
+		err := d.snd.Send(ctxLimit(t), m, nil)
+		if op == "KillAmqpConnection" {
+			err = waitConnEnd(t, d.conn)
+		}
+		for i := 0; err == nil && i < 100; i++ { // the detach or end may still be on its way
+			err = d.send(t, ctxLimit(t))
+		}
+		var se *goamqp.SessionError
+		cond := remoteCondition(err)
+		if errors.As(err, &se) && se.RemoteErr != nil {
+			cond = se.RemoteErr.Condition
+		}
+		want := goamqp.ErrCondDetachForced
+		if op == "KillAmqpConnection" {
+			want = goamqp.ErrCondConnectionForced
+		}
+		if cond != want {
+			t.Fatalf("%s: %v", op, err)
+		}
+	}
+	d := connectAMQPDevice(t, h, "d1")
+	m := goamqp.NewMessage([]byte("fault"))
+	m.ApplicationProperties = map[string]any{faultPropType: "KillAmqpD2CLink", faultPropDelaySecs: "0",
+		faultPropDurationSec: "60"}
+	_ = d.snd.Send(ctxLimit(t), m, nil) // its outcome may lose the race with the detach
+	aud := "localhost/devices/d1"
+	tok := sasToken(t, aud, d.dev.PrimaryKey, time.Now().Add(time.Hour))
+	for range 100 { // the refusal starts once the hub handled the message, after its acknowledgement
+		if st := statusOf(d.cbs.putToken(t, amqpTokenTypeSB, aud, tok, "again")); st == int32(503) {
+			return
+		}
+	}
+	t.Fatal("put-tokens during the fault's duration were not answered 503")
 }

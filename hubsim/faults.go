@@ -37,11 +37,16 @@ const (
 
 // AMQP-only faults; Condition is an AMQP error condition.
 const (
-	FaultAMQPDetach         FaultKind = "amqp-detach"          // detach Device's links with Condition (default amqp:link:detach-forced)
-	FaultAMQPReject         FaultKind = "amqp-reject"          // reject Device's telemetry with Condition for Duration
-	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit" // take back Device's link credit and grant none for Duration
-	FaultAMQPDropCBS        FaultKind = "amqp-drop-cbs"        // apply put-tokens but send no reply, for Duration
-	FaultAMQPClose          FaultKind = "amqp-close"           // close Device's AMQP connection (all when "") with amqp:connection:forced
+	// FaultAMQPDetach detaches Device's links with Condition (default amqp:link:detach-forced).
+	FaultAMQPDetach FaultKind = "amqp-detach"
+	// FaultAMQPReject rejects Device's telemetry with Condition for Duration.
+	FaultAMQPReject FaultKind = "amqp-reject"
+	// FaultAMQPWithholdCredit takes back the credit of Device's links and grants none for Duration.
+	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit"
+	// FaultAMQPDropCBS applies put-tokens but sends no reply, for Duration.
+	FaultAMQPDropCBS FaultKind = "amqp-drop-cbs"
+	// FaultAMQPClose closes Device's AMQP connection (every one when Device is "") with amqp:connection:forced.
+	FaultAMQPClose FaultKind = "amqp-close"
 )
 
 // ThrottleAnswer is how the throttle fault refuses a connect over its budget. IoT Hub does not document its
@@ -290,17 +295,19 @@ func (h *Hub) restart() error {
 }
 
 // injectFromMessage honours the fault-injection properties Azure's SDK end-to-end tests send in telemetry: after
-// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), and its connects are
-// refused, without CONNACK, for DurationInSecs.
+// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), or over AMQP the
+// connection, a session or a link of the device is closed (KillAmqp..., ShutDownAmqp), and its connects are
+// refused for DurationInSecs.
 func (h *Hub) injectFromMessage(id string, props map[string]string) {
 	op := props[faultPropType]
 	cause := dropKill
-	switch op {
-	case "KillTcp":
-	case "ShutDownMqtt":
+	switch {
+	case op == "KillTcp":
+	case op == "ShutDownMqtt":
 		cause = dropGraceful
+	case amqpFaultOps[op]:
 	default:
-		h.events.logf("fault injection %s from %s ignored: not an MQTT fault", op, id)
+		h.events.logf("fault injection %s from %s ignored: not a fault hubsim knows", op, id)
 		return
 	}
 	delay := secondsProp(props[faultPropDelaySecs])
@@ -311,8 +318,15 @@ func (h *Hub) injectFromMessage(id string, props map[string]string) {
 		h.refused[id] = time.Now().Add(duration)
 		s := h.sessions[id]
 		h.mu.Unlock()
-		if s != nil {
+		if s == nil {
+			return
+		}
+		if !amqpFaultOps[op] {
 			h.dropSession(s, "fault injection "+op, cause)
+		} else if dev, ok := s.link.(*amqpDevice); ok {
+			dev.injected(op)
+		} else {
+			h.events.logf("fault injection %s on %s ignored: the device is not on AMQP", op, id)
 		}
 	})
 }

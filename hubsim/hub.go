@@ -38,6 +38,7 @@ type Config struct {
 	AMQPAddr    string        // optional AMQP 1.0 over TLS (IoT Hub's 5671); "" = off
 	AMQPWSAddr  string        // optional AMQP over WebSocket (AMQPWSB10); WSAddr's value serves both there; "" = off
 	ControlAddr string        // HTTP control API; "" = off
+	HostName    string        // HostName of connection strings; "" = localhost, with the MQTT port unless 8883
 	ClockSkew   time.Duration // tolerated SAS expiry skew
 	TokenGrace  time.Duration // a live connection is dropped this long after its token expired
 	Log         io.Writer     // one line per connect/disconnect/reject/fault; nil = discard
@@ -138,6 +139,10 @@ func Start(cfg Config) (*Hub, error) {
 	cfg.Dir = dir
 	if cfg.MQTTAddr == "" {
 		cfg.MQTTAddr = DefaultMQTTAddr
+	}
+	if cfg.HostName != "" && !hostMatches(cfg.HostName, hostNames) {
+		return nil, fmt.Errorf("hubsim: Config.HostName %q is none of %v (the names tokens may be scoped to)",
+			cfg.HostName, hostNames)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hubsim: state dir: %w", err)
@@ -286,9 +291,13 @@ func (h *Hub) CAPool() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// HostName is the HostName of connection strings and DPS assignments: "localhost", or the listener's IP when it
-// is a loopback address of its own (127.0.0.2, ...), with the port unless it is 8883.
+// HostName is the HostName of connection strings and DPS assignments: Config.HostName, else "localhost", or the
+// listener's IP when it is a loopback address of its own (127.0.0.2, ...), with the port unless it is 8883. SDKs
+// that dial fixed ports (8883, 5671, 443) and refuse a name without a dot get "127.0.0.1" through Config.HostName.
 func (h *Hub) HostName() string {
+	if h.cfg.HostName != "" {
+		return h.cfg.HostName
+	}
 	host, port, _ := net.SplitHostPort(h.Addr())
 	name := "localhost"
 	if ownLoopback(host) {
@@ -483,7 +492,8 @@ func (h *Hub) WaitMessages(ctx context.Context, id string, n int) ([]D2CMessage,
 	return h.rec.wait(ctx, id, n)
 }
 
-// Events subscribes to connect, disconnect, reject and fault events; call the func to unsubscribe. A subscriber
+// Events subscribes to connect, disconnect, reject, renew and fault events; call the func to unsubscribe. A
+// subscriber
 // that falls more than 1024 events behind loses the overflow.
 func (h *Hub) Events() (<-chan Event, func()) { return h.events.subscribe() }
 
@@ -587,10 +597,12 @@ func (h *Hub) expireSession(s *session) {
 // renew gives a live session a new token expiry without reconnecting (AMQP's put-token on a live connection).
 func (h *Hub) renew(s *session, expiry time.Time) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	s.expiry = expiry
 	close(s.renewed)
 	s.renewed = make(chan struct{})
+	h.mu.Unlock()
+	h.events.emit(Event{Kind: EventRenew, Device: s.id.String(), Remote: s.remote,
+		Reason: "token valid until " + expiry.UTC().Format(time.RFC3339)})
 }
 
 // detach forgets a link that is gone; cause is the transport's view, used when the hub did not end it itself.

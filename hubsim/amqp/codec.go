@@ -1,6 +1,7 @@
 // Package amqp is a small AMQP 1.0 server: the type system's codec, frames, the connection, session and link
-// state machine and SASL. It knows nothing of IoT Hub; a Handler decides which links exist and what deliveries
-// mean. Message sections are left to the caller (hubsim uses github.com/Azure/go-amqp's Message for them).
+// state machine, SASL and the message format. It knows nothing of IoT Hub; a Handler decides which links exist and
+// what deliveries mean. Its Message keeps maps in wire order and ids in their wire type, which go-amqp's Message
+// (used by the tests as the client) does not.
 package amqp
 
 import (
@@ -11,16 +12,22 @@ import (
 	"time"
 )
 
-// Go types of AMQP values. Decoding yields: nil, bool, uint8, uint16, uint32, uint64, int8, int16, int32, int64,
-// float32, float64, Char, time.Time (timestamp), UUID, []byte (binary), string, Symbol, []any (list), Map,
-// Array, Described, Decimal32, Decimal64, Decimal128. Encoding takes the same types and a few conveniences
-// ([]Symbol as an array of symbols, int as long).
+// AMQP types with no Go type of their own. Decode yields nil, bool, uint8, uint16, uint32, uint64, int8, int16,
+// int32, int64, float32, float64, Char, time.Time (timestamp), UUID, []byte (binary), string, Symbol, []any (list),
+// Map, Array, Described, Decimal32, Decimal64 and Decimal128; Append takes the same, plus []Symbol (an array of
+// symbols) and int (a long).
 type (
-	Symbol     string
-	Char       rune
-	UUID       [16]byte
-	Decimal32  [4]byte
-	Decimal64  [8]byte
+	// Symbol is an AMQP symbol (ASCII names: conditions, descriptors, annotation keys).
+	Symbol string
+	// Char is an AMQP char, a UTF-32 code point.
+	Char rune
+	// UUID is an AMQP uuid.
+	UUID [16]byte
+	// Decimal32 is an AMQP decimal32, kept as its IEEE 754 bytes.
+	Decimal32 [4]byte
+	// Decimal64 is an AMQP decimal64, kept as its IEEE 754 bytes.
+	Decimal64 [8]byte
+	// Decimal128 is an AMQP decimal128, kept as its IEEE 754 bytes.
 	Decimal128 [16]byte
 	// Map keeps the wire order of its entries and allows any key type.
 	Map []MapEntry

@@ -72,12 +72,9 @@ type Conn struct {
 	br      *bufio.Reader
 	auth    any
 	handler Handler
-	done    chan struct{}
 
-	peerContainer string
-	peerHostname  string
-	peerMaxFrame  uint32
-	peerIdle      time.Duration
+	peerMaxFrame uint32
+	peerIdle     time.Duration
 
 	mu        sync.Mutex // guards the state below and serialises writes
 	wbuf      []byte
@@ -91,17 +88,8 @@ type Conn struct {
 // Auth is what Server.SASL returned for this connection; nil without SASL.
 func (c *Conn) Auth() any { return c.auth }
 
-// Hostname is the hostname of the peer's open frame.
-func (c *Conn) Hostname() string { return c.peerHostname }
-
-// ContainerID is the peer's container id.
-func (c *Conn) ContainerID() string { return c.peerContainer }
-
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
-
-// Done is closed once the connection has ended.
-func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Session is one session of a connection; the server mirrors the peer's channel numbers and link handles, which
 // are unique on the peer's side and so on ours.
@@ -117,10 +105,9 @@ type Session struct {
 	links                map[uint32]*Link
 	unsettledOut         map[uint32]*outDelivery // sent, awaiting the peer's disposition, by delivery id
 	unsettledIn          map[uint32]bool         // received in receiver-settle mode second, awaiting the peer's settle
+	endSent              bool                    // the server ended the session and awaits the peer's end
+	endErr               *Error
 }
-
-// Channel is the session's channel number.
-func (s *Session) Channel() uint16 { return s.channel }
 
 // Conn is the session's connection.
 func (s *Session) Conn() *Conn { return s.conn }
@@ -134,7 +121,6 @@ type Link struct {
 	address    string
 	peerSource *terminus
 	peerTarget *terminus
-	properties Map
 	sndSettle  SenderSettleMode
 	rcvSettle  ReceiverSettleMode
 
@@ -170,26 +156,14 @@ type outDelivery struct {
 	onSettled func(DeliveryState, error)
 }
 
-// Name is the link's name.
-func (l *Link) Name() string { return l.name }
-
 // Receiving reports whether the server receives on the link (the peer attached as sender).
 func (l *Link) Receiving() bool { return l.receiving }
 
 // Address is the node the link serves: the peer's target when the peer sends, its source when it receives.
 func (l *Link) Address() string { return l.address }
 
-// Properties are the link properties of the peer's attach.
-func (l *Link) Properties() Map { return l.properties }
-
 // Session is the link's session.
 func (l *Link) Session() *Session { return l.sess }
-
-// ReceiverSettleMode is the mode the link settles received deliveries in.
-func (l *Link) ReceiverSettleMode() ReceiverSettleMode { return l.rcvSettle }
-
-// SenderSettleMode is the mode the sender of the link settles in.
-func (l *Link) SenderSettleMode() SenderSettleMode { return l.sndSettle }
 
 // ErrLinkGone is given to a send's onSettled when the link or connection ended before the peer settled it.
 var ErrLinkGone = errors.New("amqp: link ended before the delivery was settled")
@@ -197,7 +171,7 @@ var ErrLinkGone = errors.New("amqp: link ended before the delivery was settled")
 // Serve runs the protocol on nc until the connection ends, and closes nc. The caller sets nc's deadline for the
 // protocol header; Serve manages read deadlines from then on.
 func (s *Server) Serve(nc net.Conn) error {
-	c := &Conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, 4096), done: make(chan struct{}),
+	c := &Conn{srv: s, nc: nc, br: bufio.NewReaderSize(nc, 4096),
 		sessions: map[uint16]*Session{}, peerMaxFrame: 1<<32 - 1}
 	err := c.run()
 	c.mu.Lock()
@@ -209,7 +183,6 @@ func (s *Server) Serve(nc net.Conn) error {
 	}
 	calls := c.takeCalls()
 	c.mu.Unlock()
-	close(c.done)
 	_ = nc.Close()
 	for _, f := range calls {
 		f()
@@ -264,7 +237,7 @@ func (c *Conn) run() error {
 	if !ok || fr.typ != frameAMQP {
 		return c.fail(Errorf(CondNotAllowed, "first frame is not open"))
 	}
-	c.peerContainer, c.peerHostname, c.peerIdle = o.containerID, o.hostname, o.idleTimeout
+	c.peerIdle = o.idleTimeout
 	c.peerMaxFrame = max(o.maxFrameSize, minMaxFrameSize)
 	handler, refusal := c.srv.Open(c)
 	c.mu.Lock()
@@ -540,7 +513,9 @@ func (c *Conn) handle(fr frame) (done bool, err error) {
 			err = Errorf(CondNotAllowed, "frame %T on channel %d, which has no session", fr.body, fr.channel)
 			break
 		}
-		post, err = sess.handle(b, fr.payload)
+		if !sess.endSent { // once the server ended the session, only the peer's end matters
+			post, err = sess.handle(b, fr.payload)
+		}
 	}
 	calls := c.takeCalls()
 	c.mu.Unlock()
@@ -575,10 +550,28 @@ func (c *Conn) onEnd(channel uint16, e *end) error {
 		return Errorf(CondNotAllowed, "end on channel %d, which has no session", channel)
 	}
 	delete(c.sessions, channel)
+	if s.endSent {
+		e = &end{err: s.endErr} // the peer's answer to the server's end: the links went for the server's reason
+	}
 	for _, l := range s.links {
 		c.dropLink(l, e.err, true)
 	}
+	if s.endSent {
+		return nil
+	}
 	return c.write(frameAMQP, channel, &end{}, nil)
+}
+
+// End ends the session with err (nil for a clean end); its links are reported detached once the peer answers.
+func (s *Session) End(err *Error) {
+	c := s.conn
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.endSent || c.closeSent || c.ended || c.sessions[s.channel] != s {
+		return
+	}
+	s.endSent, s.endErr = true, err
+	_ = c.write(frameAMQP, s.channel, &end{err: err}, nil)
 }
 
 // dropLink forgets a link, fails what it still had to send and queues the Detached callback (report false: the

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -472,9 +473,21 @@ func (r *rawConn) readClose() *Error {
 }
 
 // TestIdleTimeout: the server sends heartbeats at half the client's idle timeout, and closes a client that stays
-// silent past its own with amqp:resource-limit-exceeded.
+// silent past its own with amqp:resource-limit-exceeded; go-amqp, which heartbeats at half the server's, stays
+// connected through three of the server's idle timeouts without sending anything.
 func TestIdleTimeout(t *testing.T) {
-	addr := serve(t, &Server{IdleTimeout: 500 * time.Millisecond}, newTestHandler())
+	h := newTestHandler()
+	addr := serve(t, &Server{IdleTimeout: time.Second}, h)
+	conn := dial(t, addr, &goamqp.ConnOptions{IdleTimeout: time.Second})
+	snd := sender(t, session(t, conn), "events", nil)
+	select {
+	case <-conn.Done():
+		t.Fatalf("idle connection closed: %v", conn.Err())
+	case <-time.After(3 * time.Second):
+	}
+	if err := snd.Send(ctxLimit(t), goamqp.NewMessage([]byte("still here")), nil); err != nil {
+		t.Fatal(err)
+	}
 	r := rawOpen(t, addr, 100*time.Millisecond)
 	for range 3 {
 		if b := r.read(); b != nil {
@@ -503,4 +516,180 @@ func TestMalformedFrame(t *testing.T) {
 	if e := r.readClose(); e == nil || e.Condition != CondFramingError {
 		t.Fatalf("close: %v", e)
 	}
+}
+
+// echoHandler accepts every link and sends every delivery back on every link the peer receives on; it never
+// blocks, so a fuzz input may send any number of deliveries.
+type echoHandler struct{ out []*Link }
+
+func (h *echoHandler) Attach(l *Link) *Error {
+	l.SetCredit(5)
+	if !l.Receiving() {
+		h.out = append(h.out, l)
+	}
+	return nil
+}
+
+func (h *echoHandler) Transfer(_ *Link, d *Delivery) DeliveryState {
+	for _, l := range h.out {
+		_ = l.Send(d.Payload, SendOptions{})
+	}
+	return Released{}
+}
+
+func (h *echoHandler) Detached(*Link, *Error) {}
+func (h *echoHandler) Closed(error)           {}
+
+// FuzzServe feeds arbitrary bytes after a valid header and open to a server whose handler accepts every link and
+// echoes every delivery: Serve must end (the input ends with EOF) without panicking, whatever the frames say.
+func FuzzServe(f *testing.F) {
+	open, _ := appendFrame(append([]byte(nil), headerAMQP...), frameAMQP, 0, &open{containerID: "fuzz", maxFrameSize: 65536}, nil)
+	var seed []byte
+	one := uint32(1)
+	for _, p := range []performer{
+		&begin{nextOutgoingID: 0, incomingWindow: 100, outgoingWindow: 100},
+		&attach{name: "in", handle: 0, role: roleSender, target: &terminus{address: "echo"}},
+		&attach{name: "out", handle: 1, role: roleReceiver, source: &terminus{address: "echo"}},
+		&flow{incomingWindow: 100, nextOutgoingID: 0, outgoingWindow: 100, handle: &one, linkCredit: &one},
+		&transfer{handle: 0, deliveryID: new(uint32), deliveryTag: []byte{1}, more: true},
+		&transfer{handle: 0},
+		&disposition{role: roleReceiver, first: 0, settled: true, state: Accepted{}},
+		&detach{handle: 0, closed: true}, &end{},
+	} {
+		seed, _ = appendFrame(seed, frameAMQP, 0, p, []byte("x"))
+	}
+	f.Add(seed)
+	f.Add([]byte{0, 0, 0, 8, 2, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		srv := &Server{IdleTimeout: time.Minute, Open: func(*Conn) (Handler, *Error) { return &echoHandler{}, nil }}
+		server, client := net.Pipe()
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(server) }()
+		go func() { _, _ = io.Copy(io.Discard, client) }()
+		_, _ = client.Write(append(append([]byte(nil), open...), b...))
+		_ = client.Close()
+		select {
+		case <-done:
+		case <-time.After(waitLimit):
+			t.Fatal("Serve did not end after the input did")
+		}
+	})
+}
+
+// TestPipelinedAndEnd: a client may send its header, open, begin and attach in one write before reading anything
+// (the spec allows pipelining); the server answers each in order. Ending the session reports its links detached.
+func TestPipelinedAndEnd(t *testing.T) {
+	h := newTestHandler()
+	addr := serve(t, &Server{}, h)
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &rawConn{t: t, nc: nc}
+	b := append([]byte(nil), headerAMQP...)
+	for _, p := range []performer{
+		&open{containerID: "pipelined", maxFrameSize: 65536},
+		&begin{incomingWindow: 100, outgoingWindow: 100},
+		&attach{name: "l", handle: 7, role: roleSender, target: &terminus{address: "events"}},
+	} {
+		if b, err = appendFrame(b, frameAMQP, 3, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.write(b)
+	hdr := make([]byte, 8)
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerAMQP) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	if _, ok := r.read().(*open); !ok {
+		t.Fatal("no open")
+	}
+	if bg, ok := r.read().(*begin); !ok || bg.remoteChannel == nil || *bg.remoteChannel != 3 {
+		t.Fatal("no begin answering channel 3")
+	}
+	if at, ok := r.read().(*attach); !ok || at.handle != 7 || at.role != roleReceiver || at.target == nil {
+		t.Fatal("no attach answering handle 7")
+	}
+	if fl, ok := r.read().(*flow); !ok || fl.linkCredit == nil || *fl.linkCredit != 10 {
+		t.Fatal("no initial credit")
+	}
+	receive(t, h.attached)
+	b, _ = appendFrame(nil, frameAMQP, 3, &end{err: Errorf("com.example:bye", "gone")}, nil)
+	r.write(b)
+	if e := receive(t, h.detached); e == nil || e.Condition != "com.example:bye" {
+		t.Fatalf("Detached after end: %v", e)
+	}
+	if _, ok := r.read().(*end); !ok {
+		t.Fatal("end not answered")
+	}
+}
+
+// TestSASLRefused: a SASL header to a server that offers no mechanism gets the AMQP header and the connection
+// ends, as the spec says for an unsupported protocol.
+func TestSASLRefused(t *testing.T) {
+	addr := serve(t, &Server{}, newTestHandler())
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	if _, err := nc.Write(headerSASL); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	got, err := io.ReadAll(nc)
+	if err != nil || !bytes.Equal(got, headerAMQP) {
+		t.Fatalf("got % x, %v", got, err)
+	}
+}
+
+// TestSASLMSSBCBS: the C SDK's SASL exchange: the server offers MSSBCBS among its mechanisms, the client picks it
+// with an empty initial response, the outcome is ok and the AMQP header and open follow on the same socket.
+func TestSASLMSSBCBS(t *testing.T) {
+	addr := serve(t, &Server{SASLMechanisms: []Symbol{"MSSBCBS", "ANONYMOUS"}}, newTestHandler())
+	nc, err := net.DialTimeout("tcp", addr, waitLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &rawConn{t: t, nc: nc}
+	init, _ := appendFrame(append([]byte(nil), headerSASL...), frameSASL, 0, &saslInit{mechanism: "MSSBCBS"}, nil)
+	r.write(init)
+	hdr := make([]byte, 8)
+	_ = nc.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerSASL) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	mechs, _, err := Decode(r.rawBody())
+	want := describe(descSASLMechs, Array{Symbol("MSSBCBS"), Symbol("ANONYMOUS")})
+	if err != nil || !reflect.DeepEqual(mechs, want) {
+		t.Fatalf("mechanisms %#v, %v", mechs, err)
+	}
+	if out, _, err := Decode(r.rawBody()); err != nil || !reflect.DeepEqual(out, describe(descSASLOutcome, uint8(saslOK))) {
+		t.Fatalf("outcome %#v, %v", out, err)
+	}
+	r.write(headerAMQP)
+	if _, err := io.ReadFull(nc, hdr); err != nil || !bytes.Equal(hdr, headerAMQP) {
+		t.Fatalf("header % x: %v", hdr, err)
+	}
+	r.frame(&open{containerID: "c-sdk", maxFrameSize: 65536})
+	if _, ok := r.read().(*open); !ok {
+		t.Fatal("no open after SASL")
+	}
+}
+
+// rawBody reads one frame and returns its body, for the SASL frames the server's parser refuses to read.
+func (r *rawConn) rawBody() []byte {
+	r.t.Helper()
+	hdr := make([]byte, 8)
+	if _, err := io.ReadFull(r.nc, hdr); err != nil {
+		r.t.Fatal(err)
+	}
+	buf := make([]byte, binary.BigEndian.Uint32(hdr)-8)
+	if _, err := io.ReadFull(r.nc, buf); err != nil {
+		r.t.Fatal(err)
+	}
+	return buf[int(hdr[4])*4-8:]
 }

@@ -49,7 +49,6 @@ const (
 	CondNotFound             Symbol = "amqp:not-found"
 	CondUnauthorized         Symbol = "amqp:unauthorized-access"
 	CondResourceLimit        Symbol = "amqp:resource-limit-exceeded"
-	CondInternalError        Symbol = "amqp:internal-error"
 	CondConnectionForced     Symbol = "amqp:connection:forced"
 	CondDetachForced         Symbol = "amqp:link:detach-forced"
 	CondTransferLimit        Symbol = "amqp:link:transfer-limit-exceeded"
@@ -558,7 +557,6 @@ func (s *saslInit) value() Described {
 const (
 	saslOK   = 0
 	saslAuth = 1
-	saslSys  = 2
 )
 
 type saslOutcome struct{ code uint8 }

@@ -39,7 +39,7 @@ func (s *Session) onAttach(a *attach) (func(), error) {
 		return nil, Errorf(CondHandleInUse, "handle %d is attached", a.handle)
 	}
 	l := &Link{sess: s, name: a.name, handle: a.handle, receiving: a.role == roleSender, peerSource: a.source,
-		peerTarget: a.target, properties: a.properties, sndSettle: a.sndSettleMode, rcvSettle: a.rcvSettleMode}
+		peerTarget: a.target, sndSettle: a.sndSettleMode, rcvSettle: a.rcvSettleMode}
 	if l.receiving && a.target != nil {
 		l.address = a.target.address
 	} else if !l.receiving && a.source != nil {
@@ -287,14 +287,6 @@ func (l *Link) Send(payload []byte, opts SendOptions) error {
 		f()
 	}
 	return nil
-}
-
-// Credit is the credit the peer granted and the server has not used yet, on a link the server sends on.
-func (l *Link) Credit() uint32 {
-	c := l.sess.conn
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return l.peerCredit
 }
 
 // Detach ends the link with err (nil for a clean detach); Handler.Detached follows once the peer answers.
