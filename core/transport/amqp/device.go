@@ -32,8 +32,10 @@ const (
 	// c2dCredit: IoT Hub keeps at most 50 C2D messages per device waiting; the hub may send that many before the
 	// application handled one.
 	c2dCredit = 50
-	// maxInFlight bounds the telemetry sent and not yet settled by the hub on one device's link.
-	maxInFlight = 4096
+	// maxInFlight bounds the telemetry handed to go-amqp and not yet settled, per device; past it the writer waits.
+	// The hub's link credit (100 on hubsim) usually bounds it first; a pooled connection carries up to 995 of
+	// these buffers.
+	maxInFlight = 256
 )
 
 // device is one device's session on a shared connection: its links, and the goroutines that serve them.
