@@ -351,3 +351,34 @@ func TestTwinAndMethods(t *testing.T) {
 		t.Fatalf("the caller got %+v", res)
 	}
 }
+
+// TestModule: a module's links are under /devices/{d}/modules/{m}: its telemetry is recorded under the module's
+// identity and its twin answers; a module has no C2D link, even when the feature is asked for.
+func TestModule(t *testing.T) {
+	h := startHub(t)
+	addDevice(t, h, "dev1")
+	m, err := h.AddModule("dev1", "mod", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRecorder()
+	p := params(t, h, "dev1", m.PrimaryKey, r, time.Hour)
+	p.ModuleID, p.Features = "mod", transport.FeatureC2D|transport.FeatureTwin
+	tok, err := iothub.BuildSAS(iothub.ResourceURI(h.HostName(), "dev1", "mod"), m.PrimaryKey, "",
+		time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Token = tok
+	c := mustDial(t, NewDialer(), p)
+	if err := send(t, c, &transport.Message{Payload: []byte("from the module"), MessageID: "mm"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := h.WaitMessages(ctxLimit(t), m.ID, 1); err != nil || got[0].MessageID != "mm" {
+		t.Fatalf("recorded %+v, %v", got, err)
+	}
+	request(t, c, &transport.Request{Kind: transport.RequestTwinReport, RID: "r1", Payload: []byte(`{"v":1}`)})
+	if in := r.expectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 {
+		t.Fatalf("reported patch answered %+v", in)
+	}
+}
