@@ -176,12 +176,14 @@ func TestAMQPTokenRenewedInPlace(t *testing.T) {
 	}
 }
 
-// TestAMQPPoolSurvivesFailover: 50 clients pooled 17 to a connection (3 connections) lose them all to hubsim's
-// failover fault (every connection closed, opens answered com.microsoft:iot-hub-not-found-error for 2 s, then
+// TestAMQPPoolSurvivesFailover: 200 clients pooled 50 to a connection (4 connections) lose them all to hubsim's
+// failover fault (every connection closed, opens answered com.microsoft:iot-hub-not-found-error for 5 s, then
 // accepted). Every client comes back by itself (Disconnected_Retrying/Communication_Error, then Connected), every
-// message sent before and during the outage is delivered once, and the pool holds only new connections.
+// message sent before and during the outage is delivered once, the pool holds only new connections, and the
+// devices come back spread out, each on its own jittered back-off: no 100 ms slice holds half of them (a pool that
+// reconnected its devices itself would bring them all back in one).
 func TestAMQPPoolSurvivesFailover(t *testing.T) {
-	const n, perConn = 50, 17
+	const n, perConn = 200, 50
 	hub := startAMQPHub(t)
 	type dev struct {
 		c *Client
@@ -198,9 +200,11 @@ func TestAMQPPoolSurvivesFailover(t *testing.T) {
 		devs[i] = dev{c, r}
 	}
 	pl := protocols[TransportAMQP].dialer(perConn).(interface{ Stats() pool.Stats })
-	if st := pl.Stats(); fmt.Sprint(st.Live) != "[17 17 16]" {
+	if st := pl.Stats(); fmt.Sprint(st.Live) != "[50 50 50 50]" {
 		t.Fatalf("pool before the failover: %+v", st)
 	}
+	events, stop := hub.Events()
+	defer stop()
 	for _, d := range devs {
 		if _, err := d.c.Send(&Message{Payload: []byte("before")}); err != nil {
 			t.Fatal(err)
@@ -209,7 +213,7 @@ func TestAMQPPoolSurvivesFailover(t *testing.T) {
 	for _, d := range devs {
 		d.r.expectCompletions(t, 1)
 	}
-	if err := hub.Fault(hubsim.Fault{Kind: hubsim.FaultFailover, Duration: 2 * time.Second}); err != nil {
+	if err := hub.Fault(hubsim.Fault{Kind: hubsim.FaultFailover, Duration: 5 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range devs {
@@ -242,7 +246,27 @@ func TestAMQPPoolSurvivesFailover(t *testing.T) {
 			t.Fatalf("device %d: the hub has %d distinct messages, want 3", i, len(ids))
 		}
 	}
-	if st := pl.Stats(); fmt.Sprint(st.Live) != "[17 17 16]" || st.Ended != 0 || len(st.Opening) != 0 {
+	if st := pl.Stats(); fmt.Sprint(st.Live) != "[50 50 50 50]" || st.Ended != 0 || len(st.Opening) != 0 {
 		t.Fatalf("pool after the failover: %+v", st)
+	}
+	perSlice := map[int64]int{} // the devices' reconnects per 100 ms, from the hub's log
+	for reconnects := 0; reconnects < n; {
+		select {
+		case e := <-events:
+			if e.Kind == hubsim.EventConnect {
+				perSlice[e.Time.UnixMilli()/100]++
+				reconnects++
+			}
+		case <-time.After(waitLimit):
+			t.Fatalf("the hub logged %d reconnects, want %d", reconnects, n)
+		}
+	}
+	most := 0
+	for _, k := range perSlice {
+		most = max(most, k)
+	}
+	t.Logf("reconnects over %d slices of 100 ms, at most %d in one", len(perSlice), most)
+	if most > n/2 {
+		t.Fatalf("%d of %d devices came back in one 100 ms slice", most, n)
 	}
 }
