@@ -77,12 +77,12 @@ test_reliability() {
 }
 
 test_fleet() {
-	say "fleet bench in small: 50 devices on one dispatcher through the counting front (bench/fleet/smoke.sh)"
+	say "fleet bench in small: 50 devices on one dispatcher through the counting front, hub-down and accept-drop (bench/fleet/smoke.sh)"
 	bash bench/fleet/smoke.sh
 }
 
 test_fuzz() {
-	say "fuzzing: connection string, SAS, property bag and its lengths, send vs the hub record, C ABI (10 s each)"
+	say "fuzzing: connection string, SAS, property bag, send vs the hub record, AMQP codec and server, C ABI (10 s each)"
 	bash tests/fuzz/run.sh
 }
 

@@ -6,6 +6,8 @@
 #                                                                            -> bench/results/window1.txt
 #   connect    a fresh client: create + connect (CONNECT and the C2D SUBSCRIBE) until Connected: median, p90
 #                                                                            -> bench/results/connect.txt
+# pipelined also runs over AMQP on hubsim: the C ABI with IOTCONN_TRANSPORT_AMQP versus raw github.com/Azure/go-amqp
+# (bench/amqp), in the same file.
 # Each case runs every client in several processes, alternating C ABI and paho, so that the load of a shared
 # machine falls on both alike; every process's first round is warm-up, left out of the medians (connect reports
 # it apart, as the first connect of a process). Each case starts a fresh hubsim; mosquitto keeps no messages.
@@ -52,6 +54,7 @@ start() { start_logged "$tmp" "$@"; }
 say "building the paho baseline and the C-thread boundary probe"
 go build -trimpath -o "$tmp/paho-bench" ./bench/paho
 go build -trimpath -o "$tmp/boundary" ./bench/boundary
+go build -trimpath -o "$tmp/amqp-bench" ./bench/amqp
 
 # fresh_hubsim CASE: stops the running hubsim, if any, and starts one with an empty state directory. hubsim
 # keeps every message it receives, and a fuller hub is a slower one: each case gets its own.
@@ -62,10 +65,11 @@ fresh_hubsim() {
 	fi
 	say "starting hubsim ($1)"
 	start "hubsim-$1" "hubsim: ready" "$BUILD/bin/iotconn-hubsim" --dir "$tmp/hub-$1" --mqtt 127.0.0.1:0 \
-		--control 127.0.0.1:0 --device bench-device
+		--amqp 127.0.0.1:0 --control 127.0.0.1:0 --device bench-device
 	hub_pid=$started_pid
 	hub_ca=$(sed -n 's/^hubsim: ca //p' <<<"$started_lines")
 	hub_cs=$(sed -n 's/^hubsim: device bench-device //p' <<<"$started_lines")
+	hub_amqp_cs="$hub_cs;GatewayHostName=localhost:$(sed -n 's/^hubsim: amqps .*://p' <<<"$started_lines")"
 }
 
 say "starting mosquitto with TLS on 127.0.0.1 (certificates made here with openssl)"
@@ -160,27 +164,47 @@ header() {
 	printf '# %s\n' "$@"
 }
 
+# alternate_amqp PASSES N ROUNDS: pipelined over AMQP on hubsim, the C ABI then raw go-amqp, alternating; their
+# round lines go to $tmp/hubsim-amqp.pipelined.abi and .paho (the baseline's slot).
+alternate_amqp() {
+	local passes=$1 n=$2 rounds=$3 pass
+	: >"$tmp/hubsim-amqp.pipelined.abi"
+	: >"$tmp/hubsim-amqp.pipelined.paho"
+	for pass in $(seq 1 "$passes"); do
+		say "pipelined, hubsim over AMQP, pass $pass/$passes: C ABI, then raw go-amqp ($rounds rounds)"
+		"$BUILD/iotconn_bench" -m pipelined -t amqp "$hub_amqp_cs" "$hub_ca" "$n" "$rounds" |
+			tee -a "$tmp/hubsim-amqp.pipelined.abi"
+		"$tmp/amqp-bench" -connstr "$hub_amqp_cs" -ca "$hub_ca" -n "$n" -rounds "$rounds" |
+			tee -a "$tmp/hubsim-amqp.pipelined.paho"
+	done
+}
+
 case_pipelined() {
 	alternate pipelined "$PASSES" "$N" "$ROUNDS"
-	local broker abi paho
+	alternate_amqp "$PASSES" "$N" "$ROUNDS"
+	local broker abi paho base
 	{
 		header "iotconn send throughput: C ABI (iotconn_send) vs raw paho.mqtt.golang, pipelined" \
 			"BENCH_N=$N BENCH_ROUNDS=$ROUNDS BENCH_PASSES=$PASSES bash bench/run.sh pipelined" \
 			"QoS 1, 256-byte payload, one TLS connection per client, pipelined: send $N then wait for $N acks;" \
 			"$PASSES alternating passes per client of $ROUNDS rounds (one process and connection each; its first" \
 			"round is warm-up and dropped); figures are medians of the remaining rounds." \
+			"[hubsim-amqp]: the same over AMQP (IOTCONN_TRANSPORT_AMQP), against raw github.com/Azure/go-amqp" \
+			"(bench/amqp: one connection, CBS put-token, the events link, SendWithReceipt then the receipts)." \
 			"send_ns: wall time of the send loop / $N, i.e. the cost of one iotconn_send call while the engine runs."
-		for broker in hubsim mosquitto; do
+		for broker in hubsim mosquitto hubsim-amqp; do
 			abi=$(values "$tmp/$broker.pipelined.abi" rate | quantile 0.5)
 			paho=$(values "$tmp/$broker.pipelined.paho" rate | quantile 0.5)
 			echo
 			echo "[$broker]"
 			echo "abi_msgs_per_s=$abi"
-			echo "paho_msgs_per_s=$paho"
-			echo "ratio_abi_over_paho=$(ratio "$abi" "$paho")"
+			base=paho
+			[ "$broker" != hubsim-amqp ] || base=goamqp
+			echo "${base}_msgs_per_s=$paho"
+			echo "ratio_abi_over_${base}=$(ratio "$abi" "$paho")"
 			echo "iotconn_send_ns=$(values "$tmp/$broker.pipelined.abi" send_ns | quantile 0.5)"
 			echo "abi_rounds: $(values "$tmp/$broker.pipelined.abi" rate | tr '\n' ' ')"
-			echo "paho_rounds: $(values "$tmp/$broker.pipelined.paho" rate | tr '\n' ' ')"
+			echo "${base}_rounds: $(values "$tmp/$broker.pipelined.paho" rate | tr '\n' ' ')"
 		done
 	} >"$tmp/results"
 }

@@ -34,14 +34,15 @@ func checkSize(p unsafe.Pointer, what string, sizes ...uintptr) (uintptr, *core.
 }
 
 // Earlier versions of the structs: options before queue_overflow and queue_dir (V1), before
-// backoff_reset_after_ms (V2), before dispatcher (V3), before reconnect_spread_ms (V4) and before admission (V5),
-// messages before ttl_ms.
+// backoff_reset_after_ms (V2), before dispatcher (V3), before reconnect_spread_ms (V4), before admission (V5) and
+// before amqp_pool (V6), messages before ttl_ms.
 var (
 	optionsV1Size = unsafe.Offsetof(C.iotconn_options_t{}.queue_overflow)
 	optionsV2Size = unsafe.Offsetof(C.iotconn_options_t{}.backoff_reset_after_ms)
 	optionsV3Size = unsafe.Offsetof(C.iotconn_options_t{}.dispatcher)
 	optionsV4Size = unsafe.Offsetof(C.iotconn_options_t{}.reconnect_spread_ms)
 	optionsV5Size = unsafe.Offsetof(C.iotconn_options_t{}.admission)
+	optionsV6Size = unsafe.Offsetof(C.iotconn_options_t{}.amqp_pool)
 	messageV1Size = unsafe.Offsetof(C.iotconn_message_t{}.ttl_ms)
 )
 
@@ -52,7 +53,7 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 	o, size := defaultOptions, uintptr(defaultOptions.size)
 	if p != nil {
 		var err *core.Error
-		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV5Size,
+		if size, err = checkSize(unsafe.Pointer(p), "IOTCONN_OPTIONS", unsafe.Sizeof(*p), optionsV6Size, optionsV5Size,
 			optionsV4Size, optionsV3Size, optionsV2Size, optionsV1Size); err != nil {
 			return core.Options{}, err
 		}
@@ -105,6 +106,9 @@ func goOptions(p *C.iotconn_options_t) (core.Options, *core.Error) {
 			return core.Options{}, err
 		}
 		opts.Admission = a
+	}
+	if size > optionsV6Size {
+		opts.AMQPPool = int(min(o.amqp_pool, C.IOTCONN_AMQP_POOL_MAX))
 	}
 	return opts, nil
 }

@@ -93,7 +93,7 @@ func TestHeaderAPIEnumsMatchEngine(t *testing.T) {
 	}{
 		{"IOTCONN_DISPATCH_", map[string]int{"THREAD": int(core.DispatchThread), "POLL": int(core.DispatchPoll)}},
 		{"IOTCONN_TRANSPORT_", map[string]int{"MQTT": int(core.TransportMQTT), "MQTT_WS": int(core.TransportMQTTWS),
-			"AMQP": int(core.TransportAMQP)}},
+			"AMQP": int(core.TransportAMQP), "AMQP_WS": int(core.TransportAMQPWS)}},
 		{"IOTCONN_SEND_", map[string]int{"DELIVERED": int(core.SendDelivered), "EXPIRED": int(core.SendExpired),
 			"FAILED": int(core.SendFailed)}},
 		{"IOTCONN_QUEUE_OVERFLOW_", map[string]int{"REJECT": int(core.OverflowReject),

@@ -26,7 +26,8 @@ type TransportKind int
 const (
 	TransportMQTT   TransportKind = 0
 	TransportMQTTWS TransportKind = 1 // MQTT over WebSocket (wss://host/$iothub/websocket)
-	TransportAMQP   TransportKind = 2 // reserved for the AMQP issue; Create returns CodeInvalidArgument until then
+	TransportAMQP   TransportKind = 2 // AMQP 1.0 over TLS, port 5671
+	TransportAMQPWS TransportKind = 3 // AMQP over WebSocket (wss://host/$iothub/websocket, AMQPWSB10)
 )
 
 // Options configure a client. The zero value of every field means "the default" noted beside it.
@@ -61,6 +62,12 @@ type Options struct {
 	// Admission, when set, is a connect budget this client shares with others of the process (see Admission):
 	// each connection attempt waits for its token.
 	Admission *Admission
+
+	// AMQPPool, with an AMQP transport, lets this client share AMQP connections with the process's other clients
+	// that set the same value: at most AMQPPool devices on each (above MaxAMQPPool: MaxAMQPPool), one CBS link per
+	// connection and one session per device. A connection that fails fails every device on it at once; each then
+	// reconnects on its own retry policy, on a new connection. 0 (the default): a connection of its own.
+	AMQPPool int
 
 	// QueueOverflow is what Send does when the queue is at a limit; default OverflowReject.
 	QueueOverflow OverflowPolicy

@@ -1,6 +1,10 @@
 package core
 
-import "github.com/iotconn/iotconn/core/transport"
+import (
+	"time"
+
+	"github.com/iotconn/iotconn/core/transport"
+)
 
 // classification is what the engine does about a transport failure of one kind.
 type classification struct {
@@ -19,7 +23,7 @@ func classify(k transport.Kind) classification {
 		return classification{true, ReasonBadCredential, CodeAuth}
 	case transport.KindDeviceDisabled, transport.KindDeviceNotFound:
 		return classification{true, ReasonDeviceDisabled, CodeDeviceDisabled}
-	case transport.KindUntrusted:
+	case transport.KindUntrusted, transport.KindHubNotFound: // the hub is not the one meant, or gone for good
 		return classification{true, ReasonCommunicationError, CodeProtocol}
 	case transport.KindThrottled, transport.KindQuota:
 		return classification{false, ReasonCommunicationError, CodeThrottled}
@@ -37,8 +41,15 @@ func classify(k transport.Kind) classification {
 // (its answer is not documented): from a device that connected before with the same credentials it is taken for
 // throttling, since a fleet that gave up for good on a busy hub would stay offline until restarted; from one that
 // never did, for a disabled device (fatal).
+//
+// IoT Hub answers AMQP with com.microsoft:iot-hub-not-found-error both for a hub that does not exist and while a
+// hub fails over (.NET SDK issue #1312). From a device that connected before it is taken for a failover, the
+// hub busy (transient, on the policy's jittered back-off) for at most FailoverWindow (see hubGone); from one that
+// never did, for a wrong host name (fatal).
 func resolve(k transport.Kind, knownGood bool) transport.Kind {
 	switch {
+	case k == transport.KindHubNotFound && knownGood:
+		return transport.KindServerBusy
 	case k != transport.KindServerUnavailable:
 		return k
 	case knownGood:
@@ -46,3 +57,7 @@ func resolve(k transport.Kind, knownGood bool) transport.Kind {
 	}
 	return transport.KindDeviceDisabled
 }
+
+// FailoverWindow bounds how long a device that connected before keeps retrying a hub that answers "not found":
+// a failover completes well within it, a deleted hub stays gone.
+const FailoverWindow = 15 * time.Minute

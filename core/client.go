@@ -149,7 +149,7 @@ func identityFor(cs *auth.ConnectionString, opts *Options) (*identity, error) {
 func startClient(id *identity, opts Options, dialer transport.Dialer, prov *provisioner) (*Client, error) {
 	var err error
 	if dialer == nil {
-		dialer = protocols[opts.Transport].newDialer()
+		dialer = protocols[opts.Transport].dialer(opts.AMQPPool)
 	}
 	if err := dialer.CheckIdentity(id.cs.DeviceID, id.cs.ModuleID); err != nil {
 		return nil, &Error{Code: CodeInvalidArgument, Msg: "connection string: " + errors.Unwrap(err).Error(), Err: err}
@@ -207,8 +207,6 @@ func startClient(id *identity, opts Options, dialer transport.Dialer, prov *prov
 func applyDefaults(o *Options) error {
 	_, known := protocols[o.Transport]
 	switch {
-	case o.Transport == TransportAMQP && !known:
-		return Errorf(CodeInvalidArgument, "the AMQP transport is not available yet; use MQTT or MQTT over WebSocket")
 	case !known:
 		return Errorf(CodeInvalidArgument, "unknown transport %d", o.Transport)
 	case o.Dispatch != DispatchThread && o.Dispatch != DispatchPoll:
@@ -223,6 +221,10 @@ func applyDefaults(o *Options) error {
 	case o.BackoffResetAfter < 0:
 		return Errorf(CodeInvalidArgument, "BackoffResetAfter %v must not be negative (0 means the default, %v)",
 			o.BackoffResetAfter, DefaultBackoffResetAfter)
+	case o.AMQPPool < 0:
+		return Errorf(CodeInvalidArgument, "AMQPPool %d must not be negative (0 turns pooling off)", o.AMQPPool)
+	case o.AMQPPool > 0 && !protocols[o.Transport].pools:
+		return Errorf(CodeInvalidArgument, "AMQPPool needs an AMQP transport; transport %d has no pooling", o.Transport)
 	case o.QueueMaxMessages < 0 || o.QueueMaxBytes < 0:
 		return Errorf(CodeInvalidArgument, "queue limits must not be negative")
 	case o.QueueOverflow != OverflowReject && o.QueueOverflow != OverflowDropOldest:

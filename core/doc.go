@@ -30,8 +30,10 @@
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam: dial with features C2D/twin/methods, Send, Request, inbound
 //	                  messages and twin/method traffic, token renewal), core/transport/mqtt (paho.mqtt.golang),
-//	                  core/transport/pool (one Dialer several clients share: their links multiplexed onto shared
-//	                  connections); the protocols a client may use are a registry (transports.go)
+//	                  core/transport/amqp (Azure/go-amqp: CBS, renewal in place), core/transport/pool (one Dialer
+//	                  several clients share: their links multiplexed onto shared connections; AMQP's connections
+//	                  come from it, shared with Options.AMQPPool); the protocols a client may use are a registry
+//	                  (transports.go)
 //
 // # Goroutines of a client, and who stops each
 //
@@ -46,8 +48,10 @@
 //   - the outbox's journal (outbox/durable.go), durable mode only, started by NewClient: stopped by
 //     Outbox.Shutdown, which the loop's shutdown calls after Close refused every later Add.
 //   - per live link, the transport's goroutines (for MQTT: paho's, and, only while they have work, the publisher
-//     and the waiter of conn.go and the batch writer's flusher): stopped by Conn.Close, which the loop calls in
-//     dropConn, so none outlives the loop.
+//     and the waiter of conn.go and the batch writer's flusher; for AMQP: the device's writer, settler, receive
+//     loops and acker, and go-amqp's link and session goroutines): stopped by Conn.Close, which the loop calls in
+//     dropConn, so none outlives the loop. A shared AMQP connection's own goroutines (its CBS reader and watcher,
+//     go-amqp's reader and writer) end when the pool closes it, as its last device leaves.
 //   - per dial, context.AfterFunc watchers tying the dial to Close and to the first Connect's context: stopped by
 //     the dial's deferred stop calls.
 //

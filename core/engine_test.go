@@ -323,6 +323,7 @@ func TestFatalKindsStopAtOnceAndFailPending(t *testing.T) {
 		{transport.KindDeviceNotFound, ReasonDeviceDisabled, CodeDeviceDisabled},
 		{transport.KindServerUnavailable, ReasonDeviceDisabled, CodeDeviceDisabled}, // never connected: disabled
 		{transport.KindUntrusted, ReasonCommunicationError, CodeProtocol},
+		{transport.KindHubNotFound, ReasonCommunicationError, CodeProtocol}, // never connected: a wrong host
 	} {
 		t.Run(tc.kind.String(), func(t *testing.T) {
 			d := newFakeDialer()
@@ -854,16 +855,17 @@ func TestUndeliveredMessagesExpire(t *testing.T) {
 
 func TestOptionsValidation(t *testing.T) {
 	for name, o := range map[string]Options{
-		"amqp":        {Transport: TransportAMQP},
-		"transport":   {Transport: 9},
-		"dispatch":    {Dispatch: 5},
-		"negative":    {KeepAlive: -1},
-		"margin":      {SASLifetime: time.Minute, SASRenewMargin: time.Minute},
-		"queue":       {QueueMaxMessages: -1},
-		"reset after": {BackoffResetAfter: -time.Second},
-		"ca file":     {CAFile: "/nonexistent/ca.pem"},
-		"ca pem":      {CAPEM: []byte("not pem")},
-		"client cert": {CertFile: "c.pem", KeyFile: "k.pem"},
+		"pool on mqtt":  {AMQPPool: 5},
+		"negative pool": {Transport: TransportAMQP, AMQPPool: -1},
+		"transport":     {Transport: 9},
+		"dispatch":      {Dispatch: 5},
+		"negative":      {KeepAlive: -1},
+		"margin":        {SASLifetime: time.Minute, SASRenewMargin: time.Minute},
+		"queue":         {QueueMaxMessages: -1},
+		"reset after":   {BackoffResetAfter: -time.Second},
+		"ca file":       {CAFile: "/nonexistent/ca.pem"},
+		"ca pem":        {CAPEM: []byte("not pem")},
+		"client cert":   {CertFile: "c.pem", KeyFile: "k.pem"},
 	} {
 		if _, err := newClient(testConnStr(), o, newFakeDialer()); codeOf(err) != CodeInvalidArgument {
 			t.Errorf("%s: %v", name, err)

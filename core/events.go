@@ -27,6 +27,7 @@ type event struct {
 	kind     eventKind
 	state    state
 	msg      *Message
+	ack      func() // settles a received message with the hub once its handler returned; nil if the transport did
 	id       uint64
 	result   SendResult
 	err      *Error
@@ -119,6 +120,9 @@ func (c *Client) dispatch(e event) {
 	case evMessage:
 		if h.OnMessage != nil {
 			h.OnMessage(e.msg)
+		}
+		if e.ack != nil {
+			e.ack()
 		}
 	case evSendComplete:
 		if h.OnSendComplete != nil {

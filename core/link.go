@@ -78,7 +78,7 @@ func (h linkHandler) OnMessage(m *transport.Message) {
 	for _, p := range m.Properties {
 		msg.Properties = append(msg.Properties, Property{Key: p[0], Value: p[1]})
 	}
-	h.c.events.push(event{kind: evMessage, msg: msg})
+	h.c.events.push(event{kind: evMessage, msg: msg, ack: m.Ack})
 }
 
 // OnInbound takes the hub's twin answers; what no feature of this client asked for is dropped, and said so.
@@ -151,6 +151,7 @@ type loopState struct {
 	attempts     int       // failed attempts since a link last stayed up BackoffResetAfter (or since Connect)
 	throttled    int       // throttling or quota failures in a row: the throttling schedule's attempt
 	knownGood    bool      // a link came up with this client's credentials: the hub knows and accepts the device
+	hubGoneSince time.Time // the first "hub not found" since the last link came up; zero when none
 	connectedAt  time.Time // when the live link came up
 	attemptStart time.Time // when the last dial began; zero after a lost link, whose retry the guard leaves alone
 	admitted     bool      // the next attempt's token in Options.Admission is reserved: the retry timer is its wait
@@ -283,6 +284,7 @@ func (c *Client) attempt(ls *loopState) {
 		return
 	}
 	ls.phase, ls.connectedAt, ls.knownGood, ls.throttled = phaseConnected, c.clk.Now(), true, 0
+	ls.hubGoneSince = time.Time{}
 	if c.prov != nil {
 		c.prov.connected()
 	}
@@ -339,8 +341,19 @@ func (c *Client) attemptFailed(ls *loopState, err error) {
 	}
 	wire := transport.KindOf(err)
 	kind := resolve(wire, ls.knownGood)
-	cls := classify(kind)
 	msg := err.Error()
+	if wire == transport.KindHubNotFound && kind != wire {
+		if ls.hubGoneSince.IsZero() {
+			ls.hubGoneSince = c.clk.Now()
+		}
+		if gone := c.clk.Now().Sub(ls.hubGoneSince); gone >= FailoverWindow {
+			kind = wire
+			msg += "; the hub has answered \"not found\" for " + gone.String() + ", longer than a failover takes"
+		} else {
+			msg += "; taken for a failover, as the device connected before"
+		}
+	}
+	cls := classify(kind)
 	if wire != kind && kind == transport.KindThrottled {
 		msg += "; taken for throttling, as the device connected before with these credentials (IoT Hub answers " +
 			"a disabled device the same way)"

@@ -293,6 +293,9 @@ func (p *provisioner) hubFailed(kind transport.Kind, dialed bool, now time.Time)
 		}
 		p.pending = true
 		return fmt.Sprintf("the hub refused the device (%v): it may have been moved", kind)
+	case transport.KindHubNotFound: // past a failover's window (core/classify.go): the hub is gone
+		p.pending = true
+		return "the hub is gone (not found for longer than a failover takes)"
 	case transport.KindThrottled, transport.KindQuota, transport.KindServerBusy:
 		return "" // a busy hub is retried, never left
 	}

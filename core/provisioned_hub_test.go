@@ -197,6 +197,9 @@ func TestReprovisionRule(t *testing.T) {
 			}
 		}
 	}
+	if p := fresh(); p.hubFailed(transport.KindHubNotFound, true, now) == "" || !p.pending {
+		t.Error("a hub gone past its failover window: no reprovision")
+	}
 	p := fresh()
 	for i := 1; i <= 3; i++ {
 		why := p.hubFailed(transport.KindNetwork, true, now)

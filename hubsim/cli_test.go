@@ -119,12 +119,15 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 	dir := t.TempDir()
 	key := randomKey()
 	p := startCLI(t, bin, "--dir", dir, "--mqtt", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0",
-		"--control", "127.0.0.1:0", "--device", "d1/m1", "--device", "d1", "--device", "d2:"+key)
+		"--amqp", "127.0.0.1:0", "--amqp-ws", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", "d1/m1",
+		"--device", "d1", "--device", "d2:"+key)
 	lines := p.startupLines(t)
 	patterns := []string{
 		`^hubsim: mqtts 127\.0\.0\.1:(\d+)$`,
 		`^hubsim: tcp 127\.0\.0\.1:\d+$`,
 		`^hubsim: ws 127\.0\.0\.1:\d+$`,
+		`^hubsim: amqps 127\.0\.0\.1:\d+$`,
+		`^hubsim: amqp-ws 127\.0\.0\.1:\d+$`,
 		`^hubsim: control (http://127\.0\.0\.1:\d+)$`,
 		`^hubsim: ca (/.+/ca\.pem)$`,
 		`^hubsim: device d1 (HostName=localhost:\d+;DeviceId=d1;SharedAccessKey=[A-Za-z0-9+/=]+)$`,
@@ -141,7 +144,7 @@ func TestCLIPrintsContractLinesServesAndStopsOnSIGTERM(t *testing.T) {
 			t.Fatalf("line %d %q does not match %s", i, lines[i], pat)
 		}
 	}
-	port, controlURL, caFile, cs := groups[0][1], groups[3][1], groups[4][1], groups[5][1]
+	port, controlURL, caFile, cs := groups[0][1], groups[5][1], groups[6][1], groups[7][1]
 	if !strings.Contains(cs, "HostName=localhost:"+port+";") || filepath.Dir(caFile) != dir {
 		t.Fatalf("connection string %q or CA %q does not match the listener", cs, caFile)
 	}

@@ -256,6 +256,7 @@ type messageJSON struct {
 	ContentEncoding string            `json:"contentEncoding"`
 	Properties      map[string]string `json:"properties"`
 	PropertyList    [][2]string       `json:"propertyList"`
+	Annotations     map[string]string `json:"annotations,omitempty"`
 	ArrivedAt       string            `json:"arrivedAt"`
 }
 
@@ -270,7 +271,7 @@ func (h *Hub) handleMessages(w http.ResponseWriter, r *http.Request) {
 		out = append(out, messageJSON{
 			Payload: m.Payload, MessageID: m.MessageID, CorrelationID: m.CorrelationID, ContentType: m.ContentType,
 			ContentEncoding: m.ContentEncoding, Properties: m.Properties, PropertyList: m.PropertyList,
-			ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
+			Annotations: m.Annotations, ArrivedAt: m.ArrivedAt.UTC().Format(time.RFC3339Nano),
 		})
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -379,12 +380,13 @@ func (h *Hub) handleMethod(w http.ResponseWriter, r *http.Request) {
 }
 
 type faultJSON struct {
-	Kind    FaultKind      `json:"kind"`
-	Device  string         `json:"device,omitempty"`
-	Seconds float64        `json:"seconds,omitempty"`
-	Rate    int            `json:"rate,omitempty"`
-	Addr    string         `json:"addr,omitempty"`
-	Answer  ThrottleAnswer `json:"answer,omitempty"`
+	Kind      FaultKind      `json:"kind"`
+	Device    string         `json:"device,omitempty"`
+	Seconds   float64        `json:"seconds,omitempty"`
+	Rate      int            `json:"rate,omitempty"`
+	Addr      string         `json:"addr,omitempty"`
+	Answer    ThrottleAnswer `json:"answer,omitempty"`
+	Condition string         `json:"condition,omitempty"`
 }
 
 func (h *Hub) handleFault(w http.ResponseWriter, r *http.Request) {
@@ -394,7 +396,7 @@ func (h *Hub) handleFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Fault{Kind: req.Kind, Device: req.Device, Duration: time.Duration(req.Seconds * float64(time.Second)),
-		Rate: req.Rate, Addr: req.Addr, Answer: req.Answer}
+		Rate: req.Rate, Addr: req.Addr, Answer: req.Answer, Condition: req.Condition}
 	if err := h.Fault(f); err != nil {
 		writeError(w, err)
 		return

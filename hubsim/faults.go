@@ -29,6 +29,24 @@ const (
 	FaultDisableDevice    FaultKind = "disable-device"    // disable the device and drop its connection
 	FaultMovePort         FaultKind = "move-port"         // move the TLS MQTT listener to Addr ("" = a free port)
 	FaultRestart          FaultKind = "restart"           // restart the hub: drop everything, reload the registry, reopen
+	// FaultFailover closes every connection; for Duration AMQP opens are answered with
+	// com.microsoft:iot-hub-not-found-error and MQTT connects with CONNACK 3; then it accepts again, on Addr if
+	// given (the AMQP TLS listener moves there, or the MQTT one without AMQP), as a hub failing over does.
+	FaultFailover FaultKind = "failover"
+)
+
+// AMQP-only faults; Condition is an AMQP error condition.
+const (
+	// FaultAMQPDetach detaches Device's links with Condition (default amqp:link:detach-forced).
+	FaultAMQPDetach FaultKind = "amqp-detach"
+	// FaultAMQPReject rejects Device's telemetry with Condition for Duration.
+	FaultAMQPReject FaultKind = "amqp-reject"
+	// FaultAMQPWithholdCredit takes back the credit of Device's links and grants none for Duration.
+	FaultAMQPWithholdCredit FaultKind = "amqp-withhold-credit"
+	// FaultAMQPDropCBS applies put-tokens but sends no reply, for Duration.
+	FaultAMQPDropCBS FaultKind = "amqp-drop-cbs"
+	// FaultAMQPClose closes Device's AMQP connection (every one when Device is "") with amqp:connection:forced.
+	FaultAMQPClose FaultKind = "amqp-close"
 )
 
 // ThrottleAnswer is how the throttle fault refuses a connect over its budget. IoT Hub does not document its
@@ -44,12 +62,13 @@ const (
 
 // Fault is one fault to inject.
 type Fault struct {
-	Kind     FaultKind
-	Device   string
-	Duration time.Duration
-	Rate     int
-	Addr     string
-	Answer   ThrottleAnswer // throttle only: "" is ThrottleClose
+	Kind      FaultKind
+	Device    string
+	Duration  time.Duration
+	Rate      int
+	Addr      string
+	Answer    ThrottleAnswer // throttle only: "" is ThrottleClose
+	Condition string         // amqp-detach and amqp-reject: the AMQP error condition
 }
 
 // Fault injects f. Timed faults return at once and end on their own; Close ends them early.
@@ -89,6 +108,9 @@ func describeFault(f Fault, addr string) string {
 	case FaultMovePort:
 		s += " to " + addr
 	}
+	if f.Condition != "" {
+		s += " with " + f.Condition
+	}
 	return s
 }
 
@@ -112,7 +134,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if s == nil {
 			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
 		}
-		h.dropSession(s, "fault kill-tcp", false)
+		h.dropSession(s, "fault kill-tcp", dropKill)
 	case FaultExpireToken:
 		s, err := needDevice()
 		if err != nil {
@@ -121,7 +143,7 @@ func (h *Hub) applyFault(f Fault) error {
 		if s == nil {
 			return fmt.Errorf("%w: %s", ErrNotConnected, f.Device)
 		}
-		h.dropSession(s, "sas token expired (fault expire-token)", false)
+		h.dropSession(s, "sas token expired (fault expire-token)", dropAuth)
 	case FaultRotateKey:
 		return h.rotateKey(f.Device)
 	case FaultDisableDevice:
@@ -155,9 +177,13 @@ func (h *Hub) applyFault(f Fault) error {
 			h.after(f.Duration, h.reopenListeners)
 		}
 	case FaultMovePort:
-		return h.movePort(f.Addr)
+		return h.movePort(h.mqtts, f.Addr)
 	case FaultRestart:
 		return h.restart()
+	case FaultFailover:
+		return h.failover(f)
+	case FaultAMQPDetach, FaultAMQPReject, FaultAMQPWithholdCredit, FaultAMQPDropCBS, FaultAMQPClose:
+		return h.amqp.fault(f)
 	default:
 		return fmt.Errorf("unknown fault kind %q", f.Kind)
 	}
@@ -179,7 +205,7 @@ func (h *server) after(d time.Duration, fn func()) {
 
 func (h *Hub) listeners() []*listener {
 	var out []*listener
-	for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
+	for _, l := range []*listener{h.mqtts, h.tcp, h.ws, h.amqps, h.amqpws} {
 		if l != nil {
 			out = append(out, l)
 		}
@@ -201,24 +227,44 @@ func (h *Hub) reopenListeners() {
 	h.reopen(h.listeners(), h.events)
 }
 
-// movePort moves the TLS MQTT listener, as a failover to another hub address would.
-func (h *Hub) movePort(addr string) error {
+// movePort moves a listener, as a failover to another hub address would, resetting its connections.
+func (h *Hub) movePort(l *listener, addr string) error {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
 	h.opMu.Lock()
 	defer h.opMu.Unlock()
-	old := h.mqtts.address()
-	h.mqtts.shut()
-	h.killConns(false, h.mqtts.name)
-	h.mqtts.addr.Store(addr)
-	if err := h.open(h.mqtts); err != nil {
-		h.mqtts.addr.Store(old)
-		if reopenErr := h.open(h.mqtts); reopenErr != nil {
-			h.events.logf("reopening mqtts listener on %s: %v", old, reopenErr)
+	old := l.address()
+	l.shut()
+	h.killConns(false, l.name)
+	l.addr.Store(addr)
+	if err := h.open(l); err != nil {
+		l.addr.Store(old)
+		if reopenErr := h.open(l); reopenErr != nil {
+			h.events.logf("reopening %s listener on %s: %v", l.name, old, reopenErr)
 		}
-		return fmt.Errorf("moving the MQTT listener to %s: %w", addr, err)
+		return fmt.Errorf("moving the %s listener to %s: %w", l.name, addr, err)
 	}
+	return nil
+}
+
+// failover cuts every connection and answers connects as a hub failing over does until f.Duration has passed.
+func (h *Hub) failover(f Fault) error {
+	if f.Duration <= 0 {
+		return errors.New("failover needs a duration")
+	}
+	h.gate.setFailover(time.Now().Add(f.Duration))
+	h.killConns(false)
+	if f.Addr != "" {
+		l := h.amqps
+		if l == nil {
+			l = h.mqtts
+		}
+		if err := h.movePort(l, f.Addr); err != nil {
+			return err
+		}
+	}
+	h.after(f.Duration, func() { h.events.emit(Event{Kind: EventFault, Reason: "failover ended"}) })
 	return nil
 }
 
@@ -249,17 +295,19 @@ func (h *Hub) restart() error {
 }
 
 // injectFromMessage honours the fault-injection properties Azure's SDK end-to-end tests send in telemetry: after
-// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), and its connects are
-// refused, without CONNACK, for DurationInSecs.
+// DelayInSecs the device's connection is cut (KillTcp) or closed cleanly (ShutDownMqtt), or over AMQP the
+// connection, a session or a link of the device is closed (KillAmqp..., ShutDownAmqp), and its connects are
+// refused for DurationInSecs.
 func (h *Hub) injectFromMessage(id string, props map[string]string) {
 	op := props[faultPropType]
-	graceful := false
-	switch op {
-	case "KillTcp":
-	case "ShutDownMqtt":
-		graceful = true
+	cause := dropKill
+	switch {
+	case op == "KillTcp":
+	case op == "ShutDownMqtt":
+		cause = dropGraceful
+	case amqpFaultOps[op]:
 	default:
-		h.events.logf("fault injection %s from %s ignored: not an MQTT fault", op, id)
+		h.events.logf("fault injection %s from %s ignored: not a fault hubsim knows", op, id)
 		return
 	}
 	delay := secondsProp(props[faultPropDelaySecs])
@@ -270,8 +318,15 @@ func (h *Hub) injectFromMessage(id string, props map[string]string) {
 		h.refused[id] = time.Now().Add(duration)
 		s := h.sessions[id]
 		h.mu.Unlock()
-		if s != nil {
-			h.dropSession(s, "fault injection "+op, graceful)
+		if s == nil {
+			return
+		}
+		if !amqpFaultOps[op] {
+			h.dropSession(s, "fault injection "+op, cause)
+		} else if dev, ok := s.link.(*amqpDevice); ok {
+			dev.injected(op)
+		} else {
+			h.events.logf("fault injection %s on %s ignored: the device is not on AMQP", op, id)
 		}
 	})
 }

@@ -208,3 +208,16 @@ func TestPersistentSessionKeepsSubscriptions(t *testing.T) {
 		t.Fatalf("got %q", m.Payload())
 	}
 }
+
+// TestHostName: Config.HostName names the hub in connection strings, for SDKs that dial fixed ports; a name the
+// hub would not accept in token scopes is refused at start.
+func TestHostName(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.HostName = "127.0.0.1" })
+	addDevice(t, h, "d1")
+	if cs, _ := h.ConnectionString("d1"); !strings.HasPrefix(cs, "HostName=127.0.0.1;") {
+		t.Fatalf("connection string %s", cs)
+	}
+	if _, err := Start(Config{Dir: t.TempDir(), MQTTAddr: "127.0.0.1:0", HostName: "hub.example.com"}); err == nil {
+		t.Fatal("a foreign host name was accepted")
+	}
+}

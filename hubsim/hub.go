@@ -35,7 +35,10 @@ type Config struct {
 	MQTTAddr    string        // MQTT over TLS; "" = 127.0.0.1:8883
 	TCPAddr     string        // optional plain MQTT; "" = off
 	WSAddr      string        // optional MQTT over WebSocket (TLS, path /$iothub/websocket); "" = off
+	AMQPAddr    string        // optional AMQP 1.0 over TLS (IoT Hub's 5671); "" = off
+	AMQPWSAddr  string        // optional AMQP over WebSocket (AMQPWSB10); WSAddr's value serves both there; "" = off
 	ControlAddr string        // HTTP control API; "" = off
+	HostName    string        // HostName of connection strings; "" = localhost, with the MQTT port unless 8883
 	ClockSkew   time.Duration // tolerated SAS expiry skew
 	TokenGrace  time.Duration // a live connection is dropped this long after its token expired
 	Log         io.Writer     // one line per connect/disconnect/reject/fault; nil = discard
@@ -70,9 +73,11 @@ type Hub struct {
 	closeOnce sync.Once
 
 	mqtts, tcp, ws *listener
+	amqps, amqpws  *listener
 	control        *http.Server
 	controlURL     string
 	mqtt           *mqttFront
+	amqp           *amqpFront
 	opMu           sync.Mutex // serialises listener-moving faults (restart, move-port, hub-down)
 
 	mu       sync.Mutex
@@ -87,14 +92,25 @@ type Hub struct {
 	nextRID  uint64
 }
 
+// dropCause is how the hub ends a session; each transport maps it to its own goodbye.
+type dropCause int
+
+const (
+	dropKill     dropCause = iota // cut the connection with a TCP reset
+	dropGraceful                  // close the connection cleanly
+	dropAuth                      // the credential no longer holds (token expired, keys rotated)
+	dropDisabled                  // the device was disabled
+	dropReplaced                  // a newer connection of the same identity took over
+)
+
 // link is one live device connection as the hub core sees it; each transport implements it.
 type link interface {
-	// drop ends the connection: graceful lets the protocol close cleanly, otherwise the socket is reset.
-	drop(graceful bool)
+	// drop ends the device's connection for cause. MQTT closes cleanly for dropGraceful and resets the socket
+	// otherwise; AMQP detaches only the device's links for the causes that concern one device.
+	drop(cause dropCause)
 	// listensC2D reports whether the device subscribed to its C2D messages.
 	listensC2D() bool
 	sendC2D(m C2DMessage) error
-	sendTwinResponse(rid string, status, version int, body []byte)
 	sendDesired(version int, patch []byte)
 	// sendMethod returns false when the device does not listen for method calls.
 	sendMethod(name, rid string, payload []byte) bool
@@ -107,6 +123,8 @@ type session struct {
 	remote     string
 	done       chan struct{} // closed when the link is gone
 	dropReason string        // why the hub ended it; "" when the device or the network did
+	expiry     time.Time     // the token's expiry; guarded by Hub.mu
+	renewed    chan struct{} // closed and replaced when the token is renewed in place; guarded by Hub.mu
 }
 
 // Start creates the state directory if needed, loads the registry and opens the listeners.
@@ -121,6 +139,10 @@ func Start(cfg Config) (*Hub, error) {
 	cfg.Dir = dir
 	if cfg.MQTTAddr == "" {
 		cfg.MQTTAddr = DefaultMQTTAddr
+	}
+	if cfg.HostName != "" && !hostMatches(cfg.HostName, hostNames) {
+		return nil, fmt.Errorf("hubsim: Config.HostName %q is none of %v (the names tokens may be scoped to)",
+			cfg.HostName, hostNames)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("hubsim: state dir: %w", err)
@@ -162,8 +184,25 @@ func Start(cfg Config) (*Hub, error) {
 		toOpen = append(toOpen, h.tcp)
 	}
 	if cfg.WSAddr != "" {
-		h.ws = h.newListener("ws", cfg.WSAddr, h.serveWebSocket)
+		protocols := []string{wsMQTT}
+		if cfg.AMQPWSAddr == cfg.WSAddr {
+			protocols = append(protocols, wsAMQP)
+		}
+		h.ws = h.newListener("ws", cfg.WSAddr, h.webSocketServer(protocols...))
 		toOpen = append(toOpen, h.ws)
+	}
+	if cfg.AMQPWSAddr != "" && cfg.AMQPWSAddr != cfg.WSAddr {
+		h.amqpws = h.newListener("amqpws", cfg.AMQPWSAddr, h.webSocketServer(wsAMQP))
+		toOpen = append(toOpen, h.amqpws)
+	}
+	h.amqp = newAMQPFront(h)
+	if cfg.AMQPAddr != "" {
+		h.amqps = h.newListener("amqps", cfg.AMQPAddr, func(hc *hubConn) {
+			tc := tls.Server(hc, h.tlsConf)
+			hc.setTop(tc)
+			h.amqp.serve(hc, tc)
+		})
+		toOpen = append(toOpen, h.amqps)
 	}
 	for _, l := range toOpen {
 		if err := h.open(l); err != nil {
@@ -196,10 +235,8 @@ func (h *Hub) Close() error {
 			_ = h.control.Shutdown(ctx)
 			cancel()
 		}
-		for _, l := range []*listener{h.mqtts, h.tcp, h.ws} {
-			if l != nil {
-				l.shut()
-			}
+		for _, l := range h.listeners() {
+			l.shut()
 		}
 		h.killConns(false)
 		h.gate.endBlackhole()
@@ -224,6 +261,17 @@ func listenerAddr(l *listener) string {
 	return l.address()
 }
 
+// AMQPAddr is the AMQP-over-TLS listener's address, "" when off.
+func (h *Hub) AMQPAddr() string { return listenerAddr(h.amqps) }
+
+// AMQPWSAddr is the address serving AMQP over WebSocket, "" when off.
+func (h *Hub) AMQPWSAddr() string {
+	if h.cfg.AMQPWSAddr != "" && h.cfg.AMQPWSAddr == h.cfg.WSAddr {
+		return h.WSAddr()
+	}
+	return listenerAddr(h.amqpws)
+}
+
 // ControlURL is the control API's base URL, "" when off.
 func (h *Hub) ControlURL() string { return h.controlURL }
 
@@ -243,9 +291,13 @@ func (h *Hub) CAPool() (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// HostName is the HostName of connection strings and DPS assignments: "localhost", or the listener's IP when it
-// is a loopback address of its own (127.0.0.2, ...), with the port unless it is 8883.
+// HostName is the HostName of connection strings and DPS assignments: Config.HostName, else "localhost", or the
+// listener's IP when it is a loopback address of its own (127.0.0.2, ...), with the port unless it is 8883. SDKs
+// that dial fixed ports (8883, 5671, 443) and refuse a name without a dot get "127.0.0.1" through Config.HostName.
 func (h *Hub) HostName() string {
+	if h.cfg.HostName != "" {
+		return h.cfg.HostName
+	}
 	host, port, _ := net.SplitHostPort(h.Addr())
 	name := "localhost"
 	if ownLoopback(host) {
@@ -408,7 +460,7 @@ func (h *Hub) SetDeviceEnabled(id string, enabled bool) error {
 	h.mu.Unlock()
 	err := saved.wait()
 	if !enabled && s != nil {
-		h.dropSession(s, "device disabled", false)
+		h.dropSession(s, "device disabled", dropDisabled)
 	}
 	return err
 }
@@ -427,7 +479,7 @@ func (h *Hub) rotateKey(id string) error {
 	h.mu.Unlock()
 	err := saved.wait()
 	if s != nil {
-		h.dropSession(s, "device keys rotated", false)
+		h.dropSession(s, "device keys rotated", dropAuth)
 	}
 	return err
 }
@@ -440,7 +492,8 @@ func (h *Hub) WaitMessages(ctx context.Context, id string, n int) ([]D2CMessage,
 	return h.rec.wait(ctx, id, n)
 }
 
-// Events subscribes to connect, disconnect, reject and fault events; call the func to unsubscribe. A subscriber
+// Events subscribes to connect, disconnect, reject, renew and fault events; call the func to unsubscribe. A
+// subscriber
 // that falls more than 1024 events behind loses the overflow.
 func (h *Hub) Events() (<-chan Event, func()) { return h.events.subscribe() }
 
@@ -459,9 +512,16 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	if c.clientID != id.String() {
 		return id, time.Time{}, reject(rejectIdentifier, fmt.Sprintf("client id %q does not match user name identity %q", c.clientID, id))
 	}
-	tok, err := iothub.ParseSAS(c.password)
+	expiry, r := h.verifyToken(id, c.password)
+	return id, expiry, r
+}
+
+// verifyToken checks a SAS token presented for id against the registry and the fault state, whatever the
+// transport, and returns the token's expiry.
+func (h *Hub) verifyToken(id identity, token string) (time.Time, *rejection) {
+	tok, err := iothub.ParseSAS(token)
 	if err != nil {
-		return id, time.Time{}, reject(rejectBadUsernameOrPassword, "password: "+err.Error())
+		return time.Time{}, reject(rejectBadUsernameOrPassword, "password: "+err.Error())
 	}
 	h.mu.Lock()
 	rec, ok := h.reg.devices[id.String()]
@@ -473,26 +533,27 @@ func (h *Hub) authenticate(c credentials) (identity, time.Time, *rejection) {
 	refusedUntil := h.refused[id.String()]
 	h.mu.Unlock()
 	if !ok {
-		return id, time.Time{}, reject(rejectIdentifier, "device "+id.String()+" is not registered")
+		return time.Time{}, reject(rejectIdentifier, "device "+id.String()+" is not registered")
 	}
 	now := time.Now()
 	if r := checkToken(tok, id, keys, hostNames, now, h.cfg.ClockSkew); r != nil {
-		return id, time.Time{}, r
+		return time.Time{}, r
 	}
 	if disabled {
-		return id, time.Time{}, reject(rejectDisabled, "device "+id.String()+" is disabled")
+		return time.Time{}, reject(rejectDisabled, "device "+id.String()+" is disabled")
 	}
 	if now.Before(refusedUntil) {
-		return id, time.Time{}, reject(rejectUnavailable, "fault injection: connects refused until "+refusedUntil.Format(time.RFC3339))
+		return time.Time{}, reject(rejectUnavailable, "fault injection: connects refused until "+refusedUntil.Format(time.RFC3339))
 	}
-	return id, tok.Expiry, nil
+	return tok.Expiry, nil
 }
 
 // attach makes l the identity's live session, dropping the previous one (one connection per device), and drops it
 // once its token expires.
 func (h *Hub) attach(id identity, l link, remote string, tokenExpiry time.Time) *session {
 	key := id.String()
-	s := &session{id: id, link: l, remote: remote, done: make(chan struct{})}
+	s := &session{id: id, link: l, remote: remote, done: make(chan struct{}), expiry: tokenExpiry,
+		renewed: make(chan struct{})}
 	h.mu.Lock()
 	old := h.sessions[key]
 	h.sessions[key] = s
@@ -503,21 +564,45 @@ func (h *Hub) attach(id identity, l link, remote string, tokenExpiry time.Time) 
 	}
 	h.mu.Unlock()
 	if old != nil {
-		old.link.drop(false)
+		old.link.drop(dropReplaced)
 	}
 	h.events.emit(Event{Kind: EventConnect, Device: key, Remote: remote})
-	deadline := tokenExpiry.Add(h.cfg.ClockSkew + h.cfg.TokenGrace)
-	h.spawn(func() {
+	h.spawn(func() { h.expireSession(s) })
+	return s
+}
+
+// expireSession drops s once its token expired, following renewals, until s ends.
+func (h *Hub) expireSession(s *session) {
+	for {
+		h.mu.Lock()
+		deadline, renewed := s.expiry.Add(h.cfg.ClockSkew+h.cfg.TokenGrace), s.renewed
+		h.mu.Unlock()
 		t := time.NewTimer(time.Until(deadline))
-		defer t.Stop()
 		select {
 		case <-t.C:
-			h.dropSession(s, "sas token expired", false)
+			h.dropSession(s, "sas token expired", dropAuth)
+			return
+		case <-renewed:
+			t.Stop()
 		case <-s.done:
+			t.Stop()
+			return
 		case <-h.done:
+			t.Stop()
+			return
 		}
-	})
-	return s
+	}
+}
+
+// renew gives a live session a new token expiry without reconnecting (AMQP's put-token on a live connection).
+func (h *Hub) renew(s *session, expiry time.Time) {
+	h.mu.Lock()
+	s.expiry = expiry
+	close(s.renewed)
+	s.renewed = make(chan struct{})
+	h.mu.Unlock()
+	h.events.emit(Event{Kind: EventRenew, Device: s.id.String(), Remote: s.remote,
+		Reason: "token valid until " + expiry.UTC().Format(time.RFC3339)})
 }
 
 // detach forgets a link that is gone; cause is the transport's view, used when the hub did not end it itself.
@@ -548,9 +633,9 @@ func (h *Hub) detach(l link, cause string) {
 }
 
 // dropSession ends a session for reason, unless something else ended it first.
-func (h *Hub) dropSession(s *session, reason string, graceful bool) {
+func (h *Hub) dropSession(s *session, reason string, cause dropCause) {
 	h.markDrop(s, reason)
-	s.link.drop(graceful)
+	s.link.drop(cause)
 }
 
 // markDrop records why the hub is about to end a session.
@@ -633,6 +718,18 @@ func (h *Hub) flushC2D(id string) {
 			h.mu.Unlock()
 		}
 	}
+}
+
+// c2dAbandoned puts a C2D message the device gave back in the queue again and redelivers it.
+func (h *Hub) c2dAbandoned(id, messageID string) {
+	h.mu.Lock()
+	for _, it := range h.c2d[id] {
+		if it.msg.MessageID == messageID {
+			it.sentOn = nil
+		}
+	}
+	h.mu.Unlock()
+	h.flushC2D(id)
 }
 
 // c2dCompleted removes an acknowledged C2D message from the queue.
@@ -757,6 +854,19 @@ func (h *Hub) patchReported(id identity, body []byte) (int, error) {
 		return 0, fmt.Errorf("%w: %v", errNotSaved, err)
 	}
 	return v, nil
+}
+
+// reportedAnswer applies a device's reported-properties patch and returns the twin response: 204 with the new
+// version, 400 for a bad patch, 500 when it could not be saved.
+func (h *Hub) reportedAnswer(id identity, body []byte) (status, version int, answer []byte) {
+	v, err := h.patchReported(id, body)
+	switch {
+	case errors.Is(err, errNotSaved):
+		return 500, 0, []byte(strconv.Quote(err.Error()))
+	case err != nil:
+		return 400, 0, []byte(strconv.Quote(err.Error()))
+	}
+	return 204, v, nil
 }
 
 // MethodResult is a device's answer to a direct method.

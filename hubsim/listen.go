@@ -85,7 +85,8 @@ func hubConnOf(c net.Conn) *hubConn {
 	return nil
 }
 
-// gate is the accept-side fault state: blackhole, throttling and per-device refusals. It knows no protocol.
+// gate is the accept-side fault state: blackhole, throttling, failover and per-device refusals. It knows no
+// protocol.
 type gate struct {
 	mu        sync.Mutex
 	open      chan struct{} // closed while traffic flows; a fresh channel while blackholed
@@ -95,6 +96,7 @@ type gate struct {
 	answer    ThrottleAnswer // how a connect over the budget is refused
 	second    int64
 	count     int
+	failover  time.Time // connects are refused as during a failover until then
 }
 
 func newGate() *gate {
@@ -157,6 +159,19 @@ func (g *gate) setThrottle(rate int, until time.Time, answer ThrottleAnswer) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.rate, g.rateUntil, g.count, g.answer = rate, until, 0, answer
+}
+
+func (g *gate) setFailover(until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.failover = until
+}
+
+// inFailover reports whether a failover fault is refusing connects.
+func (g *gate) inFailover(now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return now.Before(g.failover)
 }
 
 // allowConnect counts a connect attempt against the throttle's per-second budget; a refused one is answered as

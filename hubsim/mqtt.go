@@ -126,6 +126,9 @@ func (k *mqttHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 		h.events.emit(Event{Kind: EventReject, Device: clientID, Remote: cl.Net.Remote, Reason: "MQTT 5 is not supported", Code: 1})
 		return packets.ErrUnsupportedProtocolVersion
 	}
+	if h.gate.inFailover(time.Now()) {
+		return refuse(reject(rejectServerUnavailable, "failover in progress"))
+	}
 	if ok, answer := h.gate.allowConnect(time.Now()); !ok {
 		kind := rejectUnavailable
 		if answer == ThrottleServerUnavailable {
@@ -247,13 +250,8 @@ func (k *mqttHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet
 	case strings.HasPrefix(topic, iothub.TopicTwinGet):
 		l.sendTwinResponse(ridOf(topic), 200, 0, h.twinGet(l.id))
 	case strings.HasPrefix(topic, iothub.TopicTwinReported):
-		if v, err := h.patchReported(l.id, pk.Payload); errors.Is(err, errNotSaved) {
-			l.sendTwinResponse(ridOf(topic), 500, 0, []byte(strconv.Quote(err.Error())))
-		} else if err != nil {
-			l.sendTwinResponse(ridOf(topic), 400, 0, []byte(strconv.Quote(err.Error())))
-		} else {
-			l.sendTwinResponse(ridOf(topic), 204, v, nil)
-		}
+		status, v, body := h.reportedAnswer(l.id, pk.Payload)
+		l.sendTwinResponse(ridOf(topic), status, v, body)
 	case strings.HasPrefix(topic, iothub.TopicMethodsRes):
 		status, _, _ := strings.Cut(strings.TrimPrefix(topic, iothub.TopicMethodsRes), "/")
 		code, err := strconv.Atoi(status)
@@ -429,8 +427,8 @@ func publishGranted(cl *mqtt.Client, topic string, payload []byte, maxQoS byte, 
 	return cl.WritePacket(pk)
 }
 
-func (l *mqttLink) drop(graceful bool) {
-	if graceful {
+func (l *mqttLink) drop(cause dropCause) {
+	if cause == dropGraceful {
 		l.hc.closeGracefully()
 	} else {
 		l.hc.kill()

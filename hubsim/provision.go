@@ -54,7 +54,7 @@ func (h *Hub) provision(id string, c hubCred, twin *twin) error {
 	h.mu.Unlock()
 	err := saved.wait()
 	if changed && s != nil {
-		h.dropSession(s, "device credentials changed by provisioning", false)
+		h.dropSession(s, "device credentials changed by provisioning", dropAuth)
 	}
 	return err
 }
@@ -106,7 +106,7 @@ func (h *Hub) removeDevices(ids []string) (twins map[string]*twin, missing []str
 	saved := h.reg.st.sync()
 	h.mu.Unlock()
 	for _, s := range live {
-		h.dropSession(s, "device deleted", false)
+		h.dropSession(s, "device deleted", dropDisabled)
 	}
 	return twins, missing, saved.wait()
 }

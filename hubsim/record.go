@@ -18,6 +18,7 @@ type D2CMessage struct {
 	ContentEncoding string
 	Properties      map[string]string // application properties by name (a repeated name keeps its last value)
 	PropertyList    [][2]string       // application properties in wire order, repeats included
+	Annotations     map[string]string // AMQP message annotations (iothub-interface-id, ...); nil over MQTT
 	ArrivedAt       time.Time
 }
 
@@ -81,11 +82,12 @@ const (
 	EventConnect    EventKind = "connect"
 	EventDisconnect EventKind = "disconnect"
 	EventReject     EventKind = "reject"
+	EventRenew      EventKind = "renew" // a live connection's token renewed in place (AMQP put-token)
 	EventFault      EventKind = "fault"
 )
 
-// Event is a connect, disconnect, reject or fault. Code is the CONNACK return code sent with a reject, -1 when the
-// connection was closed without one.
+// Event is a connect, disconnect, reject, renewal or fault. Code is the CONNACK return code sent with an MQTT
+// reject, -1 when the connection was closed without one and for AMQP rejects (the reason says what was answered).
 type Event struct {
 	Kind   EventKind
 	Device string

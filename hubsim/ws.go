@@ -12,17 +12,29 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// wsPath is where IoT Hub serves MQTT over WebSocket.
+// wsPath is where IoT Hub serves MQTT and AMQP over WebSocket.
 const wsPath = "/$iothub/websocket"
 
-var wsUpgrader = websocket.Upgrader{
-	Subprotocols: []string{"mqtt"},
-	CheckOrigin:  func(*http.Request) bool { return true }, // devices send no browser origin worth checking
+// WebSocket subprotocols hubsim serves.
+const (
+	wsMQTT = "mqtt"
+	wsAMQP = "AMQPWSB10"
+)
+
+// webSocketServer returns a listener's connection handler serving the given subprotocols, the first being the
+// one a client gets when it offers none. An upgrade that offers only others is refused with 400, so a client
+// fails at once instead of waiting on a protocol nobody speaks.
+func (h *Hub) webSocketServer(protocols ...string) func(*hubConn) {
+	up := websocket.Upgrader{
+		Subprotocols: protocols,
+		CheckOrigin:  func(*http.Request) bool { return true }, // devices send no browser origin worth checking
+	}
+	return func(hc *hubConn) { h.serveWebSocket(hc, &up) }
 }
 
-// serveWebSocket runs TLS, the HTTP upgrade and then MQTT on one accepted connection. The upgrade is done here
-// rather than by net/http so the connection stays owned, and cut, by the hub like any other.
-func (h *Hub) serveWebSocket(hc *hubConn) {
+// serveWebSocket runs TLS, the HTTP upgrade and then the chosen protocol on one accepted connection. The upgrade
+// is done here rather than by net/http so the connection stays owned, and cut, by the hub like any other.
+func (h *Hub) serveWebSocket(hc *hubConn, up *websocket.Upgrader) {
 	tc := tls.Server(hc, h.tlsConf)
 	hc.setTop(tc)
 	br := bufio.NewReader(tc)
@@ -35,13 +47,35 @@ func (h *Hub) serveWebSocket(hc *hubConn) {
 		http.Error(rw, "not found", http.StatusNotFound)
 		return
 	}
-	ws, err := wsUpgrader.Upgrade(rw, req, nil)
+	if offered := websocket.Subprotocols(req); len(offered) > 0 && !anyIn(offered, up.Subprotocols) {
+		http.Error(rw, fmt.Sprintf("this listener serves the WebSocket subprotocols %v, not %v", up.Subprotocols,
+			offered), http.StatusBadRequest)
+		return
+	}
+	ws, err := up.Upgrade(rw, req, nil)
 	if err != nil {
 		return
 	}
 	wc := &wsConn{ws: ws, hc: hc}
 	hc.setTop(wc)
-	h.mqtt.serve("ws", wc)
+	proto := ws.Subprotocol()
+	if proto == "" {
+		proto = up.Subprotocols[0]
+	}
+	if proto == wsAMQP {
+		h.amqp.serve(hc, wc)
+	} else {
+		h.mqtt.serve("ws", wc)
+	}
+}
+
+func anyIn(list, set []string) bool {
+	for _, s := range list {
+		if contains(set, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // hijackWriter is the http.ResponseWriter of a single request read off a connection the hub owns.
@@ -76,7 +110,7 @@ func (w *hijackWriter) Write(b []byte) (int, error) {
 
 func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) { return w.conn, w.brw, nil }
 
-// wsConn carries MQTT's byte stream in binary WebSocket messages.
+// wsConn carries a protocol's byte stream in binary WebSocket messages.
 type wsConn struct {
 	ws     *websocket.Conn
 	hc     *hubConn

@@ -107,7 +107,12 @@ typedef enum iotconn_reason {
 /* iotconn_options_t.transport */
 #define IOTCONN_TRANSPORT_MQTT 0    /* MQTT over TLS, port 8883 (default) */
 #define IOTCONN_TRANSPORT_MQTT_WS 1 /* MQTT over WebSocket over TLS, port 443 */
-#define IOTCONN_TRANSPORT_AMQP 2    /* reserved: iotconn_client_create returns IOTCONN_EINVAL for now */
+#define IOTCONN_TRANSPORT_AMQP 2    /* AMQP 1.0 over TLS, port 5671; renews tokens in place; pooling: amqp_pool */
+#define IOTCONN_TRANSPORT_AMQP_WS 3 /* AMQP over WebSocket over TLS, port 443 (wss://host/$iothub/websocket) */
+
+/* iotconn_options_t.amqp_pool: the most devices one shared AMQP connection carries (IoT Hub takes at most 999
+ * tokens on a connection; the .NET SDK caps its pools at 995). */
+#define IOTCONN_AMQP_POOL_MAX 995
 
 /* iotconn_options_t.dispatch: which thread runs the callbacks. */
 #define IOTCONN_DISPATCH_THREAD 0 /* a library thread calls them (default) */
@@ -209,10 +214,19 @@ typedef struct iotconn_options {
 	 * the process created with it, and waits for one when there is none (iotconn_admission_create). NULL: no
 	 * budget. */
 	iotconn_admission_t *admission;
+	/* AMQP transports only: share AMQP connections with the other clients of the process that set the same
+	 * value, at most this many devices on each (above IOTCONN_AMQP_POOL_MAX: that), with one CBS link per
+	 * connection and one session per device. A connection that fails (a hub failover, a dropped socket) fails
+	 * every device on it at once and is closed; each device then reconnects on its own retry policy and fleet
+	 * settings, on a new connection with a fresh DNS lookup. Devices share only with the same host, transport
+	 * and trusted roots; an X.509 device always gets a connection of its own. 0 (default): a connection of its
+	 * own. Set with MQTT: IOTCONN_EINVAL. */
+	uint32_t amqp_pool;
 } iotconn_options_t;
 
 #define IOTCONN_OPTIONS_INIT {sizeof(iotconn_options_t), IOTCONN_TRANSPORT_MQTT, NULL, NULL, NULL, NULL, \
-			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL, 0, NULL}
+			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL, 0, NULL, \
+			      0}
 
 /* Device Provisioning Service parameters (iotconn_client_create_dps, iotconn_dps_register). The attestation is
  * one of symmetric_key, group_key, or X.509: the options' cert_file and key_file (the certificate's CN is the

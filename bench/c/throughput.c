@@ -10,7 +10,9 @@
  *   returns Connected, then iotconn_client_destroy (not timed); N is unused
  *     round=R connect_us=US
  *
- *   iotconn_bench [-m pipelined|window1|connect] CONNECTION_STRING CA_FILE N ROUNDS
+ *   iotconn_bench [-m pipelined|window1|connect] [-t mqtt|amqp] CONNECTION_STRING CA_FILE N ROUNDS
+ *
+ * -t amqp: over IOTCONN_TRANSPORT_AMQP (the connection string's GatewayHostName names the AMQP listener).
  */
 #include <errno.h>
 #include <iotconn.h>
@@ -80,10 +82,14 @@ static double quantile(double *v, unsigned long n, double q)
 	return v[(rank == 0 ? 1 : rank) - 1];
 }
 
+/* IOTCONN_TRANSPORT_* of the clients (-t). */
+static int transport = IOTCONN_TRANSPORT_MQTT;
+
 static iotconn_client_t *create(const char *cs, const char *ca, unsigned long n)
 {
 	iotconn_options_t opts = IOTCONN_OPTIONS_INIT;
 	opts.ca_file = ca;
+	opts.transport = transport;
 	if (n > 0) {
 		opts.queue_max_messages = (uint32_t)n + 1;
 		opts.queue_max_bytes = (uint64_t)(n + 1) * 1024;
@@ -168,10 +174,15 @@ int main(int argc, char **argv)
 {
 	const char *mode = "pipelined";
 	int opt;
-	while ((opt = getopt(argc, argv, "m:")) != -1) {
-		if (opt != 'm')
+	while ((opt = getopt(argc, argv, "m:t:")) != -1) {
+		if (opt == 'm')
+			mode = optarg;
+		else if (opt == 't' && strcmp(optarg, "mqtt") == 0)
+			transport = IOTCONN_TRANSPORT_MQTT;
+		else if (opt == 't' && strcmp(optarg, "amqp") == 0)
+			transport = IOTCONN_TRANSPORT_AMQP;
+		else
 			goto usage;
-		mode = optarg;
 	}
 	if (argc - optind != 4 ||
 	    (strcmp(mode, "pipelined") != 0 && strcmp(mode, "window1") != 0 && strcmp(mode, "connect") != 0))
@@ -207,6 +218,7 @@ int main(int argc, char **argv)
 	return status == 0 ? 0 : 1;
 
 usage:
-	fprintf(stderr, "usage: %s [-m pipelined|window1|connect] CONNECTION_STRING CA_FILE N ROUNDS\n", argv[0]);
+	fprintf(stderr, "usage: %s [-m pipelined|window1|connect] [-t mqtt|amqp] CONNECTION_STRING CA_FILE N ROUNDS\n",
+		argv[0]);
 	return 2;
 }

@@ -3,20 +3,29 @@
 
     analyze.py --out FILE.json [--plots DIR] [--doc docs/fleet.md] [--header KEY=VALUE]... RUN_DIR...
 
-Each RUN_DIR (written by run.sh) holds run.env (scenario, policy, n, rate, outage_s, hub_control_ms), front.log
+Each RUN_DIR (written by run.sh) holds run.env (scenario, policy, n, rate, outage_s, drop_ms, drop_s,
+hub_control_ms), front.log
 (the front's attempts and markers), events.log and driver.out (the driver's). Times are CLOCK_MONOTONIC ms in
 all of them. Only the standard library is needed, except for --plots (matplotlib).
 
 Definitions (docs/fleet.md has them too):
-- the fault is the front's "down" or "kill-all" marker; "attempts" are the connections the front accepted from
-  then on; bucket i holds those in [fault + 100 i, fault + 100 (i + 1)) ms (the plots and buckets_from_fault);
+- the fault is the front's "down" or "kill-all" marker, or its "up" with a drop_ms (accept-drop); "attempts" are
+  the connections the front accepted from then on; bucket i holds those in [fault + 100 i, fault + 100 (i + 1))
+  ms (the plots and buckets_from_fault);
 - peaks are the most attempts in any 100 ms (or 1 s) window, sliding, so that the buckets' phase cannot split a
   burst in two;
 - round k of a device is its k-th attempt after the fault. The driver sees, for each failure, the delay the engine
   chose before the next attempt; that attempt is due at the failure's time plus the delay (the driver's stamp is
   a callback late, a few ms). A round's peak share is the most of its due times in any 100 ms window, over N:
   how closely the policy bunches the fleet, before CPU load smears the attempts on the wire;
-- all reconnected: the last Connected after the hub came back ("up" marker; the fault for kill-all).
+- all reconnected: the last Connected after the hub came back ("up" marker without drop_ms; the fault for
+  kill-all);
+- accept-drop: from the fault to the plain "up" (the drop phase) the front reset each link drop_ms after its
+  accept. Attempts per device per minute over the phase and over its last 60 s (the steady state, every device at
+  its policy's cap), against the most the policy's cap allows, 60 / (the least delay it draws at its cap + drop_ms),
+  and the 1 s guard's 60; per device, the most attempts any one started in the last 60 s, against the cap's
+  bound for a window that long. A drop counts as seen up when the device reported Connected since its previous
+  failure.
 """
 import argparse
 import json
@@ -29,6 +38,11 @@ BUCKET_MS = 100.0
 STATUS_CONNECTED = 1
 GO_DURATION_UNITS = {"h": 3.6e6, "m": 6e4, "s": 1e3, "ms": 1.0, "us": 1e-3, "µs": 1e-3, "ns": 1e-6}
 GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
+GUARD_MS = 1000.0  # retry.MinAttemptSpacing
+# The least delay each policy draws once at its cap (core/retry/exponential.go, the defaults 100 ms to 10 s):
+# DEFAULT draws over [c/2, c] with c in [8 s, 10 s]; FULL and DECORRELATED reach down to min. The hint's later
+# retries wait at least its window (run.sh: 1.1 N/R), whatever the policy drew.
+CAP_FLOOR_MS = {"default": 4000.0, "full": 100.0, "decorrelated": 100.0}
 
 
 def go_duration_ms(text):
@@ -128,9 +142,10 @@ def analyze_run(run_dir):
     n = int(env["n"])
     attempts, markers = read_front(os.path.join(run_dir, "front.log"))
     driver = read_driver_out(os.path.join(run_dir, "driver.out"))
-    fault = next(m for m in markers if m[1] in ("down", "kill-all"))
+    fault = next(m for m in markers
+                 if m[1] in ("down", "kill-all") or (m[1] == "up" and int(m[2].get("drop_ms", "0")) > 0))
     t0 = fault[0]
-    up = next((m for m in markers if m[1] == "up" and m[0] >= t0), None)
+    up = next((m for m in markers if m[1] == "up" and m[0] > t0 and int(m[2].get("drop_ms", "0")) == 0), None)
     t_back = up[0] if up else t0
     rate = int(up[2].get("rate", "0")) if up else 0
 
@@ -185,9 +200,60 @@ def analyze_run(run_dir):
         "driver_threads": driver.get("threads"),
         "hub_control_ms": float(env["hub_control_ms"]) if env.get("hub_control_ms") else None,
     }
+    if fault[1] == "up":
+        result["accept_drop"] = accept_drop(env, int(fault[2]["drop_ms"]), t0, t_back, front_times, failures,
+                                            connects)
     if unparsed:
         result["delays_not_parsed"] = unparsed
     return env["scenario"], env["policy"], env, result
+
+
+def cap_floor_ms(env):
+    """The least delay env's policy draws at its cap (run.sh's names), or None for one not known here."""
+    if env["policy"] in ("hint", "hint+budget"):
+        return float(int(env["n"]) * 1100 // int(env["rate"]))
+    return CAP_FLOOR_MS.get(env["policy"])
+
+
+def accept_drop(env, drop_ms, t0, t_end, front_times, failures, connects):
+    """The drop phase [t0, t_end) of an accept-drop run: attempts per device per minute against the bounds."""
+    n = int(env["n"])
+    phase_ms = t_end - t0
+    last_from = max(t0, t_end - 60000.0)
+
+    def per_device_per_min(lo):
+        return round(sum(1 for t in front_times if lo <= t < t_end) / n / ((t_end - lo) / 60000.0), 2)
+
+    seen_up = drops = 0
+    steady_delays = []
+    # per device: its attempts that started in the last 60 s (a failure's time + its delay, as for rounds)
+    steady_attempts = Counter()
+    for client, fs in failures.items():
+        steady_attempts[client] = sum(1 for t, d in fs if d is not None and last_from <= t + d < t_end)
+        ups = sorted(connects.get(client, []))
+        prev = float("-inf")  # every device was connected when run.sh armed the driver
+        for t, delay in fs:
+            if t0 <= t < t_end:
+                drops += 1
+                seen_up += prev == float("-inf") or any(prev <= u < t for u in ups)
+                if t >= last_from and delay is not None:
+                    steady_delays.append(delay)
+            prev = t
+    floor = cap_floor_ms(env)
+    return {
+        "drop_ms": drop_ms,
+        "phase_ms": round(phase_ms, 1),
+        "attempts_per_device_per_min": per_device_per_min(t0),
+        "attempts_per_device_per_min_last_60s": per_device_per_min(last_from),
+        "cap_floor_ms": floor,
+        "cap_bound_per_min": round(60000.0 / (floor + drop_ms), 2) if floor is not None else None,
+        "guard_bound_per_min": 60000.0 / GUARD_MS,
+        "max_device_attempts_last_60s": max(steady_attempts.values(), default=0),
+        # a window of 60 s can hold one more than the rate allows: one at its start, the rest the least gap apart
+        "cap_bound_device_attempts_last_60s": int(60000.0 // (floor + drop_ms)) + 1 if floor is not None else None,
+        "failures_seen_up_share": round(seen_up / drops, 4) if drops else None,
+        "mean_delay_last_60s_ms": round(sum(steady_delays) / len(steady_delays), 1) if steady_delays else None,
+    }
 
 
 def plot(scenarios, plots_dir, n):
@@ -199,19 +265,25 @@ def plot(scenarios, plots_dir, n):
     for scenario, policies in scenarios.items():
         fig, ax = plt.subplots(figsize=(10, 4.2), dpi=110)
         rate = None
+        drop = next((r["accept_drop"] for r in policies.values() if "accept_drop" in r), None)
+        # a drop phase of minutes in 100 ms buckets is a comb: one bin per second there
+        per = 10 if drop else 1
         for policy, r in policies.items():
-            counts = r["buckets_from_fault"]
-            ax.plot([i * BUCKET_MS / 1000 for i in range(len(counts))], counts, label=policy, linewidth=1,
+            b = r["buckets_from_fault"]
+            counts = [sum(b[i:i + per]) for i in range(0, len(b), per)]
+            ax.plot([i * per * BUCKET_MS / 1000 for i in range(len(counts))], counts, label=policy, linewidth=1,
                     drawstyle="steps-post", alpha=0.85)
             rate = rate or r["admission_rate_per_s"]
             back = r["hub_back_ms"] / 1000
         if back > 0:
-            ax.axvspan(0, back, color="0.9", label="front down")
+            ax.axvspan(0, back, color="0.9",
+                       label=f"front drops each link {drop['drop_ms']} ms after its accept" if drop else "front down")
         if rate:
-            ax.axhline(rate * BUCKET_MS / 1000, color="0.4", linestyle="--", linewidth=0.8,
+            ax.axhline(rate * per * BUCKET_MS / 1000, color="0.4", linestyle="--", linewidth=0.8,
                        label=f"admission {rate}/s")
         ax.set_xlabel("seconds since the fault")
-        ax.set_ylabel("connection attempts per 100 ms")
+        ax.set_ylabel(f"connection attempts per {per * BUCKET_MS / 1000:g} s" if drop else
+                      "connection attempts per 100 ms")
         ax.set_title(f"{scenario}: N = {n} devices in one process")
         ax.legend()
         ax.grid(alpha=0.3)
@@ -229,11 +301,18 @@ def fmt(v, pattern="{:.2f}"):
 
 def table(scenarios):
     rows = ["| scenario | policy | attempts/device mean (max) | first round peak | later rounds peak | "
-            "peak attempts/s | all reconnected | vs N/R |",
-            "|---|---|---|---|---|---|---|---|"]
+            "peak attempts/s | all reconnected | vs N/R | "
+            "attempts/device/min while dropped (last 60 s) / cap's bound |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for scenario, policies in scenarios.items():
         for policy, r in policies.items():
-            back = "after hub back" if r["hub_back_ms"] > 0 else "after kill"
+            drop = r.get("accept_drop")
+            back = "after drops stopped" if drop else "after hub back" if r["hub_back_ms"] > 0 else "after kill"
+            per_min = "-"
+            if drop:
+                per_min = (f"{drop['attempts_per_device_per_min']:.2f} "
+                           f"({drop['attempts_per_device_per_min_last_60s']:.2f}) / "
+                           f"{fmt(drop['cap_bound_per_min'], '{:.2f}')}")
             if r["all_reconnected_ms"] is not None:
                 back = f"{r['all_reconnected_ms'] / 1000:.1f} s {back}"
             else:
@@ -243,7 +322,7 @@ def table(scenarios):
                 f"({r['attempts_per_device']['max']}) | {fmt(r['first_round_peak_share'], '{:.0%}')} | "
                 f"{fmt(r['later_rounds_peak_share'], '{:.0%}')} | {r['peak_attempts_per_s']} | "
                 f"{back} | "
-                f"{fmt(r['all_reconnected_over_n_over_r'], '{:.2f}')} |")
+                f"{fmt(r['all_reconnected_over_n_over_r'], '{:.2f}')} | {per_min} |")
     return "\n".join(rows)
 
 

@@ -40,7 +40,7 @@ const Unlimited = -1
 // .NET waits exactly minBackoff first and exactly maxBackoff once the formula passes it; both constants keep a
 // fleet that lost the hub together retrying in step (DESIGN.md rule 7). Its +-20 % delta still keeps devices at the
 // same attempt within a fifth of each other, so a hub admitting R connects/s after an outage took 2 x N/R to take
-// back N devices (bench/fleet); drawing each delay over the upper half of .NET's term brings that to 1.3-1.4 x.
+// back N devices (bench/fleet); drawing each delay over the upper half of .NET's term brought that to 1.31 x.
 // Large n saturate at c instead of overflowing a double-to-TimeSpan conversion as .NET does.
 //
 // JitterFull:

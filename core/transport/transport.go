@@ -28,6 +28,9 @@ const (
 	// KindServerUnavailable: the hub refused the connect as unavailable, which IoT Hub also answers a disabled
 	// device (MQTT's CONNACK 3); the engine tells the two apart by whether the device connected before.
 	KindServerUnavailable
+	// KindHubNotFound: the hub answered that it does not exist, which IoT Hub also answers while it fails over
+	// to another region; the engine tells the two apart by whether the device connected before.
+	KindHubNotFound
 )
 
 var kindNames = map[Kind]string{
@@ -35,6 +38,7 @@ var kindNames = map[Kind]string{
 	KindDeviceNotFound: "device not found", KindThrottled: "throttled", KindQuota: "quota exceeded",
 	KindServerBusy: "server busy", KindTooLarge: "message too large", KindTimeout: "timeout",
 	KindUntrusted: "server not trusted", KindServerUnavailable: "server unavailable",
+	KindHubNotFound: "hub not found",
 }
 
 func (k Kind) String() string {
@@ -78,6 +82,10 @@ type Message struct {
 	ContentType     string
 	ContentEncoding string
 	Properties      [][2]string // application properties in order
+	// Ack, on a received message where the protocol can defer its acknowledgement (AMQP), settles it with the
+	// hub; the engine calls it once the application's handler returned. Nil where the transport acknowledged the
+	// message on arrival (MQTT). It never blocks.
+	Ack func()
 }
 
 // Feature is a subscription a device link makes beyond telemetry. Dial subscribes to every feature asked for

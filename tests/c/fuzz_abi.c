@@ -312,6 +312,7 @@ static target_t pick_handle(input_t *in)
 #define OPTIONS_V3_SIZE offsetof(iotconn_options_t, dispatcher)
 #define OPTIONS_V4_SIZE offsetof(iotconn_options_t, reconnect_spread_ms)
 #define OPTIONS_V5_SIZE offsetof(iotconn_options_t, admission)
+#define OPTIONS_V6_SIZE offsetof(iotconn_options_t, amqp_pool)
 #define MESSAGE_V1_SIZE offsetof(iotconn_message_t, ttl_ms)
 
 /* A struct size: mostly right, else an earlier version's, off by one, doubled, zero, small or huge. */
@@ -421,7 +422,7 @@ static void empty_dir(const char *path)
 
 static iotconn_options_t *gen_options(input_t *in, iotconn_options_t *o, int *valid)
 {
-	static const int transports[] = {IOTCONN_TRANSPORT_MQTT, IOTCONN_TRANSPORT_MQTT_WS, IOTCONN_TRANSPORT_AMQP, 3,
+	static const int transports[] = {IOTCONN_TRANSPORT_MQTT, IOTCONN_TRANSPORT_MQTT_WS, IOTCONN_TRANSPORT_AMQP, IOTCONN_TRANSPORT_AMQP_WS, 4,
 					 -1, INT32_MIN, INT32_MAX};
 	static const int dispatches[] = {IOTCONN_DISPATCH_THREAD, IOTCONN_DISPATCH_POLL, 2, -1};
 	static const int overflows[] = {IOTCONN_QUEUE_OVERFLOW_REJECT, IOTCONN_QUEUE_OVERFLOW_DROP_OLDEST, 2, -1};
@@ -443,7 +444,7 @@ static iotconn_options_t *gen_options(input_t *in, iotconn_options_t *o, int *va
 		return o;
 	}
 	o->size = gen_size(in, sizeof *o, OPTIONS_V1_SIZE);
-	o->transport = transports[u8(in) % 7];
+	o->transport = transports[u8(in) % 8];
 	o->ca_file = gen_path(in);
 	o->ca_pem = u8(in) % 2 ? NULL : str(in);
 	o->cert_file = gen_path(in);
@@ -459,7 +460,7 @@ static iotconn_options_t *gen_options(input_t *in, iotconn_options_t *o, int *va
 	o->queue_dir = gen_queue_dir(in);
 	o->backoff_reset_after_ms = gen_u32(in);
 	o->reconnect_spread_ms = gen_u32(in);
-	*valid = (o->size == sizeof *o || o->size == OPTIONS_V5_SIZE || o->size == OPTIONS_V4_SIZE || o->size == OPTIONS_V3_SIZE ||
+	*valid = (o->size == sizeof *o || o->size == OPTIONS_V6_SIZE || o->size == OPTIONS_V5_SIZE || o->size == OPTIONS_V4_SIZE || o->size == OPTIONS_V3_SIZE ||
 		  o->size == OPTIONS_V2_SIZE || o->size == OPTIONS_V1_SIZE) &&
 		 o->dispatch >= 0 && o->dispatch <= 1;
 	return o;

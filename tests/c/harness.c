@@ -71,6 +71,10 @@ static void hubsim_line(hubsim_t *h, const char *line)
 	int port;
 	if (sscanf(line, "hubsim: mqtts %63s", h->mqtt_addr) == 1)
 		return;
+	if (sscanf(line, "hubsim: amqps %63s", h->amqp_addr) == 1)
+		return;
+	if (sscanf(line, "hubsim: amqp-ws %63s", h->amqp_ws_addr) == 1)
+		return;
 	if (sscanf(line, "hubsim: control http://127.0.0.1:%d", &port) == 1) {
 		h->control_port = port;
 		return;
@@ -165,7 +169,7 @@ int hubsim_start_args(hubsim_t *h, const char *const *devices, const char *const
 		perror("mkdtemp");
 		return -1;
 	}
-	const char *argv[8 + 2 * HUB_MAX_DEVICES + 16];
+	const char *argv[12 + 2 * HUB_MAX_DEVICES + 16];
 	int argc = 0;
 	argv[argc++] = IOTCONN_HUBSIM;
 	argv[argc++] = "--dir";
@@ -173,6 +177,10 @@ int hubsim_start_args(hubsim_t *h, const char *const *devices, const char *const
 	argv[argc++] = "--mqtt";
 	argv[argc++] = "127.0.0.1:0";
 	argv[argc++] = "--control";
+	argv[argc++] = "127.0.0.1:0";
+	argv[argc++] = "--amqp";
+	argv[argc++] = "127.0.0.1:0";
+	argv[argc++] = "--amqp-ws";
 	argv[argc++] = "127.0.0.1:0";
 	for (int i = 0; devices && devices[i] && i < HUB_MAX_DEVICES; i++) {
 		argv[argc++] = "--device";
@@ -306,6 +314,17 @@ const char *hubsim_conn_str(const hubsim_t *h, const char *id)
 		if (strcmp(h->device_id[i], id) == 0)
 			return h->conn_str[i];
 	return NULL;
+}
+
+const char *hubsim_amqp_conn_str(const hubsim_t *h, const char *id, int websocket, char *buf, size_t len)
+{
+	const char *cs = hubsim_conn_str(h, id);
+	const char *addr = websocket ? h->amqp_ws_addr : h->amqp_addr;
+	const char *port = strrchr(addr, ':');
+	if (cs == NULL || port == NULL)
+		return NULL;
+	snprintf(buf, len, "%s;GatewayHostName=localhost%s", cs, port);
+	return buf;
 }
 
 iotconn_options_t hubsim_options(const hubsim_t *h, int dispatch)
@@ -515,6 +534,18 @@ int recorder_wait_status(recorder_t *r, int from, iotconn_status_t status, iotco
 		recorder_dump(r);
 	}
 	return found;
+}
+
+int recorder_wait_messages(recorder_t *r, int n, int timeout_ms)
+{
+	struct timespec dl = deadline_in(timeout_ms);
+	pthread_mutex_lock(&r->mu);
+	while (r->nmessages < n)
+		if (pthread_cond_timedwait(&r->cond, &r->mu, &dl) == ETIMEDOUT)
+			break;
+	int ok = r->nmessages >= n;
+	pthread_mutex_unlock(&r->mu);
+	return ok ? 0 : -1;
 }
 
 int recorder_wait_completions(recorder_t *r, uint64_t n, int timeout_ms)

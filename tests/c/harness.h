@@ -53,6 +53,8 @@ typedef struct hubsim {
 	int ready, exited;
 	char dir[256];
 	char mqtt_addr[64];
+	char amqp_addr[64];    /* AMQP over TLS */
+	char amqp_ws_addr[64]; /* AMQP over WebSocket */
 	int control_port;
 	char ca_file[512];
 	int ndevices;
@@ -89,6 +91,10 @@ void hubsim_stop(hubsim_t *h);
 
 /* The connection string hubsim printed for device `id`, or NULL. */
 const char *hubsim_conn_str(const hubsim_t *h, const char *id);
+
+/* The connection string of device `id` over AMQP (websocket 0) or AMQP over WebSocket (1): hubsim's host name for
+ * the tokens, its AMQP listener as the gateway. Written into buf; NULL if there is no such device. */
+const char *hubsim_amqp_conn_str(const hubsim_t *h, const char *id, int websocket, char *buf, size_t len);
 
 /* Options with hubsim's CA and the given dispatch mode. */
 iotconn_options_t hubsim_options(const hubsim_t *h, int dispatch);
@@ -141,6 +147,8 @@ int recorder_wait_status(recorder_t *r, int from, iotconn_status_t status, iotco
 			 int timeout_ms);
 /* Waits until n completions arrived; returns 0 or -1 on timeout. */
 int recorder_wait_completions(recorder_t *r, uint64_t n, int timeout_ms);
+/* Waits until n C2D messages arrived; returns 0 or -1 on timeout. */
+int recorder_wait_messages(recorder_t *r, int n, int timeout_ms);
 /* Prints the status events seen (for failure messages). */
 void recorder_dump(recorder_t *r);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for a bounded time (FUZZTIME each, default 10s): the connection string and SAS parsers,
 # the property-bag encoder/decoder, its lengths and SAS round trip, the MQTT topic length, send against the hub
-# emulator (what it records is what was sent), and the C ABI (tests/c/fuzz_abi through FuzzCABI).
+# emulator (what it records is what was sent), hubsim's AMQP 1.0 value codec and performatives, its AMQP server fed arbitrary frames, and the C ABI (tests/c/fuzz_abi through FuzzCABI).
 # A failure leaves its input in the package's testdata/fuzz/<Target>/ and exits non-zero.
 # usage: tests/fuzz/run.sh   (after ./build.sh, which builds build/tests/c/fuzz_abi)
 set -euo pipefail
@@ -21,6 +21,8 @@ targets=(
 	"./core/iothub FuzzEscapedLen"
 	"./core/transport/mqtt FuzzTopicLenMatchesTheTopic"
 	"./core FuzzHubRecordsExactlyWhatSendAccepted"
+	"./hubsim/amqp FuzzDecode"
+	"./hubsim/amqp FuzzServe"
 	"./tests/fuzz FuzzCABI"
 )
 # inputs DIR: how many files DIR holds (0 when it does not exist).

@@ -66,7 +66,8 @@ class Hub:
     def __init__(self, state_dir: Path, devices: Tuple[str, ...], extra_args: Tuple[str, ...] = ()) -> None:
         if not HUBSIM.exists():
             raise FileNotFoundError(f"{HUBSIM} is missing: run ./build.sh first")
-        args = [str(HUBSIM), "--dir", str(state_dir), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0"]
+        args = [str(HUBSIM), "--dir", str(state_dir), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0",
+                "--amqp", "127.0.0.1:0", "--amqp-ws", "127.0.0.1:0"]
         for device in devices:
             args += ["--device", device]
         args += extra_args
@@ -104,6 +105,10 @@ class Hub:
                 self.enrollment_keys[words[3]] = words[4]
             elif line.startswith("hubsim: control "):
                 self.control_url = field[2]
+            elif line.startswith("hubsim: amqps "):
+                self.amqp_addr = field[2]
+            elif line.startswith("hubsim: amqp-ws "):
+                self.amqp_ws_addr = field[2]
             elif line.startswith("hubsim: ca "):
                 self.ca_file = field[2]
             elif line.startswith("hubsim: device "):
@@ -124,6 +129,11 @@ class Hub:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self._reader.join(timeout=10)
+
+    def amqp_connection_string(self, device: str = DEVICE, websockets: bool = False) -> str:
+        """The device's connection string with the hub's AMQP (or AMQP over WebSocket) listener as its gateway."""
+        port = (self.amqp_ws_addr if websockets else self.amqp_addr).rsplit(":", 1)[1]
+        return self.connection_strings[device] + ";GatewayHostName=localhost:" + port
 
     def wrong_key_connection_string(self, device: str = DEVICE) -> str:
         """The device's connection string with a well-formed key the hub does not know."""

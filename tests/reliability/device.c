@@ -22,7 +22,7 @@
  *   {"t":..,"ev":"end","accepted":N,"completions":N,"drained":true|false,"status":S}   before closing
  *   {"t":..,"ev":"exit"}                                   after iotconn_client_destroy (every callback has run)
  *
- *   device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws] [--prefix P] [--rate MSGS_PER_S] [--max N]
+ *   device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws|amqp|amqp-ws] [--prefix P] [--rate MSGS_PER_S] [--max N]
  *          [--keepalive S]
  *          [--sas-lifetime S] [--sas-margin S] [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS]
  *          [--retry-count N] [--retry-min MS] [--retry-max MS] [--retry-delta MS] [--queue-dir DIR]
@@ -196,7 +196,7 @@ static void add_ns(struct timespec *ts, long long ns)
 static int usage(const char *why, const char *arg)
 {
 	fprintf(stderr,
-		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws] [--prefix P]\n"
+		"device: %s%s\nusage: device --cs CONNECTION_STRING [--ca FILE] [--transport mqtt|ws|amqp|amqp-ws] [--prefix P]\n"
 		"       [--rate MSGS_PER_S] [--max N] [--keepalive S] [--sas-lifetime S] [--sas-margin S]\n"
 		"       [--op-timeout MS] [--connect-timeout MS] [--drain-timeout MS] [--retry-count N] [--retry-min MS]\n"
 		"       [--retry-max MS] [--retry-delta MS] [--queue-dir DIR] [--near-limits SENT_FILE]\n"
@@ -222,6 +222,20 @@ typedef struct config {
 	long long rate, max, keepalive, sas_lifetime, sas_margin, op_timeout, connect_timeout, drain_timeout;
 	long long retry_count, retry_min, retry_max, retry_delta, backoff_reset_after, twin_every;
 } config_t;
+
+/* The IOTCONN_TRANSPORT_* of a --transport name, -1 for an unknown one. */
+static int transport_of(const char *name)
+{
+	static const struct {
+		const char *name;
+		int transport;
+	} names[] = {{"mqtt", IOTCONN_TRANSPORT_MQTT}, {"ws", IOTCONN_TRANSPORT_MQTT_WS},
+		     {"amqp", IOTCONN_TRANSPORT_AMQP}, {"amqp-ws", IOTCONN_TRANSPORT_AMQP_WS}};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strcmp(name, names[i].name) == 0)
+			return names[i].transport;
+	return -1;
+}
 
 static int parse_args(int argc, char **argv, config_t *c)
 {
@@ -271,8 +285,8 @@ static int parse_args(int argc, char **argv, config_t *c)
 	}
 	if (!c->cs)
 		return usage("--cs is required", NULL);
-	if (strcmp(c->transport, "mqtt") != 0 && strcmp(c->transport, "ws") != 0)
-		return usage("--transport is mqtt or ws, not ", c->transport);
+	if (transport_of(c->transport) < 0)
+		return usage("--transport is mqtt, ws, amqp or amqp-ws, not ", c->transport);
 	if (strlen(c->prefix) > 64)
 		return usage("--prefix is longer than 64 characters", NULL);
 	return 0;
@@ -679,7 +693,7 @@ int main(int argc, char **argv)
 
 	iotconn_options_t opts = IOTCONN_OPTIONS_INIT;
 	opts.ca_file = c.ca;
-	opts.transport = strcmp(c.transport, "ws") == 0 ? IOTCONN_TRANSPORT_MQTT_WS : IOTCONN_TRANSPORT_MQTT;
+	opts.transport = transport_of(c.transport);
 	opts.keepalive_s = (uint32_t)c.keepalive;
 	opts.sas_lifetime_s = (uint32_t)c.sas_lifetime;
 	opts.sas_renew_margin_s = (uint32_t)c.sas_margin;

@@ -110,7 +110,7 @@ class Hub(Proc):
     def __init__(self, binary, state_dir, device, log_path):
         self.device = device
         argv = [binary, "--dir", state_dir, "--mqtt", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--ws", "127.0.0.1:0",
-                "--control", "127.0.0.1:0", "--device", device]
+                "--amqp", "127.0.0.1:0", "--amqp-ws", "127.0.0.1:0", "--control", "127.0.0.1:0", "--device", device]
         super().__init__("hubsim", argv, log_path)
         self.wait_line("hubsim: ready", 60)
         info = {}
@@ -120,6 +120,8 @@ class Hub(Proc):
         self.mqtt_addr = info["mqtts"]
         self.tcp_addr = info["tcp"]
         self.ws_addr = info["ws"]
+        self.amqp_addr = info["amqps"]
+        self.amqp_ws_addr = info["amqp-ws"]
         self.control = info["control"]
         self.ca = info["ca"]
         self.conn_str = info["device"].removeprefix(device + " ")

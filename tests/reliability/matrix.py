@@ -54,6 +54,7 @@ NN = re.escape("Retrying(No_Network)")
 EST = re.escape("Retrying(Expired_SAS_Token)")
 CLOSE = re.escape("Disabled(Client_Close)")
 BAD_CREDENTIAL = re.escape("Disconnected(Bad_Credential)")
+DEVICE_DISABLED = re.escape("Disconnected(Device_Disabled)")
 
 GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 RETRY_LOG = re.compile(r"attempt (\d+) failed \(.*\); next in (\S+)$")
@@ -228,7 +229,7 @@ def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),), war
                    after_deliveries=AFTER_DELIVERIES, on_recovered=None):
     """Waits for the stream to flow (warmup deliveries), calls inject(), waits for the status that ends the fault,
     calls on_recovered() if given, lets the stream flow on (after_deliveries more), then stops the driver. Returns
-    the monotonic time of the fault."""
+    the monotonic time of the fault. recovered may be empty: a fault that no status shows (a renewal in place)."""
     dev.wait_status("Connected", "Connection_Ok", 0, 60)
     dev.wait_delivered(warmup, 0, 30)
     fault_at = time.monotonic()
@@ -238,7 +239,7 @@ def stream_through(dev, inject, recovered=(("Connected", "Connection_Ok"),), war
     if on_recovered:
         on_recovered()
     after = time.monotonic()
-    if recovered[-1][0] == "Connected":
+    if not recovered or recovered[-1][0] == "Connected":
         dev.wait_delivered(after_deliveries, after, 30)
     else:
         dev.wait_for(lambda: dev.count("sent", after) >= RATE // 2, 30, "sends after the fatal status")
@@ -272,19 +273,36 @@ def check_throttle_schedule(row, events, needle):
                                    f"schedule's {lo:.0f}-{hi:.0f} s: {msg}")
 
 
-def hub_scenario(fault, expected, fatal_reason=None, websocket=False, first_retry=False):
+# The device driver's --transport names, the hubsim listener each uses and the label in the results.
+TRANSPORTS = {
+    "mqtt": (lambda hub: hub.mqtt_addr, "MQTT over TLS"),
+    "ws": (lambda hub: hub.ws_addr, "MQTT over WebSocket (TLS)"),
+    "amqp": (lambda hub: hub.amqp_addr, "AMQP over TLS"),
+    "amqp-ws": (lambda hub: hub.amqp_ws_addr, "AMQP over WebSocket (TLS)"),
+}
+
+
+def transport_of(name):
+    """The transport a row runs over, from its name's suffix (-ws, -amqp, -amqp-ws; none: MQTT)."""
+    return next((t for t in ("amqp-ws", "amqp", "ws") if name.endswith("-" + t)), "mqtt")
+
+
+def transport_device(r, hub, transport, *args):
+    """A device over transport, its connection string naming that listener's port (hubsim takes any port of its
+    own host name in tokens)."""
+    port = TRANSPORTS[transport][0](hub).rsplit(":", 1)[1]
+    conn_str = re.sub(r"HostName=localhost:\d+", "HostName=localhost:" + port, hub.conn_str)
+    return r.device(conn_str, hub.ca, "--transport", transport, *args)
+
+
+def hub_scenario(fault, expected, fatal_reason=None, transport="mqtt", first_retry=False):
     """A scenario against hubsim whose fault is one control API call. A fatal fault ends in Disconnected with
-    fatal_reason; any other ends when the device is Connected again. websocket: MQTT over WebSocket (the
-    connection string names hubsim's WebSocket port). first_retry: the fault cuts a healthy link, so the first
-    retry must wait the policy's first delay."""
+    fatal_reason; any other ends when the device is Connected again. transport: the device driver's --transport
+    (the connection string names that hubsim listener's port). first_retry: the fault cuts a healthy link, so the
+    first retry must wait the policy's first delay."""
     def run(r):
         hub = r.hub()
-        if websocket:
-            conn_str = re.sub(r"HostName=localhost:\d+", "HostName=localhost:" + hub.ws_addr.rsplit(":", 1)[1],
-                              hub.conn_str)
-            dev = r.device(conn_str, hub.ca, "--transport", "ws")
-        else:
-            dev = r.device(hub.conn_str, hub.ca)
+        dev = transport_device(r, hub, transport)
         ends = (("Disconnected", fatal_reason),) if fatal_reason else (("Connected", "Connection_Ok"),)
         fault_at = stream_through(dev, lambda: hub.fault(**fault), ends)
         row = analyze(dev.events, hub.message_ids(), expected, fatal_reason is not None, fault_at)
@@ -392,6 +410,28 @@ def run_disable_device(r):
 SAS_LIFETIME_S, SAS_MARGIN_S = 60, 30
 
 
+def run_token_lifetime_amqp(transport):
+    """Over AMQP the token is renewed in place (a put-token on the live connection): two renewals pass with no
+    status event, one connection, and nothing lost or repeated."""
+    def run(r):
+        hub = r.hub()  # token grace 0: the hub would drop the device the moment its token expired
+        dev = transport_device(r, hub, transport, "--sas-lifetime", str(SAS_LIFETIME_S), "--sas-margin",
+                               str(SAS_MARGIN_S))
+        renewed = lambda: sum(1 for e in dev.events if e["ev"] == "log" and "renewed in place" in e["msg"])
+        stream_through(dev, lambda: dev.wait_for(lambda: renewed() >= 2, 2 * (SAS_LIFETIME_S - SAS_MARGIN_S) + 30,
+                                                 "two token renewals in place"), recovered=())
+        row = analyze(dev.events, hub.message_ids(), rf"{C} > {CLOSE}", False, None)
+        connects = len(hub.log_lines(f"hubsim: connect {DEVICE_ID} "))
+        row["notes"] = (f"SAS lifetime {SAS_LIFETIME_S} s, renewed {SAS_MARGIN_S} s before expiry: {renewed()} "
+                        f"renewals in place, {connects} connection")
+        if connects != 1:
+            row["problems"].append(f"{connects} connections: a renewal reconnected")
+        if hub.log_lines("sas token expired"):
+            row["problems"].append(f"the hub dropped the device for an expired token")
+        return row, hub
+    return run
+
+
 def run_token_lifetime(r):
     hub = r.hub()  # token grace 0 (the default): the hub drops a connection the moment its token expires
     dev = r.device(hub.conn_str, hub.ca, "--sas-lifetime", str(SAS_LIFETIME_S), "--sas-margin", str(SAS_MARGIN_S))
@@ -409,9 +449,9 @@ def run_token_lifetime(r):
     return row, hub
 
 
-def run_blackhole(r):
+def run_blackhole(r, transport="mqtt"):
     hub = r.hub()
-    dev = r.device(hub.conn_str, hub.ca, "--keepalive", "2")
+    dev = transport_device(r, hub, transport, "--keepalive", "2")
     fault_at = stream_through(dev, lambda: hub.fault(kind="blackhole", seconds=BLACKHOLE_S))
     row = analyze(dev.events, hub.message_ids(), rf"{C} > {CE} > {C} > {CLOSE}", False, fault_at)
     row["notes"] = (f"keep-alive 2 s; blackhole {BLACKHOLE_S} s. The attempt that hangs in the TLS handshake fails "
@@ -431,14 +471,14 @@ TWIN_EVERY = 20  # a reported patch after every 20th message: 5 a second at RATE
 DESIRED_PATCHES = 3  # desired changes made right after each fault
 
 
-def twin_scenario(fault, expected, offline):
+def twin_scenario(fault, expected, offline, transport="mqtt"):
     """Twins and methods across a fault: the device (--twin-every) reports {"seq":N} after every TWIN_EVERY-th
     message throughout; right after the fault DESIRED_PATCHES desired changes are made (offline: once the device
     saw the link go, while the hub is certainly away); once it is back, the last of them must have reached it,
     and a method call is answered."""
     def run(r):
         hub = r.hub()
-        dev = r.device(hub.conn_str, hub.ca, "--twin-every", str(TWIN_EVERY))
+        dev = transport_device(r, hub, transport, "--twin-every", str(TWIN_EVERY))
         made, answers, method_payload = [], [], {"after": fault["kind"]}
 
         def inject():
@@ -763,14 +803,14 @@ SCENARIOS = [
     ("kill-tcp", "TCP connection reset (kill-tcp)", "hubsim",
      hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", first_retry=True)),
     ("kill-tcp-ws", "TCP connection reset (kill-tcp)", "hubsim",
-     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", websocket=True,
+     hub_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", transport="ws",
                   first_retry=True)),
     ("shutdown-listener", "graceful listener shutdown, reopened after 3 s", "hubsim",
      hub_scenario({"kind": "shutdown-listener", "seconds": 3}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
     ("hub-down", "hub down 5 s (connects refused)", "hubsim",
      hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}")),
     ("hub-down-ws", "hub down 5 s (connects refused)", "hubsim",
-     hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", websocket=True)),
+     hub_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", transport="ws")),
     ("blackhole", "blackhole 16 s (longer than keep-alive 2 s + ping timeout)", "hubsim", run_blackhole),
     ("near-limits", "TCP reset while messages at every limit stream", "hubsim", run_near_limits),
     ("token-lifetime", f"SAS token expiry ({SAS_LIFETIME_S} s lifetime, renewed {SAS_MARGIN_S} s before)", "hubsim",
@@ -794,6 +834,47 @@ SCENARIOS = [
      twin_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", offline=True)),
     ("twin-expire-token", "twins and methods across a link dropped as for an expired token", "hubsim",
      twin_scenario({"kind": "expire-token", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", offline=False)),
+] + [
+    # The rows that concern the connection, over AMQP and AMQP over WebSocket: the same status sequences as MQTT.
+    (f"{name}-{t}", title, "hubsim", hub_scenario(fault, expected, fatal_reason, transport=t, first_retry=first))
+    for t in ("amqp", "amqp-ws")
+    for name, title, fault, expected, fatal_reason, first in [
+        ("kill-tcp", "TCP connection reset (kill-tcp)", {"kind": "kill-tcp", "device": DEVICE_ID},
+         rf"{C} > {CE} > {C} > {CLOSE}", None, True),
+        ("shutdown-listener", "graceful listener shutdown, reopened after 3 s",
+         {"kind": "shutdown-listener", "seconds": 3}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", None, False),
+        ("hub-down", "hub down 5 s (connects refused)", {"kind": "hub-down", "seconds": 5},
+         rf"{C} > {CE} > {NN} > {C} > {CLOSE}", None, False),
+        ("expire-token", "hub drops the link as for an expired token", {"kind": "expire-token", "device": DEVICE_ID},
+         rf"{C} > {CE} > {C} > {CLOSE}", None, True),
+        ("rotate-key", "device key rotated mid-life (fatal by design)", {"kind": "rotate-key", "device": DEVICE_ID},
+         rf"{C} > {CE} > {BAD_CREDENTIAL} > {CLOSE}", "Bad_Credential", False),
+        ("restart", "hub restart (sessions forgotten)", {"kind": "restart"}, rf"{C} > {CE} > {C} > {CLOSE}", None,
+         False),
+        ("amqp-close", "connection closed with amqp:connection:forced", {"kind": "amqp-close", "device": DEVICE_ID},
+         rf"{C} > {CE} > {C} > {CLOSE}", None, True),
+        ("amqp-detach", "links detached with amqp:link:detach-forced", {"kind": "amqp-detach", "device": DEVICE_ID},
+         rf"{C} > {CE} > {C} > {CLOSE}", None, True),
+        ("failover", "hub failover: connections closed, opens answered iot-hub-not-found for 3 s",
+         {"kind": "failover", "seconds": 3}, rf"{C} > {CE} > {C} > {CLOSE}", None, False),
+        # AMQP names a disabled device (put-token 404, amqp:not-found) where MQTT answers CONNACK 3: fatal.
+        ("disable-device", "device disabled mid-life (fatal over AMQP)", {"kind": "disable-device", "device": DEVICE_ID},
+         rf"{C} > {CE} > {DEVICE_DISABLED} > {CLOSE}", "Device_Disabled", False),
+    ]
+] + [
+    row for t in ("amqp", "amqp-ws") for row in [
+        (f"token-lifetime-{t}", f"SAS token renewed in place ({SAS_LIFETIME_S} s lifetime, {SAS_MARGIN_S} s before)",
+         "hubsim", run_token_lifetime_amqp(t)),
+        (f"blackhole-{t}", "blackhole 16 s (longer than the idle timeout 2 s)", "hubsim",
+         lambda r, t=t: run_blackhole(r, t)),
+        (f"twin-kill-tcp-{t}", "twins and methods across a TCP reset", "hubsim",
+         twin_scenario({"kind": "kill-tcp", "device": DEVICE_ID}, rf"{C} > {CE} > {C} > {CLOSE}", offline=False,
+                       transport=t)),
+        (f"twin-hub-down-{t}", "twins and methods across a 5 s hub outage", "hubsim",
+         twin_scenario({"kind": "hub-down", "seconds": 5}, rf"{C} > {CE} > {NN} > {C} > {CLOSE}", offline=True,
+                       transport=t)),
+    ]
+] + [
     ("mosquitto-kill9", "mosquitto kill -9, restarted after 2 s (persistence on)", "mosquitto", run_mosquitto),
     ("crash-durable", "device process kill -9 with a durable queue, restarted", "hubsim", run_crash),
 ]
@@ -832,7 +913,7 @@ def main():
         finally:
             r.close()
         row.update(name=name, fault=title, broker=broker,
-                   transport="MQTT over WebSocket (TLS)" if name.endswith("-ws") else "MQTT over TLS",
+                   transport=TRANSPORTS[transport_of(name)][1],
                    seconds=round(time.monotonic() - started, 1))
         row["passed"] = not row["problems"]
         failed += not row["passed"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The official Azure IoT device SDKs, unchanged, against hubsim: Node.js (azure-iot-device + azure-iot-device-mqtt,
-# and the provisioning SDK azure-iot-provisioning-device(-mqtt) against hubsim's DPS) and Python (azure-iot-device
-# 2.x, its IoTHubDeviceClient and ProvisioningDeviceClient). Run from the repo root: bash tests/sdk/run.sh
+# The official Azure IoT device SDKs, unchanged, against hubsim: Node.js (azure-iot-device with azure-iot-device-mqtt
+# and azure-iot-device-amqp, and the provisioning SDK azure-iot-provisioning-device(-mqtt) against hubsim's DPS) and
+# Python (azure-iot-device 2.x, its IoTHubDeviceClient and ProvisioningDeviceClient). Run from the repo root:
+# bash tests/sdk/run.sh. The Node AMQP-over-WebSocket suite binds 127.0.0.1:443 (the port that SDK always dials):
+# run as root or with CAP_NET_BIND_SERVICE.
 # Installs what is missing (a second run installs nothing), then runs both suites; exits non-zero if either fails.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,9 +55,10 @@ if [ "$(cat "$py_stamp" 2>/dev/null)" != "$(digest "$SDK/python/requirements.txt
 	digest "$SDK/python/requirements.txt" >"$py_stamp"
 fi
 
-say "Node SDK $(node -p "require('$SDK/node/node_modules/azure-iot-device/package.json').version") (mqtt $(node -p "require('$SDK/node/node_modules/azure-iot-device-mqtt/package.json').version")) against hubsim, provisioning SDK $(node -p "require('$SDK/node/node_modules/azure-iot-provisioning-device/package.json').version") against hubsim DPS"
+nodever() { node -p "require('$SDK/node/node_modules/$1/package.json').version"; }
+say "Node SDK $(nodever azure-iot-device) (mqtt $(nodever azure-iot-device-mqtt), amqp $(nodever azure-iot-device-amqp)) against hubsim, provisioning SDK $(nodever azure-iot-provisioning-device) against hubsim DPS"
 node_rc=0
-(cd "$SDK/node" && node --test sdk.test.js provisioning.test.js) || node_rc=$?
+(cd "$SDK/node" && node --test sdk.test.js sdk_amqp.test.js provisioning.test.js) || node_rc=$?
 
 say "Python SDK $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("azure-iot-device"))') against hubsim"
 py_rc=0

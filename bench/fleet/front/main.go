@@ -7,14 +7,19 @@
 // It prints "front: listen ADDR", "front: control http://ADDR", then "front: ready". Control (HTTP, POST):
 //
 //	/down          reset every forwarded connection; from then on accept and reset at once (still counted)
-//	/up?rate=R     forward again, at most R new connections in any one second (the rest reset); no rate: all
+//	/up?rate=R&drop_ms=D
+//	               forward again, at most R new connections in any one second (the rest reset); no rate: all.
+//	               With drop_ms, reset each forwarded connection D ms after it was accepted (one accepted longer
+//	               ago than that, at once): a hub that accepts and drops every connection. Without it, a live
+//	               connection stays up.
 //	/kill-all      reset every forwarded connection at once and stay up
 //	GET /stats     the counts so far, as JSON
 //
 // The log has one line per accepted connection, "MS VERDICT" (f forwarded, d reset while down, t reset over the
-// admission rate), "MS x" when forwarding one failed at hubsim's side (the device got a reset), and "MS # EVENT"
-// for each control command. MS is CLOCK_MONOTONIC in milliseconds, the clock the C driver stamps its events with,
-// so both logs share one time line. The log is complete once the front exited (SIGTERM or SIGINT).
+// admission rate), "MS x" when forwarding one failed at hubsim's side (the device got a reset), "MS r" when a
+// forwarded one was reset drop_ms after its accept, and "MS # EVENT" for each control command. MS is
+// CLOCK_MONOTONIC in milliseconds, the clock the C driver stamps its events with, so both logs share one time
+// line. The log is complete once the front exited (SIGTERM or SIGINT).
 package main
 
 import (
@@ -103,6 +108,7 @@ const (
 	verdictDown      = "d"
 	verdictThrottled = "t"
 	upstreamFailed   = "x"
+	dropped          = "r"
 )
 
 // stats are the counts GET /stats reports.
@@ -112,6 +118,7 @@ type stats struct {
 	ResetDown      int `json:"resetDown"`
 	ResetThrottled int `json:"resetThrottled"`
 	UpstreamFailed int `json:"upstreamFailed"`
+	Dropped        int `json:"dropped"`
 	AcceptErrors   int `json:"acceptErrors"`
 	Live           int `json:"live"`
 }
@@ -124,17 +131,32 @@ type front struct {
 	mu     sync.Mutex
 	out    *bufio.Writer
 	down   bool
-	rate   int         // admissions in any one second; 0 = unlimited
-	window []time.Time // the last `rate` admission times, a ring: a sliding one-second window
-	next   int         // the ring's oldest entry once it is full
+	rate   int           // admissions in any one second; 0 = unlimited
+	drop   time.Duration // reset each forwarded connection this long after its accept; 0 = never
+	window []time.Time   // the last `rate` admission times, a ring: a sliding one-second window
+	next   int           // the ring's oldest entry once it is full
 	live   map[*pair]struct{}
 	counts stats
 	closed bool
 	wg     sync.WaitGroup
 }
 
-// pair is one forwarded connection: the device's side and hubsim's.
-type pair struct{ dev, hub net.Conn }
+// pair is one forwarded connection: the device's side and hubsim's. Its forwarder owns the drop timer, which
+// fires f.drop after accepted while the front drops connections, and is stopped otherwise.
+type pair struct {
+	dev, hub net.Conn
+	accepted time.Time
+	drop     *time.Timer
+}
+
+// armDropLocked sets p's drop timer for the front's drop_ms, or stops it when there is none; f.mu is held.
+func (f *front) armDropLocked(p *pair, now time.Time) {
+	if f.drop <= 0 {
+		p.drop.Stop()
+		return
+	}
+	p.drop.Reset(max(p.accepted.Add(f.drop).Sub(now), 0))
+}
 
 func newFront(listen, upstream string, log io.Writer) (*front, error) {
 	ln, err := net.Listen("tcp", listen)
@@ -162,14 +184,15 @@ func (f *front) serve() {
 			time.Sleep(5 * time.Millisecond)
 			continue
 		}
-		if f.verdict(time.Now()) != verdictForward {
+		now := time.Now()
+		if f.verdict(now) != verdictForward {
 			reset(c)
 			continue
 		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			f.forward(c)
+			f.forward(c, now)
 		}()
 	}
 }
@@ -204,8 +227,9 @@ func (f *front) logLocked(now time.Time, what string) {
 	fmt.Fprintf(f.out, "%.3f %s\n", f.clock.ms(now), what)
 }
 
-// forward connects c to hubsim and copies both ways until either side ends or the pair is killed.
-func (f *front) forward(c net.Conn) {
+// forward connects c, accepted at accepted, to hubsim and copies both ways until either side ends, the pair is
+// killed, or its drop timer fires.
+func (f *front) forward(c net.Conn, accepted time.Time) {
 	hub, err := net.DialTimeout("tcp", f.upstream, 10*time.Second)
 	if err != nil {
 		f.mu.Lock()
@@ -215,7 +239,8 @@ func (f *front) forward(c net.Conn) {
 		reset(c)
 		return
 	}
-	p := &pair{dev: c, hub: hub}
+	p := &pair{dev: c, hub: hub, accepted: accepted, drop: time.NewTimer(time.Hour)} // armed or stopped below
+	defer p.drop.Stop()
 	f.mu.Lock()
 	if f.down || f.closed { // went down while this one was dialling
 		f.mu.Unlock()
@@ -223,20 +248,47 @@ func (f *front) forward(c net.Conn) {
 		return
 	}
 	f.live[p] = struct{}{}
+	f.armDropLocked(p, time.Now())
 	f.mu.Unlock()
 
-	done := make(chan struct{})
+	ended := make(chan struct{}, 2)
 	go func() {
 		copyPlain(hub, c)
-		close(done)
+		ended <- struct{}{}
 	}()
-	copyPlain(c, hub)
+	go func() {
+		copyPlain(c, hub)
+		ended <- struct{}{}
+	}()
+	waiting := 2
+	select {
+	case <-ended:
+		waiting--
+	case <-p.drop.C:
+		f.dropPair(p)
+	}
 	_ = c.Close() // ends the other copy too
 	_ = hub.Close()
-	<-done
+	for ; waiting > 0; waiting-- {
+		<-ended
+	}
 	f.mu.Lock()
 	delete(f.live, p)
 	f.mu.Unlock()
+}
+
+// dropPair resets p when its drop timer fired, unless something else ended it first.
+func (f *front) dropPair(p *pair) {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.live[p]; !ok {
+		return
+	}
+	delete(f.live, p)
+	p.kill()
+	f.counts.Dropped++
+	f.logLocked(now, dropped)
 }
 
 // copyPlain copies src to dst through a buffer. io.Copy between two TCP connections splices through a pipe,
@@ -281,11 +333,18 @@ func (f *front) setDown() int {
 	return n
 }
 
-func (f *front) setUp(rate int) {
+// setUp forwards again at rate, dropping each connection drop after its accept (0: never). It re-arms the live
+// connections' drop timers too, so that a hub that starts dropping drops what it holds, and one that stops
+// dropping keeps what it holds.
+func (f *front) setUp(rate int, drop time.Duration) {
+	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.down, f.rate, f.window, f.next = false, rate, nil, 0
-	f.logLocked(time.Now(), "# up rate="+strconv.Itoa(rate))
+	f.down, f.rate, f.window, f.next, f.drop = false, rate, nil, 0, drop
+	for p := range f.live {
+		f.armDropLocked(p, now)
+	}
+	f.logLocked(now, "# up rate="+strconv.Itoa(rate)+" drop_ms="+strconv.FormatInt(drop.Milliseconds(), 10))
 }
 
 func (f *front) killAll() int {
@@ -327,17 +386,19 @@ func (f *front) handler() http.Handler {
 		writeJSON(w, map[string]int{"killed": f.setDown()})
 	})
 	mux.HandleFunc("POST /up", func(w http.ResponseWriter, r *http.Request) {
-		rate := 0
-		if s := r.URL.Query().Get("rate"); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				http.Error(w, "rate must be a whole number >= 0", http.StatusBadRequest)
-				return
+		var v [2]int
+		for i, name := range []string{"rate", "drop_ms"} {
+			if s := r.URL.Query().Get(name); s != "" {
+				n, err := strconv.Atoi(s)
+				if err != nil || n < 0 {
+					http.Error(w, name+" must be a whole number >= 0", http.StatusBadRequest)
+					return
+				}
+				v[i] = n
 			}
-			rate = n
 		}
-		f.setUp(rate)
-		writeJSON(w, map[string]int{"rate": rate})
+		f.setUp(v[0], time.Duration(v[1])*time.Millisecond)
+		writeJSON(w, map[string]int{"rate": v[0], "drop_ms": v[1]})
 	})
 	mux.HandleFunc("POST /kill-all", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, map[string]int{"killed": f.killAll()})

@@ -119,7 +119,7 @@ func TestDownCountsResetsAndUpAdmitsAtRate(t *testing.T) {
 	wantReset(t, live)
 	wantDialReset(t, f) // accepted, counted, reset
 
-	f.setUp(2)
+	f.setUp(2, 0)
 	for i := 0; i < 2; i++ {
 		if err := roundTrip(dial(t, f)); err != nil {
 			t.Fatalf("admitted connection %d: %v", i, err)
@@ -179,5 +179,49 @@ func TestLogTimesAreMonotonicMilliseconds(t *testing.T) {
 	kernel := float64(ts.Nano()) / 1e6
 	if d := kernel - c.ms(now); d < 0 || d > 5 {
 		t.Fatalf("front clock %.3f ms vs CLOCK_MONOTONIC %.3f ms", c.ms(now), kernel)
+	}
+}
+
+// up?drop_ms=D: a hub that accepts and drops. The connection live before is dropped, each new one is forwarded
+// and then reset; a plain up stops the drop timers of what is live.
+func TestUpWithDropResetsEachConnectionAfterItsAccept(t *testing.T) {
+	var log bytes.Buffer
+	f := startFront(t, &log)
+	before := dial(t, f)
+	if err := roundTrip(before); err != nil {
+		t.Fatal(err)
+	}
+	f.setUp(0, 50*time.Millisecond)
+	wantReset(t, before)
+	after := dial(t, f)
+	wantReset(t, after)
+
+	f.setUp(0, time.Hour)
+	kept := dial(t, f)
+	if err := roundTrip(kept); err != nil {
+		t.Fatalf("forwarding under drop_ms: %v", err)
+	}
+	f.setUp(0, 0)
+	f.mu.Lock()
+	for p := range f.live {
+		if p.drop.Stop() {
+			t.Error("a live connection's drop timer still ran after an up without drop_ms")
+		}
+	}
+	f.mu.Unlock()
+	if err := roundTrip(kept); err != nil {
+		t.Fatalf("after an up without drop_ms: %v", err)
+	}
+
+	s := f.stats()
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	if want := (stats{Attempts: 3, Forwarded: 3, Dropped: 2, Live: 1}); s != want {
+		t.Fatalf("stats %+v, want %+v", s, want)
+	}
+	want := "f up r f r up f up"
+	if got := strings.Join(verdicts(log.String()), " "); got != want {
+		t.Fatalf("log verdicts %q, want %q; log:\n%s", got, want, log.String())
 	}
 }

@@ -68,6 +68,13 @@ namespace Iotconn
         /// IotconnException with ErrorCode.BadHandle.</summary>
         public Admission Admission { get; set; }
 
+        /// <summary>With TransportType.Amqp or Amqp_WebSocket_Only: share AMQP connections with the process's other
+        /// clients of the same value, at most this many devices on each (at most 995), one CBS link per connection
+        /// and one session per device. A failed connection (a hub failover, a dropped socket) fails every device on
+        /// it; each then reconnects by itself on a new connection: no need to recreate clients from the status
+        /// handler. Null or 0: a connection of its own; with MQTT: ErrorCode.InvalidArgument.</summary>
+        public int? AmqpPool { get; set; }
+
         /// <summary>The connections subscribe to twins from the first OpenAsync, so GetTwinAsync and
         /// UpdateReportedPropertiesAsync work after it (default false: a client that never uses twins must not
         /// subscribe, as an IoT Hub of the Basic tier drops it). See DeviceClient's twin remarks.</summary>

@@ -255,6 +255,9 @@ namespace Iotconn
                 ReconnectSpreadMs = options.ReconnectSpread.HasValue
                     ? ExponentialBackoff.Milliseconds("ReconnectSpread", options.ReconnectSpread.Value) : 0,
                 Admission = options.Admission == null ? IntPtr.Zero : options.Admission.Handle,
+                // 0 is off, the default too.
+                AmqpPool = options.AmqpPool.HasValue && options.AmqpPool.Value != 0
+                    ? (uint)Positive("AmqpPool", options.AmqpPool.Value, int.MaxValue) : 0,
             };
         }
 

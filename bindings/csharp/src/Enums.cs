@@ -27,6 +27,11 @@ namespace Iotconn
     {
         Mqtt = 0,
         Mqtt_WebSocket_Only = 1,
+        /// <summary>AMQP 1.0 over TLS (port 5671): tokens are renewed on the live connection; see
+        /// ClientOptions.AmqpPool.</summary>
+        Amqp = 2,
+        /// <summary>AMQP over a WebSocket (port 443).</summary>
+        Amqp_WebSocket_Only = 3,
     }
 
     /// <summary>What SendEventAsync does when the outbound queue is at a limit (IOTCONN_QUEUE_OVERFLOW_*).</summary>

@@ -24,6 +24,16 @@ namespace Iotconn.Tests
         public string ControlUrl { get; private set; }
         public string CaFile { get; private set; }
         public Dictionary<string, string> ConnectionStrings { get; private set; }
+        public string AmqpAddress { get; private set; }
+        public string AmqpWebSocketAddress { get; private set; }
+
+        /// <summary>The device's connection string with the AMQP (or AMQP over WebSocket) listener as its gateway.
+        /// </summary>
+        public string AmqpConnectionString(string deviceId, bool webSocket)
+        {
+            string addr = webSocket ? AmqpWebSocketAddress : AmqpAddress;
+            return ConnectionStrings[deviceId] + ";GatewayHostName=localhost" + addr.Substring(addr.LastIndexOf(':'));
+        }
 
         // With --hub and --dps-mqtt (the extraArgs constructor): every hub's host name (this one first), the second
         // hub's control URL, DPS's address, control URL and id scope, and the enrollments' and groups' keys.
@@ -52,7 +62,8 @@ namespace Iotconn.Tests
             HubHosts = new List<string>();
             EnrollmentKeys = new Dictionary<string, string>();
             dir = Path.Combine(Path.GetTempPath(), "iotconn-cs-" + Guid.NewGuid().ToString("N"));
-            string args = "--dir " + dir + " --mqtt 127.0.0.1:0 --control 127.0.0.1:0 " + extraArgs;
+            string args = "--dir " + dir + " --mqtt 127.0.0.1:0 --control 127.0.0.1:0 --amqp 127.0.0.1:0" +
+                " --amqp-ws 127.0.0.1:0 " + extraArgs;
             foreach (string id in deviceIds)
             {
                 args += " --device " + id;
@@ -128,6 +139,14 @@ namespace Iotconn.Tests
                 else if (words.Length == 3 && words[1] == "control")
                 {
                     ControlUrl = words[2];
+                }
+                else if (words.Length == 3 && words[1] == "amqps")
+                {
+                    AmqpAddress = words[2];
+                }
+                else if (words.Length == 3 && words[1] == "amqp-ws")
+                {
+                    AmqpWebSocketAddress = words[2];
                 }
                 else if (words.Length == 3 && words[1] == "ca")
                 {

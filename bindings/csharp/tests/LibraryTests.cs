@@ -153,7 +153,7 @@ namespace Iotconn.Tests
                     "queue_max_bytes QueueMaxBytes", "operation_timeout_ms OperationTimeoutMs", "dispatch Dispatch",
                     "queue_overflow QueueOverflow", "queue_dir QueueDir", "backoff_reset_after_ms BackoffResetAfterMs",
                     "dispatcher Dispatcher", "reconnect_spread_ms ReconnectSpreadMs",
-                    "admission Admission",
+                    "admission Admission", "amqp_pool AmqpPool",
                 }),
                 Tuple.Create("iotconn_message_t", typeof(NativeMethods.CMessage), new[]
                 {

@@ -2,38 +2,22 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/internal/netdial"
 )
 
-// This file is the one place where wire failures become transport kinds. The stages of a dial, in order:
+// This file is where MQTT's failures become transport kinds; TCP, TLS and the WebSocket upgrade are classified
+// in netdial (its table). Then:
 //
-//	TCP connect                  any failure (DNS, refused, unreachable, i/o timeout)  -> KindNetwork
-//	                             the dial context was cancelled                        -> KindTimeout
-//	TLS handshake                hub certificate not verified                          -> KindUntrusted
-//	                             the hub refused our client certificate (TLS alert)    -> KindAuth
-//	                             the dial context ended                                -> KindTimeout
-//	                             anything else (EOF, reset, not TLS at all)            -> KindProtocol
-//	WebSocket upgrade            not answered with 101                                 -> KindProtocol
 //	MQTT CONNECT                 CONNACK code: the connackKinds table
 //	                             the dial context ended, or no CONNACK in time         -> KindTimeout
 //	                             closed without a CONNACK (how IoT Hub throttles)       -> KindThrottled
 //	SUBSCRIBE                    refused (0x80)                                        -> KindProtocol
 //	after connect                EOF, reset, missed keep-alive                         -> KindProtocol
-//
-// A handshake that fails after TCP connected met a live peer that does not speak TLS as a hub does (a plain
-// TCP or MQTT port, a proxy whose backend is gone): the network works, the peer does not, so it is not
-// KindNetwork (No_Network) but KindProtocol (Communication_Error), still retried.
-//
-// An untrusted hub certificate is not KindAuth (the device's credential is fine) nor KindNetwork (retrying cannot
-// fix it): it is KindUntrusted, which the engine treats as fatal.
 
 // connackKinds is the one table from CONNACK return codes to failure kinds. It agrees with IoT Hub and with
 // hubsim/README.md: 5 for a wrong key, expired or wrongly scoped token; 4 for a malformed user name or password;
@@ -53,60 +37,6 @@ var connackNames = map[byte]string{
 	4: "bad user name or password", 5: "not authorized",
 }
 
-// dialError marks a failure before the MQTT handshake began (TCP, TLS or WebSocket), already classified.
-type dialError struct {
-	kind transport.Kind
-	err  error
-}
-
-func (e *dialError) Error() string { return e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
-// tcpError classifies a failed TCP connect: the network's failure, unless the dial was cancelled (Close, a
-// cancelled Connect), which says nothing about the network.
-func tcpError(ctx context.Context, err error) *dialError {
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return &dialError{transport.KindTimeout, fmt.Errorf("TCP connect: %w", ctx.Err())}
-	}
-	return &dialError{transport.KindNetwork, err}
-}
-
-// handshakeError classifies a failed TLS handshake.
-func handshakeError(ctx context.Context, err error) *dialError {
-	var (
-		verify   *tls.CertificateVerificationError
-		unknown  x509.UnknownAuthorityError
-		hostname x509.HostnameError
-		invalid  x509.CertificateInvalidError
-		alert    tls.AlertError
-	)
-	switch {
-	case errors.As(err, &verify), errors.As(err, &unknown), errors.As(err, &hostname), errors.As(err, &invalid):
-		return &dialError{transport.KindUntrusted, fmt.Errorf("hub certificate not trusted: %w", err)}
-	case errors.As(err, &alert) && (alert == 42 || alert == 43 || alert == 44 || alert == 45 || alert == 46 ||
-		alert == 48 || alert == 116): // bad/unsupported/revoked/expired/unknown certificate, unknown CA, certificate required
-		return &dialError{transport.KindAuth, fmt.Errorf("hub refused the client certificate: %w", err)}
-	case ctx.Err() != nil:
-		return &dialError{transport.KindTimeout, fmt.Errorf("TLS handshake: %w", ctx.Err())}
-	}
-	return &dialError{transport.KindProtocol, fmt.Errorf("TLS handshake with a live peer failed (is it a TLS "+
-		"endpoint of IoT Hub?): %w", err)}
-}
-
-// upgradeError classifies a failed WebSocket upgrade; TCP and TLS failures come through already classified.
-func upgradeError(ctx context.Context, err error, status int) *dialError {
-	var de *dialError
-	switch {
-	case errors.As(err, &de):
-		return de
-	case ctx.Err() != nil:
-		return &dialError{transport.KindTimeout, fmt.Errorf("WebSocket upgrade: %w", ctx.Err())}
-	case errors.Is(err, websocket.ErrBadHandshake):
-		return &dialError{transport.KindProtocol, fmt.Errorf("WebSocket upgrade answered with HTTP %d", status)}
-	}
-	return &dialError{transport.KindProtocol, fmt.Errorf("WebSocket upgrade: %w", err)}
-}
-
 // connectError classifies a failed MQTT connect: the CONNACK code when there was one, else how the dial or the
 // handshake failed.
 func connectError(ctx context.Context, code byte, err error) *transport.Error {
@@ -114,11 +44,11 @@ func connectError(ctx context.Context, code byte, err error) *transport.Error {
 		return &transport.Error{Kind: kind, Op: "connect",
 			Err: fmt.Errorf("CONNACK %d (%s)", code, connackNames[code])}
 	}
-	var de *dialError
+	var de *netdial.Error
 	var ne net.Error
 	switch {
 	case errors.As(err, &de):
-		return &transport.Error{Kind: de.kind, Op: "connect", Err: de.err}
+		return &transport.Error{Kind: de.Kind, Op: "connect", Err: de.Err}
 	case ctx.Err() != nil:
 		return &transport.Error{Kind: transport.KindTimeout, Op: "connect", Err: fmt.Errorf("no CONNACK: %w", ctx.Err())}
 	case errors.As(err, &ne) && ne.Timeout():

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/gorilla/websocket"
 
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/internal/netdial"
 )
 
 const (
@@ -26,7 +26,6 @@ const (
 	publishWait = 10 * time.Second
 	// disconnectQuiesce is how long Close lets paho send DISCONNECT, in milliseconds.
 	disconnectQuiesce = 100
-	websocketPath     = "/$iothub/websocket"
 )
 
 // Dialer opens IoT Hub MQTT connections.
@@ -165,7 +164,7 @@ func (c *conn) pahoOptions(ctx context.Context, e endpoint) *paho.ClientOptions 
 	}
 	broker := &url.URL{Scheme: "ssl", Host: host}
 	if e.webSocket {
-		broker = &url.URL{Scheme: "wss", Host: host, Path: websocketPath}
+		broker = &url.URL{Scheme: "wss", Host: host, Path: netdial.WebSocketPath}
 	}
 	tlsConf := e.tls
 	if tlsConf == nil {
@@ -203,46 +202,22 @@ func (c *conn) pahoOptions(ctx context.Context, e endpoint) *paho.ClientOptions 
 }
 
 // open dials TCP+TLS, or WebSocket over TLS, within ctx. The socket stays watched until the dial is over, so
-// cancelling ctx also ends the WebSocket upgrade, CONNECT and SUBSCRIBE. No proxy: a library sees no
-// configuration from the environment.
+// cancelling ctx also ends the WebSocket upgrade, CONNECT and SUBSCRIBE.
 func (c *conn) open(ctx context.Context, u *url.URL, tlsConf *tls.Config) (net.Conn, error) {
-	if u.Scheme != "wss" {
-		return c.dialTLS(ctx, u.Host, tlsConf)
-	}
-	d := &websocket.Dialer{
-		NetDialTLSContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return c.dialTLS(ctx, addr, tlsConf)
-		},
-		Subprotocols: []string{"mqtt"},
-	}
-	ws, resp, err := d.DialContext(ctx, u.String(), nil)
-	if err != nil {
-		status := 0
-		if resp != nil {
-			status = resp.StatusCode
+	dialTLS := func(ctx context.Context, addr string) (net.Conn, error) {
+		tc, err := netdial.DialTLS(ctx, addr, tlsConf, func(raw net.Conn) { c.watchDial(ctx, raw) })
+		if err != nil {
+			return nil, err
 		}
-		return nil, upgradeError(ctx, err, status)
+		c.mu.Lock()
+		c.netConn = tc
+		c.mu.Unlock()
+		return tc, nil
 	}
-	return &wsConn{Conn: ws}, nil
-}
-
-// dialTLS connects to addr and runs the TLS handshake, classifying each stage's failure.
-func (c *conn) dialTLS(ctx context.Context, addr string, tlsConf *tls.Config) (net.Conn, error) {
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, tcpError(ctx, err)
+	if u.Scheme != "wss" {
+		return dialTLS(ctx, u.Host)
 	}
-	c.watchDial(ctx, raw)
-	tc := tls.Client(raw, tlsConf)
-	if err := tc.HandshakeContext(ctx); err != nil {
-		raw.Close()
-		return nil, handshakeError(ctx, err)
-	}
-	c.mu.Lock()
-	c.netConn = tc
-	c.mu.Unlock()
-	return tc, nil
+	return netdial.DialWebSocket(ctx, u.String(), "mqtt", dialTLS)
 }
 
 // watchDial closes raw if ctx ends before the dial is over.

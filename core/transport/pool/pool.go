@@ -335,6 +335,7 @@ func (pl *Pool) Close() error {
 type Stats struct {
 	Live    []int // connections up
 	Opening []int // connections being opened: the devices waiting for each
+	Ended   int   // connections that ended and still hold devices which have not closed their links yet
 }
 
 // Stats says how the pool's devices are spread, for tests and benchmarks.
@@ -349,6 +350,8 @@ func (pl *Pool) Stats() Stats {
 				s.Opening = append(s.Opening, e.devices)
 			case !isDone(e.shared):
 				s.Live = append(s.Live, e.devices)
+			default:
+				s.Ended++
 			}
 		}
 	}

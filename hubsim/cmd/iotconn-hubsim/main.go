@@ -45,6 +45,10 @@ func run(args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.MQTTAddr, "mqtt", hubsim.DefaultMQTTAddr, "MQTT over TLS listen address")
 	fs.StringVar(&cfg.TCPAddr, "tcp", "", "plain MQTT listen address (off when empty)")
 	fs.StringVar(&cfg.WSAddr, "ws", "", "MQTT over WebSocket (TLS) listen address (off when empty)")
+	fs.StringVar(&cfg.AMQPAddr, "amqp", "", "AMQP 1.0 over TLS listen address, IoT Hub's port 5671 (off when empty)")
+	fs.StringVar(&cfg.AMQPWSAddr, "amqp-ws", "", "AMQP over WebSocket (TLS) listen address; the --ws address serves both (off when empty)")
+	fs.StringVar(&cfg.HostName, "hostname", "", "HostName of the printed connection strings (default localhost[:PORT]), "+
+		"e.g. 127.0.0.1 for SDKs that dial fixed ports")
 	fs.StringVar(&cfg.ControlAddr, "control", "127.0.0.1:8080", "HTTP control API listen address")
 	fs.Var(&devices, "device", "register a device ID or ID:KEY (base64), or a module DEVICE/MODULE[:KEY]; repeatable")
 	fs.StringVar(&devicesFile, "devices-file", "", "register the devices in this file, one ID or ID:KEY a line")
@@ -140,6 +144,12 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if a := hub.WSAddr(); a != "" {
 		fmt.Fprintf(&b, "hubsim: ws %s\n", a)
+	}
+	if a := hub.AMQPAddr(); a != "" {
+		fmt.Fprintf(&b, "hubsim: amqps %s\n", a)
+	}
+	if a := hub.AMQPWSAddr(); a != "" {
+		fmt.Fprintf(&b, "hubsim: amqp-ws %s\n", a)
 	}
 	if u := hub.ControlURL(); u != "" {
 		fmt.Fprintf(&b, "hubsim: control %s\n", u)

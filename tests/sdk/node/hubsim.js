@@ -5,6 +5,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
+const { EventEmitter } = require('node:events');
 
 const repoRoot = path.resolve(__dirname, '..', '..', '..');
 const defaultBinary = path.join(repoRoot, 'build', 'bin', 'iotconn-hubsim');
@@ -19,25 +20,38 @@ function withDeadline(promise, ms, what) {
 }
 
 class Hubsim {
-  constructor(child, dir, lines) {
+  constructor(child, dir, lines, lineEvents) {
     this.child = child;
     this.dir = dir;
     this.lines = lines; // every stdout line, for failure messages
+    this.lineEvents = lineEvents; // emits 'line' for every stdout line
   }
 
-  // start runs the binary with its own state dir and waits for "hubsim: ready".
-  // args are extra flags (more hubs, DPS); the "hubsim: dps KEY VALUE.." lines land in hub.dps[KEY] (enrollment
-  // and group lines in hub.dps.enrollments / hub.dps.groups, id -> key).
-  static async start({ devices = [], args: extraArgs = [], binary = process.env.HUBSIM_BIN || defaultBinary, readyMs = 20000 }) {
+  // waitLine resolves with the first stdout line from now on that matches re, or rejects after ms.
+  waitLine(re, ms) {
+    let listener;
+    const found = new Promise((resolve) => {
+      listener = (line) => {
+        if (re.test(line)) resolve(line);
+      };
+      this.lineEvents.on('line', listener);
+    });
+    return withDeadline(found, ms, `hubsim line ${re}`).finally(() => this.lineEvents.off('line', listener));
+  }
+
+  // start runs the binary with its own state dir and waits for "hubsim: ready"; args are extra flags (listeners
+  // such as --amqp, whose address lines become properties "amqps", "amqp-ws"; more hubs, DPS). The "hubsim: dps KEY
+  // VALUE.." lines land in hub.dps[KEY] (enrollment and group lines in hub.dps.enrollments / hub.dps.groups, id -> key).
+  static async start({ devices = [], args: extra = [], binary = process.env.HUBSIM_BIN || defaultBinary, readyMs = 20000 }) {
     if (!fs.existsSync(binary)) {
       throw new Error(`hubsim binary not found at ${binary}; run ./build.sh first`);
     }
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'hubsim-node-'));
-    const args = ['--dir', dir, '--mqtt', '127.0.0.1:0', '--control', '127.0.0.1:0'];
+    const args = ['--dir', dir, '--mqtt', '127.0.0.1:0', '--control', '127.0.0.1:0', ...extra];
     for (const d of devices) args.push('--device', d);
-    args.push(...extraArgs);
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const lines = [];
+    const lineEvents = new EventEmitter();
     const stderr = [];
     child.stderr.on('data', (b) => stderr.push(b.toString()));
     const info = { devices: {}, dps: { enrollments: {}, groups: {} } };
@@ -47,10 +61,11 @@ class Hubsim {
         reject(new Error(`hubsim exited (code ${code}, signal ${signal}) before ready: ${stderr.join('')}`)));
       readline.createInterface({ input: child.stdout }).on('line', (line) => {
         lines.push(line);
+        lineEvents.emit('line', line);
         const m = /^hubsim: (\S+) (.*)$/.exec(line);
         if (line === 'hubsim: ready') resolve();
         else if (!m) return;
-        else if (m[1] === 'mqtts' || m[1] === 'control' || m[1] === 'ca') info[m[1]] = m[2];
+        else if (['mqtts', 'control', 'ca', 'amqps', 'amqp-ws'].includes(m[1])) info[m[1]] = m[2];
         else if (m[1] === 'dps') {
           const [key, ...rest] = m[2].split(' ');
           if (key === 'enrollment') info.dps.enrollments[rest[0]] = rest[1];
@@ -62,7 +77,7 @@ class Hubsim {
         }
       });
     });
-    const hub = new Hubsim(child, dir, lines);
+    const hub = new Hubsim(child, dir, lines, lineEvents);
     try {
       await withDeadline(ready, readyMs, 'hubsim start');
     } catch (err) {
@@ -78,6 +93,8 @@ class Hubsim {
     hub.mqtts = info.mqtts;
     hub.controlURL = info.control;
     hub.caFile = info.ca;
+    hub.amqps = info.amqps;
+    hub.amqpWs = info['amqp-ws'];
     hub.connectionStrings = info.devices;
     hub.dps = info.dps;
     return hub;

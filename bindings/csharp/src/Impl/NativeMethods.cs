@@ -16,7 +16,7 @@ namespace Iotconn
         internal const int RetryCustom = 2;
         internal const int LogWarn = 1;
 
-        [StructLayout(LayoutKind.Explicit, Size = 128)]
+        [StructLayout(LayoutKind.Explicit, Size = 136)]
         internal struct Options
         {
             [FieldOffset(0)] public UIntPtr Size;
@@ -38,6 +38,7 @@ namespace Iotconn
             [FieldOffset(104)] public IntPtr Dispatcher;
             [FieldOffset(112)] public uint ReconnectSpreadMs;
             [FieldOffset(120)] public IntPtr Admission;
+            [FieldOffset(128)] public uint AmqpPool;
         }
 
         [StructLayout(LayoutKind.Explicit, Size = 72)]

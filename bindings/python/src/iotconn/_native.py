@@ -88,6 +88,7 @@ class Options(Structure):
         ("dispatcher", c_void_p),
         ("reconnect_spread_ms", c_uint32),
         ("admission", c_void_p),
+        ("amqp_pool", c_uint32),
     ]
 
 

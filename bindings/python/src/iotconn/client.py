@@ -374,6 +374,8 @@ def native_options(
     x509_cert_file: Optional[str] = None,
     x509_key_file: Optional[str] = None,
     transport: Transport = Transport.MQTT,
+    websockets: bool = False,
+    amqp_pool: Optional[int] = None,
     keep_alive: Optional[int] = None,
     sastoken_ttl: Optional[int] = None,
     sastoken_renew_margin: Optional[int] = None,
@@ -389,8 +391,14 @@ def native_options(
     """iotconn_options_t from the keyword options of the create_* methods (documented there), in POLL mode."""
     if admission is not None and not isinstance(admission, Admission):
         raise TypeError(f"admission must be an iotconn.Admission or None, not {type(admission).__name__}")
+    if not isinstance(websockets, bool):
+        raise TypeError(f"websockets must be bool, not {type(websockets).__name__}")
     opts = _native.Options(ctypes.sizeof(_native.Options))
-    opts.transport = int(Transport(transport))
+    kind = Transport(transport)
+    if websockets:
+        kind = {Transport.MQTT: Transport.MQTT_WS, Transport.AMQP: Transport.AMQP_WS}.get(kind, kind)
+    opts.transport = int(kind)
+    opts.amqp_pool = _optional_uint("amqp_pool", amqp_pool, 2**32 - 1)
     opts.ca_file = _native.c_string("ca_file", ca_file)
     opts.ca_pem = _native.c_string("server_verification_cert", server_verification_cert)
     opts.cert_file = _native.c_string("x509_cert_file", x509_cert_file)
@@ -467,6 +475,8 @@ class IoTHubDeviceClient:
         x509_cert_file: Optional[str] = None,
         x509_key_file: Optional[str] = None,
         transport: Transport = Transport.MQTT,
+        websockets: bool = False,
+        amqp_pool: Optional[int] = None,
         keep_alive: Optional[int] = None,
         sastoken_ttl: Optional[int] = None,
         sastoken_renew_margin: Optional[int] = None,
@@ -485,6 +495,11 @@ class IoTHubDeviceClient:
         """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
 
         ca_file / server_verification_cert: trusted roots as a PEM file / PEM text (default: the system roots).
+        transport: Transport.MQTT (default) or Transport.AMQP (or their _WS forms); websockets=True tunnels either in
+        a WebSocket on port 443, as azure-iot-device's websockets=True does. AMQP renews tokens in place.
+        amqp_pool: AMQP only: share AMQP connections with the process's other clients of the same value, at most
+        this many devices on each (iotconn.AMQP_POOL_MAX); a failed connection fails every device on it, and each
+        reconnects by itself on a new one. None or 0: a connection of its own.
         keep_alive, sastoken_ttl, sastoken_renew_margin: seconds; the SAS ones have floors (iotconn.MIN_SAS_*).
         operation_timeout: seconds or timedelta, for connect and for each message. None leaves the library's
         default (see include/iotconn.h).
@@ -515,7 +530,8 @@ class IoTHubDeviceClient:
         return cls._create(
             lambda lib, opts, out: lib.client_create(cs, opts, out),
             ca_file=ca_file, server_verification_cert=server_verification_cert, x509_cert_file=x509_cert_file,
-            x509_key_file=x509_key_file, transport=transport, keep_alive=keep_alive, sastoken_ttl=sastoken_ttl,
+            x509_key_file=x509_key_file, transport=transport, websockets=websockets, amqp_pool=amqp_pool,
+            keep_alive=keep_alive, sastoken_ttl=sastoken_ttl,
             sastoken_renew_margin=sastoken_renew_margin, queue_max_messages=queue_max_messages,
             queue_max_bytes=queue_max_bytes, operation_timeout=operation_timeout, queue_overflow=queue_overflow,
             queue_dir=queue_dir, backoff_reset_after=backoff_reset_after, reconnect_spread=reconnect_spread,

@@ -34,6 +34,7 @@ class Transport(IntEnum):
     MQTT = 0
     MQTT_WS = 1
     AMQP = 2
+    AMQP_WS = 3
 
 
 class SendResult(IntEnum):
