@@ -167,6 +167,10 @@ type failure struct {
 	err  *Error
 	kind transport.Kind
 	cls  classification
+	// moved: a hub that knew the device refused it, and the next attempt registers with DPS (provisioned.go). That
+	// answer is final, not a hub still coming back, so the registration follows at the policy's delay: the device
+	// keeps the place in the fleet's window that its first retry drew, instead of waiting the window again.
+	moved bool
 }
 
 func timerC(t clock.Timer) <-chan time.Time {
@@ -358,10 +362,11 @@ func (c *Client) attemptFailed(ls *loopState, err error) {
 		msg += "; taken for throttling, as the device connected before with these credentials (IoT Hub answers " +
 			"a disabled device the same way)"
 	}
+	moved := false
 	if c.prov != nil && !isProvisionFailure(err) {
 		if why := c.prov.hubFailed(kind, !ls.attemptStart.IsZero(), c.clk.Now()); why != "" {
 			if cls.fatal { // the hub's refusal: fatal for a hub of its own, for a provisioned device a move
-				cls = classification{false, ReasonCommunicationError, cls.code}
+				cls, moved = classification{false, ReasonCommunicationError, cls.code}, true
 			}
 			c.logf(LogWarn, "provisioning: %s; the next attempt registers with DPS again", why)
 		}
@@ -371,7 +376,7 @@ func (c *Client) attemptFailed(ls *loopState, err error) {
 			msg += "; the client certificate " + c.opts.CertFile + " expired at " + at.UTC().Format(time.RFC3339)
 		}
 	}
-	ls.failed = failure{err: &Error{Code: cls.code, Msg: msg, Err: err}, kind: kind, cls: cls}
+	ls.failed = failure{err: &Error{Code: cls.code, Msg: msg, Err: err}, kind: kind, cls: cls, moved: moved}
 	if kind == transport.KindThrottled || kind == transport.KindQuota {
 		ls.throttled++
 	} else {
@@ -437,7 +442,7 @@ func (c *Client) policyAnswered(ls *loopState, a retryAnswer) {
 	if !ls.attemptStart.IsZero() {
 		delay = retry.Spaced(c.clk.Now().Sub(ls.attemptStart), delay)
 	}
-	if !serverAsked || dpsAsked {
+	if (!serverAsked || dpsAsked) && !f.moved {
 		delay = retry.Spread(c.opts.ReconnectSpread, delay, ls.attempts == 1)
 	}
 	ls.phase, ls.retry, ls.retryAt = phaseBackingOff, c.clk.NewTimer(delay), c.clk.Now().Add(delay)
