@@ -47,7 +47,7 @@ test_go() {
 }
 
 test_c() {
-	say "C tests (CTest): ABI symbols, misuse, status sequences, dispatch modes, twins and methods, retry policy, stress, install"
+	say "C tests (CTest): ABI symbols, misuse, status sequences, dispatch modes, twins and methods, DPS and X.509, retry policy, stress, install"
 	ctest --test-dir "$BUILD" --output-on-failure
 }
 
@@ -57,12 +57,12 @@ test_abi() {
 }
 
 test_python() {
-	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, wheel"
+	say "Python binding (pytest): enums, connect, send, C2D, kill-tcp, custom retry policy, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, DPS and X.509, wheel"
 	bash bindings/python/run-tests.sh
 }
 
 test_csharp() {
-	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, version, nupkg, example"
+	say "C# binding (Mono): enums, C2D, kill-tcp, retry policies, misuse, twins and methods (modules, outages), shared dispatcher, fleet hint, admission budget, DPS and X.509, version, nupkg, example"
 	bash bindings/csharp/run-tests.sh
 }
 
