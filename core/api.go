@@ -161,6 +161,7 @@ const (
 //	NewProvisionedClient(p Provisioning, opts Options) (*Client, error) // finds its hub through DPS (provisioned.go)
 //	(*Client).Registrations() int                 // DPS registrations this client made (billable); 0 without DPS
 //	(*Client).Assignment() (hub, deviceID string) // the hub a provisioned client connects to; "" before one
+//	RegisterDevice(ctx, p Provisioning, opts Options) (*provisioning.Result, error) // one registration, no client
 //	(*Client).SetHandlers(h Handlers)                                   // before Connect; later calls replace them
 //	(*Client).SetRetryPolicy(p retry.Policy) error
 //	(*Client).Connect(ctx context.Context) error  // blocks until Connected, a fatal error, the policy giving up,

@@ -544,7 +544,9 @@ int iotconn_close(iotconn_client_t *client);
  * added. DPS refusing the registration is fatal: Disconnected / Bad_Credential (401, 403) or Device_Disabled (404,
  * a disabled enrollment). A reprovision shows as Disconnected_Retrying (Communication_Error when the hub refused
  * the device), a log line naming the reason and the new hub, and iotconn_dps_registrations(). Messages queued
- * before or during it go to the new hub. Every other call works as for iotconn_client_create().
+ * before or during it go to the new hub. DPS is reached over MQTT on port 8883 of provisioning_host (a port in it
+ * wins), or over MQTT on WebSocket (443) with a WebSocket transport, whatever protocol the hub link uses. Every
+ * other call works as for iotconn_client_create().
  * Errors: IOTCONN_EINVAL (NULL params or out_client, bad sizes, no or two attestations, a bad registration id,
  * key, host, payload or option), IOTCONN_ESTORE (queue_dir). Thread-safe.
  */
