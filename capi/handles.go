@@ -159,7 +159,11 @@ func (e *entry) register(slot *atomicFn, fn, user uintptr) {
 // createClient makes a client with the table's handlers and returns its handle (iotconn_client_create in Go terms,
 // so that Go tests can drive the same path).
 func createClient(connStr string, o core.Options) (uintptr, error) {
-	c, err := core.NewClient(connStr, o)
+	return addClient(core.NewClient(connStr, o))
+}
+
+// addClient gives a new client its handle and its handlers.
+func addClient(c *core.Client, err error) (uintptr, error) {
 	if err != nil {
 		return 0, err
 	}

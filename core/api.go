@@ -158,6 +158,9 @@ const (
 // The Client methods below are safe for concurrent use from any goroutine, including from inside handlers.
 //
 //	NewClient(connectionString string, opts Options) (*Client, error)  // validates; does not connect
+//	NewProvisionedClient(p Provisioning, opts Options) (*Client, error) // finds its hub through DPS (provisioned.go)
+//	(*Client).Registrations() int                 // DPS registrations this client made (billable); 0 without DPS
+//	(*Client).Assignment() (hub, deviceID string) // the hub a provisioned client connects to; "" before one
 //	(*Client).SetHandlers(h Handlers)                                   // before Connect; later calls replace them
 //	(*Client).SetRetryPolicy(p retry.Policy) error
 //	(*Client).Connect(ctx context.Context) error  // blocks until Connected, a fatal error, the policy giving up,

@@ -44,9 +44,6 @@ const (
 type Client struct {
 	// Set by NewClient, never changed.
 	opts   Options
-	cs     *auth.ConnectionString
-	cred   auth.Credential
-	tls    *tls.Config
 	dialer transport.Dialer
 	clk    clock.Clock
 	events *eventQueue
@@ -88,7 +85,22 @@ type Client struct {
 
 	forbidden atomic.Int64 // transitions the status table refused: engine bugs
 	closeOnce sync.Once
+
+	// id is who the client connects as, and where: set by NewClient; a provisioned client's loop replaces it
+	// with each assignment (prov, provisioned.go; nil for a connection-string client).
+	id   atomic.Pointer[identity]
+	prov *provisioner
 }
+
+// identity is a device identity at one hub: its connection string, credential and TLS settings.
+type identity struct {
+	cs   *auth.ConnectionString
+	cred auth.Credential
+	tls  *tls.Config
+}
+
+// ident is the identity the client connects as now.
+func (c *Client) ident() *identity { return c.id.Load() }
 
 // NewClient validates the connection string and options; it does not connect.
 func NewClient(connectionString string, opts Options) (*Client, error) {
@@ -97,6 +109,18 @@ func NewClient(connectionString string, opts Options) (*Client, error) {
 
 // newClient lets tests supply the transport.
 func newClient(connectionString string, opts Options, dialer transport.Dialer) (*Client, error) {
+	if err := applyDefaults(&opts); err != nil {
+		return nil, err
+	}
+	id, err := newIdentity(connectionString, &opts)
+	if err != nil {
+		return nil, err
+	}
+	return startClient(id, opts, dialer, nil)
+}
+
+// newIdentity parses a connection string and builds its credential and TLS settings; opts has its defaults.
+func newIdentity(connectionString string, opts *Options) (*identity, error) {
 	cs, err := auth.ParseConnectionString(connectionString)
 	if err != nil {
 		code := CodeInvalidArgument
@@ -105,31 +129,40 @@ func newClient(connectionString string, opts Options, dialer transport.Dialer) (
 		}
 		return nil, &Error{Code: code, Msg: "connection string: " + err.Error(), Err: err}
 	}
-	if err := applyDefaults(&opts); err != nil {
-		return nil, err
-	}
+	return identityFor(cs, opts)
+}
+
+// identityFor builds a connection string's credential and TLS settings.
+func identityFor(cs *auth.ConnectionString, opts *Options) (*identity, error) {
 	cred, err := auth.NewCredential(cs, opts.SASLifetime)
 	if err != nil {
 		return nil, &Error{Code: CodeInvalidArgument, Msg: err.Error(), Err: err}
 	}
-	tlsConf, err := buildTLS(cs, &opts)
+	tlsConf, err := buildTLS(cs, opts)
 	if err != nil {
 		return nil, err
 	}
+	return &identity{cs: cs, cred: cred, tls: tlsConf}, nil
+}
+
+// startClient checks the identity with the transport and starts the client's goroutines.
+func startClient(id *identity, opts Options, dialer transport.Dialer, prov *provisioner) (*Client, error) {
+	var err error
 	if dialer == nil {
 		dialer = protocols[opts.Transport].dialer(opts.AMQPPool)
 	}
-	if err := dialer.CheckIdentity(cs.DeviceID, cs.ModuleID); err != nil {
+	if err := dialer.CheckIdentity(id.cs.DeviceID, id.cs.ModuleID); err != nil {
 		return nil, &Error{Code: CodeInvalidArgument, Msg: "connection string: " + errors.Unwrap(err).Error(), Err: err}
 	}
 	c := &Client{
-		opts: opts, cs: cs, cred: cred, tls: tlsConf, dialer: dialer, clk: opts.Clock, events: newEventQueue(),
+		opts: opts, dialer: dialer, clk: opts.Clock, events: newEventQueue(), prov: prov,
 		reqs: reqresp.NewTable(), methods: map[string]uint64{},
 		cur: state{StatusDisconnected, ReasonConnectionOk}, policy: ownPolicy(opts.RetryPolicy),
 		connectReqs: make(chan *connectRequest), connecting: map[*connectRequest]context.CancelFunc{},
 		kick: make(chan struct{}, 1), resync: make(chan struct{}, 1), lost: make(chan lostLink, 4),
 		loopDone: make(chan struct{}),
 	}
+	c.id.Store(id)
 	if d := opts.Dispatcher; d != nil {
 		if err := d.attach(c); err != nil {
 			return nil, err
@@ -313,11 +346,11 @@ func buildTLS(cs *auth.ConnectionString, o *Options) (*tls.Config, error) {
 	case !cs.X509 && (o.CertFile != "" || o.KeyFile != ""):
 		return nil, Errorf(CodeInvalidArgument, "a client certificate needs x509=true in the connection string")
 	case cs.X509:
-		cert, err := auth.LoadClientCertificate(o.CertFile, o.KeyFile)
+		files, err := auth.NewCertificateFiles(o.CertFile, o.KeyFile)
 		if err != nil {
 			return nil, &Error{Code: CodeInvalidArgument, Msg: err.Error(), Err: err}
 		}
-		conf.Certificates = []tls.Certificate{cert}
+		conf.GetClientCertificate = files.GetClientCertificate // a rotated file is presented on the next connect
 	}
 	return conf, nil
 }

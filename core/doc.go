@@ -24,6 +24,9 @@
 //	                  until handed to a link, then a request), the hub's answers; desired.go: desired updates,
 //	                  the GET after every connect, each version delivered once; methods.go: method calls, open
 //	                  until RespondMethod, on their own link only
+//	provisioning      provisioned.go: a client that finds its hub through DPS (NewProvisionedClient), the
+//	                  assignment cache and when to register again, run by the supervisor as part of an attempt;
+//	                  core/provisioning: the DPS registration client (MQTT) and the cache file
 //	auth              core/auth: connection strings and credentials; core/iothub: IoT Hub's wire conventions
 //	transport         core/transport (the seam: dial with features C2D/twin/methods, Send, Request, inbound
 //	                  messages and twin/method traffic, token renewal), core/transport/mqtt (paho.mqtt.golang),

@@ -72,7 +72,7 @@ func (c *Client) checkMessage(msg *Message, wire *transport.Message) *Error {
 			"application property names and values%s); IoT Hub accepts at most %d", size, generatedIDNote(msg),
 			iothub.MaxMessageSize)
 	}
-	if err := c.dialer.CheckMessage(c.cs.DeviceID, c.cs.ModuleID, wire); err != nil {
+	if err := c.dialer.CheckMessage(c.ident().cs.DeviceID, c.ident().cs.ModuleID, wire); err != nil {
 		kind := transport.KindOf(err)
 		return &Error{Code: codeFor(kind == transport.KindTooLarge), Msg: errors.Unwrap(err).Error(), Err: err}
 	}

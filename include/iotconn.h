@@ -229,6 +229,26 @@ typedef struct iotconn_options {
 			      0, 0, 0, 0, 0, 0, IOTCONN_DISPATCH_THREAD, IOTCONN_QUEUE_OVERFLOW_REJECT, NULL, 0, NULL, 0, NULL, \
 			      0}
 
+/* Device Provisioning Service parameters (iotconn_client_create_dps, iotconn_dps_register). The attestation is
+ * one of symmetric_key, group_key, or X.509: the options' cert_file and key_file (the certificate's CN is the
+ * registration id), used with DPS and then with the hub. Strings are copied. */
+typedef struct iotconn_dps_params {
+	size_t size;                   /* sizeof(iotconn_dps_params_t); set by IOTCONN_DPS_PARAMS_INIT */
+	const char *provisioning_host; /* the global device endpoint, host[:port]: global.azure-devices-provisioning.net */
+	const char *id_scope;          /* e.g. "0ne00000001" */
+	const char *registration_id;   /* at most 128 letters, digits and - . _ : */
+	const char *symmetric_key;     /* an individual enrollment's key (base64) */
+	const char *group_key;         /* an enrollment group's key: the device key is derived from it */
+	const char *payload_json;      /* optional JSON sent with each registration; NULL = none */
+	/* Where the assignment is kept across restarts (written atomically); NULL = queue_dir/dps-assignment.json,
+	 * or no cache when the options have no queue_dir either (every start then registers). */
+	const char *cache_file;
+	uint32_t reprovision_after_failures; /* register again after this many reconnects failed in a row; 0 = 10 */
+	uint32_t reprovision_after_s;        /* ... or after this long without a connection; 0 = 900 (15 min) */
+} iotconn_dps_params_t;
+
+#define IOTCONN_DPS_PARAMS_INIT {sizeof(iotconn_dps_params_t), NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0}
+
 /* One application property of a message (key and value are NUL-terminated UTF-8). */
 typedef struct iotconn_property {
 	const char *key;
@@ -510,6 +530,48 @@ int iotconn_get_status(iotconn_client_t *client, iotconn_status_t *status, iotco
  * sends return IOTCONN_ECLOSED. Idempotent; the handle stays
  * valid until iotconn_client_destroy(). Thread-safe, also from inside the client's callbacks. */
 int iotconn_close(iotconn_client_t *client);
+
+/* ---- Device Provisioning Service ---------------------------------------------------------------------------- */
+
+/*
+ * Creates a client that finds its hub through DPS instead of a connection string; it does not connect. The first
+ * iotconn_connect() registers, unless the assignment cache (params->cache_file, or queue_dir) holds one of this
+ * registration: then it connects to the cached hub without calling DPS. The library then follows Microsoft's
+ * guidance: transient failures (network, throttling, a busy hub) are retried on the same hub with the retry policy;
+ * the client registers again (one registration, then the hub it names) when a hub it connected to before refuses
+ * the device (wrong credential, disabled, unknown: the device was moved or deleted), or after
+ * reprovision_after_failures reconnects failed in a row, or reprovision_after_s without a connection; never for
+ * throttling. A registration is one attempt of the retry policy; DPS's retry-after is honoured with a random part
+ * added. DPS refusing the registration is fatal: Disconnected / Bad_Credential (401, 403) or Device_Disabled (404,
+ * a disabled enrollment). A reprovision shows as Disconnected_Retrying (Communication_Error when the hub refused
+ * the device), a log line naming the reason and the new hub, and iotconn_dps_registrations(). Messages queued
+ * before or during it go to the new hub. Every other call works as for iotconn_client_create().
+ * Errors: IOTCONN_EINVAL (NULL params or out_client, bad sizes, no or two attestations, a bad registration id,
+ * key, host, payload or option), IOTCONN_ESTORE (queue_dir). Thread-safe.
+ */
+int iotconn_client_create_dps(const iotconn_dps_params_t *params, const iotconn_options_t *opts,
+			      iotconn_client_t **out_client);
+
+/* Stores in *out_count how many DPS registrations (each billed by DPS) the client made since it was created: 0
+ * while it uses a cached assignment, 1 after the first, one more per reprovision. 0 for a client of a connection
+ * string. Thread-safe. Errors: IOTCONN_EINVAL (NULL out_count), IOTCONN_EBADHANDLE. */
+int iotconn_dps_registrations(iotconn_client_t *client, uint64_t *out_count);
+
+/* Stores the hub and device id the client connects as now in *out_hub and *out_device_id (either may be NULL),
+ * as strings the caller frees with iotconn_free(); NULL before the first assignment and for a client of a
+ * connection string. Thread-safe. Errors: IOTCONN_EBADHANDLE. */
+int iotconn_dps_assignment(iotconn_client_t *client, char **out_hub, char **out_device_id);
+
+/* Registers once with DPS outside any client (as the SDKs' ProvisioningDeviceClient.register): blocks until
+ * assigned, retrying 429, 5xx and connection failures with the default retry policy and DPS's retry-after, for at
+ * most timeout_ms (0 = the options' operation timeout). On success stores the registration state as JSON in
+ * *out_result_json ({"registrationId","assignedHub","deviceId","status","substatus","createdDateTimeUtc",
+ * "lastUpdatedDateTimeUtc","etag"}), which the caller frees with iotconn_free(). params->cache_file and the
+ * reprovision fields are not used. Not from inside a callback (it blocks). Errors: IOTCONN_EINVAL, IOTCONN_EAUTH
+ * (401/403), IOTCONN_EDISABLED (404, a disabled enrollment), IOTCONN_ETIMEOUT, IOTCONN_ENETWORK,
+ * IOTCONN_ETHROTTLED, IOTCONN_EPROTOCOL; iotconn_last_error() gives DPS's status, errorCode and message. */
+int iotconn_dps_register(const iotconn_dps_params_t *params, const iotconn_options_t *opts, uint32_t timeout_ms,
+			 char **out_result_json);
 
 /* Copies a message (for example one handed to the message callback) into one block the caller owns: free it
  * with iotconn_free(*out_copy). Thread-safe. Errors: IOTCONN_EINVAL. */

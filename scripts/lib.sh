@@ -51,3 +51,16 @@ start_logged() {
 	pids+=($!)
 	exec 4<&-
 }
+
+# matplotlib_python BUILD prints a python with matplotlib: a virtualenv under BUILD/fleet-venv, made once, with
+# matplotlib from PyPI (a wheel, no compiler, no system packages). The benchmarks' plots use it.
+matplotlib_python() {
+	local venv="$1/fleet-venv"
+	if [ ! -x "$venv/bin/python" ]; then
+		python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install_missing python3-venv >&2 # Debian's python3
+		python3 -m venv "$venv" >&2
+	fi
+	"$venv/bin/python" -c 'import matplotlib' 2>/dev/null ||
+		"$venv/bin/python" -m pip install -q --disable-pip-version-check 'matplotlib>=3.7,<4' >&2
+	echo "$venv/bin/python"
+}

@@ -212,15 +212,7 @@ stop "$hub_pid" 10
 say "analysis"
 plot_args=()
 if [ "$PLOT" = 1 ]; then
-	# matplotlib from PyPI into a virtualenv under build/, once: a wheel, no compiler, no system packages.
-	venv="$BUILD/fleet-venv"
-	if [ ! -x "$venv/bin/python" ]; then
-		python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install_missing python3-venv # Debian's python3
-		python3 -m venv "$venv"
-	fi
-	"$venv/bin/python" -c 'import matplotlib' 2>/dev/null ||
-		"$venv/bin/python" -m pip install -q --disable-pip-version-check 'matplotlib>=3.7,<4'
-	py="$venv/bin/python"
+	py=$(matplotlib_python "$BUILD")
 	plot_args=(--plots "$(dirname "$OUT")")
 else
 	py=python3

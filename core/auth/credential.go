@@ -2,11 +2,13 @@ package auth
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/iotconn/iotconn/core/iothub"
@@ -156,6 +158,83 @@ func hasBlock(data []byte, typeOK func(string) bool) bool {
 		}
 		if typeOK(block.Type) {
 			return true
+		}
+	}
+}
+
+// CertificateFiles is a client certificate that follows its files: read again when either file changed (its size
+// or modification time), so a certificate rotated on disk is presented on the next connect without recreating the
+// client. A rotation caught half-written keeps the last certificate that loaded until the files are whole again.
+type CertificateFiles struct {
+	certFile, keyFile string
+
+	mu    sync.Mutex
+	cert  *tls.Certificate
+	stamp [2]fileStamp
+}
+
+type fileStamp struct {
+	size int64
+	mod  time.Time
+}
+
+// NewCertificateFiles loads the certificate and key once, so a missing or bad file is refused at once.
+func NewCertificateFiles(certFile, keyFile string) (*CertificateFiles, error) {
+	f := &CertificateFiles{certFile: certFile, keyFile: keyFile}
+	stamp := f.stamps()
+	cert, err := LoadClientCertificate(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	f.cert, f.stamp = &cert, stamp
+	return f, nil
+}
+
+func (f *CertificateFiles) stamps() [2]fileStamp {
+	var s [2]fileStamp
+	for i, path := range []string{f.certFile, f.keyFile} {
+		if fi, err := os.Stat(path); err == nil {
+			s[i] = fileStamp{fi.Size(), fi.ModTime()}
+		}
+	}
+	return s
+}
+
+// Current returns the certificate of the files as they are now.
+func (f *CertificateFiles) Current() *tls.Certificate {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if stamp := f.stamps(); stamp != f.stamp {
+		if cert, err := LoadClientCertificate(f.certFile, f.keyFile); err == nil {
+			f.cert, f.stamp = &cert, stamp
+		}
+	}
+	return f.cert
+}
+
+// GetClientCertificate is tls.Config's hook: each handshake presents Current.
+func (f *CertificateFiles) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return f.Current(), nil
+}
+
+// CertificateNotAfter reads when the first certificate in a PEM file expires, for an authentication failure's
+// message.
+func CertificateNotAfter(certFile string) (time.Time, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for {
+		var block *pem.Block
+		if block, b = pem.Decode(b); block == nil {
+			return time.Time{}, fmt.Errorf("%s holds no PEM certificate", certFile)
+		}
+		if block.Type == "CERTIFICATE" {
+			leaf, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return leaf.NotAfter, nil
 		}
 	}
 }

@@ -206,6 +206,16 @@ func Spread(window, delay time.Duration, first bool) time.Duration {
 	return max(delay, uniform(nil, window, satAdd(window, window/10)))
 }
 
+// Jittered is a wait a service asked for, made safe for a fleet: at least d, plus U[0, d/2], so that devices a
+// service answered with the same retry-after at the same moment (DPS's quota answers every refused registration
+// the seconds until its next admission) do not all come back in the same instant. d <= 0 stays 0.
+func Jittered(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return satAdd(d, uniform(nil, 0, d/2))
+}
+
 // uniform draws from [lo, hi] (hi >= lo >= 0) using r, or the package-level source when r is nil.
 func uniform(r *rand.Rand, lo, hi time.Duration) time.Duration {
 	if hi <= lo {

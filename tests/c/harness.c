@@ -87,8 +87,37 @@ static void hubsim_line(hubsim_t *h, const char *line)
 		h->ndevices++;
 		return;
 	}
+	if (sscanf(line, "hubsim: hub2 %63s mqtts %*s control http://127.0.0.1:%d", a, &port) == 2) {
+		snprintf(h->hub2_host, sizeof h->hub2_host, "%s", a); /* not before: hub 2's event lines start alike */
+		h->hub2_control_port = port;
+		return;
+	}
+	if (sscanf(line, "hubsim: dps mqtts %63s", h->dps_mqtt_addr) == 1)
+		return;
+	if (sscanf(line, "hubsim: dps control http://127.0.0.1:%d", &port) == 1) {
+		h->dps_control_port = port;
+		return;
+	}
+	if (sscanf(line, "hubsim: dps idscope %63s", h->id_scope) == 1)
+		return;
+	if ((sscanf(line, "hubsim: dps enrollment %63s %511s", a, b) == 2 ||
+	     sscanf(line, "hubsim: dps group %63s %511s", a, b) == 2) &&
+	    h->nenrollments < HUB_MAX_DEVICES) {
+		snprintf(h->enrollment_id[h->nenrollments], sizeof h->enrollment_id[0], "%s", a);
+		snprintf(h->enrollment_key[h->nenrollments], sizeof h->enrollment_key[0], "%s", b);
+		h->nenrollments++;
+		return;
+	}
 	if (strcmp(line, "hubsim: ready") == 0)
 		h->ready = 1;
+}
+
+const char *hubsim_enrollment_key(const hubsim_t *h, const char *id)
+{
+	for (int i = 0; i < h->nenrollments; i++)
+		if (strcmp(h->enrollment_id[i], id) == 0)
+			return h->enrollment_key[i];
+	return NULL;
 }
 
 /* Reads hubsim's stdout until it exits: parses the start-up lines and echoes every line to stderr, so a failed
@@ -128,7 +157,9 @@ static void *hubsim_reader(void *arg)
 	return NULL;
 }
 
-int hubsim_start(hubsim_t *h, const char *const *devices)
+int hubsim_start(hubsim_t *h, const char *const *devices) { return hubsim_start_args(h, devices, NULL); }
+
+int hubsim_start_args(hubsim_t *h, const char *const *devices, const char *const *args)
 {
 	memset(h, 0, sizeof *h);
 	pthread_mutex_init(&h->mu, NULL);
@@ -138,7 +169,7 @@ int hubsim_start(hubsim_t *h, const char *const *devices)
 		perror("mkdtemp");
 		return -1;
 	}
-	const char *argv[12 + 2 * HUB_MAX_DEVICES];
+	const char *argv[12 + 2 * HUB_MAX_DEVICES + 16];
 	int argc = 0;
 	argv[argc++] = IOTCONN_HUBSIM;
 	argv[argc++] = "--dir";
@@ -155,6 +186,8 @@ int hubsim_start(hubsim_t *h, const char *const *devices)
 		argv[argc++] = "--device";
 		argv[argc++] = devices[i];
 	}
+	for (int i = 0; args && args[i] && i < 16; i++)
+		argv[argc++] = args[i];
 	argv[argc] = NULL;
 
 	int fds[2];
@@ -205,6 +238,52 @@ static int wait_exit(pid_t pid, int ms)
 			return -1;
 	}
 	return waitpid(pid, NULL, 0) == pid ? 0 : -1;
+}
+
+int hubsim_mint_cert(const char *cn, const char *out, const char *issuer, int ca, int expired, char *thumb, size_t n)
+{
+	const char *argv[12] = {IOTCONN_HUBSIM, "mint-cert", "--cn", cn, "--out", out};
+	int argc = 6;
+	if (issuer) {
+		argv[argc++] = "--issuer";
+		argv[argc++] = issuer;
+	}
+	if (ca)
+		argv[argc++] = "--ca";
+	if (expired)
+		argv[argc++] = "--expired";
+	argv[argc] = NULL;
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		return -1;
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, fds[1], STDOUT_FILENO);
+	pid_t pid;
+	int err = posix_spawn(&pid, IOTCONN_HUBSIM, &fa, NULL, (char *const *)argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	close(fds[1]);
+	if (err != 0) {
+		close(fds[0]);
+		return -1;
+	}
+	size_t len = 0;
+	for (;;) { /* mint-cert prints one line and exits: EOF ends this loop */
+		ssize_t r = read(fds[0], thumb + len, n - 1 - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0 || (len += (size_t)r) == n - 1)
+			break;
+	}
+	close(fds[0]);
+	thumb[len] = 0;
+	thumb[strcspn(thumb, "\r\n")] = 0;
+	if (wait_exit(pid, 30000) != 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return -1;
+	}
+	return thumb[0] ? 0 : -1;
 }
 
 void hubsim_stop(hubsim_t *h)
@@ -260,6 +339,11 @@ iotconn_options_t hubsim_options(const hubsim_t *h, int dispatch)
 
 int hub_http(const hubsim_t *h, const char *method, const char *path, const char *json, char **body)
 {
+	return http_request(h->control_port, method, path, json, body);
+}
+
+int http_request(int port, const char *method, const char *path, const char *json, char **body)
+{
 	if (body)
 		*body = NULL;
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -268,7 +352,7 @@ int hub_http(const hubsim_t *h, const char *method, const char *path, const char
 	struct timeval tv = {.tv_sec = 30};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)h->control_port)};
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
 		close(fd);
@@ -279,7 +363,7 @@ int hub_http(const hubsim_t *h, const char *method, const char *path, const char
 	int hl = snprintf(head, sizeof head,
 			  "%s %s HTTP/1.0\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
 			  "Content-Length: %zu\r\n\r\n",
-			  method, path, h->control_port, blen);
+			  method, path, port, blen);
 	if (write(fd, head, (size_t)hl) != hl || (blen && write(fd, json, blen) != (ssize_t)blen)) {
 		close(fd);
 		return -1;

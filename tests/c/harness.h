@@ -60,11 +60,31 @@ typedef struct hubsim {
 	int ndevices;
 	char device_id[HUB_MAX_DEVICES][64];
 	char conn_str[HUB_MAX_DEVICES][512];
+	/* With DPS (hubsim_start_args with --hub, --dps-mqtt, --enrollment): the second hub and the DPS front. */
+	char hub2_host[128];
+	int hub2_control_port;
+	char dps_mqtt_addr[64];
+	int dps_control_port;
+	char id_scope[64];
+	int nenrollments;
+	char enrollment_id[HUB_MAX_DEVICES][64]; /* registration or group id */
+	char enrollment_key[HUB_MAX_DEVICES][512];
 } hubsim_t;
 
 /* Starts build/bin/iotconn-hubsim on 127.0.0.1:0 ports with the given devices (NULL-terminated list of "id") and
  * waits until it printed "hubsim: ready". Returns 0, or -1 with a message on stderr. */
 int hubsim_start(hubsim_t *h, const char *const *devices);
+
+/* As hubsim_start, with more command-line arguments (NULL-terminated, at most 16), e.g. "--hub", "127.0.0.1:0",
+ * "--dps-mqtt", "127.0.0.1:0", "--enrollment", "dev-1". */
+int hubsim_start_args(hubsim_t *h, const char *const *devices, const char *const *args);
+
+/* The primary key hubsim printed for enrollment or group `id`, or NULL. */
+const char *hubsim_enrollment_key(const hubsim_t *h, const char *id);
+
+/* Runs `iotconn-hubsim mint-cert --cn CN --out OUT [--issuer ISSUER] [--ca] [--expired]`: writes OUT.pem and
+ * OUT-key.pem and stores the SHA-1 thumbprint in thumb (n bytes). Returns 0 or -1. */
+int hubsim_mint_cert(const char *cn, const char *out, const char *issuer, int ca, int expired, char *thumb, size_t n);
 
 /* Stops hubsim by its PID (SIGTERM, then SIGKILL after 10 s) and removes its state directory. */
 void hubsim_stop(hubsim_t *h);
@@ -82,6 +102,9 @@ iotconn_options_t hubsim_options(const hubsim_t *h, int dispatch);
 /* One HTTP/1.0 request to hubsim's control API. Returns the status code (or -1) and stores the malloc'd
  * response body in *body when body is not NULL. */
 int hub_http(const hubsim_t *h, const char *method, const char *path, const char *json, char **body);
+
+/* The same request to another control API of the process: hub 2's or DPS's (control_port of hubsim_t). */
+int http_request(int port, const char *method, const char *path, const char *json, char **body);
 
 /* POST /faults with the given JSON; returns 0 on HTTP 200. */
 int hub_fault(const hubsim_t *h, const char *json);

@@ -63,13 +63,14 @@ class Recorder:
 class Hub:
     """One iotconn-hubsim process: its addresses from the startup lines, its log, and its control API."""
 
-    def __init__(self, state_dir: Path, devices: Tuple[str, ...]) -> None:
+    def __init__(self, state_dir: Path, devices: Tuple[str, ...], extra_args: Tuple[str, ...] = ()) -> None:
         if not HUBSIM.exists():
             raise FileNotFoundError(f"{HUBSIM} is missing: run ./build.sh first")
         args = [str(HUBSIM), "--dir", str(state_dir), "--mqtt", "127.0.0.1:0", "--control", "127.0.0.1:0",
                 "--amqp", "127.0.0.1:0", "--amqp-ws", "127.0.0.1:0"]
         for device in devices:
             args += ["--device", device]
+        args += extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.log = Recorder()
         self._reader = threading.Thread(target=self._read, name="hubsim-reader", daemon=True)
@@ -82,9 +83,27 @@ class Hub:
             self.stop()
             raise
         self.connection_strings: Dict[str, str] = {}
+        # With --hub and --dps-mqtt: the other hubs' host names, DPS's address, control URL and id scope, and the
+        # primary keys of the enrollments and groups.
+        self.hub_hosts: List[str] = []
+        self.dps_mqtt = self.dps_control_url = self.id_scope = ""
+        self.enrollment_keys: Dict[str, str] = {}
         for line in lines:
             field = line.split(" ", 2)
-            if line.startswith("hubsim: control "):
+            words = line.split()
+            if line.startswith("hubsim: mqtts "):
+                self.hub_hosts.insert(0, "localhost:" + field[2].rsplit(":", 1)[1])
+            elif re.match(r"hubsim: hub\d+ \S+ mqtts ", line):
+                self.hub_hosts.append(words[2])
+            elif line.startswith("hubsim: dps mqtts "):
+                self.dps_mqtt = words[3]
+            elif line.startswith("hubsim: dps control "):
+                self.dps_control_url = words[3]
+            elif line.startswith("hubsim: dps idscope "):
+                self.id_scope = words[3]
+            elif line.startswith(("hubsim: dps enrollment ", "hubsim: dps group ")):
+                self.enrollment_keys[words[3]] = words[4]
+            elif line.startswith("hubsim: control "):
                 self.control_url = field[2]
             elif line.startswith("hubsim: amqps "):
                 self.amqp_addr = field[2]
@@ -121,9 +140,10 @@ class Hub:
         prefix, _key = self.connection_strings[device].split("SharedAccessKey=", 1)
         return prefix + "SharedAccessKey=" + base64.b64encode(b"not the key of this device, 32b!").decode()
 
-    def request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None) -> Any:
+    def request(self, method: str, path: str, body: Optional[Dict[str, Any]] = None, base: str = "") -> Any:
+        """A control API request: the hub's, or the one at `base` (e.g. dps_control_url)."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.control_url + path, data=data, method=method)
+        req = urllib.request.Request((base or self.control_url) + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(req, timeout=EVENT_TIMEOUT) as resp:

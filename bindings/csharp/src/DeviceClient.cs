@@ -94,6 +94,66 @@ namespace Iotconn
             {
                 throw IotconnException.InvalidArgument("connectionString", "must not be null");
             }
+            byte[] utf8 = NativeMethods.ToUtf8(connectionString);
+            return Create(options, transportType, (ref NativeMethods.Options native, NativeBlocks blocks,
+                out ClientHandle handle) => NativeMethods.iotconn_client_create(utf8, ref native, out handle));
+        }
+
+        /// <summary>Creates a client that finds its hub through the Device Provisioning Service at
+        /// globalDeviceEndpoint (host[:port]); it does not connect. The first OpenAsync registers, unless the
+        /// assignment cache (ProvisioningOptions.CacheFile, else ClientOptions.QueueDirectory's
+        /// dps-assignment.json) holds this registration's hub: then it connects there without calling DPS. Then the
+        /// library follows Microsoft's guidance: transient failures are retried on the same hub; it registers again
+        /// when a hub it connected to refuses the device (moved, deleted, disabled), or after
+        /// ReprovisionAfterFailures reconnects failed in a row (default 10) or ReprovisionAfter without a
+        /// connection (default 15 minutes); never for throttling. A reprovision shows as Disconnected_Retrying, a
+        /// log line (Trace) and ProvisioningRegistrations; messages queued meanwhile go to the new hub. DPS
+        /// refusing the registration faults OpenAsync with ErrorCode.BadCredential (401/403) or DeviceDisabled (404).
+        /// </summary>
+        public static DeviceClient CreateFromProvisioning(string globalDeviceEndpoint, string idScope,
+            SecurityProvider securityProvider, TransportType transportType, ClientOptions options,
+            ProvisioningOptions provisioning = null)
+        {
+            if (globalDeviceEndpoint == null || idScope == null || securityProvider == null)
+            {
+                throw IotconnException.InvalidArgument("globalDeviceEndpoint, idScope and securityProvider",
+                    "must not be null");
+            }
+            var p = provisioning ?? new ProvisioningOptions();
+            var opts = ProvisioningDeviceClient.Copy(options);
+            securityProvider.Configure(opts);
+            return Create(opts, transportType, (ref NativeMethods.Options native, NativeBlocks blocks,
+                out ClientHandle handle) =>
+            {
+                NativeMethods.DpsParams dps = DpsNative(globalDeviceEndpoint, idScope, securityProvider,
+                    p.PayloadJson, blocks);
+                dps.CacheFile = blocks.Utf8(p.CacheFile);
+                dps.ReprovisionAfterFailures = Positive("ReprovisionAfterFailures", p.ReprovisionAfterFailures);
+                dps.ReprovisionAfterS = Seconds("ReprovisionAfter", p.ReprovisionAfter);
+                return NativeMethods.iotconn_client_create_dps(ref dps, ref native, out handle);
+            });
+        }
+
+        internal static NativeMethods.DpsParams DpsNative(string globalDeviceEndpoint, string idScope,
+            SecurityProvider security, string payloadJson, NativeBlocks blocks)
+        {
+            var native = new NativeMethods.DpsParams
+            {
+                Size = new UIntPtr((uint)Marshal.SizeOf(typeof(NativeMethods.DpsParams))),
+                ProvisioningHost = blocks.Utf8(globalDeviceEndpoint),
+                IdScope = blocks.Utf8(idScope),
+                RegistrationId = blocks.Utf8(security.RegistrationId),
+                PayloadJson = blocks.Utf8(payloadJson),
+            };
+            security.Fill(ref native, blocks);
+            return native;
+        }
+
+        private delegate int NativeCreate(ref NativeMethods.Options native, NativeBlocks blocks,
+            out ClientHandle handle);
+
+        private static DeviceClient Create(ClientOptions options, TransportType transportType, NativeCreate create)
+        {
             if (!Enum.IsDefined(typeof(TransportType), transportType))
             {
                 throw IotconnException.InvalidArgument("transportType", "unknown transport type " + transportType);
@@ -105,13 +165,12 @@ namespace Iotconn
             using (var blocks = new NativeBlocks())
             {
                 NativeMethods.Options native = ToNative(options ?? new ClientOptions(), transportType, blocks);
-                byte[] utf8 = NativeMethods.ToUtf8(connectionString);
-                Func<IntPtr, int> create = dispatcherHandle =>
+                Func<IntPtr, int> createWith = dispatcherHandle =>
                 {
                     native.Dispatcher = dispatcherHandle;
-                    return NativeMethods.iotconn_client_create(utf8, ref native, out handle);
+                    return create(ref native, blocks, out handle);
                 };
-                int rc = shared == null ? create(IntPtr.Zero) : shared.CreateClient(create);
+                int rc = shared == null ? createWith(IntPtr.Zero) : shared.CreateClient(createWith);
                 if (rc < 0)
                 {
                     throw IotconnException.FromLastError(rc);
@@ -128,7 +187,41 @@ namespace Iotconn
             }
         }
 
-        private static NativeMethods.Options ToNative(ClientOptions options, TransportType transportType,
+        /// <summary>How many DPS registrations (each billed by DPS) this client made: 0 while it uses a cached
+        /// assignment and for a client of a connection string, one more per reprovision.</summary>
+        public int ProvisioningRegistrations
+        {
+            get
+            {
+                ThrowIfClosed();
+                ulong count;
+                Check(NativeMethods.iotconn_dps_registrations(handle, out count));
+                return (int)count;
+            }
+        }
+
+        /// <summary>The hub a provisioned client connects to now; null before its first assignment and for a client
+        /// of a connection string.</summary>
+        public string AssignedHub
+        {
+            get { return Assignment()[0]; }
+        }
+
+        /// <summary>The device id of a provisioned client's assignment; null as AssignedHub.</summary>
+        public string AssignedDeviceId
+        {
+            get { return Assignment()[1]; }
+        }
+
+        private string[] Assignment()
+        {
+            ThrowIfClosed();
+            IntPtr hub, device;
+            Check(NativeMethods.iotconn_dps_assignment(handle, out hub, out device));
+            return new[] { NativeMethods.TakeUtf8(hub), NativeMethods.TakeUtf8(device) };
+        }
+
+        internal static NativeMethods.Options ToNative(ClientOptions options, TransportType transportType,
             NativeBlocks blocks)
         {
             if (!Enum.IsDefined(typeof(QueueOverflow), options.QueueOverflow))

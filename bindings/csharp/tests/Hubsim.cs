@@ -18,6 +18,7 @@ namespace Iotconn.Tests
         private readonly Process process;
         private readonly Thread reader;
         private readonly string dir;
+        private readonly string root;
         private readonly BlockingCollection<string> lines = new BlockingCollection<string>();
 
         public string ControlUrl { get; private set; }
@@ -34,12 +35,35 @@ namespace Iotconn.Tests
             return ConnectionStrings[deviceId] + ";GatewayHostName=localhost" + addr.Substring(addr.LastIndexOf(':'));
         }
 
-        public Hubsim(string root, params string[] deviceIds)
+        // With --hub and --dps-mqtt (the extraArgs constructor): every hub's host name (this one first), the second
+        // hub's control URL, DPS's address, control URL and id scope, and the enrollments' and groups' keys.
+        public List<string> HubHosts { get; private set; }
+        public string Hub2ControlUrl { get; private set; }
+        public string DpsMqtt { get; private set; }
+        public string DpsControlUrl { get; private set; }
+        public string IdScope { get; private set; }
+        public Dictionary<string, string> EnrollmentKeys { get; private set; }
+
+        /// <summary>The certificates and keys tests mint live here, removed with the hub.</summary>
+        public string Dir
         {
+            get { return dir; }
+        }
+
+        public Hubsim(string root, params string[] deviceIds) : this(root, deviceIds, "")
+        {
+        }
+
+        /// <summary>With more command-line arguments, e.g. "--hub 127.0.0.1:0 --dps-mqtt 127.0.0.1:0".</summary>
+        public Hubsim(string root, string[] deviceIds, string extraArgs)
+        {
+            this.root = root;
             ConnectionStrings = new Dictionary<string, string>();
+            HubHosts = new List<string>();
+            EnrollmentKeys = new Dictionary<string, string>();
             dir = Path.Combine(Path.GetTempPath(), "iotconn-cs-" + Guid.NewGuid().ToString("N"));
             string args = "--dir " + dir + " --mqtt 127.0.0.1:0 --control 127.0.0.1:0 --amqp 127.0.0.1:0" +
-                " --amqp-ws 127.0.0.1:0";
+                " --amqp-ws 127.0.0.1:0 " + extraArgs;
             foreach (string id in deviceIds)
             {
                 args += " --device " + id;
@@ -87,7 +111,32 @@ namespace Iotconn.Tests
                 {
                     return;
                 }
-                if (words.Length == 3 && words[1] == "control")
+                if (words.Length == 3 && words[1] == "mqtts")
+                {
+                    HubHosts.Insert(0, "localhost:" + words[2].Substring(words[2].LastIndexOf(':') + 1));
+                }
+                else if (words.Length == 7 && words[1].StartsWith("hub") && words[3] == "mqtts")
+                {
+                    HubHosts.Add(words[2]);
+                    Hub2ControlUrl = Hub2ControlUrl ?? words[6];
+                }
+                else if (words.Length == 4 && words[1] == "dps" && words[2] == "mqtts")
+                {
+                    DpsMqtt = words[3];
+                }
+                else if (words.Length == 4 && words[1] == "dps" && words[2] == "control")
+                {
+                    DpsControlUrl = words[3];
+                }
+                else if (words.Length == 4 && words[1] == "dps" && words[2] == "idscope")
+                {
+                    IdScope = words[3];
+                }
+                else if (words.Length == 5 && words[1] == "dps" && (words[2] == "enrollment" || words[2] == "group"))
+                {
+                    EnrollmentKeys[words[3]] = words[4];
+                }
+                else if (words.Length == 3 && words[1] == "control")
                 {
                     ControlUrl = words[2];
                 }
@@ -159,14 +208,41 @@ namespace Iotconn.Tests
 
         private string Request(string method, string path, string body)
         {
+            return Request(ControlUrl, method, path, body);
+        }
+
+        /// <summary>A request to the control API at baseUrl: this hub's, the second hub's or DPS's.</summary>
+        public string Request(string baseUrl, string method, string path, string body)
+        {
             using (var web = new WebClient { Proxy = null, Encoding = Encoding.UTF8 })
             {
                 if (body == null)
                 {
-                    return web.DownloadString(ControlUrl + path);
+                    return web.DownloadString(baseUrl + path);
                 }
                 web.Headers[HttpRequestHeader.ContentType] = "application/json";
-                return web.UploadString(ControlUrl + path, method, body);
+                return web.UploadString(baseUrl + path, method, body);
+            }
+        }
+
+        /// <summary>iotconn-hubsim mint-cert: writes Dir/name.pem and Dir/name-key.pem and returns the SHA-1
+        /// thumbprint; flags e.g. "--ca", "--issuer PATH", "--expired".</summary>
+        public string MintCert(string commonName, string name, string flags)
+        {
+            var info = new ProcessStartInfo(Path.Combine(root, "build/bin/iotconn-hubsim"),
+                "mint-cert --cn " + commonName + " --out " + Path.Combine(dir, name) + " " + flags)
+            {
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+            };
+            using (var mint = Process.Start(info))
+            {
+                string thumbprint = mint.StandardOutput.ReadToEnd().Trim();
+                if (!mint.WaitForExit(30000) || mint.ExitCode != 0 || thumbprint.Length == 0)
+                {
+                    throw new Exception("mint-cert " + commonName + " failed");
+                }
+                return thumbprint;
             }
         }
 

@@ -125,27 +125,48 @@ func (c *conn) subscribe(ctx context.Context, subs []subscription) *transport.Er
 	}
 }
 
-// options builds the paho client options for one connection.
+// options builds the paho client options for one hub connection.
 func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.ClientOptions {
-	keepAlive := p.KeepAlive
+	hubHost := p.HubHost
+	if hubHost == "" {
+		hubHost = p.Host
+	}
+	return c.pahoOptions(ctx, endpoint{host: p.Host, webSocket: p.WebSocket, tls: p.TLS, keepAlive: p.KeepAlive,
+		clientID: iothub.ClientID(p.DeviceID, p.ModuleID), username: iothub.Username(hubHost, p.DeviceID, p.ModuleID),
+		password: p.Token})
+}
+
+// endpoint is whom one paho client connects to, and as whom: a hub, or DPS (dps.go).
+type endpoint struct {
+	host                         string // host[:port]; 8883, or 443 over WebSocket, when no port
+	webSocket                    bool
+	tls                          *tls.Config
+	keepAlive                    time.Duration
+	clientID, username, password string
+}
+
+// pahoOptions builds the paho client options for one connection: no reconnect or connect retry of paho's own,
+// the socket opened by open within ctx.
+func (c *conn) pahoOptions(ctx context.Context, e endpoint) *paho.ClientOptions {
+	keepAlive := e.keepAlive
 	if keepAlive <= 0 {
 		keepAlive = iothub.DefaultKeepAlive
 	}
 	keepAlive = min(keepAlive, iothub.MaxKeepAlive)
 	deadline, _ := ctx.Deadline()
-	host := p.Host
+	host := e.host
 	if _, _, err := net.SplitHostPort(host); err != nil {
-		if p.WebSocket {
+		if e.webSocket {
 			host = net.JoinHostPort(host, "443")
 		} else {
 			host = net.JoinHostPort(host, "8883")
 		}
 	}
 	broker := &url.URL{Scheme: "ssl", Host: host}
-	if p.WebSocket {
+	if e.webSocket {
 		broker = &url.URL{Scheme: "wss", Host: host, Path: netdial.WebSocketPath}
 	}
-	tlsConf := p.TLS
+	tlsConf := e.tls
 	if tlsConf == nil {
 		tlsConf = &tls.Config{}
 	}
@@ -154,15 +175,11 @@ func (c *conn) options(ctx context.Context, p transport.DialParams) *paho.Client
 	if tlsConf.ServerName == "" {
 		tlsConf.ServerName, _, _ = net.SplitHostPort(host)
 	}
-	hubHost := p.HubHost
-	if hubHost == "" {
-		hubHost = p.Host
-	}
 	return paho.NewClientOptions().
 		AddBroker(broker.String()).
-		SetClientID(iothub.ClientID(p.DeviceID, p.ModuleID)).
-		SetUsername(iothub.Username(hubHost, p.DeviceID, p.ModuleID)).
-		SetPassword(p.Token).
+		SetClientID(e.clientID).
+		SetUsername(e.username).
+		SetPassword(e.password).
 		SetProtocolVersion(4). // no fallback to 3.1 after a refusal
 		SetCleanSession(false).
 		SetAutoReconnect(false).

@@ -43,6 +43,15 @@ namespace Iotconn
             }
         }
 
+        /// <summary>The string member name of members (from Parse), unquoted; null when absent or not a
+        /// string.</summary>
+        internal static string StringMember(Dictionary<string, string> members, string name)
+        {
+            string raw;
+            return members.TryGetValue(name, out raw) && raw.Length >= 2 && raw[0] == '"'
+                ? Unquote(raw.Substring(1, raw.Length - 2)) : null;
+        }
+
         private static int SkipSpace(string json, int i)
         {
             while (i < json.Length && char.IsWhiteSpace(json[i]))

@@ -41,6 +41,21 @@ namespace Iotconn
             [FieldOffset(128)] public uint AmqpPool;
         }
 
+        [StructLayout(LayoutKind.Explicit, Size = 72)]
+        internal struct DpsParams
+        {
+            [FieldOffset(0)] public UIntPtr Size;
+            [FieldOffset(8)] public IntPtr ProvisioningHost;
+            [FieldOffset(16)] public IntPtr IdScope;
+            [FieldOffset(24)] public IntPtr RegistrationId;
+            [FieldOffset(32)] public IntPtr SymmetricKey;
+            [FieldOffset(40)] public IntPtr GroupKey;
+            [FieldOffset(48)] public IntPtr PayloadJson;
+            [FieldOffset(56)] public IntPtr CacheFile;
+            [FieldOffset(64)] public uint ReprovisionAfterFailures;
+            [FieldOffset(68)] public uint ReprovisionAfterS;
+        }
+
         [StructLayout(LayoutKind.Explicit, Size = 16)]
         internal struct Property
         {
@@ -206,6 +221,40 @@ namespace Iotconn
 
         [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
         internal static extern int iotconn_queue_recovered(ClientHandle client, out ulong count);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern void iotconn_free(IntPtr block);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_client_create_dps(ref DpsParams parameters, ref Options options,
+            out ClientHandle client);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_dps_registrations(ClientHandle client, out ulong count);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_dps_assignment(ClientHandle client, out IntPtr hub, out IntPtr deviceId);
+
+        [DllImport(Library, CallingConvention = CallingConvention.Cdecl)]
+        internal static extern int iotconn_dps_register(ref DpsParams parameters, ref Options options,
+            uint timeoutMs, out IntPtr resultJson);
+
+        /// <summary>A string the library allocated, as a managed string (null for NULL), freed with
+        /// iotconn_free.</summary>
+        internal static string TakeUtf8(IntPtr text)
+        {
+            try
+            {
+                return FromUtf8(text);
+            }
+            finally
+            {
+                if (text != IntPtr.Zero)
+                {
+                    iotconn_free(text);
+                }
+            }
+        }
 
         /// <summary>A NUL-terminated UTF-8 C string as a managed string (null for NULL).</summary>
         internal static string FromUtf8(IntPtr text)

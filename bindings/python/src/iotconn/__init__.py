@@ -48,6 +48,7 @@ from .errors import (
 from ._versioning import package_version
 from .message import Message
 from .method import MethodRequest, MethodResponse
+from .provisioning import ProvisioningDeviceClient, RegistrationResult, RegistrationState, X509
 from .retry import CustomRetryPolicy, ExponentialBackoff, NoRetry, RetryPolicy
 
 __version__ = package_version()
@@ -88,14 +89,18 @@ __all__ = [
     "NoRetry",
     "OperationTimeoutError",
     "ProtocolError",
+    "ProvisioningDeviceClient",
     "QueueFullError",
     "QueueOverflow",
     "QueueStoreError",
+    "RegistrationResult",
+    "RegistrationState",
     "RetryExpiredError",
     "RetryPolicy",
     "SendResult",
     "StateError",
     "ThrottledError",
     "Transport",
+    "X509",
     "load_library",
 ]

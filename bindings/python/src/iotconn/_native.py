@@ -92,6 +92,21 @@ class Options(Structure):
     ]
 
 
+class DPSParams(Structure):
+    _fields_ = [
+        ("size", c_size_t),
+        ("provisioning_host", c_char_p),
+        ("id_scope", c_char_p),
+        ("registration_id", c_char_p),
+        ("symmetric_key", c_char_p),
+        ("group_key", c_char_p),
+        ("payload_json", c_char_p),
+        ("cache_file", c_char_p),
+        ("reprovision_after_failures", c_uint32),
+        ("reprovision_after_s", c_uint32),
+    ]
+
+
 class Property(Structure):
     _fields_ = [("key", c_char_p), ("value", c_char_p)]
 
@@ -171,6 +186,11 @@ _PROTOTYPES = {
     "iotconn_get_status": (c_int, [c_void_p, POINTER(c_int), POINTER(c_int)]),
     "iotconn_close": (c_int, [c_void_p]),
     "iotconn_queue_recovered": (c_int, [c_void_p, POINTER(c_uint64)]),
+    "iotconn_free": (None, [c_void_p]),
+    "iotconn_client_create_dps": (c_int, [POINTER(DPSParams), POINTER(Options), POINTER(c_void_p)]),
+    "iotconn_dps_registrations": (c_int, [c_void_p, POINTER(c_uint64)]),
+    "iotconn_dps_assignment": (c_int, [c_void_p, POINTER(c_void_p), POINTER(c_void_p)]),
+    "iotconn_dps_register": (c_int, [POINTER(DPSParams), POINTER(Options), c_uint32, POINTER(c_void_p)]),
 }
 
 
@@ -208,6 +228,11 @@ class Library:
     get_status: Any
     close: Any
     queue_recovered: Any
+    free: Any
+    client_create_dps: Any
+    dps_registrations: Any
+    dps_assignment: Any
+    dps_register: Any
 
     def __init__(self, path: str) -> None:
         try:
@@ -241,6 +266,15 @@ class Library:
         if rc < 0:
             self.fail(rc)
         return rc
+
+    def take_string(self, ptr: c_void_p) -> Optional[str]:
+        """A string the library allocated (NULL: None), decoded and freed with iotconn_free."""
+        if not ptr.value:
+            return None
+        try:
+            return ctypes.string_at(ptr.value).decode("utf-8", "replace")
+        finally:
+            self.free(ptr)
 
 
 _lock = threading.Lock()

@@ -367,6 +367,81 @@ def _optional_uint(what: str, value: Optional[int], limit: int) -> int:
     return value
 
 
+def native_options(
+    *,
+    ca_file: Optional[str] = None,
+    server_verification_cert: Optional[str] = None,
+    x509_cert_file: Optional[str] = None,
+    x509_key_file: Optional[str] = None,
+    transport: Transport = Transport.MQTT,
+    websockets: bool = False,
+    amqp_pool: Optional[int] = None,
+    keep_alive: Optional[int] = None,
+    sastoken_ttl: Optional[int] = None,
+    sastoken_renew_margin: Optional[int] = None,
+    queue_max_messages: Optional[int] = None,
+    queue_max_bytes: Optional[int] = None,
+    operation_timeout: Optional[Seconds] = None,
+    queue_overflow: QueueOverflow = QueueOverflow.REJECT,
+    queue_dir: Optional[str] = None,
+    backoff_reset_after: Optional[Seconds] = None,
+    reconnect_spread: Optional[Seconds] = None,
+    admission: Optional[Admission] = None,
+) -> _native.Options:
+    """iotconn_options_t from the keyword options of the create_* methods (documented there), in POLL mode."""
+    if admission is not None and not isinstance(admission, Admission):
+        raise TypeError(f"admission must be an iotconn.Admission or None, not {type(admission).__name__}")
+    if not isinstance(websockets, bool):
+        raise TypeError(f"websockets must be bool, not {type(websockets).__name__}")
+    opts = _native.Options(ctypes.sizeof(_native.Options))
+    kind = Transport(transport)
+    if websockets:
+        kind = {Transport.MQTT: Transport.MQTT_WS, Transport.AMQP: Transport.AMQP_WS}.get(kind, kind)
+    opts.transport = int(kind)
+    opts.amqp_pool = _optional_uint("amqp_pool", amqp_pool, 2**32 - 1)
+    opts.ca_file = _native.c_string("ca_file", ca_file)
+    opts.ca_pem = _native.c_string("server_verification_cert", server_verification_cert)
+    opts.cert_file = _native.c_string("x509_cert_file", x509_cert_file)
+    opts.key_file = _native.c_string("x509_key_file", x509_key_file)
+    opts.keepalive_s = _optional_uint("keep_alive", keep_alive, 2**32 - 1)
+    opts.sas_lifetime_s = _optional_uint("sastoken_ttl", sastoken_ttl, 2**32 - 1)
+    opts.sas_renew_margin_s = _optional_uint("sastoken_renew_margin", sastoken_renew_margin, 2**32 - 1)
+    opts.queue_max_messages = _optional_uint("queue_max_messages", queue_max_messages, 2**32 - 1)
+    opts.queue_max_bytes = _optional_uint("queue_max_bytes", queue_max_bytes, 2**64 - 1)
+    opts.operation_timeout_ms = _optional_ms("operation_timeout", operation_timeout)
+    opts.dispatch = _native.DISPATCH_POLL
+    opts.queue_overflow = int(QueueOverflow(queue_overflow))
+    opts.queue_dir = _native.c_string("queue_dir", queue_dir)
+    opts.backoff_reset_after_ms = _optional_ms("backoff_reset_after", backoff_reset_after)
+    # 0 is "off" here, not a default to avoid: sent as is.
+    opts.reconnect_spread_ms = 0 if reconnect_spread is None else to_ms("reconnect_spread", reconnect_spread)
+    opts.admission = None if admission is None else admission._handle
+    return opts
+
+
+def _dps_params(
+    provisioning_host: str,
+    registration_id: str,
+    id_scope: str,
+    symmetric_key: Optional[str],
+    group_key: Optional[str],
+    payload: Any,
+) -> _native.DPSParams:
+    """iotconn_dps_params_t; the library validates the values (InvalidArgumentError)."""
+    for name, value in (("provisioning_host", provisioning_host), ("registration_id", registration_id),
+                        ("id_scope", id_scope)):
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    params = _native.DPSParams(ctypes.sizeof(_native.DPSParams))
+    params.provisioning_host = _native.c_string("provisioning_host", provisioning_host)
+    params.registration_id = _native.c_string("registration_id", registration_id)
+    params.id_scope = _native.c_string("id_scope", id_scope)
+    params.symmetric_key = _native.c_string("symmetric_key", symmetric_key)
+    params.group_key = _native.c_string("group_key", group_key)
+    params.payload_json = None if payload is None else _native.c_string("provisioning_payload", json.dumps(payload))
+    return params
+
+
 class IoTHubDeviceClient:
     """A device client, in the manner of azure.iot.device.IoTHubDeviceClient.
 
@@ -451,46 +526,103 @@ class IoTHubDeviceClient:
         """
         if not isinstance(connection_string, str):
             raise TypeError(f"connection_string must be str, not {type(connection_string).__name__}")
+        cs = _native.c_string("connection_string", connection_string)
+        return cls._create(
+            lambda lib, opts, out: lib.client_create(cs, opts, out),
+            ca_file=ca_file, server_verification_cert=server_verification_cert, x509_cert_file=x509_cert_file,
+            x509_key_file=x509_key_file, transport=transport, websockets=websockets, amqp_pool=amqp_pool,
+            keep_alive=keep_alive, sastoken_ttl=sastoken_ttl,
+            sastoken_renew_margin=sastoken_renew_margin, queue_max_messages=queue_max_messages,
+            queue_max_bytes=queue_max_bytes, operation_timeout=operation_timeout, queue_overflow=queue_overflow,
+            queue_dir=queue_dir, backoff_reset_after=backoff_reset_after, reconnect_spread=reconnect_spread,
+            dispatcher=dispatcher, admission=admission, twin=twin, library=library,
+        )
+
+    @classmethod
+    def create_from_provisioning(
+        cls,
+        provisioning_host: str,
+        registration_id: str,
+        id_scope: str,
+        *,
+        symmetric_key: Optional[str] = None,
+        group_key: Optional[str] = None,
+        provisioning_payload: Any = None,
+        cache_file: Optional[str] = None,
+        reprovision_after_failures: Optional[int] = None,
+        reprovision_after: Optional[Seconds] = None,
+        **options: Any,
+    ) -> "IoTHubDeviceClient":
+        """A client that finds its hub through the Device Provisioning Service (it does not connect yet).
+
+        The attestation is symmetric_key (an individual enrollment's key), group_key (an enrollment group's key:
+        the device key is derived from it), or x509_cert_file and x509_key_file (the certificate's CN is the
+        registration id). provisioning_payload: JSON-serialisable data sent with each registration.
+        The first connect() registers, unless the assignment cache (cache_file, else queue_dir's
+        dps-assignment.json) holds this registration's hub: then it connects there without calling DPS. Then the
+        library follows Microsoft's guidance: transient failures are retried on the same hub; it registers again
+        when a hub it connected to refuses the device (moved, deleted, disabled), or after
+        reprovision_after_failures reconnects failed in a row (default 10) or reprovision_after seconds without
+        a connection (default 900); never for throttling. A reprovision shows as DISCONNECTED_RETRYING, a log line
+        (logger "iotconn.native") and provisioning_registrations; messages queued meanwhile go to the new hub.
+        DPS refusing the registration ends connect() with CredentialError (401/403) or DeviceDisabledError (404).
+        The other options are create_from_connection_string's.
+        """
+        params = _dps_params(provisioning_host, registration_id, id_scope, symmetric_key, group_key,
+                             provisioning_payload)
+        params.cache_file = _native.c_string("cache_file", cache_file)
+        params.reprovision_after_failures = _optional_uint(
+            "reprovision_after_failures", reprovision_after_failures, 2**32 - 1
+        )
+        params.reprovision_after_s = 0 if reprovision_after is None else max(
+            1, -(-to_ms("reprovision_after", reprovision_after) // 1000)
+        )
+        return cls._create(lambda lib, opts, out: lib.client_create_dps(ctypes.byref(params), opts, out), **options)
+
+    @classmethod
+    def _create(
+        cls,
+        create_native: Callable[[_native.Library, Any, Any], int],
+        *,
+        dispatcher: Optional[Dispatcher] = None,
+        twin: bool = False,
+        library: Optional[str] = None,
+        **options: Any,
+    ) -> "IoTHubDeviceClient":
         if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
             raise TypeError(f"dispatcher must be an iotconn.Dispatcher or None, not {type(dispatcher).__name__}")
-        if admission is not None and not isinstance(admission, Admission):
-            raise TypeError(f"admission must be an iotconn.Admission or None, not {type(admission).__name__}")
-        cs = _native.c_string("connection_string", connection_string)
         lib = _native.load_library(library)
-        opts = _native.Options(ctypes.sizeof(_native.Options))
-        if not isinstance(websockets, bool):
-            raise TypeError(f"websockets must be bool, not {type(websockets).__name__}")
-        kind = Transport(transport)
-        if websockets:
-            kind = {Transport.MQTT: Transport.MQTT_WS, Transport.AMQP: Transport.AMQP_WS}.get(kind, kind)
-        opts.transport = int(kind)
-        opts.amqp_pool = _optional_uint("amqp_pool", amqp_pool, 2**32 - 1)
-        opts.ca_file = _native.c_string("ca_file", ca_file)
-        opts.ca_pem = _native.c_string("server_verification_cert", server_verification_cert)
-        opts.cert_file = _native.c_string("x509_cert_file", x509_cert_file)
-        opts.key_file = _native.c_string("x509_key_file", x509_key_file)
-        opts.keepalive_s = _optional_uint("keep_alive", keep_alive, 2**32 - 1)
-        opts.sas_lifetime_s = _optional_uint("sastoken_ttl", sastoken_ttl, 2**32 - 1)
-        opts.sas_renew_margin_s = _optional_uint("sastoken_renew_margin", sastoken_renew_margin, 2**32 - 1)
-        opts.queue_max_messages = _optional_uint("queue_max_messages", queue_max_messages, 2**32 - 1)
-        opts.queue_max_bytes = _optional_uint("queue_max_bytes", queue_max_bytes, 2**64 - 1)
-        opts.operation_timeout_ms = _optional_ms("operation_timeout", operation_timeout)
-        opts.dispatch = _native.DISPATCH_POLL
-        opts.queue_overflow = int(QueueOverflow(queue_overflow))
-        opts.queue_dir = _native.c_string("queue_dir", queue_dir)
-        opts.backoff_reset_after_ms = _optional_ms("backoff_reset_after", backoff_reset_after)
-        # 0 is "off" here, not a default to avoid: sent as is.
-        opts.reconnect_spread_ms = 0 if reconnect_spread is None else to_ms("reconnect_spread", reconnect_spread)
-        opts.admission = None if admission is None else admission._handle
+        opts = native_options(**options)
         handle = ctypes.c_void_p()
 
         def create(dispatcher_handle: Optional[int]) -> int:
             opts.dispatcher = dispatcher_handle
-            return cast(int, lib.client_create(cs, ctypes.byref(opts), ctypes.byref(handle)))
+            return cast(int, create_native(lib, ctypes.byref(opts), ctypes.byref(handle)))
 
         lib.check(create(None) if dispatcher is None else dispatcher._create_client(create))
         shared = None if dispatcher is None else dispatcher._thread
         return cls(_Core(lib, handle.value or 0, shared, bool(twin)), dispatcher)
+
+    @property
+    def provisioning_registrations(self) -> int:
+        """How many DPS registrations (each billed) this client made: 0 while it uses a cached assignment and for a
+        client of a connection string, one more per reprovision."""
+        core = self._core
+        count = ctypes.c_uint64()
+        with core.lock:
+            core.lib.check(core.lib.dps_registrations(core.live_handle(), ctypes.byref(count)))
+        return count.value
+
+    @property
+    def assigned_hub(self) -> Optional[Tuple[str, str]]:
+        """(assigned hub, device id) of a provisioned client; None before its first assignment and for a client
+        of a connection string."""
+        core = self._core
+        hub, device = ctypes.c_void_p(), ctypes.c_void_p()
+        with core.lock:
+            core.lib.check(core.lib.dps_assignment(core.live_handle(), ctypes.byref(hub), ctypes.byref(device)))
+        hub_name, device_id = core.lib.take_string(hub), core.lib.take_string(device)
+        return None if hub_name is None or device_id is None else (hub_name, device_id)
 
     # ---- handlers -------------------------------------------------------------------------------------------------
 
