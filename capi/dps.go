@@ -66,15 +66,7 @@ func iotconn_client_create_dps(params *C.iotconn_dps_params_t, opts *C.iotconn_o
 //export iotconn_dps_registrations
 func iotconn_dps_registrations(client *C.iotconn_client_t, outCount *C.uint64_t) (rc C.int) {
 	defer recoverTo(&rc)
-	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
-	if cerr != nil {
-		return fail(cerr)
-	}
-	if outCount == nil {
-		return invalid("out_count must not be NULL")
-	}
-	*outCount = C.uint64_t(e.client.Registrations())
-	return 0
+	return storeCount(client, outCount, (*core.Client).Registrations)
 }
 
 //export iotconn_dps_assignment

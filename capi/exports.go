@@ -167,6 +167,11 @@ func iotconn_send(client *C.iotconn_client_t, msg *C.iotconn_message_t, outID *C
 //export iotconn_queue_recovered
 func iotconn_queue_recovered(client *C.iotconn_client_t, outCount *C.uint64_t) (rc C.int) {
 	defer recoverTo(&rc)
+	return storeCount(client, outCount, (*core.Client).Recovered)
+}
+
+// storeCount answers a getter of one of a client's counts: the handle's checks, then *outCount.
+func storeCount(client *C.iotconn_client_t, outCount *C.uint64_t, count func(*core.Client) int) C.int {
 	e, cerr := lookup(uintptr(unsafe.Pointer(client)))
 	if cerr != nil {
 		return fail(cerr)
@@ -174,7 +179,7 @@ func iotconn_queue_recovered(client *C.iotconn_client_t, outCount *C.uint64_t) (
 	if outCount == nil {
 		return invalid("out_count must not be NULL")
 	}
-	*outCount = C.uint64_t(e.client.Recovered())
+	*outCount = C.uint64_t(count(e.client))
 	return 0
 }
 

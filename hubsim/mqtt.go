@@ -164,9 +164,11 @@ func (k *mqttHook) OnSessionEstablish(cl *mqtt.Client, _ packets.Packet) {
 	}
 }
 
-// OnSessionEstablished runs after the CONNACK: a device resuming a session gets its queued C2D messages.
+// OnSessionEstablished runs after the CONNACK: the link may now be published to, and a device resuming a session
+// gets its queued C2D messages.
 func (k *mqttHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 	if l := k.f.link(cl); l != nil {
+		l.connacked.Store(true)
 		k.f.hub.flushC2D(l.id.String())
 	}
 }
@@ -328,6 +330,9 @@ type mqttLink struct {
 	session atomic.Pointer[session]
 	will    *mqtt.Will  // from CONNECT; nil without one
 	goodbye atomic.Bool // the device sent DISCONNECT, which discards the will
+	// connacked: the CONNACK was written. The session is live from OnSessionEstablish, before it, and holds the
+	// subscriptions of a resumed session; a PUBLISH written first breaks the connect ([MQTT-3.2.0-1]).
+	connacked atomic.Bool
 
 	mu          sync.Mutex
 	c2dInFlight map[uint16]string // packet id -> C2D message id awaiting PUBACK
@@ -384,8 +389,14 @@ func (l *mqttLink) maySubscribe(filter string) bool {
 	return false
 }
 
-// grantedQoS is the QoS the device receives topic at, capped at 1; ok false when no subscription matches.
-func (l *mqttLink) grantedQoS(topic string) (qos byte, ok bool) { return grantedQoS(l.cl, topic) }
+// grantedQoS is the QoS the device receives topic at, capped at 1; ok false when no subscription matches, or
+// before the CONNACK: nothing may reach the device until then.
+func (l *mqttLink) grantedQoS(topic string) (qos byte, ok bool) {
+	if !l.connacked.Load() {
+		return 0, false
+	}
+	return grantedQoS(l.cl, topic)
+}
 
 func grantedQoS(cl *mqtt.Client, topic string) (qos byte, ok bool) {
 	for _, sub := range cl.State.Subscriptions.GetAll() {

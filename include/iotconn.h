@@ -179,7 +179,8 @@ typedef struct iotconn_options {
 	const char *ca_pem;            /* PEM text of trusted roots, added to ca_file's */
 	const char *cert_file;         /* X.509 client certificate (PEM), with x509=true in the connection string */
 	const char *key_file;          /* its private key (PEM) */
-	uint32_t keepalive_s;          /* MQTT keep-alive; default 240, capped at 1177 */
+	uint32_t keepalive_s;          /* MQTT keep-alive, AMQP idle timeout (a pooled connection takes its
+					  first device's); default 240, capped at 1177 */
 	uint32_t sas_lifetime_s;       /* lifetime of generated SAS tokens; default 3600, at least 60 */
 	uint32_t sas_renew_margin_s;   /* renew this long before expiry; default 10 % of the lifetime, at least 5;
 					  renewals (lifetime - margin apart, never less) at least 30 s apart */

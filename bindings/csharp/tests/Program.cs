@@ -20,8 +20,8 @@ namespace Iotconn.Tests
             }
             IEnumerable<TestCase> tests = LibraryTests.All.Concat(MisuseTests.All).Concat(ClientTests.All)
                 .Concat(QueueTests.All).Concat(DispatcherTests.All).Concat(AdmissionTests.All).Concat(TwinTests.All)
-                .Concat(AmqpTests.All).Concat(ProvisioningTests.All)
-                .Concat(PackageTests.All);
+                .Concat(AmqpTests.All)
+                .Concat(ProvisioningTests.All).Concat(PackageTests.All);
             if (args.Length > 0)
             {
                 tests = tests.Where(t => args.Any(filter => t.Name.Contains(filter)));
