@@ -412,6 +412,9 @@ var errNotSubscribed = errors.New("device has not subscribed to the topic")
 // publish writes a PUBLISH at the granted QoS (at most maxQoS); onID runs with the packet id before the write so a
 // fast PUBACK is never missed.
 func (l *mqttLink) publish(topic string, payload []byte, maxQoS byte, onID func(uint16, byte)) error {
+	if !l.connacked.Load() { // nothing before the CONNACK (grantedQoS); publishGranted, DPS's too, checks no link
+		return errNotSubscribed
+	}
 	return publishGranted(l.cl, topic, payload, maxQoS, onID)
 }
 
