@@ -13,73 +13,13 @@ import (
 
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/transporttest"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const waitLimit = 10 * time.Second
-
-// recorder is a transport.Handler that keeps what arrives.
-type recorder struct {
-	msgs    chan *transport.Message
-	inbound chan *transport.Inbound
-	lost    chan *transport.Error
-}
-
-func newRecorder() *recorder {
-	return &recorder{msgs: make(chan *transport.Message, 64), inbound: make(chan *transport.Inbound, 64),
-		lost: make(chan *transport.Error, 4)}
-}
-
-func (r *recorder) OnMessage(m *transport.Message)      { r.msgs <- m }
-func (r *recorder) OnInbound(in *transport.Inbound)     { r.inbound <- in }
-func (r *recorder) OnConnectionLost(e *transport.Error) { r.lost <- e }
-
-func (r *recorder) expectLoss(t *testing.T) *transport.Error {
-	t.Helper()
-	select {
-	case e := <-r.lost:
-		return e
-	case <-time.After(waitLimit):
-		t.Fatal("connection loss not reported")
-		return nil
-	}
-}
-
-func (r *recorder) expectNoLoss(t *testing.T) {
-	t.Helper()
-	select {
-	case e := <-r.lost:
-		t.Fatalf("unexpected loss report: %v", e)
-	default:
-	}
-}
-
-func (r *recorder) expectMessage(t *testing.T) *transport.Message {
-	t.Helper()
-	select {
-	case m := <-r.msgs:
-		return m
-	case <-time.After(waitLimit):
-		t.Fatal("no C2D message")
-		return nil
-	}
-}
-
-func (r *recorder) expectInbound(t *testing.T, kind transport.InboundKind) *transport.Inbound {
-	t.Helper()
-	select {
-	case in := <-r.inbound:
-		if in.Kind != kind {
-			t.Fatalf("inbound %+v, want kind %d", in, kind)
-		}
-		return in
-	case <-time.After(waitLimit):
-		t.Fatalf("no inbound of kind %d", kind)
-		return nil
-	}
-}
 
 // startHub starts hubsim with its AMQP listeners (TLS and WebSocket) on 127.0.0.1.
 func startHub(t testing.TB) *hubsim.Hub {
@@ -183,7 +123,7 @@ func TestTelemetryAndC2D(t *testing.T) {
 	for _, ws := range []bool{false, true} {
 		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
 			id := fmt.Sprintf("dev-ws-%v", ws)
-			r := newRecorder()
+			r := transporttest.NewRecorder()
 			p := params(t, h, id, addDevice(t, h, id), r, time.Hour)
 			if ws {
 				p = overWebSocket(h, p)
@@ -209,7 +149,7 @@ func TestTelemetryAndC2D(t *testing.T) {
 				ContentType: "text/plain", Properties: map[string]string{"b": "2", "a": "1"}}); err != nil {
 				t.Fatal(err)
 			}
-			in := r.expectMessage(t)
+			in := r.ExpectMessage(t)
 			if string(in.Payload) != "hi" || in.MessageID != "c2d-1" || in.CorrelationID != "x" ||
 				in.ContentType != "text/plain" || fmt.Sprint(in.Properties) != "[[a 1] [b 2]]" || in.Ack == nil {
 				t.Fatalf("C2D arrived as %+v", in)
@@ -225,7 +165,7 @@ func TestTelemetryAndC2D(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
-			r.expectNoLoss(t)
+			r.ExpectNoLoss(t)
 		})
 	}
 }
@@ -234,7 +174,7 @@ func TestTelemetryAndC2D(t *testing.T) {
 // next link.
 func TestUnackedC2DIsRedelivered(t *testing.T) {
 	h := startHub(t)
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", addDevice(t, h, "dev1"), r, time.Hour)
 	c, err := NewDialer().Dial(ctxLimit(t), p)
 	if err != nil {
@@ -243,10 +183,10 @@ func TestUnackedC2DIsRedelivered(t *testing.T) {
 	if err := h.SendC2D("dev1", hubsim.C2DMessage{Payload: []byte("once"), MessageID: "m"}); err != nil {
 		t.Fatal(err)
 	}
-	r.expectMessage(t)
+	r.ExpectMessage(t)
 	c.Close()
 	mustDial(t, NewDialer(), p)
-	if m := r.expectMessage(t); string(m.Payload) != "once" {
+	if m := r.ExpectMessage(t); string(m.Payload) != "once" {
 		t.Fatalf("redelivered %+v", m)
 	}
 }
@@ -258,7 +198,7 @@ func TestRenewInPlace(t *testing.T) {
 	key := addDevice(t, h, "dev1")
 	events, stop := h.Events()
 	defer stop()
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", key, r, 5*time.Second)
 	c := mustDial(t, NewDialer(), p)
 	sent := 0
@@ -300,24 +240,24 @@ func TestRenewInPlace(t *testing.T) {
 	if dev, _ := h.Device("dev1"); dev.Connections != 1 {
 		t.Fatalf("%d connections, want 1", dev.Connections)
 	}
-	r.expectNoLoss(t)
+	r.ExpectNoLoss(t)
 }
 
 // TestTwinAndMethods: twin GET and reported patch answered by request id, desired updates pushed, a method call
 // answered back to its caller.
 func TestTwinAndMethods(t *testing.T) {
 	h := startHub(t)
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", addDevice(t, h, "dev1"), r, time.Hour)
 	p.Features = transport.FeatureTwin | transport.FeatureMethods
 	c := mustDial(t, NewDialer(), p)
 
 	request(t, c, &transport.Request{Kind: transport.RequestTwinReport, RID: "r1", Payload: []byte(`{"fw":"1.2"}`)})
-	if in := r.expectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 || in.Version < 1 {
+	if in := r.ExpectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 || in.Version < 1 {
 		t.Fatalf("reported patch answered %+v", in)
 	}
 	request(t, c, &transport.Request{Kind: transport.RequestTwinGet, RID: "g1"})
-	in := r.expectInbound(t, transport.InboundTwinResponse)
+	in := r.ExpectInbound(t, transport.InboundTwinResponse)
 	var twin struct {
 		Reported map[string]any `json:"reported"`
 	}
@@ -328,7 +268,7 @@ func TestTwinAndMethods(t *testing.T) {
 	if _, err := h.UpdateDesired("dev1", []byte(`{"rate":5}`)); err != nil {
 		t.Fatal(err)
 	}
-	if in := r.expectInbound(t, transport.InboundDesired); in.Version < 1 || string(in.Payload) == "" {
+	if in := r.ExpectInbound(t, transport.InboundDesired); in.Version < 1 || string(in.Payload) == "" {
 		t.Fatalf("desired update %+v", in)
 	}
 	result := make(chan hubsim.MethodResult, 1)
@@ -341,7 +281,7 @@ func TestTwinAndMethods(t *testing.T) {
 		}
 		result <- res
 	}()
-	call := r.expectInbound(t, transport.InboundMethod)
+	call := r.ExpectInbound(t, transport.InboundMethod)
 	if call.Method != "reboot" || string(call.Payload) != `{"delay":1}` {
 		t.Fatalf("method call %+v", call)
 	}
@@ -361,7 +301,7 @@ func TestModule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", m.PrimaryKey, r, time.Hour)
 	p.ModuleID, p.Features = "mod", transport.FeatureC2D|transport.FeatureTwin
 	tok, err := iothub.BuildSAS(iothub.ResourceURI(h.HostName(), "dev1", "mod"), m.PrimaryKey, "",
@@ -378,7 +318,7 @@ func TestModule(t *testing.T) {
 		t.Fatalf("recorded %+v, %v", got, err)
 	}
 	request(t, c, &transport.Request{Kind: transport.RequestTwinReport, RID: "r1", Payload: []byte(`{"v":1}`)})
-	if in := r.expectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 {
+	if in := r.ExpectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 {
 		t.Fatalf("reported patch answered %+v", in)
 	}
 }

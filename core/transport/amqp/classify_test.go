@@ -10,6 +10,7 @@ import (
 	goamqp "github.com/Azure/go-amqp"
 
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/transporttest"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
@@ -112,7 +113,7 @@ func TestHubFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startHub(t)
 			key := addDevice(t, h, "dev1")
-			r := newRecorder()
+			r := transporttest.NewRecorder()
 			p := params(t, h, "dev1", key, r, time.Hour)
 			c := mustDial(t, NewDialer(), p)
 			f := tc.fault
@@ -127,7 +128,7 @@ func TestHubFaults(t *testing.T) {
 					t.Fatalf("send: %v, want kind %v", err, tc.sendKind)
 				}
 			}
-			if e := r.expectLoss(t); e.Kind != tc.lost {
+			if e := r.ExpectLoss(t); e.Kind != tc.lost {
 				t.Fatalf("loss %v (kind %v), want %v", e, e.Kind, tc.lost)
 			}
 			if err := send(t, c, &transport.Message{Payload: []byte("x")}); err == nil {
@@ -145,7 +146,7 @@ func TestHubFaults(t *testing.T) {
 			if k := transport.KindOf(err); err != nil && k != tc.redial || err == nil && tc.redial != 0 {
 				t.Fatalf("redial: %v (kind %v), want kind %v", err, k, tc.redial)
 			}
-			r.expectNoLoss(t)
+			r.ExpectNoLoss(t)
 		})
 	}
 }
@@ -154,7 +155,7 @@ func TestHubFaults(t *testing.T) {
 // context does.
 func TestDroppedPutTokenReplyTimesOut(t *testing.T) {
 	h := startHub(t)
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", addDevice(t, h, "dev1"), r, time.Hour)
 	if err := h.Fault(hubsim.Fault{Kind: hubsim.FaultAMQPDropCBS, Duration: time.Minute}); err != nil {
 		t.Fatal(err)

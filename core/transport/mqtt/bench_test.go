@@ -11,6 +11,7 @@ import (
 
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/transporttest"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
@@ -77,7 +78,7 @@ func BenchmarkPipelinedSend(b *testing.B) {
 	for name, build := range map[string]func(int) []*transport.Message{"transport": same, "transport with $.mid": withID} {
 		b.Run(name, func(b *testing.B) {
 			h, key := benchHub(b)
-			c, err := dial(params(b, h, "dev1", key, newRecorder()))
+			c, err := dial(params(b, h, "dev1", key, transporttest.NewRecorder()))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/transporttest"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
@@ -25,36 +26,22 @@ func request(t *testing.T, c transport.Conn, r *transport.Request) {
 	}
 }
 
-func (r *recorder) expectInbound(t *testing.T, kind transport.InboundKind) *transport.Inbound {
-	t.Helper()
-	select {
-	case in := <-r.inbound:
-		if in.Kind != kind {
-			t.Fatalf("inbound %+v, want kind %d", in, kind)
-		}
-		return in
-	case <-time.After(waitLimit):
-		t.Fatalf("no inbound of kind %d", kind)
-		return nil
-	}
-}
-
 // The twin and methods features against the emulator: requests are answered by request id, desired updates and
 // method calls arrive, and a method answer reaches the caller.
 func TestTwinAndMethodFeatures(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", key, r)
 	p.Features = transport.FeatureTwin | transport.FeatureMethods
 	c := mustDial(t, p)
 
 	request(t, c, &transport.Request{Kind: transport.RequestTwinReport, RID: "r1", Payload: []byte(`{"fw":"1.2"}`)})
-	if in := r.expectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 || in.Version < 1 {
+	if in := r.ExpectInbound(t, transport.InboundTwinResponse); in.RID != "r1" || in.Status != 204 || in.Version < 1 {
 		t.Fatalf("reported patch answered %+v", in)
 	}
 	request(t, c, &transport.Request{Kind: transport.RequestTwinGet, RID: "g1"})
-	in := r.expectInbound(t, transport.InboundTwinResponse)
+	in := r.ExpectInbound(t, transport.InboundTwinResponse)
 	var twin struct {
 		Reported map[string]any `json:"reported"`
 	}
@@ -66,7 +53,7 @@ func TestTwinAndMethodFeatures(t *testing.T) {
 	if _, err := h.UpdateDesired("dev1", []byte(`{"rate":5}`)); err != nil {
 		t.Fatal(err)
 	}
-	if in := r.expectInbound(t, transport.InboundDesired); in.Version < 1 || string(in.Payload) == "" {
+	if in := r.ExpectInbound(t, transport.InboundDesired); in.Version < 1 || string(in.Payload) == "" {
 		t.Fatalf("desired update %+v", in)
 	}
 
@@ -80,7 +67,7 @@ func TestTwinAndMethodFeatures(t *testing.T) {
 		}
 		result <- res
 	}()
-	call := r.expectInbound(t, transport.InboundMethod)
+	call := r.ExpectInbound(t, transport.InboundMethod)
 	if call.Method != "reboot" || string(call.Payload) != `{"delay":1}` {
 		t.Fatalf("method call %+v", call)
 	}
@@ -90,7 +77,7 @@ func TestTwinAndMethodFeatures(t *testing.T) {
 		t.Fatalf("the caller got %+v", res)
 	}
 	select {
-	case m := <-r.msgs:
+	case m := <-r.Msgs:
 		t.Fatalf("a C2D message without the C2D feature: %+v", m)
 	default:
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/iotconn/iotconn/core/iothub"
 	"github.com/iotconn/iotconn/core/transport"
+	"github.com/iotconn/iotconn/core/transport/transporttest"
 	"github.com/iotconn/iotconn/hubsim"
 )
 
@@ -27,42 +28,6 @@ func TestMain(m *testing.M) {
 }
 
 const waitLimit = 10 * time.Second
-
-// recorder is a transport.Handler that keeps what arrives.
-type recorder struct {
-	msgs    chan *transport.Message
-	inbound chan *transport.Inbound
-	lost    chan *transport.Error
-}
-
-func newRecorder() *recorder {
-	return &recorder{msgs: make(chan *transport.Message, 16), inbound: make(chan *transport.Inbound, 16),
-		lost: make(chan *transport.Error, 4)}
-}
-
-func (r *recorder) OnMessage(m *transport.Message)      { r.msgs <- m }
-func (r *recorder) OnInbound(in *transport.Inbound)     { r.inbound <- in }
-func (r *recorder) OnConnectionLost(e *transport.Error) { r.lost <- e }
-
-func (r *recorder) expectLoss(t *testing.T) *transport.Error {
-	t.Helper()
-	select {
-	case e := <-r.lost:
-		return e
-	case <-time.After(waitLimit):
-		t.Fatal("connection loss not reported")
-		return nil
-	}
-}
-
-func (r *recorder) expectNoLoss(t *testing.T) {
-	t.Helper()
-	select {
-	case e := <-r.lost:
-		t.Fatalf("unexpected loss report: %v", e)
-	default:
-	}
-}
 
 func startHub(t testing.TB, cfg hubsim.Config) *hubsim.Hub {
 	t.Helper()
@@ -89,7 +54,7 @@ func tlsFor(t testing.TB, h *hubsim.Hub) *tls.Config {
 }
 
 // params returns dial parameters for device id with a valid one-hour token signed with key.
-func params(t testing.TB, h *hubsim.Hub, id, key string, r *recorder) transport.DialParams {
+func params(t testing.TB, h *hubsim.Hub, id, key string, r *transporttest.Recorder) transport.DialParams {
 	t.Helper()
 	tok, err := iothub.BuildSAS(iothub.ResourceURI(h.HostName(), id, ""), key, "", time.Now().Add(time.Hour))
 	if err != nil {
@@ -204,7 +169,7 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
 			h := startHub(t, hubsim.Config{WSAddr: "127.0.0.1:0"})
 			key := addDevice(t, h, "dev1")
-			r := newRecorder()
+			r := transporttest.NewRecorder()
 			p := params(t, h, "dev1", key, r)
 			if ws {
 				p = overWebSocket(h, p)
@@ -243,7 +208,7 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 				t.Fatal(err)
 			}
 			select {
-			case m := <-r.msgs:
+			case m := <-r.Msgs:
 				// hubsim also sends $.to, a system property the app does not see
 				if string(m.Payload) != "hello" || m.MessageID != "c2d-1" || m.CorrelationID != "k" ||
 					m.ContentType != "text/plain" || m.ContentEncoding != "utf-8" ||
@@ -263,7 +228,7 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 func TestPipelinedSendsAreEachAcknowledgedOnce(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	const n = 1000
 	s := sendAll(c, numbered(n, "p"))
@@ -277,21 +242,21 @@ func TestPipelinedSendsAreEachAcknowledgedOnce(t *testing.T) {
 	if got := len(h.Messages("dev1")); got != n {
 		t.Fatalf("hub recorded %d messages, want %d", got, n)
 	}
-	r.expectNoLoss(t)
+	r.ExpectNoLoss(t)
 }
 
 func TestC2DQueuedWhileAwayArrivesOnReconnect(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	first := mustDial(t, params(t, h, "dev1", key, newRecorder()))
+	first := mustDial(t, params(t, h, "dev1", key, transporttest.NewRecorder()))
 	first.Close()
 	if err := h.SendC2D("dev1", hubsim.C2DMessage{Payload: []byte("while away")}); err != nil {
 		t.Fatal(err)
 	}
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	mustDial(t, params(t, h, "dev1", key, r)) // the hub sends it right after the CONNACK, before SUBSCRIBE
 	select {
-	case m := <-r.msgs:
+	case m := <-r.Msgs:
 		if string(m.Payload) != "while away" {
 			t.Fatalf("C2D %q", m.Payload)
 		}
@@ -322,7 +287,7 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 	}{}
 	for _, ws := range []bool{false, true} {
 		with := func(name string, kind transport.Kind, edit func(p *transport.DialParams), id, key string) {
-			p := params(t, h, id, key, newRecorder())
+			p := params(t, h, id, key, transporttest.NewRecorder())
 			if ws {
 				p = overWebSocket(h, p)
 				name += " over WebSocket"
@@ -348,7 +313,7 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 		}, "dev1", key)
 	}
 	// An MQTT listener answers a WebSocket upgrade by closing the connection.
-	notWS := params(t, h, "dev1", key, newRecorder())
+	notWS := params(t, h, "dev1", key, transporttest.NewRecorder())
 	notWS.WebSocket = true
 	cases["WebSocket to an MQTT port"] = struct {
 		p    transport.DialParams
@@ -376,7 +341,7 @@ func TestConnectFailuresAreClassified(t *testing.T) {
 			defer h.Fault(hubsim.Fault{Kind: hubsim.FaultThrottle, Rate: 0})
 			var kinds []transport.Kind
 			for i := 0; i < 5; i++ { // at 1 connect per second, at most two of five quick connects get through
-				c, err := dial(params(t, h, "dev1", key, newRecorder()))
+				c, err := dial(params(t, h, "dev1", key, transporttest.NewRecorder()))
 				if err == nil {
 					c.Close()
 					continue
@@ -450,7 +415,7 @@ func TestDialEndsWithItsContext(t *testing.T) {
 	for _, ws := range []bool{false, true} {
 		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
 			addr, accepted := silentListener(t)
-			p := transport.DialParams{Host: addr, DeviceID: "dev1", Token: "t", WebSocket: ws, Handler: newRecorder()}
+			p := transport.DialParams{Host: addr, DeviceID: "dev1", Token: "t", WebSocket: ws, Handler: transporttest.NewRecorder()}
 
 			// A deadline that passes during the TLS handshake is a timeout, not a network failure.
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
@@ -491,7 +456,7 @@ func TestDialEndsWithItsContext(t *testing.T) {
 func TestKillTCPReportsOneLossAndFailsPendingSends(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	if errs := sendAll(c, numbered(1, "before")).wait(t); errs[0] != nil {
 		t.Fatal(errs[0])
@@ -500,7 +465,7 @@ func TestKillTCPReportsOneLossAndFailsPendingSends(t *testing.T) {
 	fault(t, h, hubsim.Fault{Kind: hubsim.FaultBlackhole, Duration: time.Minute})
 	pending := sendAll(c, numbered(50, "stalled"))
 	fault(t, h, hubsim.Fault{Kind: hubsim.FaultKillTCP, Device: "dev1"})
-	if e := r.expectLoss(t); e.Kind != transport.KindProtocol {
+	if e := r.ExpectLoss(t); e.Kind != transport.KindProtocol {
 		t.Fatalf("loss kind %v", e)
 	}
 	for i, err := range pending.wait(t) {
@@ -515,13 +480,13 @@ func TestKillTCPReportsOneLossAndFailsPendingSends(t *testing.T) {
 	}
 	c.Close()
 	pending.expectOnce(t)
-	r.expectNoLoss(t)
+	r.ExpectNoLoss(t)
 }
 
 func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	s := sendAll(c, numbered(2000, "x"))
 	c.Close()
@@ -538,7 +503,7 @@ func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Fatal("second Close:", err)
 	}
-	r.expectNoLoss(t)
+	r.ExpectNoLoss(t)
 }
 
 func TestModuleSendsWithoutC2D(t *testing.T) {
@@ -555,7 +520,7 @@ func TestModuleSendsWithoutC2D(t *testing.T) {
 	// hubsim closes a connection that subscribes outside its identity's tree, so a module's C2D SUBSCRIBE
 	// would fail this dial.
 	c := mustDial(t, transport.DialParams{Host: h.HostName(), DeviceID: "dev1", ModuleID: "mod1", Token: tok,
-		TLS: tlsFor(t, h), Handler: newRecorder()})
+		TLS: tlsFor(t, h), Handler: transporttest.NewRecorder()})
 	if errs := sendAll(c, numbered(1, "from module")).wait(t); errs[0] != nil {
 		t.Fatal(errs[0])
 	}
@@ -568,8 +533,8 @@ func TestModuleSendsWithoutC2D(t *testing.T) {
 
 func TestBadInputIsAnError(t *testing.T) {
 	for name, p := range map[string]transport.DialParams{
-		"no host":    {DeviceID: "d", Handler: newRecorder()},
-		"no device":  {Host: "localhost", Handler: newRecorder()},
+		"no host":    {DeviceID: "d", Handler: transporttest.NewRecorder()},
+		"no device":  {Host: "localhost", Handler: transporttest.NewRecorder()},
 		"no handler": {Host: "localhost", DeviceID: "d"},
 	} {
 		if _, err := dial(p); err == nil {
@@ -578,7 +543,7 @@ func TestBadInputIsAnError(t *testing.T) {
 	}
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	c := mustDial(t, params(t, h, "dev1", key, newRecorder()))
+	c := mustDial(t, params(t, h, "dev1", key, transporttest.NewRecorder()))
 	var got error
 	c.Send(nil, func(err error) { got = err })
 	if got == nil {
@@ -604,7 +569,7 @@ func TestKeepAliveDefaultsAndCap(t *testing.T) {
 func TestIdleLinkKeepsNoTransportGoroutine(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
 	key := addDevice(t, h, "dev1")
-	r := newRecorder()
+	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	defer c.Close()
 	for round := range 2 {
