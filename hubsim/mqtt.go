@@ -412,19 +412,26 @@ var errNotSubscribed = errors.New("device has not subscribed to the topic")
 // publish writes a PUBLISH at the granted QoS (at most maxQoS); onID runs with the packet id before the write so a
 // fast PUBACK is never missed.
 func (l *mqttLink) publish(topic string, payload []byte, maxQoS byte, onID func(uint16, byte)) error {
-	if !l.connacked.Load() { // nothing before the CONNACK (grantedQoS); publishGranted, DPS's too, checks no link
+	qos, ok := l.grantedQoS(topic)
+	if !ok {
 		return errNotSubscribed
 	}
-	return publishGranted(l.cl, topic, payload, maxQoS, onID)
+	return writePublish(l.cl, topic, payload, min(qos, maxQoS), onID)
 }
 
+// publishGranted is publish for a client with no hub link (DPS's), which it answers only after its CONNACK.
 func publishGranted(cl *mqtt.Client, topic string, payload []byte, maxQoS byte, onID func(uint16, byte)) error {
 	qos, ok := grantedQoS(cl, topic)
 	if !ok {
 		return errNotSubscribed
 	}
+	return writePublish(cl, topic, payload, min(qos, maxQoS), onID)
+}
+
+// writePublish writes a PUBLISH at qos; onID runs with the packet id before the write.
+func writePublish(cl *mqtt.Client, topic string, payload []byte, qos byte, onID func(uint16, byte)) error {
 	pk := packets.Packet{
-		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: min(qos, maxQoS)},
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
 		TopicName:   topic,
 		Payload:     payload,
 	}
