@@ -57,7 +57,8 @@ type Options struct {
 	// about 1.1 x devices / the hub's connect rate (IoT Hub S1: 100/s per unit; 10 000 devices: 110 s). The first
 	// retry after a lost link or failed connect then waits the policy's delay plus U[0, ReconnectSpread], so a
 	// fleet that lost its hub together reconnects spread evenly over the window instead of at once; later retries
-	// wait at least a draw from [window, 1.1 x window]. A server's retry-after still wins. Default 0: off.
+	// wait at least a draw from [window, 1.05 x window], or after a throttling refusal the throttling schedule
+	// alone (the device is where the hub admits now). A server's retry-after still wins. Default 0: off.
 	ReconnectSpread time.Duration
 	// Admission, when set, is a connect budget this client shares with others of the process (see Admission):
 	// each connection attempt waits for its token.

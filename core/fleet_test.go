@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/iotconn/iotconn/core/clock"
+	"github.com/iotconn/iotconn/core/retry"
+	"github.com/iotconn/iotconn/core/retry/retrytest"
 	"github.com/iotconn/iotconn/core/transport"
 )
 
 // With the fleet hint (Options.ReconnectSpread), the first retry after a lost link waits the policy's delay plus
 // a uniform draw over the window, so a fleet that lost its hub together spreads over it; later retries wait a
-// draw from [window, 1.1 x window]; a server's retry-after still wins. Without the hint every device retries within the
+// draw from [window, 1.05 x window]; a server's retry-after still wins. Without the hint every device retries within the
 // policy's first 180 ms (issue 11: the whole fleet in one 100 ms bucket).
 func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 	const window = 20 * time.Second
@@ -36,8 +38,8 @@ func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 		firsts = append(firsts, first)
 		fake.Advance(first)
 		later := nextTimer(t, fake)
-		if later < window || later > window+window/10 {
-			t.Fatalf("a later retry waits %v, want [%v, %v]", later, window, window+window/10)
+		if later < window || later > window+window/retry.LaterSpreadDivisor {
+			t.Fatalf("a later retry waits %v, want [%v, %v]", later, window, window+window/retry.LaterSpreadDivisor)
 		}
 		laters = append(laters, later)
 		closeAndCheck(t, c)
@@ -67,6 +69,57 @@ func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 	})
 	if _, err := newClient(testConnStr(), Options{ReconnectSpread: -time.Second}, newFakeDialer()); codeOf(err) != CodeInvalidArgument {
 		t.Fatalf("negative ReconnectSpread: %v, want CodeInvalidArgument", err)
+	}
+}
+
+// Under the fleet hint, a device the hub refuses for throttling once it took its place in the window waits the
+// throttling schedule alone: it is where the hub admits now, and the window would send it behind the whole fleet
+// (DESIGN.md rule 7 still holds: the schedule is the slower one, and random). A throttling refusal that is the
+// first failure of an outage is still spread over the window, or a fleet refused at once would come back at once.
+func TestFleetHintLeavesAThrottledRetryToTheThrottlingSchedule(t *testing.T) {
+	const window = 60 * time.Second
+	throttled := &transport.Error{Kind: transport.KindThrottled, Op: "connect"}
+	firstLo, firstHi := defaultDelayRange(1)
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	d := newFakeDialer()
+	c, r := newTestClient(t, d, Options{Clock: fake, ReconnectSpread: window, OperationTimeout: time.Hour})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	nextTimer(t, fake) // the token's renewal
+	d.fallback = throttled
+	d.conn(0).kill(transport.KindProtocol)
+	first := nextTimer(t, fake)
+	if first < firstLo || first > firstHi+window {
+		t.Fatalf("first retry after a lost link waits %v, want [%v, %v]", first, firstLo, firstHi+window)
+	}
+	fake.Advance(first)
+	for n := 1; n <= 3; n++ {
+		got := nextTimer(t, fake)
+		lo, hi, _ := retrytest.DefaultRange(n, 10*time.Second, 60*time.Second, 5*time.Second)
+		if got < lo || got > hi {
+			t.Fatalf("throttled refusal %d in a row: next in %v, want the throttling schedule's [%v, %v]", n, got, lo, hi)
+		}
+		fake.Advance(got)
+	}
+	closeAndCheck(t, c)
+
+	spread := 0
+	for range 20 {
+		fake := clock.NewFake(time.Unix(1700000000, 0))
+		c, _ := newTestClient(t, newFakeDialer(throttled), Options{Clock: fake, ReconnectSpread: window,
+			OperationTimeout: time.Hour})
+		go connect(t, c)
+		_, hi, _ := retrytest.DefaultRange(1, 10*time.Second, 60*time.Second, 5*time.Second)
+		if nextTimer(t, fake) > hi {
+			spread++
+		}
+		closeAndCheck(t, c)
+	}
+	// The schedule's draw (10-14 s) plus U[0, 60 s] stays under 14 s with probability 4/60 at most.
+	if spread < 10 {
+		t.Fatalf("only %d of 20 first throttling refusals were spread over the window", spread)
 	}
 }
 

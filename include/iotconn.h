@@ -209,7 +209,9 @@ typedef struct iotconn_options {
 	 * 1.1 x devices / the hub's connect rate (IoT Hub S1: about 100 per second per unit, so 10 000 devices:
 	 * 110000). The first retry after a lost link or a failed connect waits the policy's delay plus a uniform
 	 * draw over this window, so a fleet that lost its hub together comes back spread evenly over it; later
-	 * retries wait at least a draw from [window, 1.1 x window]. A server's retry-after still wins. 0 (default): off. */
+	 * retries wait at least a draw from [window, 1.05 x window], or after a throttling
+	 * refusal the throttling schedule alone (the device is where the hub admits now). A server's retry-after still
+	 * wins. 0 (default): off. */
 	uint32_t reconnect_spread_ms;
 	/* Every connection attempt of this client takes a token from this budget, shared with the other clients of
 	 * the process created with it, and waits for one when there is none (iotconn_admission_create). NULL: no

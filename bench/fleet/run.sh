@@ -10,6 +10,10 @@
 #   hub-down            every device connected; the front goes down (resets all, then accepts and resets every
 #                       attempt) for FLEET_OUTAGE_S seconds, then up
 #   hub-down-throttled  the same, then up admitting at most R new connections per second (the rest reset)
+#   hub-down-throttled-mqtt
+#                       the same, but the front refuses over the rate as IoT Hub does on MQTT: TLS handshake,
+#                       CONNECT read, closed without CONNACK (with hubsim's certificate), which devices take for
+#                       throttling
 #   kill-all            the front stays up and resets every connection at once
 #   accept-drop         the front accepts and forwards each connection, but resets it FLEET_DROP_MS after its accept,
 #                       for FLEET_DROP_S seconds (every live connection first), then keeps them again
@@ -30,7 +34,7 @@ OUTAGE_S=${FLEET_OUTAGE_S:-5}
 # two), 2 s left 0.1 s to spare, 3 s every round 2.4 s.
 DROP_MS=${FLEET_DROP_MS:-3000}
 DROP_S=${FLEET_DROP_S:-90}
-SCENARIOS=${FLEET_SCENARIOS:-hub-down hub-down-throttled kill-all accept-drop}
+SCENARIOS=${FLEET_SCENARIOS:-hub-down hub-down-throttled hub-down-throttled-mqtt kill-all accept-drop}
 POLICIES=${FLEET_POLICIES:-default full decorrelated hint hint+budget}
 OUT=${FLEET_OUT:-bench/results/fleet.json}
 PLOT=${FLEET_PLOT:-1}
@@ -47,7 +51,7 @@ while (($#)); do
 	esac
 done
 for s in $SCENARIOS; do
-	case $s in hub-down | hub-down-throttled | kill-all | accept-drop) ;; *) echo "unknown scenario '$s'" >&2; exit 2 ;; esac
+	case $s in hub-down | hub-down-throttled | hub-down-throttled-mqtt | kill-all | accept-drop) ;; *) echo "unknown scenario '$s'" >&2; exit 2 ;; esac
 done
 [[ $N =~ ^[1-9][0-9]*$ && $RATE =~ ^[1-9][0-9]*$ && $DROP_MS =~ ^[1-9][0-9]*$ && $DROP_S =~ ^[1-9][0-9]*$ ]] ||
 	{ echo "N, R, FLEET_DROP_MS and FLEET_DROP_S must be positive whole numbers" >&2; exit 2; }
@@ -141,7 +145,8 @@ run_one() {
 	local scenario=$1 policy=$2 dir="$WORK/$1-$2" front_pid front_ctl front_addr driver_pid t0 t1 hub_control_ms line
 	mkdir -p "$dir"
 	say "$scenario, policy $policy: N=$N"
-	start "front-$scenario-$policy" "front: ready" "$BUILD/bin/fleet-front" -upstream "$hub_addr" -log "$dir/front.log"
+	start "front-$scenario-$policy" "front: ready" "$BUILD/bin/fleet-front" -upstream "$hub_addr" -log "$dir/front.log" \
+		-cert "$WORK/hub/server.pem" -key "$WORK/hub/server-key.pem"
 	front_pid=$started_pid
 	front_ctl=$(sed -n 's/^front: control //p' <<<"$started_lines")
 	front_addr=$(sed -n 's/^front: listen //p' <<<"$started_lines")
@@ -167,10 +172,14 @@ run_one() {
 
 	t0=$(date +%s%N)
 	case $scenario in
-	hub-down | hub-down-throttled)
+	hub-down | hub-down-throttled | hub-down-throttled-mqtt)
 		post "$front_ctl/down"
 		sleep "$OUTAGE_S" # the scenario's outage itself
-		if [ "$scenario" = hub-down ]; then post "$front_ctl/up"; else post "$front_ctl/up?rate=$RATE"; fi
+		case $scenario in
+		hub-down) post "$front_ctl/up" ;;
+		hub-down-throttled) post "$front_ctl/up?rate=$RATE" ;;
+		*) post "$front_ctl/up?rate=$RATE&refuse=mqtt" ;;
+		esac
 		;;
 	kill-all) post "$front_ctl/kill-all" ;;
 	accept-drop)

@@ -3,12 +3,16 @@
 // TLS passes through untouched: devices verify hubsim's own certificate.
 //
 //	fleet-front -upstream 127.0.0.1:HUBPORT -log FILE [-listen 127.0.0.1:0] [-control 127.0.0.1:0]
+//	            [-cert hubsim's server.pem -key hubsim's server-key.pem]
 //
 // It prints "front: listen ADDR", "front: control http://ADDR", then "front: ready". Control (HTTP, POST):
 //
 //	/down          reset every forwarded connection; from then on accept and reset at once (still counted)
-//	/up?rate=R&drop_ms=D
-//	               forward again, at most R new connections in any one second (the rest reset); no rate: all.
+//	/up?rate=R&drop_ms=D&refuse=HOW
+//	               forward again, at most R new connections in any one second; no rate: all. The rest are
+//	               refused as HOW says: "tcp" (the default) resets them at once, as a load balancer would;
+//	               "mqtt" answers as IoT Hub does, completing the TLS handshake (with -cert and -key), reading
+//	               the CONNECT and closing without a CONNACK, which a device takes for throttling.
 //	               With drop_ms, reset each forwarded connection D ms after it was accepted (one accepted longer
 //	               ago than that, at once): a hub that accepts and drops every connection. Without it, a live
 //	               connection stays up.
@@ -24,6 +28,8 @@ package main
 
 import (
 	"bufio"
+	"cmp"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -54,6 +60,8 @@ func run(args []string) error {
 	control := fs.String("control", "127.0.0.1:0", "HTTP control address")
 	upstream := fs.String("upstream", "", "hubsim's MQTT (TLS) address (required)")
 	logPath := fs.String("log", "", "attempt log file (required)")
+	certFile := fs.String("cert", "", "hubsim's server certificate, for refuse=mqtt")
+	keyFile := fs.String("key", "", "hubsim's server key, for refuse=mqtt")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,6 +75,14 @@ func run(args []string) error {
 	f, err := newFront(*listen, *upstream, file)
 	if err != nil {
 		return err
+	}
+	if *certFile != "" || *keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			f.close()
+			return err
+		}
+		f.tls = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	cln, err := net.Listen("tcp", *control)
 	if err != nil {
@@ -127,11 +143,13 @@ type front struct {
 	ln       net.Listener
 	upstream string
 	clock    monoClock
+	tls      *tls.Config // hubsim's certificate, for refusals the MQTT way; nil: refuse=mqtt is unavailable
 
 	mu     sync.Mutex
 	out    *bufio.Writer
 	down   bool
 	rate   int           // admissions in any one second; 0 = unlimited
+	mqtt   bool          // refuse over the rate the MQTT way (see /up); else with a reset
 	drop   time.Duration // reset each forwarded connection this long after its accept; 0 = never
 	window []time.Time   // the last `rate` admission times, a ring: a sliding one-second window
 	next   int           // the ring's oldest entry once it is full
@@ -185,7 +203,15 @@ func (f *front) serve() {
 			continue
 		}
 		now := time.Now()
-		if f.verdict(now) != verdictForward {
+		switch v, mqtt := f.verdict(now); {
+		case v == verdictThrottled && mqtt:
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				f.refuseAfterConnect(c)
+			}()
+			continue
+		case v != verdictForward:
 			reset(c)
 			continue
 		}
@@ -197,8 +223,8 @@ func (f *front) serve() {
 	}
 }
 
-// verdict decides and logs one accepted connection.
-func (f *front) verdict(now time.Time) string {
+// verdict decides and logs one accepted connection, and says whether a refusal over the rate is the MQTT way.
+func (f *front) verdict(now time.Time) (string, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.counts.Attempts++
@@ -220,7 +246,46 @@ func (f *front) verdict(now time.Time) string {
 		f.counts.Forwarded++
 	}
 	f.logLocked(now, v)
-	return v
+	return v, f.mqtt
+}
+
+// refuseAfterConnect refuses c as IoT Hub refuses a connect over its admission rate on MQTT 3.1.1, which has no
+// code for it: the TLS handshake completes, the hub reads the CONNECT, and closes the connection unanswered.
+func (f *front) refuseAfterConnect(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	tc := tls.Server(c, f.tls)
+	if tc.Handshake() != nil {
+		return
+	}
+	if readMQTTPacket(bufio.NewReader(tc)) == nil {
+		_ = tc.Close()
+	}
+}
+
+// readMQTTPacket reads one MQTT control packet: the type byte, the remaining length (a base-128 varint of at
+// most four bytes), then that many bytes.
+func readMQTTPacket(r *bufio.Reader) error {
+	if _, err := r.ReadByte(); err != nil {
+		return err
+	}
+	length, shift := 0, 0
+	for i := 0; ; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		if i == 4 {
+			return errors.New("malformed remaining length")
+		}
+		length |= int(b&0x7f) << shift
+		if b&0x80 == 0 {
+			break
+		}
+		shift += 7
+	}
+	_, err := r.Discard(length)
+	return err
 }
 
 func (f *front) logLocked(now time.Time, what string) {
@@ -333,18 +398,23 @@ func (f *front) setDown() int {
 	return n
 }
 
-// setUp forwards again at rate, dropping each connection drop after its accept (0: never). It re-arms the live
-// connections' drop timers too, so that a hub that starts dropping drops what it holds, and one that stops
-// dropping keeps what it holds.
-func (f *front) setUp(rate int, drop time.Duration) {
+// setUp forwards again at rate, refusing the rest the MQTT way or with a reset, dropping each connection drop
+// after its accept (0: never). It re-arms the live connections' drop timers too, so that a hub that starts
+// dropping drops what it holds, and one that stops dropping keeps what it holds.
+func (f *front) setUp(rate int, mqtt bool, drop time.Duration) {
 	now := time.Now()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.down, f.rate, f.window, f.next, f.drop = false, rate, nil, 0, drop
+	f.down, f.rate, f.mqtt, f.window, f.next, f.drop = false, rate, mqtt, nil, 0, drop
 	for p := range f.live {
 		f.armDropLocked(p, now)
 	}
-	f.logLocked(now, "# up rate="+strconv.Itoa(rate)+" drop_ms="+strconv.FormatInt(drop.Milliseconds(), 10))
+	refuse := "tcp"
+	if mqtt {
+		refuse = "mqtt"
+	}
+	f.logLocked(now, "# up rate="+strconv.Itoa(rate)+" drop_ms="+strconv.FormatInt(drop.Milliseconds(), 10)+
+		" refuse="+refuse)
 }
 
 func (f *front) killAll() int {
@@ -397,8 +467,17 @@ func (f *front) handler() http.Handler {
 				v[i] = n
 			}
 		}
-		f.setUp(v[0], time.Duration(v[1])*time.Millisecond)
-		writeJSON(w, map[string]int{"rate": v[0], "drop_ms": v[1]})
+		refuse := r.URL.Query().Get("refuse")
+		switch {
+		case refuse != "" && refuse != "tcp" && refuse != "mqtt":
+			http.Error(w, `refuse must be "tcp" or "mqtt"`, http.StatusBadRequest)
+			return
+		case refuse == "mqtt" && f.tls == nil:
+			http.Error(w, "refuse=mqtt needs the front started with -cert and -key", http.StatusBadRequest)
+			return
+		}
+		f.setUp(v[0], refuse == "mqtt", time.Duration(v[1])*time.Millisecond)
+		writeJSON(w, map[string]any{"rate": v[0], "drop_ms": v[1], "refuse": cmp.Or(refuse, "tcp")})
 	})
 	mux.HandleFunc("POST /kill-all", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, map[string]int{"killed": f.killAll()})

@@ -2,8 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"strings"
 	"syscall"
@@ -119,7 +125,7 @@ func TestDownCountsResetsAndUpAdmitsAtRate(t *testing.T) {
 	wantReset(t, live)
 	wantDialReset(t, f) // accepted, counted, reset
 
-	f.setUp(2, 0)
+	f.setUp(2, false, 0)
 	for i := 0; i < 2; i++ {
 		if err := roundTrip(dial(t, f)); err != nil {
 			t.Fatalf("admitted connection %d: %v", i, err)
@@ -191,17 +197,17 @@ func TestUpWithDropResetsEachConnectionAfterItsAccept(t *testing.T) {
 	if err := roundTrip(before); err != nil {
 		t.Fatal(err)
 	}
-	f.setUp(0, 50*time.Millisecond)
+	f.setUp(0, false, 50*time.Millisecond)
 	wantReset(t, before)
 	after := dial(t, f)
 	wantReset(t, after)
 
-	f.setUp(0, time.Hour)
+	f.setUp(0, false, time.Hour)
 	kept := dial(t, f)
 	if err := roundTrip(kept); err != nil {
 		t.Fatalf("forwarding under drop_ms: %v", err)
 	}
-	f.setUp(0, 0)
+	f.setUp(0, false, 0)
 	f.mu.Lock()
 	for p := range f.live {
 		if p.drop.Stop() {
@@ -223,5 +229,50 @@ func TestUpWithDropResetsEachConnectionAfterItsAccept(t *testing.T) {
 	want := "f up r f r up f up"
 	if got := strings.Join(verdicts(log.String()), " "); got != want {
 		t.Fatalf("log verdicts %q, want %q; log:\n%s", got, want, log.String())
+	}
+}
+
+// selfSigned is a throwaway server certificate standing in for hubsim's.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+}
+
+// Over the rate with refuse=mqtt, an attempt gets what IoT Hub gives a throttled MQTT connect: the TLS handshake
+// succeeds, the CONNECT is read, and the connection closes without a CONNACK.
+func TestUpRefusingTheMQTTWayClosesAfterTheConnect(t *testing.T) {
+	var log bytes.Buffer
+	f := startFront(t, &log)
+	f.tls = selfSigned(t)
+	f.setUp(1, true, 0)
+	if err := roundTrip(dial(t, f)); err != nil {
+		t.Fatalf("admitted connection: %v", err)
+	}
+	c := tls.Client(dial(t, f), &tls.Config{InsecureSkipVerify: true}) // the second within a second: over
+	if err := c.Handshake(); err != nil {
+		t.Fatalf("the refused attempt's TLS handshake: %v", err)
+	}
+	connect := []byte{0x10, 0x0c, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 60, 0, 0} // CONNECT, empty client id
+	if _, err := c.Write(connect); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 4)); err != io.EOF {
+		t.Fatalf("after the CONNECT: %d bytes, %v; want the connection closed without an answer", n, err)
+	}
+	if err := f.close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(verdicts(log.String()), " "); got != "up f t" {
+		t.Fatalf("log verdicts %q, want %q", got, "up f t")
 	}
 }

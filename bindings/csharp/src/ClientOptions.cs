@@ -54,7 +54,8 @@ namespace Iotconn
         /// 1.1 x devices / the hub's connect rate (IoT Hub S1 admits about 100 per second per unit, so 10 000 devices
         /// on one unit: 110 seconds). The first retry after a lost link or a failed connect waits the retry policy's
         /// delay plus a uniform draw over this window, so a fleet that lost its hub together comes back spread evenly
-        /// over it; later retries wait at least a draw from [window, 1.1 x window]. A server's retry-after still wins. Null or zero: off.
+        /// over it; later retries wait at least a draw from [window, 1.05 x window], or after a throttling refusal the
+        /// throttling schedule alone (the device is where the hub admits now). A server's retry-after still wins. Null or zero: off.
         /// Negative or past uint.MaxValue milliseconds (about 49.7 days): ErrorCode.InvalidArgument.</summary>
         public TimeSpan? ReconnectSpread { get; set; }
 

@@ -512,7 +512,8 @@ class IoTHubDeviceClient:
         reconnect_spread: the fleet hint, seconds or timedelta: how long the fleet sharing this device's hub needs to
         be admitted, about 1.1 x devices / the hub's connect rate (see the README). The first retry after a lost
         link or a failed connect waits the policy's delay plus a uniform draw over this window, later ones at least
-        a draw from [window, 1.1 x window]. None or 0: off.
+        a draw from [window, 1.05 x window], or after a throttling refusal the throttling schedule alone. None or 0:
+        off.
         dispatcher: an iotconn.Dispatcher whose one thread runs this client's handlers together with its other
         clients'; None: the client starts its own. A closed one raises BadHandleError.
         admission: an iotconn.Admission, the connect budget this client shares with the others created with it;
