@@ -5,11 +5,13 @@ that enables neither does not subscribe; after a lost link, methods and desired 
 through iotconn.aio; a module (ModuleId in the connection string) is an identity of its own beside its device, and
 bad module ids are refused with their codes; across outages: desired changes made while offline arrive once,
 latest wins, reported patches queued during an outage go out after it in order, requests in flight at a cut link
-end once each, and a method call that comes while an earlier one waits is answered, as is the earlier one."""
+end once each, and a method call that comes while an earlier one waits is answered, as is the earlier one; desired
+changes made while the device is offline for a token renewal arrive once, latest wins."""
 
 import asyncio
 import functools
 import threading
+import time
 
 import pytest
 
@@ -17,7 +19,7 @@ from support import DEVICE, EVENT_TIMEOUT, Recorder
 
 import iotconn
 import iotconn.aio
-from iotconn import ErrorCode, MethodRequest, MethodResponse
+from iotconn import ConnectionStatus, ConnectionStatusChangeReason, ErrorCode, MethodRequest, MethodResponse
 
 
 def invoke(hub, name, payload, timeout_s=30):
@@ -335,3 +337,44 @@ def test_method_call_while_an_earlier_one_waits_is_answered(hub, make_client):
     client.send_method_response(MethodResponse.create_from_method_request(slow, 202, {"late": True}))
     assert answers.wait_count(1) == [{"status": 202, "payload": {"late": True}}]
     caller.join(EVENT_TIMEOUT)
+
+
+def test_desired_changes_during_a_token_renewal_arrive_once_latest_wins(hub, make_client):
+    # The shortest renewal period the floors allow: the first renewal comes 30 s after connecting.
+    lifetime = iotconn.MIN_SAS_LIFETIME_S
+    margin = lifetime - iotconn.MIN_SAS_RENEW_INTERVAL_S
+    # An MQTT renewal dials again within milliseconds of its status event (measured 6 ms), before any hubsim fault
+    # the test could arm after it. A connect budget of one token per period + 3 s holds that dial instead: the
+    # first connect takes the token, and the renewal waits about 3 s for the next one, with the device offline.
+    hold_s = 3
+    admission = iotconn.Admission(per_second=1 / (lifetime - margin + hold_s))
+    client = make_client(sastoken_ttl=lifetime, sastoken_renew_margin=margin, admission=admission)
+    admission.close()
+    statuses, patches = Recorder(), Recorder()
+    client.on_connection_state_change = lambda status, reason: statuses.add((status, reason, time.monotonic()))
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, request.name)
+    )
+    client.connect(timeout=30)
+    first = patches.wait_count(1)[0]  # the desired section after connecting
+    renewal = (ConnectionStatus.DISCONNECTED_RETRYING, ConnectionStatusChangeReason.EXPIRED_SAS_TOKEN)
+    statuses.wait_for(lambda events: renewal in [e[:2] for e in events], lifetime - margin + EVENT_TIMEOUT)
+    hub.wait_log(f"hubsim: disconnect {DEVICE} ")  # the hub dropped the old link: nothing more goes to it
+    versions = [patch_desired(hub, {"n": i, f"k{i}": True}) for i in range(3)]
+    device = hub.request("GET", f"/devices/{DEVICE}")
+    assert (device["connected"], device["connections"]) == (False, 1), "the changes were made while offline"
+
+    events = patches.wait_for(lambda events: any(p["$version"] == versions[-1] for p in events))
+    after = events[-1]
+    assert after["n"] == 2 and all(after[f"k{i}"] for i in range(3))
+    following = patch_desired(hub, {"n": 9})
+    events = patches.wait_for(lambda events: any(p["$version"] == following for p in events))
+    # one update for the latest version, none for the older ones, none twice; the next change comes next
+    assert [p["$version"] for p in events] == [first["$version"], versions[-1], following]
+    assert invoke(hub, "after", None) == {"status": 200, "payload": "after"}
+    connected = (ConnectionStatus.CONNECTED, ConnectionStatusChangeReason.CONNECTION_OK)
+    seen = statuses.events
+    assert [e[:2] for e in seen] == [connected, renewal, connected]
+    print(f"renewal {seen[1][2] - seen[0][2]:.1f} s after connecting, offline {seen[2][2] - seen[1][2]:.2f} s; "
+          f"desired versions {[p['$version'] for p in events]}, made offline {versions}")
