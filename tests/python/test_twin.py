@@ -3,7 +3,8 @@ in hubsim's twin; a desired patch from the control API reaches the handler with 
 through the control API is answered with the app's status and payload; errors carry the library's codes; a client
 that enables neither does not subscribe; after a lost link, methods and desired patches still arrive; the same
 through iotconn.aio; a module (ModuleId in the connection string) is an identity of its own beside its device, and
-bad module ids are refused with their codes; across outages: desired changes made while offline arrive once,
+bad module ids are refused with their codes; IoTHubModuleClient (sync and aio) has the twin and method API and
+refuses a connection string without ModuleId; across outages: desired changes made while offline arrive once,
 latest wins, reported patches queued during an outage go out after it in order, requests in flight at a cut link
 end once each, and a method call that comes while an earlier one waits is answered, as is the earlier one; desired
 changes made while the device is offline for a token renewal arrive once, latest wins."""
@@ -240,6 +241,65 @@ def test_module_is_an_identity_of_its_own(hub, make_client):
     }
     with pytest.raises(AssertionError, match="404"):  # the device has no method handler
         invoke(hub, "who", 1, timeout_s=5)
+
+
+def test_module_client_twin_and_method(hub, make_client):
+    module = hub.request("POST", f"/devices/{DEVICE}/modules", {"id": "m1"})
+    client = make_client(module["connectionString"], client_class=iotconn.IoTHubModuleClient)
+    assert not isinstance(client, iotconn.IoTHubDeviceClient)
+    patches = Recorder()
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, {"module": "m1", "echo": request.payload})
+    )
+    client.connect(timeout=30)
+    version = client.patch_twin_reported_properties({"role": "module"})
+    module_twin = hub.request("GET", f"/devices/{DEVICE}/modules/m1/twin")
+    assert module_twin["reported"]["role"] == "module" and module_twin["reported"]["$version"] == version
+    assert "role" not in hub.request("GET", f"/devices/{DEVICE}/twin")["reported"]
+    assert client.get_twin()["reported"]["role"] == "module"
+    patched = hub.request("PATCH", f"/devices/{DEVICE}/modules/m1/twin/desired", {"rate": 3})["desired"]["$version"]
+    patches.wait_for(lambda events: any(p["$version"] == patched and p.get("rate") == 3 for p in events))
+    assert hub.request("POST", f"/devices/{DEVICE}/modules/m1/methods/who?timeout=30", 1) == {
+        "status": 200,
+        "payload": {"module": "m1", "echo": 1},
+    }
+
+
+def test_module_client_refuses_a_device_connection_string(hub, make_client):
+    device_cs = hub.connection_strings[DEVICE]
+    key = device_cs.split("SharedAccessKey=", 1)[1]
+    with pytest.raises(iotconn.InvalidArgumentError, match="has no ModuleId") as info:
+        make_client(device_cs, client_class=iotconn.IoTHubModuleClient)
+    assert info.value.code == ErrorCode.EINVAL and key not in str(info.value)
+    # the library's own check of the value, and its spelling of the key (any case, spaces around it)
+    with pytest.raises(iotconn.InvalidArgumentError, match="ModuleId"):
+        make_client(device_cs + ";ModuleId=", client_class=iotconn.IoTHubModuleClient)
+    make_client(device_cs + "; moduleid =m1", client_class=iotconn.IoTHubModuleClient)
+
+    async def main():
+        with pytest.raises(iotconn.InvalidArgumentError, match="has no ModuleId"):
+            iotconn.aio.IoTHubModuleClient.create_from_connection_string(device_cs, ca_file=hub.ca_file)
+
+    asyncio.run(main())
+
+
+def test_async_module_client_twin(hub):
+    module_cs = hub.request("POST", f"/devices/{DEVICE}/modules", {"id": "m1"})["connectionString"]
+
+    async def main():
+        client = iotconn.aio.IoTHubModuleClient.create_from_connection_string(
+            module_cs, ca_file=hub.ca_file, twin=True
+        )
+        async with client:
+            await client.connect(timeout=30)
+            version = await client.patch_twin_reported_properties({"role": "aio module"})
+            twin = await client.get_twin()
+            assert twin["reported"]["role"] == "aio module" and twin["reported"]["$version"] == version
+
+    asyncio.run(main())
+    hub_twin = hub.request("GET", f"/devices/{DEVICE}/modules/m1/twin")
+    assert hub_twin["reported"]["role"] == "aio module"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ namespace Iotconn.Tests
             new TestCase("TwinsAndMethodsFollowTheBeforeOpenRuleWithLibraryCodes", BeforeOpenRule),
             new TestCase("TwinRequestsThatTimeOutFailWithTheLibrarysCode", TwinTimeouts),
             new TestCase("AModuleIsAnIdentityOfItsOwnBesideItsDevice", ModuleIdentity),
+            new TestCase("ModuleClientHasTheTwinMethodAndSendApiAndNeedsAModuleId", ModuleClientApi),
             new TestCase("TwinsAndMethodsAcrossOutagesEndOnceLatestDesiredWins", Outages),
             new TestCase("DesiredChangesDuringATokenRenewalArriveOnceLatestWins", TokenRenewal),
         };
@@ -221,6 +222,62 @@ namespace Iotconn.Tests
             }
         }
 
+        // ModuleClient, the name .NET code knows: the module's telemetry, twin and method calls; a connection string
+        // without ModuleId is refused (without repeating its key), one with it in any case is taken as the library
+        // takes it.
+        private static void ModuleClientApi()
+        {
+            const string module = Device + "/m2", modulePath = Device + "/modules/m2";
+            using (var hub = new Hubsim(Root, Device, module))
+            {
+                var options = new ClientOptions { CaFile = hub.CaFile, OperationTimeout = Deadline };
+                string deviceCs = hub.ConnectionStrings[Device];
+                string key = deviceCs.Substring(deviceCs.IndexOf("SharedAccessKey=") + "SharedAccessKey=".Length);
+                IotconnException refused = Throws("ModuleClient of a device's connection string",
+                    () => ModuleClient.CreateFromConnectionString(deviceCs, TransportType.Mqtt, options).Dispose());
+                Assert(refused.Code == ErrorCode.InvalidArgument && refused.Message.Contains("has no ModuleId") &&
+                    !refused.Message.Contains(key), "refused with InvalidArgument, saying why: " + refused.Message);
+                ThrowsCode("an empty ModuleId", ErrorCode.InvalidArgument, "ModuleId",
+                    () => ModuleClient.CreateFromConnectionString(deviceCs + ";ModuleId=").Dispose());
+                ModuleClient.CreateFromConnectionString(deviceCs + "; moduleid =m2", TransportType.Mqtt, options)
+                    .Dispose();
+
+                using (ModuleClient client = ModuleClient.CreateFromConnectionString(hub.ConnectionStrings[module],
+                    TransportType.Mqtt, options))
+                {
+                    var desired = new Recorder<TwinCollection>();
+                    Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                    {
+                        desired.Add(patch);
+                        return Task.FromResult(0);
+                    }, null), "SetDesiredPropertyUpdateCallbackAsync");
+                    Await(client.SetMethodHandlerAsync("who", (request, ctx) => Task.FromResult(new MethodResponse(
+                        Encoding.UTF8.GetBytes("{\"module\":\"m2\",\"echo\":" + request.DataAsJson + "}"), 200)),
+                        null), "SetMethodHandlerAsync");
+                    Await(client.OpenAsync(), "OpenAsync");
+
+                    Await(client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("from m2"))), "SendEventAsync");
+                    Assert(hub.Messages(modulePath).Count == 1 && hub.Messages(Device).Count == 0,
+                        "the hub recorded the message as the module's");
+                    Await(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"role\":\"m2\"}")),
+                        "UpdateReportedPropertiesAsync");
+                    Assert((string)Section(hub.Twin(modulePath), "reported")["role"] == "m2" &&
+                        !Section(hub.Twin(Device), "reported").ContainsKey("role"),
+                        "the patch is in the module's twin, not the device's");
+                    Assert(Result(client.GetTwinAsync(), "GetTwinAsync").Properties.Reported.ToJson()
+                        .Contains("\"role\":\"m2\""), "GetTwinAsync is the module's twin");
+                    long version = DesiredVersion(hub.PatchDesired(modulePath, "{\"rate\":5}"));
+                    desired.WaitFor("the module's desired patch version " + version,
+                        list => list.Exists(d => d.Version == version && d.ToJson().Contains("\"rate\":5")));
+                    Dictionary<string, object> answer = hub.InvokeMethod(modulePath, "who", "7", 30);
+                    var payload = answer["payload"] as Dictionary<string, object>;
+                    Assert((double)answer["status"] == 200 && payload != null && (string)payload["module"] == "m2" &&
+                        (double)payload["echo"] == 7, "the module answers its method call: " +
+                        Json.Object(Strings(answer)));
+                }
+            }
+        }
+
         private static long DesiredVersion(Dictionary<string, object> twin)
         {
             return (long)(double)Section(twin, "desired")["$version"];
@@ -371,8 +428,8 @@ namespace Iotconn.Tests
                     "the changes were made while the device was offline: " + Json.Object(Strings(device)));
 
                 long latest = made[2];
-                string json = desired.WaitFor("desired version " + latest, list => list.Exists(d => d.Version == latest))
-                    .Last().ToJson();
+                string json = desired.WaitFor("desired version " + latest,
+                    list => list.Exists(d => d.Version == latest)).Last().ToJson();
                 Assert(json.Contains("\"n\":2") && json.Contains("\"k0\":true") && json.Contains("\"k2\":true"),
                     "the update holds every change made offline: " + json);
                 long following = DesiredVersion(hub.PatchDesired(Device, "{\"n\":9}"));
