@@ -108,8 +108,21 @@ static void hubsim_line(hubsim_t *h, const char *line)
 		h->nenrollments++;
 		return;
 	}
-	if (strcmp(line, "hubsim: ready") == 0)
+	if (strcmp(line, "hubsim: ready") == 0) {
 		h->ready = 1;
+		return;
+	}
+	if (h->ready)
+		snprintf(h->lines[h->nlines++ % HUB_LOG_LINES], sizeof h->lines[0], "%.*s", (int)sizeof h->lines[0] - 1,
+			 line); /* a longer line is cut */
+}
+
+uint64_t hubsim_lines(hubsim_t *h)
+{
+	pthread_mutex_lock(&h->mu);
+	uint64_t n = h->nlines;
+	pthread_mutex_unlock(&h->mu);
+	return n;
 }
 
 const char *hubsim_enrollment_key(const hubsim_t *h, const char *id)
@@ -224,6 +237,26 @@ int hubsim_start_args(hubsim_t *h, const char *const *devices, const char *const
 		return -1;
 	}
 	return 0;
+}
+
+int hubsim_wait_line(hubsim_t *h, uint64_t from, const char *text, int timeout_ms)
+{
+	struct timespec dl = deadline_in(timeout_ms);
+	int found = 0, timed_out = 0;
+	pthread_mutex_lock(&h->mu);
+	while (!found) {
+		if (h->nlines > HUB_LOG_LINES && from < h->nlines - HUB_LOG_LINES)
+			from = h->nlines - HUB_LOG_LINES; /* older lines are gone */
+		for (; from < h->nlines && !found; from++)
+			found = strstr(h->lines[from % HUB_LOG_LINES], text) != NULL;
+		if (found || timed_out || h->exited)
+			break;
+		timed_out = pthread_cond_timedwait(&h->cond, &h->mu, &dl) == ETIMEDOUT; /* then one last look */
+	}
+	pthread_mutex_unlock(&h->mu);
+	if (!found)
+		fprintf(stderr, "hubsim printed no line with \"%s\" within %d ms\n", text, timeout_ms);
+	return found ? 0 : -1;
 }
 
 /* Waits up to ms for the process to exit, using a pidfd so that the wait is an event with a deadline. */

@@ -43,6 +43,7 @@ int64_t now_ms(void);
 /* ---- hubsim ------------------------------------------------------------------------------------------------- */
 
 #define HUB_MAX_DEVICES 8
+#define HUB_LOG_LINES 64
 
 typedef struct hubsim {
 	pid_t pid;
@@ -69,6 +70,9 @@ typedef struct hubsim {
 	int nenrollments;
 	char enrollment_id[HUB_MAX_DEVICES][64]; /* registration or group id */
 	char enrollment_key[HUB_MAX_DEVICES][512];
+	/* Event lines printed after "hubsim: ready": how many, and the last HUB_LOG_LINES of them. */
+	uint64_t nlines;
+	char lines[HUB_LOG_LINES][256];
 } hubsim_t;
 
 /* Starts build/bin/iotconn-hubsim on 127.0.0.1:0 ports with the given devices (NULL-terminated list of "id") and
@@ -85,6 +89,13 @@ const char *hubsim_enrollment_key(const hubsim_t *h, const char *id);
 /* Runs `iotconn-hubsim mint-cert --cn CN --out OUT [--issuer ISSUER] [--ca] [--expired]`: writes OUT.pem and
  * OUT-key.pem and stores the SHA-1 thumbprint in thumb (n bytes). Returns 0 or -1. */
 int hubsim_mint_cert(const char *cn, const char *out, const char *issuer, int ca, int expired, char *thumb, size_t n);
+
+/* How many event lines hubsim printed so far: the `from` of a later hubsim_wait_line. */
+uint64_t hubsim_lines(hubsim_t *h);
+
+/* Waits until an event line printed after the first `from` (among the last HUB_LOG_LINES) contains text, e.g.
+ * "hubsim: disconnect dev1 ". Returns 0, or -1 after timeout_ms. */
+int hubsim_wait_line(hubsim_t *h, uint64_t from, const char *text, int timeout_ms);
 
 /* Stops hubsim by its PID (SIGTERM, then SIGKILL after 10 s) and removes its state directory. */
 void hubsim_stop(hubsim_t *h);

@@ -6,7 +6,8 @@
  * and answers its own method calls while its device is connected too, and bad module ids get their codes; across
  * outages (outage()): desired changes made while offline arrive once, latest wins, reported patches made during
  * an outage go out after it in order with one completion each, requests in flight at a cut link end once, and a
- * method call that comes while an earlier one waits is answered, as is the earlier one. */
+ * method call that comes while an earlier one waits is answered, as is the earlier one; desired changes made while
+ * the device is offline for a token renewal arrive once, latest wins (renewal()). */
 #include <string.h>
 
 #include "harness.h"
@@ -22,6 +23,11 @@ typedef struct twins {
 	iotconn_client_t *client;
 	int connected; /* Connected / Connection_Ok events */
 	int retrying;  /* Disconnected_Retrying events */
+	int renewals;  /* Disconnected_Retrying / Expired_SAS_Token events */
+	int nstatus;   /* every status event, in order (the first MAX_RESULTS) */
+	iotconn_status_t statuses[MAX_RESULTS];
+	iotconn_reason_t reasons[MAX_RESULTS];
+	int64_t status_ms[MAX_RESULTS];
 
 	int ntwin, twin_code;
 	uint64_t twin_id;
@@ -58,6 +64,10 @@ static void on_status(iotconn_status_t st, iotconn_reason_t r, void *user)
 	pthread_mutex_lock(&s->mu);
 	s->connected += st == IOTCONN_STATUS_CONNECTED && r == IOTCONN_REASON_CONNECTION_OK;
 	s->retrying += st == IOTCONN_STATUS_DISCONNECTED_RETRYING;
+	s->renewals += st == IOTCONN_STATUS_DISCONNECTED_RETRYING && r == IOTCONN_REASON_EXPIRED_SAS_TOKEN;
+	if (s->nstatus < MAX_RESULTS)
+		s->statuses[s->nstatus] = st, s->reasons[s->nstatus] = r, s->status_ms[s->nstatus] = now_ms();
+	s->nstatus++;
 	notify(s);
 }
 
@@ -207,9 +217,9 @@ static void misuse_before_connect(iotconn_client_t *c)
 	CHECK_RC(iotconn_method_respond(NULL, "no-such-call", 200, NULL, 0), IOTCONN_EBADHANDLE);
 }
 
-/* Creates a client of identity `id` with every callback registered on s (before connecting: the links subscribe
- * to twins and methods). */
-static void twins_init(twins_t *s, const char *id)
+/* Creates a client of identity `id` with options o (NULL: hubsim's) and every callback registered on s (before
+ * connecting: the links subscribe to twins and methods). */
+static void twins_init_with(twins_t *s, const char *id, const iotconn_options_t *o)
 {
 	memset(s, 0, sizeof *s);
 	s->desired_sorted = 1;
@@ -220,8 +230,8 @@ static void twins_init(twins_t *s, const char *id)
 	pthread_cond_init(&s->cond, &ca);
 	pthread_condattr_destroy(&ca);
 
-	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
-	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, id), &o, &s->client), 0);
+	iotconn_options_t defaults = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	CHECK_RC(iotconn_client_create(hubsim_conn_str(&hub, id), o ? o : &defaults, &s->client), 0);
 	iotconn_client_t *c = s->client;
 	CHECK_RC(iotconn_register_status_callback(c, on_status, s), 0);
 	CHECK_RC(iotconn_register_send_callback(c, on_send, s), 0);
@@ -230,6 +240,8 @@ static void twins_init(twins_t *s, const char *id)
 	CHECK_RC(iotconn_register_desired_callback(c, on_desired, s), 0);
 	CHECK_RC(iotconn_register_method_callback(c, on_method, s), 0);
 }
+
+static void twins_init(twins_t *s, const char *id) { twins_init_with(s, id, NULL); }
 
 static void twins_and_methods(void)
 {
@@ -334,12 +346,13 @@ static void without_callbacks(void)
 	CHECK_RC(iotconn_client_destroy(c), 0);
 }
 
-/* Patches dev-outage's desired properties with {"n":n,"kN":true}; returns the new desired $version. */
-static int64_t patch_desired(int n)
+/* Patches the device's desired properties with {"n":n,"kN":true}; returns the new desired $version. */
+static int64_t patch_desired(const char *device, int n)
 {
-	char patch[64], *body = NULL;
+	char patch[64], path[128], *body = NULL;
 	snprintf(patch, sizeof patch, "{\"n\":%d,\"k%d\":true}", n, n);
-	CHECK(hub_http(&hub, "PATCH", "/devices/dev-outage/twin/desired", patch, &body) == 200);
+	snprintf(path, sizeof path, "/devices/%s/twin/desired", device);
+	CHECK(hub_http(&hub, "PATCH", path, patch, &body) == 200);
 	int64_t v = version_in(body, "\"desired\"");
 	free(body);
 	return v;
@@ -369,7 +382,7 @@ static void outage(void)
 	CHECK(wait_for(&s, &s.retrying, 1) == 0);
 	int64_t latest = 0;
 	for (int i = 0; i < 3; i++)
-		latest = patch_desired(i);
+		latest = patch_desired("dev-outage", i);
 	uint64_t reports[5], get = 0;
 	for (int i = 0; i < 5; i++) {
 		char patch[32];
@@ -381,7 +394,7 @@ static void outage(void)
 	CHECK(wait_for(&s, &s.nreported, 5) == 0 && wait_for(&s, &s.ntwin, 1) == 0);
 	CHECK(wait_for(&s, &s.ndesired, 2) == 0);
 	/* the next desired update is the next patch: the changes made offline came once, as one update */
-	int64_t next = patch_desired(9);
+	int64_t next = patch_desired("dev-outage", 9);
 	CHECK(wait_for(&s, &s.ndesired, 3) == 0);
 	pthread_mutex_lock(&s.mu);
 	CHECK(s.ndesired == 3 && s.desired_versions[1] == latest && s.desired_versions[2] == next && s.desired_sorted);
@@ -500,15 +513,73 @@ static void module_identity(void)
 	}
 }
 
+/* Desired changes made while the device is offline for a token renewal arrive once, latest wins; the next change
+ * comes next, a method call is answered, and the statuses are Connected, Disconnected_Retrying / Expired_SAS_Token,
+ * Connected. The renewal's reconnect dials within milliseconds of its status event, before any hubsim fault armed
+ * after it; a connect budget of one token per renewal period + 3 s holds that dial instead: the first connect takes
+ * the token, the renewal waits about 3 s for the next one with the device offline. */
+static void renewal(void)
+{
+	enum { PERIOD_S = IOTCONN_MIN_SAS_RENEW_INTERVAL_S, HOLD_S = 3 };
+	iotconn_admission_t *budget = NULL;
+	CHECK_RC(iotconn_admission_create(1.0 / (PERIOD_S + HOLD_S), 1, &budget), 0);
+	iotconn_options_t o = hubsim_options(&hub, IOTCONN_DISPATCH_THREAD);
+	o.sas_lifetime_s = IOTCONN_MIN_SAS_LIFETIME_S; /* the shortest period the floors allow: renewed after 30 s */
+	o.sas_renew_margin_s = IOTCONN_MIN_SAS_LIFETIME_S - PERIOD_S;
+	o.admission = budget;
+	twins_t s;
+	twins_init_with(&s, "dev-renew", &o);
+	CHECK_RC(iotconn_admission_destroy(budget), 0); /* the client keeps it */
+	iotconn_client_t *c = s.client;
+	uint64_t from = hubsim_lines(&hub);
+	CHECK_RC(iotconn_connect(c, WAIT_MS), 0);
+	CHECK(wait_for(&s, &s.ndesired, 1) == 0); /* the desired section after connecting */
+	CHECK(wait_for(&s, &s.renewals, 1) == 0);
+	CHECK(hubsim_wait_line(&hub, from, "hubsim: disconnect dev-renew ", WAIT_MS) == 0); /* the old link is gone */
+	int64_t made[3];
+	for (int i = 0; i < 3; i++)
+		made[i] = patch_desired("dev-renew", i);
+	char *body = NULL;
+	CHECK(hub_http(&hub, "GET", "/devices/dev-renew", NULL, &body) == 200 && body);
+	CHECK(body && strstr(body, "\"connected\":false") && strstr(body, "\"connections\":1,")); /* made offline */
+	free(body);
+
+	CHECK(wait_for(&s, &s.ndesired, 2) == 0);
+	pthread_mutex_lock(&s.mu);
+	CHECK(strstr(s.desired_last, "\"n\":2") && strstr(s.desired_last, "\"k0\":true") &&
+	      strstr(s.desired_last, "\"k2\":true"));
+	pthread_mutex_unlock(&s.mu);
+	int64_t next = patch_desired("dev-renew", 9);
+	CHECK(wait_for(&s, &s.ndesired, 3) == 0);
+	body = NULL;
+	CHECK(invoke("dev-renew", "after", 30, &body) == 200 && body && strstr(body, "\"status\":201"));
+	free(body);
+	pthread_mutex_lock(&s.mu);
+	/* one update for the latest version, none for the older ones, none twice; the next change came next */
+	CHECK(s.ndesired == 3 && s.desired_versions[1] == made[2] && s.desired_versions[2] == next && s.desired_sorted);
+	CHECK(s.nstatus == 3 && s.statuses[0] == IOTCONN_STATUS_CONNECTED && s.reasons[0] == IOTCONN_REASON_CONNECTION_OK &&
+	      s.statuses[1] == IOTCONN_STATUS_DISCONNECTED_RETRYING && s.reasons[1] == IOTCONN_REASON_EXPIRED_SAS_TOKEN &&
+	      s.statuses[2] == IOTCONN_STATUS_CONNECTED && s.reasons[2] == IOTCONN_REASON_CONNECTION_OK);
+	if (s.nstatus >= 3)
+		fprintf(stderr, "renewal %.1f s after connecting, offline %.2f s; desired versions %lld %lld %lld, made "
+				"offline %lld %lld %lld\n",
+			(s.status_ms[1] - s.status_ms[0]) / 1000.0, (s.status_ms[2] - s.status_ms[1]) / 1000.0,
+			(long long)s.desired_versions[0], (long long)s.desired_versions[1],
+			(long long)s.desired_versions[2], (long long)made[0], (long long)made[1], (long long)made[2]);
+	pthread_mutex_unlock(&s.mu);
+	CHECK_RC(iotconn_client_destroy(c), 0);
+}
+
 int main(void)
 {
-	const char *devices[] = {"dev-twin", "dev-plain", "dev-mod", "dev-mod/m1", "dev-outage", NULL};
+	const char *devices[] = {"dev-twin", "dev-plain", "dev-mod", "dev-mod/m1", "dev-outage", "dev-renew", NULL};
 	if (hubsim_start(&hub, devices) != 0)
 		return 1;
 	twins_and_methods();
 	without_callbacks();
 	module_identity();
 	outage();
+	renewal();
 	hubsim_stop(&hub);
 	return test_done("twin");
 }

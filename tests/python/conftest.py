@@ -21,13 +21,15 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 
 
 @pytest.fixture
-def make_client(hub: Hub) -> Iterator[Callable[..., iotconn.IoTHubDeviceClient]]:
-    """Creates clients for the hub's device (options pass through); every one is shut down after the test."""
-    clients: List[iotconn.IoTHubDeviceClient] = []
+def make_client(hub: Hub) -> Iterator[Callable[..., Any]]:
+    """Creates clients for the hub's device (options pass through; client_class=iotconn.IoTHubModuleClient for a
+    module's connection string); every one is shut down after the test."""
+    clients: List[Any] = []
 
-    def make(connection_string: Optional[str] = None, **options: Any) -> iotconn.IoTHubDeviceClient:
+    def make(connection_string: Optional[str] = None, *, client_class: Any = iotconn.IoTHubDeviceClient,
+             **options: Any) -> Any:
         options.setdefault("ca_file", hub.ca_file)
-        client = iotconn.IoTHubDeviceClient.create_from_connection_string(
+        client = client_class.create_from_connection_string(
             connection_string or hub.connection_strings[DEVICE], **options
         )
         clients.append(client)

@@ -3,13 +3,16 @@ in hubsim's twin; a desired patch from the control API reaches the handler with 
 through the control API is answered with the app's status and payload; errors carry the library's codes; a client
 that enables neither does not subscribe; after a lost link, methods and desired patches still arrive; the same
 through iotconn.aio; a module (ModuleId in the connection string) is an identity of its own beside its device, and
-bad module ids are refused with their codes; across outages: desired changes made while offline arrive once,
+bad module ids are refused with their codes; IoTHubModuleClient (sync and aio) has the twin and method API and
+refuses a connection string without ModuleId; across outages: desired changes made while offline arrive once,
 latest wins, reported patches queued during an outage go out after it in order, requests in flight at a cut link
-end once each, and a method call that comes while an earlier one waits is answered, as is the earlier one."""
+end once each, and a method call that comes while an earlier one waits is answered, as is the earlier one; desired
+changes made while the device is offline for a token renewal arrive once, latest wins."""
 
 import asyncio
 import functools
 import threading
+import time
 
 import pytest
 
@@ -17,7 +20,7 @@ from support import DEVICE, EVENT_TIMEOUT, Recorder
 
 import iotconn
 import iotconn.aio
-from iotconn import ErrorCode, MethodRequest, MethodResponse
+from iotconn import ConnectionStatus, ConnectionStatusChangeReason, ErrorCode, MethodRequest, MethodResponse
 
 
 def invoke(hub, name, payload, timeout_s=30):
@@ -240,6 +243,65 @@ def test_module_is_an_identity_of_its_own(hub, make_client):
         invoke(hub, "who", 1, timeout_s=5)
 
 
+def test_module_client_twin_and_method(hub, make_client):
+    module = hub.request("POST", f"/devices/{DEVICE}/modules", {"id": "m1"})
+    client = make_client(module["connectionString"], client_class=iotconn.IoTHubModuleClient)
+    assert not isinstance(client, iotconn.IoTHubDeviceClient)
+    patches = Recorder()
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, {"module": "m1", "echo": request.payload})
+    )
+    client.connect(timeout=30)
+    version = client.patch_twin_reported_properties({"role": "module"})
+    module_twin = hub.request("GET", f"/devices/{DEVICE}/modules/m1/twin")
+    assert module_twin["reported"]["role"] == "module" and module_twin["reported"]["$version"] == version
+    assert "role" not in hub.request("GET", f"/devices/{DEVICE}/twin")["reported"]
+    assert client.get_twin()["reported"]["role"] == "module"
+    patched = hub.request("PATCH", f"/devices/{DEVICE}/modules/m1/twin/desired", {"rate": 3})["desired"]["$version"]
+    patches.wait_for(lambda events: any(p["$version"] == patched and p.get("rate") == 3 for p in events))
+    assert hub.request("POST", f"/devices/{DEVICE}/modules/m1/methods/who?timeout=30", 1) == {
+        "status": 200,
+        "payload": {"module": "m1", "echo": 1},
+    }
+
+
+def test_module_client_refuses_a_device_connection_string(hub, make_client):
+    device_cs = hub.connection_strings[DEVICE]
+    key = device_cs.split("SharedAccessKey=", 1)[1]
+    with pytest.raises(iotconn.InvalidArgumentError, match="has no ModuleId") as info:
+        make_client(device_cs, client_class=iotconn.IoTHubModuleClient)
+    assert info.value.code == ErrorCode.EINVAL and key not in str(info.value)
+    # the library's own check of the value, and its spelling of the key (any case, spaces around it)
+    with pytest.raises(iotconn.InvalidArgumentError, match="ModuleId"):
+        make_client(device_cs + ";ModuleId=", client_class=iotconn.IoTHubModuleClient)
+    make_client(device_cs + "; moduleid =m1", client_class=iotconn.IoTHubModuleClient)
+
+    async def main():
+        with pytest.raises(iotconn.InvalidArgumentError, match="has no ModuleId"):
+            iotconn.aio.IoTHubModuleClient.create_from_connection_string(device_cs, ca_file=hub.ca_file)
+
+    asyncio.run(main())
+
+
+def test_async_module_client_twin(hub):
+    module_cs = hub.request("POST", f"/devices/{DEVICE}/modules", {"id": "m1"})["connectionString"]
+
+    async def main():
+        client = iotconn.aio.IoTHubModuleClient.create_from_connection_string(
+            module_cs, ca_file=hub.ca_file, twin=True
+        )
+        async with client:
+            await client.connect(timeout=30)
+            version = await client.patch_twin_reported_properties({"role": "aio module"})
+            twin = await client.get_twin()
+            assert twin["reported"]["role"] == "aio module" and twin["reported"]["$version"] == version
+
+    asyncio.run(main())
+    hub_twin = hub.request("GET", f"/devices/{DEVICE}/modules/m1/twin")
+    assert hub_twin["reported"]["role"] == "aio module"
+
+
 @pytest.mark.parametrize(
     "module_id, error",
     [("", iotconn.InvalidArgumentError), ("a/b", iotconn.InvalidArgumentError), ("m" * 129, iotconn.MessageTooLargeError)],
@@ -335,3 +397,44 @@ def test_method_call_while_an_earlier_one_waits_is_answered(hub, make_client):
     client.send_method_response(MethodResponse.create_from_method_request(slow, 202, {"late": True}))
     assert answers.wait_count(1) == [{"status": 202, "payload": {"late": True}}]
     caller.join(EVENT_TIMEOUT)
+
+
+def test_desired_changes_during_a_token_renewal_arrive_once_latest_wins(hub, make_client):
+    # The shortest renewal period the floors allow: the first renewal comes 30 s after connecting.
+    lifetime = iotconn.MIN_SAS_LIFETIME_S
+    margin = lifetime - iotconn.MIN_SAS_RENEW_INTERVAL_S
+    # An MQTT renewal dials again within milliseconds of its status event (measured 6 ms), before any hubsim fault
+    # the test could arm after it. A connect budget of one token per period + 3 s holds that dial instead: the
+    # first connect takes the token, and the renewal waits about 3 s for the next one, with the device offline.
+    hold_s = 3
+    admission = iotconn.Admission(per_second=1 / (lifetime - margin + hold_s))
+    client = make_client(sastoken_ttl=lifetime, sastoken_renew_margin=margin, admission=admission)
+    admission.close()
+    statuses, patches = Recorder(), Recorder()
+    client.on_connection_state_change = lambda status, reason: statuses.add((status, reason, time.monotonic()))
+    client.on_twin_desired_properties_patch_received = patches.add
+    client.on_method_request_received = lambda request: client.send_method_response(
+        MethodResponse.create_from_method_request(request, 200, request.name)
+    )
+    client.connect(timeout=30)
+    first = patches.wait_count(1)[0]  # the desired section after connecting
+    renewal = (ConnectionStatus.DISCONNECTED_RETRYING, ConnectionStatusChangeReason.EXPIRED_SAS_TOKEN)
+    statuses.wait_for(lambda events: renewal in [e[:2] for e in events], lifetime - margin + EVENT_TIMEOUT)
+    hub.wait_log(f"hubsim: disconnect {DEVICE} ")  # the hub dropped the old link: nothing more goes to it
+    versions = [patch_desired(hub, {"n": i, f"k{i}": True}) for i in range(3)]
+    device = hub.request("GET", f"/devices/{DEVICE}")
+    assert (device["connected"], device["connections"]) == (False, 1), "the changes were made while offline"
+
+    events = patches.wait_for(lambda events: any(p["$version"] == versions[-1] for p in events))
+    after = events[-1]
+    assert after["n"] == 2 and all(after[f"k{i}"] for i in range(3))
+    following = patch_desired(hub, {"n": 9})
+    events = patches.wait_for(lambda events: any(p["$version"] == following for p in events))
+    # one update for the latest version, none for the older ones, none twice; the next change comes next
+    assert [p["$version"] for p in events] == [first["$version"], versions[-1], following]
+    assert invoke(hub, "after", None) == {"status": 200, "payload": "after"}
+    connected = (ConnectionStatus.CONNECTED, ConnectionStatusChangeReason.CONNECTION_OK)
+    seen = statuses.events
+    assert [e[:2] for e in seen] == [connected, renewal, connected]
+    print(f"renewal {seen[1][2] - seen[0][2]:.1f} s after connecting, offline {seen[2][2] - seen[1][2]:.2f} s; "
+          f"desired versions {[p['$version'] for p in events]}, made offline {versions}")

@@ -78,7 +78,7 @@ namespace Iotconn
 
         /// <summary>The connections subscribe to twins from the first OpenAsync, so GetTwinAsync and
         /// UpdateReportedPropertiesAsync work after it (default false: a client that never uses twins must not
-        /// subscribe, as an IoT Hub of the Basic tier drops it). See DeviceClient's twin remarks.</summary>
+        /// subscribe, as an IoT Hub of the Basic tier drops it). See IotHubClient's twin remarks.</summary>
         public bool UseTwin { get; set; }
     }
 }

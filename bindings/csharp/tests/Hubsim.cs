@@ -159,6 +159,33 @@ namespace Iotconn.Tests
             }
         }
 
+        /// <summary>Waits (within the deadline) for the next log line that contains text and returns it; the lines
+        /// before it are read and dropped.</summary>
+        public string WaitLine(string text)
+        {
+            DateTime deadline = DateTime.UtcNow + StartDeadline;
+            while (true)
+            {
+                TimeSpan left = deadline - DateTime.UtcNow;
+                string line;
+                if (left <= TimeSpan.Zero || !lines.TryTake(out line, left))
+                {
+                    throw new TimeoutException("hubsim printed no line with '" + text + "' within " + StartDeadline);
+                }
+                if (line.Contains(text))
+                {
+                    return line;
+                }
+            }
+        }
+
+        /// <summary>The device (or "device/module") as the control API shows it: connected, connections, ...
+        /// </summary>
+        public Dictionary<string, object> Device(string deviceId)
+        {
+            return (Dictionary<string, object>)Json.Parse(Request("GET", "/devices/" + deviceId, null));
+        }
+
         /// <summary>The D2C messages the hub recorded for a device, in arrival order.</summary>
         public List<Dictionary<string, object>> Messages(string deviceId)
         {

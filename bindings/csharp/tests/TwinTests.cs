@@ -1,5 +1,6 @@
 using System;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Linq;
 using System.Text;
 using System.Threading;
@@ -17,7 +18,9 @@ namespace Iotconn.Tests
             new TestCase("TwinsAndMethodsFollowTheBeforeOpenRuleWithLibraryCodes", BeforeOpenRule),
             new TestCase("TwinRequestsThatTimeOutFailWithTheLibrarysCode", TwinTimeouts),
             new TestCase("AModuleIsAnIdentityOfItsOwnBesideItsDevice", ModuleIdentity),
+            new TestCase("ModuleClientHasTheTwinMethodAndSendApiAndNeedsAModuleId", ModuleClientApi),
             new TestCase("TwinsAndMethodsAcrossOutagesEndOnceLatestDesiredWins", Outages),
+            new TestCase("DesiredChangesDuringATokenRenewalArriveOnceLatestWins", TokenRenewal),
         };
 
         private const string Device = "cs-twin";
@@ -219,6 +222,62 @@ namespace Iotconn.Tests
             }
         }
 
+        // ModuleClient, the name .NET code knows: the module's telemetry, twin and method calls; a connection string
+        // without ModuleId is refused (without repeating its key), one with it in any case is taken as the library
+        // takes it.
+        private static void ModuleClientApi()
+        {
+            const string module = Device + "/m2", modulePath = Device + "/modules/m2";
+            using (var hub = new Hubsim(Root, Device, module))
+            {
+                var options = new ClientOptions { CaFile = hub.CaFile, OperationTimeout = Deadline };
+                string deviceCs = hub.ConnectionStrings[Device];
+                string key = deviceCs.Substring(deviceCs.IndexOf("SharedAccessKey=") + "SharedAccessKey=".Length);
+                IotconnException refused = Throws("ModuleClient of a device's connection string",
+                    () => ModuleClient.CreateFromConnectionString(deviceCs, TransportType.Mqtt, options).Dispose());
+                Assert(refused.Code == ErrorCode.InvalidArgument && refused.Message.Contains("has no ModuleId") &&
+                    !refused.Message.Contains(key), "refused with InvalidArgument, saying why: " + refused.Message);
+                ThrowsCode("an empty ModuleId", ErrorCode.InvalidArgument, "ModuleId",
+                    () => ModuleClient.CreateFromConnectionString(deviceCs + ";ModuleId=").Dispose());
+                ModuleClient.CreateFromConnectionString(deviceCs + "; moduleid =m2", TransportType.Mqtt, options)
+                    .Dispose();
+
+                using (ModuleClient client = ModuleClient.CreateFromConnectionString(hub.ConnectionStrings[module],
+                    TransportType.Mqtt, options))
+                {
+                    var desired = new Recorder<TwinCollection>();
+                    Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                    {
+                        desired.Add(patch);
+                        return Task.FromResult(0);
+                    }, null), "SetDesiredPropertyUpdateCallbackAsync");
+                    Await(client.SetMethodHandlerAsync("who", (request, ctx) => Task.FromResult(new MethodResponse(
+                        Encoding.UTF8.GetBytes("{\"module\":\"m2\",\"echo\":" + request.DataAsJson + "}"), 200)),
+                        null), "SetMethodHandlerAsync");
+                    Await(client.OpenAsync(), "OpenAsync");
+
+                    Await(client.SendEventAsync(new Message(Encoding.UTF8.GetBytes("from m2"))), "SendEventAsync");
+                    Assert(hub.Messages(modulePath).Count == 1 && hub.Messages(Device).Count == 0,
+                        "the hub recorded the message as the module's");
+                    Await(client.UpdateReportedPropertiesAsync(new TwinCollection("{\"role\":\"m2\"}")),
+                        "UpdateReportedPropertiesAsync");
+                    Assert((string)Section(hub.Twin(modulePath), "reported")["role"] == "m2" &&
+                        !Section(hub.Twin(Device), "reported").ContainsKey("role"),
+                        "the patch is in the module's twin, not the device's");
+                    Assert(Result(client.GetTwinAsync(), "GetTwinAsync").Properties.Reported.ToJson()
+                        .Contains("\"role\":\"m2\""), "GetTwinAsync is the module's twin");
+                    long version = DesiredVersion(hub.PatchDesired(modulePath, "{\"rate\":5}"));
+                    desired.WaitFor("the module's desired patch version " + version,
+                        list => list.Exists(d => d.Version == version && d.ToJson().Contains("\"rate\":5")));
+                    Dictionary<string, object> answer = hub.InvokeMethod(modulePath, "who", "7", 30);
+                    var payload = answer["payload"] as Dictionary<string, object>;
+                    Assert((double)answer["status"] == 200 && payload != null && (string)payload["module"] == "m2" &&
+                        (double)payload["echo"] == 7, "the module answers its method call: " +
+                        Json.Object(Strings(answer)));
+                }
+            }
+        }
+
         private static long DesiredVersion(Dictionary<string, object> twin)
         {
             return (long)(double)Section(twin, "desired")["$version"];
@@ -317,6 +376,83 @@ namespace Iotconn.Tests
                 Dictionary<string, object> late = Result(slowAnswer, "the slow call's answer");
                 Assert((double)late["status"] == 202, "the earlier call is answered once its task completes: " +
                     Json.Object(Strings(late)));
+            }
+        }
+
+        // Desired changes made while the device is offline for a token renewal arrive once, latest wins; the next
+        // change comes next, a method call is answered, and the status sequence is the documented one.
+        private static void TokenRenewal()
+        {
+            // The shortest renewal period the floors allow (IOTCONN_MIN_SAS_LIFETIME_S, _RENEW_INTERVAL_S): the
+            // first renewal comes 30 s after OpenAsync.
+            TimeSpan lifetime = TimeSpan.FromSeconds(60), period = TimeSpan.FromSeconds(30);
+            // An MQTT renewal dials again within milliseconds of its status event, before any hubsim fault the test
+            // could arm after it. A connect budget of one token per period + 3 s holds that dial instead: the first
+            // connect takes the token, and the renewal waits about 3 s for the next one, with the device offline.
+            TimeSpan hold = TimeSpan.FromSeconds(3);
+            var clock = Stopwatch.StartNew();
+            using (var hub = new Hubsim(Root, Device))
+            using (var admission = new Admission(1 / (period + hold).TotalSeconds))
+            using (DeviceClient client = DeviceClient.CreateFromConnectionString(hub.ConnectionStrings[Device],
+                TransportType.Mqtt, new ClientOptions
+                {
+                    CaFile = hub.CaFile, OperationTimeout = Deadline, SasTokenTimeToLive = lifetime,
+                    SasTokenRenewalMargin = lifetime - period, Admission = admission,
+                }))
+            {
+                var statuses = new Recorder<Tuple<StatusEvent, double>>();
+                var desired = new Recorder<TwinCollection>();
+                client.SetConnectionStatusChangesHandler((status, reason) =>
+                    statuses.Add(Tuple.Create(new StatusEvent(status, reason), clock.Elapsed.TotalSeconds)));
+                Await(client.SetDesiredPropertyUpdateCallbackAsync((patch, ctx) =>
+                {
+                    desired.Add(patch);
+                    return Task.FromResult(0);
+                }, null), "SetDesiredPropertyUpdateCallbackAsync");
+                Await(client.SetMethodHandlerAsync("after", (request, ctx) => Task.FromResult(
+                    new MethodResponse(Encoding.UTF8.GetBytes(Json.Quote(request.Name)), 200)), null),
+                    "SetMethodHandlerAsync");
+                Await(client.OpenAsync(), "OpenAsync");
+                long first = desired.WaitCount("desired section after OpenAsync", 1)[0].Version;
+                statuses.WaitFor("the renewal's Disconnected_Retrying/Expired_SAS_Token", list => list.Exists(e =>
+                    e.Item1.Is(ConnectionStatus.Disconnected_Retrying, ConnectionStatusChangeReason.Expired_SAS_Token)),
+                    period + Deadline);
+                hub.WaitLine("hubsim: disconnect " + Device + " "); // the hub dropped the old link
+                var made = new List<long>();
+                for (int i = 0; i < 3; i++)
+                {
+                    made.Add(DesiredVersion(hub.PatchDesired(Device, "{\"n\":" + i + ",\"k" + i + "\":true}")));
+                }
+                Dictionary<string, object> device = hub.Device(Device);
+                Assert(!(bool)device["connected"] && (double)device["connections"] == 1,
+                    "the changes were made while the device was offline: " + Json.Object(Strings(device)));
+
+                long latest = made[2];
+                string json = desired.WaitFor("desired version " + latest,
+                    list => list.Exists(d => d.Version == latest)).Last().ToJson();
+                Assert(json.Contains("\"n\":2") && json.Contains("\"k0\":true") && json.Contains("\"k2\":true"),
+                    "the update holds every change made offline: " + json);
+                long following = DesiredVersion(hub.PatchDesired(Device, "{\"n\":9}"));
+                List<long> versions = desired.WaitFor("desired version " + following,
+                    list => list.Exists(d => d.Version == following)).Select(d => d.Version).ToList();
+                Assert(versions.SequenceEqual(new[] { first, latest, following }),
+                    "one update for the latest version, none for the older ones, none twice, then the next change: " +
+                    string.Join(" ", versions.Select(v => v.ToString()).ToArray()) + " (made offline: " +
+                    string.Join(" ", made.Select(v => v.ToString()).ToArray()) + ")");
+                Dictionary<string, object> answer = hub.InvokeMethod(Device, "after", "{}", 30);
+                Assert((double)answer["status"] == 200 && (string)answer["payload"] == "after",
+                    "a method call after the renewal is answered: " + Json.Object(Strings(answer)));
+                List<Tuple<StatusEvent, double>> seen = statuses.Events;
+                Assert(seen.Count == 3 && seen[0].Item1.Is(ConnectionStatus.Connected,
+                    ConnectionStatusChangeReason.Connection_Ok) && seen[1].Item1.Is(
+                    ConnectionStatus.Disconnected_Retrying, ConnectionStatusChangeReason.Expired_SAS_Token) &&
+                    seen[2].Item1.Is(ConnectionStatus.Connected, ConnectionStatusChangeReason.Connection_Ok),
+                    "Connected, Disconnected_Retrying/Expired_SAS_Token, Connected: " +
+                    string.Join(", ", seen.Select(e => e.Item1.ToString()).ToArray()));
+                Console.WriteLine("  renewal " + (seen[1].Item2 - seen[0].Item2).ToString("0.0") +
+                    " s after connecting, offline " + (seen[2].Item2 - seen[1].Item2).ToString("0.00") +
+                    " s; desired versions " + string.Join(" ", versions.Select(v => v.ToString()).ToArray()) +
+                    ", made offline " + string.Join(" ", made.Select(v => v.ToString()).ToArray()));
             }
         }
 

@@ -19,7 +19,7 @@ from ._native import (
     load_library,
 )
 from .admission import Admission
-from .client import IoTHubDeviceClient
+from .client import IoTHubDeviceClient, IoTHubModuleClient
 from .dispatcher import Dispatcher
 from .enums import ConnectionStatus, ConnectionStatusChangeReason, Jitter, QueueOverflow, SendResult, Transport
 from .errors import (
@@ -70,6 +70,7 @@ __all__ = [
     "InvalidArgumentError",
     "IoTConnError",
     "IoTHubDeviceClient",
+    "IoTHubModuleClient",
     "Jitter",
     "LibraryError",
     "MAX_GENERATED_MESSAGE_ID_LENGTH",

@@ -1,4 +1,4 @@
-"""IoTHubDeviceClient: a device's connection to IoT Hub, through libiotconn.
+"""IoTHubDeviceClient and IoTHubModuleClient: a device's or a module's connection to IoT Hub, through libiotconn.
 
 Threads: the client is created in the library's POLL dispatch mode. Its dispatcher thread (dispatcher.py) is its
 own, calling iotconn_poll in a loop, or a shared Dispatcher's. Every handler and a custom retry policy run there;
@@ -25,6 +25,7 @@ from .enums import ConnectionStatus, ConnectionStatusChangeReason, QueueOverflow
 from .errors import (
     ClientClosedError,
     ErrorCode,
+    InvalidArgumentError,
     IoTConnError,
     OperationTimeoutError,
     StateError,
@@ -51,6 +52,7 @@ TwinWaiter = Callable[[Any, Optional[IoTConnError]], None]
 _LOG_LEVELS = {0: logging.ERROR, 1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
 
 E = TypeVar("E", bound=IntEnum)
+C = TypeVar("C", bound="_IoTHubClient")
 
 
 def _enum(cls: Type[E], value: int) -> Union[E, int]:
@@ -442,21 +444,11 @@ def _dps_params(
     return params
 
 
-class IoTHubDeviceClient:
-    """A device client, in the manner of azure.iot.device.IoTHubDeviceClient.
+class _IoTHubClient:
+    """What IoTHubDeviceClient and IoTHubModuleClient share: all but how a client is made (their docstrings)."""
 
-    Create it with create_from_connection_string(), set the handlers, connect(), send_message(), shutdown()
-    (or use it as a context manager). Handlers are attributes:
-
-        client.on_connection_state_change = lambda status, reason: ...
-        client.on_message_received = lambda message: ...
-        client.on_send_complete = lambda message_id, result: ...
-        client.on_twin_desired_properties_patch_received = lambda patch: ...   # before connect()
-        client.on_method_request_received = lambda method_request: ...         # before connect()
-
-    They run one at a time, in order, on the client's dispatcher thread; what they raise is logged (logger
-    "iotconn"). They may call send_message (without wait) and shutdown.
-    """
+    # IoTHubModuleClient: the connection string must name a module; the library checks all the rest.
+    _module = False
 
     def __init__(self, core: _Core, dispatcher: Optional[Dispatcher] = None) -> None:
         """Use create_from_connection_string()."""
@@ -467,7 +459,7 @@ class IoTHubDeviceClient:
 
     @classmethod
     def create_from_connection_string(
-        cls,
+        cls: Type[C],
         connection_string: str,
         *,
         ca_file: Optional[str] = None,
@@ -491,8 +483,9 @@ class IoTHubDeviceClient:
         admission: Optional[Admission] = None,
         twin: bool = False,
         library: Optional[str] = None,
-    ) -> "IoTHubDeviceClient":
-        """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet).
+    ) -> C:
+        """A client for "HostName=...;DeviceId=...;SharedAccessKey=..." (it does not connect yet); with
+        ";ModuleId=m" (the module's key), module m of that device. IoTHubModuleClient takes only the latter.
 
         ca_file / server_verification_cert: trusted roots as a PEM file / PEM text (default: the system roots).
         transport: Transport.MQTT (default) or Transport.AMQP (or their _WS forms); websockets=True tunnels either in
@@ -527,6 +520,13 @@ class IoTHubDeviceClient:
         """
         if not isinstance(connection_string, str):
             raise TypeError(f"connection_string must be str, not {type(connection_string).__name__}")
+        if cls._module and not _names_module(connection_string):
+            raise InvalidArgumentError(
+                ErrorCode.EINVAL,
+                f"{cls.__name__} needs a module's connection string (HostName=..;DeviceId=..;ModuleId=..;"
+                "SharedAccessKey=<the module's key>), and this one has no ModuleId; a device connects with "
+                "IoTHubDeviceClient",
+            )
         cs = _native.c_string("connection_string", connection_string)
         return cls._create(
             lambda lib, opts, out: lib.client_create(cs, opts, out),
@@ -540,56 +540,15 @@ class IoTHubDeviceClient:
         )
 
     @classmethod
-    def create_from_provisioning(
-        cls,
-        provisioning_host: str,
-        registration_id: str,
-        id_scope: str,
-        *,
-        symmetric_key: Optional[str] = None,
-        group_key: Optional[str] = None,
-        provisioning_payload: Any = None,
-        cache_file: Optional[str] = None,
-        reprovision_after_failures: Optional[int] = None,
-        reprovision_after: Optional[Seconds] = None,
-        **options: Any,
-    ) -> "IoTHubDeviceClient":
-        """A client that finds its hub through the Device Provisioning Service (it does not connect yet).
-
-        The attestation is symmetric_key (an individual enrollment's key), group_key (an enrollment group's key:
-        the device key is derived from it), or x509_cert_file and x509_key_file (the certificate's CN is the
-        registration id). provisioning_payload: JSON-serialisable data sent with each registration.
-        The first connect() registers, unless the assignment cache (cache_file, else queue_dir's
-        dps-assignment.json) holds this registration's hub: then it connects there without calling DPS. Then the
-        library follows Microsoft's guidance: transient failures are retried on the same hub; it registers again
-        when a hub it connected to refuses the device (moved, deleted, disabled), or after
-        reprovision_after_failures reconnects failed in a row (default 10) or reprovision_after seconds without
-        a connection (default 900); never for throttling. A reprovision shows as DISCONNECTED_RETRYING, a log line
-        (logger "iotconn.native") and provisioning_registrations; messages queued meanwhile go to the new hub.
-        DPS refusing the registration ends connect() with CredentialError (401/403) or DeviceDisabledError (404).
-        The other options are create_from_connection_string's.
-        """
-        params = _dps_params(provisioning_host, registration_id, id_scope, symmetric_key, group_key,
-                             provisioning_payload)
-        params.cache_file = _native.c_string("cache_file", cache_file)
-        params.reprovision_after_failures = _optional_uint(
-            "reprovision_after_failures", reprovision_after_failures, 2**32 - 1
-        )
-        params.reprovision_after_s = 0 if reprovision_after is None else max(
-            1, -(-to_ms("reprovision_after", reprovision_after) // 1000)
-        )
-        return cls._create(lambda lib, opts, out: lib.client_create_dps(ctypes.byref(params), opts, out), **options)
-
-    @classmethod
     def _create(
-        cls,
+        cls: Type[C],
         create_native: Callable[[_native.Library, Any, Any], int],
         *,
         dispatcher: Optional[Dispatcher] = None,
         twin: bool = False,
         library: Optional[str] = None,
         **options: Any,
-    ) -> "IoTHubDeviceClient":
+    ) -> C:
         if dispatcher is not None and not isinstance(dispatcher, Dispatcher):
             raise TypeError(f"dispatcher must be an iotconn.Dispatcher or None, not {type(dispatcher).__name__}")
         lib = _native.load_library(library)
@@ -829,11 +788,87 @@ class IoTHubDeviceClient:
             (_enum(ConnectionStatus, status.value), _enum(ConnectionStatusChangeReason, reason.value)),
         )
 
-    def __enter__(self) -> "IoTHubDeviceClient":
+    def __enter__(self: C) -> C:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+
+
+class IoTHubDeviceClient(_IoTHubClient):
+    """A device client, in the manner of azure.iot.device.IoTHubDeviceClient.
+
+    Create it with create_from_connection_string(), set the handlers, connect(), send_message(), shutdown()
+    (or use it as a context manager). Handlers are attributes:
+
+        client.on_connection_state_change = lambda status, reason: ...
+        client.on_message_received = lambda message: ...
+        client.on_send_complete = lambda message_id, result: ...
+        client.on_twin_desired_properties_patch_received = lambda patch: ...   # before connect()
+        client.on_method_request_received = lambda method_request: ...         # before connect()
+
+    They run one at a time, in order, on the client's dispatcher thread; what they raise is logged (logger
+    "iotconn"). They may call send_message (without wait) and shutdown.
+    """
+
+    @classmethod
+    def create_from_provisioning(
+        cls,
+        provisioning_host: str,
+        registration_id: str,
+        id_scope: str,
+        *,
+        symmetric_key: Optional[str] = None,
+        group_key: Optional[str] = None,
+        provisioning_payload: Any = None,
+        cache_file: Optional[str] = None,
+        reprovision_after_failures: Optional[int] = None,
+        reprovision_after: Optional[Seconds] = None,
+        **options: Any,
+    ) -> "IoTHubDeviceClient":
+        """A client that finds its hub through the Device Provisioning Service (it does not connect yet).
+
+        The attestation is symmetric_key (an individual enrollment's key), group_key (an enrollment group's key:
+        the device key is derived from it), or x509_cert_file and x509_key_file (the certificate's CN is the
+        registration id). provisioning_payload: JSON-serialisable data sent with each registration.
+        The first connect() registers, unless the assignment cache (cache_file, else queue_dir's
+        dps-assignment.json) holds this registration's hub: then it connects there without calling DPS. Then the
+        library follows Microsoft's guidance: transient failures are retried on the same hub; it registers again
+        when a hub it connected to refuses the device (moved, deleted, disabled), or after
+        reprovision_after_failures reconnects failed in a row (default 10) or reprovision_after seconds without
+        a connection (default 900); never for throttling. A reprovision shows as DISCONNECTED_RETRYING, a log line
+        (logger "iotconn.native") and provisioning_registrations; messages queued meanwhile go to the new hub.
+        DPS refusing the registration ends connect() with CredentialError (401/403) or DeviceDisabledError (404).
+        The other options are create_from_connection_string's.
+        """
+        params = _dps_params(provisioning_host, registration_id, id_scope, symmetric_key, group_key,
+                             provisioning_payload)
+        params.cache_file = _native.c_string("cache_file", cache_file)
+        params.reprovision_after_failures = _optional_uint(
+            "reprovision_after_failures", reprovision_after_failures, 2**32 - 1
+        )
+        params.reprovision_after_s = 0 if reprovision_after is None else max(
+            1, -(-to_ms("reprovision_after", reprovision_after) // 1000)
+        )
+        return cls._create(lambda lib, opts, out: lib.client_create_dps(ctypes.byref(params), opts, out), **options)
+
+
+class IoTHubModuleClient(_IoTHubClient):
+    """A module client, in the manner of azure.iot.device.IoTHubModuleClient: IoTHubDeviceClient's API (handlers,
+    connect, send_message, get_twin, patch_twin_reported_properties, send_method_response, shutdown), made with
+    create_from_connection_string from a module's connection string
+    ("HostName=..;DeviceId=d;ModuleId=m;SharedAccessKey=<the module's key>"). One without ModuleId raises
+    InvalidArgumentError (EINVAL). The module is an identity of its own beside its device: its own connection,
+    telemetry, twin and method calls. IoT Hub sends modules no cloud-to-device messages, so on_message_received
+    never runs; module input and output routes (IoT Edge) are not supported.
+    """
+
+    _module = True
+
+
+def _names_module(connection_string: str) -> bool:
+    """Whether a connection string has a ModuleId field; the library validates its value and the rest."""
+    return any(field.partition("=")[0].strip().lower() == "moduleid" for field in connection_string.split(";"))
 
 
 def raise_for_result(message_id: int, result: SendResult, error: Optional[IoTConnError]) -> None:

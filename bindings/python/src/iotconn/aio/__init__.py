@@ -1,8 +1,9 @@
-"""The asyncio client: iotconn.aio.IoTHubDeviceClient.
+"""The asyncio clients: iotconn.aio.IoTHubDeviceClient and IoTHubModuleClient.
 
-The same engine and dispatcher thread as iotconn.IoTHubDeviceClient; handlers (plain functions or coroutine
-functions) are handed to the event loop the client was created on and run there, in order. A custom retry
-policy still runs on the dispatcher thread: the reconnect waits for its answer, so it must be a plain function.
+The same engine and dispatcher thread as iotconn.IoTHubDeviceClient and IoTHubModuleClient; handlers (plain
+functions or coroutine functions) are handed to the event loop the client was created on and run there, in order.
+A custom retry policy still runs on the dispatcher thread: the reconnect waits for its answer, so it must be a
+plain function.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import functools
 import inspect
 import json
 import logging
-from typing import Any, Callable, Dict, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Set, Tuple, Type, TypeVar, Union
 
-from ..client import IoTHubDeviceClient as _SyncClient
+from ..client import IoTHubDeviceClient as _SyncDeviceClient
+from ..client import IoTHubModuleClient as _SyncModuleClient
+from ..client import _IoTHubClient as _SyncClient
 from ..client import TwinWaiter, raise_for_result
 from ..enums import ConnectionStatus, ConnectionStatusChangeReason, SendResult
 from ..errors import ErrorCode, IoTConnError, OperationTimeoutError
@@ -24,7 +27,9 @@ from ..retry import CustomRetryPolicy, RetryPolicy, Seconds, to_ms
 
 log = logging.getLogger("iotconn")
 
-__all__ = ["IoTHubDeviceClient"]
+__all__ = ["IoTHubDeviceClient", "IoTHubModuleClient"]
+
+C = TypeVar("C", bound="_IoTHubClient")
 
 # A cancelled connect() repeats iotconn_connect_cancel this often until its executor job returned: the first may
 # come before the job entered iotconn_connect, and a connect that starts after a cancel is not affected by it.
@@ -80,9 +85,10 @@ def _settle(future: "asyncio.Future[Any]", value: Any) -> None:
         future.set_result(value)
 
 
-class IoTHubDeviceClient:
-    """The asyncio flavour of iotconn.IoTHubDeviceClient: awaitable connect, send_message and shutdown; an
-    async context manager. Create it inside a running event loop; its handlers run on that loop."""
+class _IoTHubClient:
+    """What the asyncio IoTHubDeviceClient and IoTHubModuleClient share: all but the sync class they wrap."""
+
+    _sync_class: Type[_SyncClient]
 
     def __init__(self, sync_client: _SyncClient, loop: asyncio.AbstractEventLoop) -> None:
         """Use create_from_connection_string()."""
@@ -94,16 +100,17 @@ class IoTHubDeviceClient:
         sync_client.on_send_complete = self._handlers.forwarder("on_send_complete")
 
     @classmethod
-    def create_from_connection_string(cls, connection_string: str, **options: Any) -> "IoTHubDeviceClient":
-        """Takes the options of iotconn.IoTHubDeviceClient.create_from_connection_string. Must be called with an
-        event loop running (inside a coroutine)."""
+    def create_from_connection_string(cls: Type[C], connection_string: str, **options: Any) -> C:
+        """Takes the options of iotconn.IoTHubDeviceClient.create_from_connection_string (IoTHubModuleClient: a
+        module's connection string, as iotconn.IoTHubModuleClient). Must be called with an event loop running
+        (inside a coroutine)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(
                 "create the iotconn.aio client inside a running event loop (its handlers run on that loop)"
             ) from None
-        return cls(_SyncClient.create_from_connection_string(connection_string, **options), loop)
+        return cls(cls._sync_class.create_from_connection_string(connection_string, **options), loop)
 
     def _handler(self, name: str) -> Optional[Callable[..., Any]]:
         return self._handlers.handlers.get(name)
@@ -280,8 +287,21 @@ class IoTHubDeviceClient:
     def connection_status(self) -> Tuple[ConnectionStatus, ConnectionStatusChangeReason]:
         return self._sync.connection_status
 
-    async def __aenter__(self) -> "IoTHubDeviceClient":
+    async def __aenter__(self: C) -> C:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.shutdown()
+
+
+class IoTHubDeviceClient(_IoTHubClient):
+    """The asyncio flavour of iotconn.IoTHubDeviceClient: awaitable connect, send_message and shutdown; an
+    async context manager. Create it inside a running event loop; its handlers run on that loop."""
+
+    _sync_class = _SyncDeviceClient
+
+
+class IoTHubModuleClient(_IoTHubClient):
+    """The asyncio flavour of iotconn.IoTHubModuleClient, as IoTHubDeviceClient is of iotconn.IoTHubDeviceClient."""
+
+    _sync_class = _SyncModuleClient

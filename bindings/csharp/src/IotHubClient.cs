@@ -8,13 +8,14 @@ using System.Threading.Tasks;
 namespace Iotconn
 {
     /// <summary>
-    /// A device's connection to IoT Hub through libiotconn.
+    /// What DeviceClient and ModuleClient share: a device's or a module's connection to IoT Hub through libiotconn,
+    /// everything but how a client is made.
     /// Threads: the client runs in the library's POLL dispatch mode and owns one managed thread, the dispatcher
     /// (Impl/DispatchThread.cs), that calls iotconn_poll in a loop, or shares a Dispatcher's
     /// (ClientOptions.Dispatcher); every handler runs there. No thread created by the Go runtime ever runs managed
     /// code (Mono hangs at exit otherwise).
     /// </summary>
-    public sealed partial class DeviceClient : IDisposable, IDispatched
+    public abstract partial class IotHubClient : IDisposable, IDispatched
     {
         // OpenAsync's cancellation repeats iotconn_connect_cancel every CancelRoundMs until iotconn_connect returned,
         // at most CancelRounds times.
@@ -40,7 +41,8 @@ namespace Iotconn
         private volatile object messageHandlerContext;
         private volatile IRetryPolicy customRetryPolicy;
 
-        private DeviceClient(ClientHandle handle, Dispatcher shared, bool useTwin)
+        // Internal: DeviceClient and ModuleClient are the only kinds.
+        internal IotHubClient(ClientHandle handle, Dispatcher shared, bool useTwin)
         {
             this.handle = handle;
             this.useTwin = useTwin;
@@ -73,65 +75,40 @@ namespace Iotconn
             }
         }
 
-        /// <summary>Creates a client for a device connection string, with MQTT; it does not connect.</summary>
-        public static DeviceClient CreateFromConnectionString(string connectionString)
-        {
-            return CreateFromConnectionString(connectionString, TransportType.Mqtt, null);
-        }
-
-        /// <summary>Creates a client for a device connection string; it does not connect.</summary>
-        public static DeviceClient CreateFromConnectionString(string connectionString, TransportType transportType)
-        {
-            return CreateFromConnectionString(connectionString, transportType, null);
-        }
-
-        /// <summary>Creates a client for a device connection string with options (null: all defaults); it does
-        /// not connect.</summary>
-        public static DeviceClient CreateFromConnectionString(string connectionString, TransportType transportType,
-            ClientOptions options)
+        /// <summary>A client of a connection string (ModuleClient: one that names a module); it does not
+        /// connect.</summary>
+        internal static T FromConnectionString<T>(string connectionString, TransportType transportType,
+            ClientOptions options, bool module, Func<ClientHandle, Dispatcher, bool, T> make)
         {
             if (connectionString == null)
             {
                 throw IotconnException.InvalidArgument("connectionString", "must not be null");
             }
+            if (module && !NamesModule(connectionString))
+            {
+                throw IotconnException.InvalidArgument("connectionString", "a ModuleClient needs a module's " +
+                    "connection string (HostName=..;DeviceId=..;ModuleId=..;SharedAccessKey=<the module's key>), " +
+                    "and this one has no ModuleId; a device connects with DeviceClient");
+            }
             byte[] utf8 = NativeMethods.ToUtf8(connectionString);
             return Create(options, transportType, (ref NativeMethods.Options native, NativeBlocks blocks,
-                out ClientHandle handle) => NativeMethods.iotconn_client_create(utf8, ref native, out handle));
+                out ClientHandle handle) => NativeMethods.iotconn_client_create(utf8, ref native, out handle), make);
         }
 
-        /// <summary>Creates a client that finds its hub through the Device Provisioning Service at
-        /// globalDeviceEndpoint (host[:port]); it does not connect. The first OpenAsync registers, unless the
-        /// assignment cache (ProvisioningOptions.CacheFile, else ClientOptions.QueueDirectory's
-        /// dps-assignment.json) holds this registration's hub: then it connects there without calling DPS. Then the
-        /// library follows Microsoft's guidance: transient failures are retried on the same hub; it registers again
-        /// when a hub it connected to refuses the device (moved, deleted, disabled), or after
-        /// ReprovisionAfterFailures reconnects failed in a row (default 10) or ReprovisionAfter without a
-        /// connection (default 15 minutes); never for throttling. A reprovision shows as Disconnected_Retrying, a
-        /// log line (Trace) and ProvisioningRegistrations; messages queued meanwhile go to the new hub. DPS
-        /// refusing the registration faults OpenAsync with ErrorCode.BadCredential (401/403) or DeviceDisabled (404).
-        /// </summary>
-        public static DeviceClient CreateFromProvisioning(string globalDeviceEndpoint, string idScope,
-            SecurityProvider securityProvider, TransportType transportType, ClientOptions options,
-            ProvisioningOptions provisioning = null)
+        // Whether the connection string has a ModuleId field (the key in any case, as the library reads it); the
+        // library validates its value and the rest.
+        private static bool NamesModule(string connectionString)
         {
-            if (globalDeviceEndpoint == null || idScope == null || securityProvider == null)
+            foreach (string field in connectionString.Split(';'))
             {
-                throw IotconnException.InvalidArgument("globalDeviceEndpoint, idScope and securityProvider",
-                    "must not be null");
+                int eq = field.IndexOf('=');
+                if (eq >= 0 && string.Equals(field.Substring(0, eq).Trim(), "ModuleId",
+                    StringComparison.OrdinalIgnoreCase))
+                {
+                    return true;
+                }
             }
-            var p = provisioning ?? new ProvisioningOptions();
-            var opts = ProvisioningDeviceClient.Copy(options);
-            securityProvider.Configure(opts);
-            return Create(opts, transportType, (ref NativeMethods.Options native, NativeBlocks blocks,
-                out ClientHandle handle) =>
-            {
-                NativeMethods.DpsParams dps = DpsNative(globalDeviceEndpoint, idScope, securityProvider,
-                    p.PayloadJson, blocks);
-                dps.CacheFile = blocks.Utf8(p.CacheFile);
-                dps.ReprovisionAfterFailures = Positive("ReprovisionAfterFailures", p.ReprovisionAfterFailures);
-                dps.ReprovisionAfterS = Seconds("ReprovisionAfter", p.ReprovisionAfter);
-                return NativeMethods.iotconn_client_create_dps(ref dps, ref native, out handle);
-            });
+            return false;
         }
 
         internal static NativeMethods.DpsParams DpsNative(string globalDeviceEndpoint, string idScope,
@@ -149,10 +126,11 @@ namespace Iotconn
             return native;
         }
 
-        private delegate int NativeCreate(ref NativeMethods.Options native, NativeBlocks blocks,
+        internal delegate int NativeCreate(ref NativeMethods.Options native, NativeBlocks blocks,
             out ClientHandle handle);
 
-        private static DeviceClient Create(ClientOptions options, TransportType transportType, NativeCreate create)
+        internal static T Create<T>(ClientOptions options, TransportType transportType, NativeCreate create,
+            Func<ClientHandle, Dispatcher, bool, T> make)
         {
             if (!Enum.IsDefined(typeof(TransportType), transportType))
             {
@@ -178,7 +156,7 @@ namespace Iotconn
             }
             try
             {
-                return new DeviceClient(handle, shared, useTwin);
+                return make(handle, shared, useTwin);
             }
             catch
             {
@@ -261,12 +239,12 @@ namespace Iotconn
             };
         }
 
-        private static uint Positive(string what, int? value)
+        internal static uint Positive(string what, int? value)
         {
             return value.HasValue ? (uint)Positive(what, value.Value, int.MaxValue) : 0;
         }
 
-        private static uint Seconds(string what, TimeSpan? value)
+        internal static uint Seconds(string what, TimeSpan? value)
         {
             return value.HasValue ? (uint)Positive(what, (long)Math.Ceiling(value.Value.TotalSeconds), uint.MaxValue)
                 : 0;
@@ -611,7 +589,7 @@ namespace Iotconn
         {
             if (closed)
             {
-                throw new IotconnException(ErrorCode.Closed, "the DeviceClient was closed or disposed");
+                throw new IotconnException(ErrorCode.Closed, "the " + GetType().Name + " was closed or disposed");
             }
         }
 

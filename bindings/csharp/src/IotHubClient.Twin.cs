@@ -21,7 +21,7 @@ namespace Iotconn
     /// </list>
     /// JSON crosses as plain strings (TwinCollection, MethodRequest.DataAsJson).
     /// </remarks>
-    public sealed partial class DeviceClient
+    public abstract partial class IotHubClient
     {
         private readonly object twinLock = new object();
         private bool opened;            // under twinLock: OpenAsync was called, subscriptions are fixed
