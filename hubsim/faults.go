@@ -126,6 +126,9 @@ func (h *Hub) movedListener(f Fault) (*listener, error) {
 			return l, nil
 		}
 	}
+	if f.Listener == "amqpws" && h.cfg.AMQPWSAddr != "" && h.cfg.AMQPWSAddr == h.cfg.WSAddr {
+		return h.ws, nil // one WebSocket listener serves MQTT and AMQP
+	}
 	return nil, fmt.Errorf("no %q listener (want one of mqtts, tcp, ws, amqps, amqpws that is on)", f.Listener)
 }
 
