@@ -312,7 +312,7 @@ func (h *Hub) failover(f Fault) error {
 			return err
 		}
 	}
-	h.spawn(func() {
+	started := h.spawn(func() {
 		t := time.NewTimer(f.Duration)
 		defer t.Stop()
 		select {
@@ -328,6 +328,9 @@ func (h *Hub) failover(f Fault) error {
 			h.events.emit(Event{Kind: EventFault, Reason: "failover ended"})
 		}
 	})
+	if !started && old != nil {
+		_ = old.Close() // the hub is closing: nothing else would end its accept loop
+	}
 	return nil
 }
 
