@@ -362,7 +362,15 @@ func poolFailover(t *testing.T, hub *hubsim.Hub, tr TransportKind, host string, 
 		d.r.expectCompletions(t, 1)
 	}
 	run := failoverRun{faultAt: time.Now()}
-	events := collectEvents(t, hub)
+	events := collectEvents(t, hub, func(seen []hubsim.Event) bool {
+		k := 0
+		for _, e := range seen {
+			if e.Kind == hubsim.EventConnect {
+				k++
+			}
+		}
+		return k >= n
+	})
 	dl.restart()
 	if err := hub.Fault(fault); err != nil {
 		t.Fatal(err)
@@ -403,15 +411,7 @@ func poolFailover(t *testing.T, hub *hubsim.Hub, tr TransportKind, host string, 
 	if st := pl.Stats(); fmt.Sprint(st.Live) != "[50 50 50 50]" || st.Ended != 0 || len(st.Opening) != 0 {
 		t.Fatalf("pool after the failover: %+v", st)
 	}
-	run.events = events(func(seen []hubsim.Event) bool {
-		k := 0
-		for _, e := range seen {
-			if e.Kind == hubsim.EventConnect {
-				k++
-			}
-		}
-		return k >= n
-	})
+	run.events = events()
 	for _, e := range run.events {
 		if e.Kind == hubsim.EventConnect {
 			run.reconnects = append(run.reconnects, e.Time)
@@ -425,14 +425,15 @@ func poolFailover(t *testing.T, hub *hubsim.Hub, tr TransportKind, host string, 
 }
 
 // collectEvents keeps every hub event from now on, in a goroutine that the returned func stops: it waits (up to
-// waitLimit) until enough says the events seen suffice, and returns them.
-func collectEvents(t *testing.T, hub *hubsim.Hub) func(enough func([]hubsim.Event) bool) []hubsim.Event {
+// waitLimit) until the events seen are enough, and returns them.
+func collectEvents(t *testing.T, hub *hubsim.Hub, enough func([]hubsim.Event) bool) func() []hubsim.Event {
 	ch, stop := hub.Events()
 	var (
 		mu   sync.Mutex
 		seen []hubsim.Event
 	)
-	quit, done := make(chan struct{}), make(chan struct{})
+	quit, done, ready := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	wait := ready // the goroutine clears ready once it closed it
 	go func() {
 		defer close(done)
 		for {
@@ -440,30 +441,23 @@ func collectEvents(t *testing.T, hub *hubsim.Hub) func(enough func([]hubsim.Even
 			case e := <-ch:
 				mu.Lock()
 				seen = append(seen, e)
+				if ready != nil && enough(seen) {
+					close(ready)
+					ready = nil
+				}
 				mu.Unlock()
 			case <-quit:
 				return
 			}
 		}
 	}()
-	finish := func() { close(quit); <-done; stop() }
-	t.Cleanup(func() {
+	var once sync.Once
+	finish := func() { once.Do(func() { close(quit); <-done; stop() }) }
+	t.Cleanup(finish)
+	return func() []hubsim.Event {
 		select {
-		case <-done:
-		default:
-			finish()
-		}
-	})
-	return func(enough func([]hubsim.Event) bool) []hubsim.Event {
-		deadline := time.Now().Add(waitLimit)
-		for {
-			mu.Lock()
-			ok := enough(seen)
-			mu.Unlock()
-			if ok || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
+		case <-wait:
+		case <-time.After(waitLimit):
 		}
 		finish()
 		return seen
