@@ -255,6 +255,9 @@ func (f *amqpFront) serve(hc *hubConn, nc net.Conn) {
 		SASLMechanisms: []amqp.Symbol{"MSSBCBS", "ANONYMOUS", "PLAIN"}, SASL: f.sasl,
 		Open: func(c *amqp.Conn) (amqp.Handler, *amqp.Error) {
 			if f.hub.gate.inFailover(time.Now()) {
+				// The address answered says which lookup the client used (a failover to another address).
+				f.hub.events.emit(Event{Kind: EventReject, Remote: hc.RemoteAddr().String(), Code: -1,
+					Reason: "amqp: iot-hub-not-found (failover in progress) at " + hc.LocalAddr().String()})
 				return nil, amqp.Errorf(condHubNotFound, "the hub is failing over")
 			}
 			ac := &amqpConn{f: f, hc: hc, c: c, devices: map[string]*amqpDevice{}, links: map[*amqp.Link]*amqpDevice{}}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -243,8 +246,8 @@ func TestAMQPFaultThrottle(t *testing.T) {
 }
 
 // TestAMQPFaultFailover: every connection is cut; during the fault an AMQP connect is closed with
-// com.microsoft:iot-hub-not-found-error and an MQTT connect gets CONNACK 3; afterwards devices connect again, on
-// the new address.
+// com.microsoft:iot-hub-not-found-error, at the new address and at the old one (a client's stale lookup), and an
+// MQTT connect gets CONNACK 3; afterwards devices connect again on the new address, and the old one refuses.
 func TestAMQPFaultFailover(t *testing.T) {
 	h := startHub(t, func(c *Config) { c.AMQPAddr = "127.0.0.1:0" })
 	d := connectAMQPDevice(t, h, "d1")
@@ -256,18 +259,29 @@ func TestAMQPFaultFailover(t *testing.T) {
 	if h.AMQPAddr() == old {
 		t.Fatal("the AMQP listener did not move")
 	}
-	c, err := dialAMQP(t, h, goamqp.SASLTypeAnonymous())
-	if err == nil {
-		err = waitConnEnd(t, c)
-	}
-	if cond := remoteCondition(err); cond != goamqp.ErrCond(condHubNotFound) {
-		t.Fatalf("connect during failover: %v", err)
+	for _, addr := range []string{h.AMQPAddr(), old} {
+		c, err := dialAMQPAt(t, h, addr, goamqp.SASLTypeAnonymous())
+		if err == nil {
+			err = waitConnEnd(t, c)
+		}
+		if cond := remoteCondition(err); cond != goamqp.ErrCond(condHubNotFound) {
+			t.Fatalf("connect to %s during failover: %v", addr, err)
+		}
+		waitEvent(t, events, func(e Event) bool {
+			return e.Kind == EventReject && strings.HasSuffix(e.Reason, "iot-hub-not-found (failover in progress) at "+addr)
+		})
 	}
 	if _, code, _ := connect(t, h, validCreds(t, h, d.dev), ""); code != 3 {
 		t.Fatalf("MQTT connect during failover: CONNACK %d", code)
 	}
 	waitEvent(t, events, func(e Event) bool { return e.Reason == "failover ended" })
 	connectAMQPDevice(t, h, "d1")
+	if _, err := net.DialTimeout("tcp", old, waitLimit); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("old address after the failover: %v, want connection refused", err)
+	}
+	if err := h.Fault(Fault{Kind: FaultFailover, Duration: time.Second, Addr: "127.0.0.1:0", Listener: "nope"}); err == nil {
+		t.Fatal("a failover moved a listener that does not exist")
+	}
 }
 
 // TestAMQPFaultBlackhole: while blackholed a send does not complete; afterwards the link works again.

@@ -22,7 +22,13 @@ func startAMQPHub(t *testing.T) *Hub {
 // dialAMQP connects go-amqp to the hub's AMQP TLS listener.
 func dialAMQP(t *testing.T, h *Hub, sasl goamqp.SASLType) (*goamqp.Conn, error) {
 	t.Helper()
-	c, err := goamqp.Dial(ctxLimit(t), "amqps://"+h.AMQPAddr(), &goamqp.ConnOptions{
+	return dialAMQPAt(t, h, h.AMQPAddr(), sasl)
+}
+
+// dialAMQPAt is dialAMQP to addr, which need not be where the hub listens now.
+func dialAMQPAt(t *testing.T, h *Hub, addr string, sasl goamqp.SASLType) (*goamqp.Conn, error) {
+	t.Helper()
+	c, err := goamqp.Dial(ctxLimit(t), "amqps://"+addr, &goamqp.ConnOptions{
 		SASLType: sasl, HostName: "localhost", TLSConfig: &tls.Config{RootCAs: caPool(t, h), ServerName: "localhost"},
 	})
 	if err == nil {

@@ -29,8 +29,8 @@ const (
 
 // loadOrCreateTLS returns the server TLS config for dir, creating the CA and the server certificate on first use so
 // clients that trusted ca.pem once keep trusting the hub across restarts. The certificate covers localhost,
-// 127.0.0.1, ::1 and ips (the loopback addresses the hub or DPS listens on); one that does not is made again.
-func loadOrCreateTLS(dir string, ips ...net.IP) (*tls.Config, error) {
+// names, 127.0.0.1, ::1 and ips (the loopback addresses the hub or DPS listens on); one that does not is made again.
+func loadOrCreateTLS(dir string, names []string, ips ...net.IP) (*tls.Config, error) {
 	caPEM, caKeyPEM, err := readPair(dir, caCertFile, caKeyFile)
 	if err != nil {
 		return nil, err
@@ -49,8 +49,8 @@ func loadOrCreateTLS(dir string, ips ...net.IP) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if srvPEM == nil || certExpiresSoon(srvPEM) || !certCovers(srvPEM, ips) {
-		if srvPEM, srvKeyPEM, err = newServerCert(caPEM, caKeyPEM, ips); err != nil {
+	if srvPEM == nil || certExpiresSoon(srvPEM) || !certCovers(srvPEM, names, ips) {
+		if srvPEM, srvKeyPEM, err = newServerCert(caPEM, caKeyPEM, names, ips); err != nil {
 			return nil, err
 		}
 		if err := writePair(dir, serverCertFile, serverKeyFile, srvPEM, srvKeyPEM); err != nil {
@@ -140,8 +140,8 @@ func newCA() (certPEM, keyPEM []byte, err error) {
 	return encodeCertAndKey(der, key)
 }
 
-// certCovers reports whether a certificate lists every one of ips.
-func certCovers(certPEM []byte, ips []net.IP) bool {
+// certCovers reports whether a certificate lists every one of names and ips.
+func certCovers(certPEM []byte, names []string, ips []net.IP) bool {
 	block, _ := pem.Decode(certPEM)
 	if block == nil {
 		return false
@@ -152,6 +152,11 @@ func certCovers(certPEM []byte, ips []net.IP) bool {
 	}
 	for _, ip := range ips {
 		if !slices.ContainsFunc(c.IPAddresses, ip.Equal) {
+			return false
+		}
+	}
+	for _, n := range names {
+		if !slices.Contains(c.DNSNames, n) {
 			return false
 		}
 	}
@@ -170,7 +175,7 @@ func listenIPs(addrs ...string) []net.IP {
 	return out
 }
 
-func newServerCert(caPEM, caKeyPEM []byte, ips []net.IP) (certPEM, keyPEM []byte, err error) {
+func newServerCert(caPEM, caKeyPEM []byte, names []string, ips []net.IP) (certPEM, keyPEM []byte, err error) {
 	ca, err := tls.X509KeyPair(caPEM, caKeyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("stored CA: %w", err)
@@ -186,7 +191,7 @@ func newServerCert(caPEM, caKeyPEM []byte, ips []net.IP) (certPEM, keyPEM []byte
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
+		DNSNames:     append([]string{"localhost"}, names...),
 		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ips...),
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().AddDate(2, 0, 0),

@@ -385,6 +385,7 @@ type faultJSON struct {
 	Seconds   float64        `json:"seconds,omitempty"`
 	Rate      int            `json:"rate,omitempty"`
 	Addr      string         `json:"addr,omitempty"`
+	Listener  string         `json:"listener,omitempty"`
 	Answer    ThrottleAnswer `json:"answer,omitempty"`
 	Condition string         `json:"condition,omitempty"`
 }
@@ -396,11 +397,14 @@ func (h *Hub) handleFault(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := Fault{Kind: req.Kind, Device: req.Device, Duration: time.Duration(req.Seconds * float64(time.Second)),
-		Rate: req.Rate, Addr: req.Addr, Answer: req.Answer, Condition: req.Condition}
+		Rate: req.Rate, Addr: req.Addr, Listener: req.Listener, Answer: req.Answer, Condition: req.Condition}
 	if err := h.Fault(f); err != nil {
 		writeError(w, err)
 		return
 	}
 	req.Addr = h.Addr()
+	if l, _ := h.movedListener(f); l != nil {
+		req.Addr = l.address()
+	}
 	writeJSON(w, http.StatusOK, req)
 }

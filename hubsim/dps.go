@@ -191,7 +191,7 @@ func StartDPS(cfg DPSConfig) (*DPS, error) {
 	if err := adoptCA(dir, cfg.Hubs[0].cfg.Dir); err != nil {
 		return nil, fmt.Errorf("hubsim: DPS CA: %w", err)
 	}
-	tlsConf, err := loadOrCreateTLS(dir, listenIPs(cfg.MQTTAddr, cfg.HTTPSAddr)...)
+	tlsConf, err := loadOrCreateTLS(dir, nil, listenIPs(cfg.MQTTAddr, cfg.HTTPSAddr)...)
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: DPS certificates: %w", err)
 	}

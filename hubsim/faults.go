@@ -3,6 +3,7 @@ package hubsim
 import (
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 )
@@ -27,11 +28,13 @@ const (
 	FaultExpireToken      FaultKind = "expire-token"      // treat the device's token as expired now: drop its connection
 	FaultRotateKey        FaultKind = "rotate-key"        // give the device new keys and drop its connection
 	FaultDisableDevice    FaultKind = "disable-device"    // disable the device and drop its connection
-	FaultMovePort         FaultKind = "move-port"         // move the TLS MQTT listener to Addr ("" = a free port)
+	FaultMovePort         FaultKind = "move-port"         // move Listener (default the TLS MQTT one) to Addr ("" = a free port)
 	FaultRestart          FaultKind = "restart"           // restart the hub: drop everything, reload the registry, reopen
 	// FaultFailover closes every connection; for Duration AMQP opens are answered with
-	// com.microsoft:iot-hub-not-found-error and MQTT connects with CONNACK 3; then it accepts again, on Addr if
-	// given (the AMQP TLS listener moves there, or the MQTT one without AMQP), as a hub failing over does.
+	// com.microsoft:iot-hub-not-found-error and MQTT connects with CONNACK 3; then it accepts again. With Addr,
+	// Listener (default the AMQP TLS one, or the MQTT one without AMQP) opens there at once and its old address
+	// answers as above until Duration has passed, then refuses: a hub failing over to another address, whose
+	// name re-resolves there while clients' stale lookups still reach the old one.
 	FaultFailover FaultKind = "failover"
 )
 
@@ -67,6 +70,7 @@ type Fault struct {
 	Duration  time.Duration
 	Rate      int
 	Addr      string
+	Listener  string         // move-port and failover: which listener moves ("mqtts", "ws", "amqps", "amqpws")
 	Answer    ThrottleAnswer // throttle only: "" is ThrottleClose
 	Condition string         // amqp-detach and amqp-reject: the AMQP error condition
 }
@@ -93,8 +97,39 @@ func (h *Hub) Fault(f Fault) error {
 	if err := h.applyFault(f); err != nil {
 		return err
 	}
-	h.events.emit(Event{Kind: EventFault, Device: f.Device, Reason: describeFault(f, h.Addr())})
+	addr := h.Addr()
+	if l, err := h.movedListener(f); err == nil && l != nil {
+		addr = l.address()
+	}
+	h.events.emit(Event{Kind: EventFault, Device: f.Device, Reason: describeFault(f, addr)})
 	return nil
+}
+
+// movedListener is the listener f moves: Listener by name for move-port and failover (nil for failover without
+// Addr); by default the TLS MQTT one for move-port, the AMQP TLS one (else the MQTT one) for failover.
+func (h *Hub) movedListener(f Fault) (*listener, error) {
+	switch {
+	case f.Kind != FaultMovePort && f.Kind != FaultFailover:
+		if f.Listener != "" {
+			return nil, fmt.Errorf("a listener applies to move-port and failover only, not %q", f.Kind)
+		}
+		return nil, nil
+	case f.Kind == FaultFailover && f.Addr == "":
+		return nil, nil
+	case f.Listener == "" && f.Kind == FaultFailover && h.amqps != nil:
+		return h.amqps, nil
+	case f.Listener == "":
+		return h.mqtts, nil
+	}
+	for _, l := range h.listeners() {
+		if l.name == f.Listener {
+			return l, nil
+		}
+	}
+	if f.Listener == "amqpws" && h.cfg.AMQPWSAddr != "" && h.cfg.AMQPWSAddr == h.cfg.WSAddr {
+		return h.ws, nil // one WebSocket listener serves MQTT and AMQP
+	}
+	return nil, fmt.Errorf("no %q listener (want one of mqtts, tcp, ws, amqps, amqpws that is on)", f.Listener)
 }
 
 func describeFault(f Fault, addr string) string {
@@ -107,6 +142,10 @@ func describeFault(f Fault, addr string) string {
 		s += fmt.Sprintf(" at %d connects/s, answered %s", f.Rate, f.Answer)
 	case FaultMovePort:
 		s += " to " + addr
+	case FaultFailover:
+		if f.Addr != "" {
+			s += " to " + addr
+		}
 	}
 	if f.Condition != "" {
 		s += " with " + f.Condition
@@ -115,6 +154,9 @@ func describeFault(f Fault, addr string) string {
 }
 
 func (h *Hub) applyFault(f Fault) error {
+	if _, err := h.movedListener(f); err != nil {
+		return err
+	}
 	needDevice := func() (*session, error) {
 		if _, err := h.Device(f.Device); err != nil {
 			return nil, err
@@ -177,7 +219,11 @@ func (h *Hub) applyFault(f Fault) error {
 			h.after(f.Duration, h.reopenListeners)
 		}
 	case FaultMovePort:
-		return h.movePort(h.mqtts, f.Addr)
+		l, err := h.movedListener(f)
+		if err != nil {
+			return err
+		}
+		return h.movePort(l, f.Addr)
 	case FaultRestart:
 		return h.restart()
 	case FaultFailover:
@@ -249,23 +295,63 @@ func (h *Hub) movePort(l *listener, addr string) error {
 }
 
 // failover cuts every connection and answers connects as a hub failing over does until f.Duration has passed.
+// With f.Addr the listener opens there at once; its old socket keeps answering until the end, then closes.
 func (h *Hub) failover(f Fault) error {
 	if f.Duration <= 0 {
 		return errors.New("failover needs a duration")
 	}
+	l, err := h.movedListener(f)
+	if err != nil {
+		return err
+	}
 	h.gate.setFailover(time.Now().Add(f.Duration))
 	h.killConns(false)
-	if f.Addr != "" {
-		l := h.amqps
-		if l == nil {
-			l = h.mqtts
-		}
-		if err := h.movePort(l, f.Addr); err != nil {
+	var old net.Listener
+	if l != nil {
+		if old, err = h.moveKeepingOld(l, f.Addr); err != nil {
 			return err
 		}
 	}
-	h.after(f.Duration, func() { h.events.emit(Event{Kind: EventFault, Reason: "failover ended"}) })
+	started := h.spawn(func() {
+		t := time.NewTimer(f.Duration)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-h.done:
+		}
+		if old != nil {
+			_ = old.Close() // ends its accept loop; what it accepted was refused or is served on
+		}
+		select {
+		case <-h.done:
+		default:
+			h.events.emit(Event{Kind: EventFault, Reason: "failover ended"})
+		}
+	})
+	if !started && old != nil {
+		_ = old.Close() // the hub is closing: nothing else would end its accept loop
+	}
 	return nil
+}
+
+// moveKeepingOld opens l on addr and returns its previous socket still open, its accept loop still serving.
+func (h *Hub) moveKeepingOld(l *listener, addr string) (net.Listener, error) {
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
+	prevAddr := l.address()
+	l.mu.Lock()
+	old := l.ln
+	l.ln = nil
+	l.mu.Unlock()
+	l.addr.Store(addr)
+	if err := h.open(l); err != nil {
+		l.mu.Lock()
+		l.ln = old
+		l.mu.Unlock()
+		l.addr.Store(prevAddr)
+		return nil, fmt.Errorf("moving the %s listener to %s: %w", l.name, addr, err)
+	}
+	return old, nil
 }
 
 // restart drops every connection and MQTT session, reloads the registry from disk and reopens on the same ports.

@@ -2,6 +2,7 @@ package hubsim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -365,6 +366,28 @@ func TestFaultMovePort(t *testing.T) {
 		t.Fatal("move to an impossible address succeeded")
 	}
 	mustConnect(t, h, d) // still served where it was
+	if err := h.Fault(Fault{Kind: FaultMovePort, Listener: "amqps"}); err == nil {
+		t.Fatal("moved an AMQP listener the hub does not have")
+	}
+	if err := h.Fault(Fault{Kind: FaultKillTCP, Listener: "mqtts"}); err == nil {
+		t.Fatal("a listener accepted for a fault that moves none")
+	}
+}
+
+// TestFaultMovePortAMQP: move-port with Listener moves that listener (here AMQP's), and leaves the MQTT one.
+func TestFaultMovePortAMQP(t *testing.T) {
+	h := startHub(t, func(c *Config) { c.AMQPAddr = "127.0.0.1:0" })
+	mqtt, old := h.Addr(), h.AMQPAddr()
+	if err := h.Fault(Fault{Kind: FaultMovePort, Listener: "amqps"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.AMQPAddr() == old || h.Addr() != mqtt {
+		t.Fatalf("AMQP %s -> %s, MQTT %s -> %s: want only AMQP's moved", old, h.AMQPAddr(), mqtt, h.Addr())
+	}
+	if _, err := net.DialTimeout("tcp", old, waitLimit); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("old address: %v, want connection refused", err)
+	}
+	connectAMQPDevice(t, h, "d1")
 }
 
 func TestFaultRestartKeepsRegistryAndQueuedC2D(t *testing.T) {
@@ -469,4 +492,23 @@ func TestCloseEndsFaultsCallsAndConnections(t *testing.T) {
 		t.Fatalf("fault after Close: %v", err)
 	}
 	// goleak in TestMain checks that no goroutine of the hub is left.
+}
+
+// TestCertNames: the server certificate covers Config.CertNames; a hub started again on the same state directory
+// with another name makes it again, still under the same CA.
+func TestCertNames(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a.hub.test", "b.hub.test"} {
+		h := startHub(t, func(c *Config) { c.Dir, c.CertNames = dir, []string{name} })
+		for _, sn := range []string{name, "localhost", "other.hub.test"} {
+			c, err := tls.Dial("tcp", h.Addr(), &tls.Config{RootCAs: caPool(t, h), ServerName: sn})
+			if err == nil {
+				c.Close()
+			}
+			if (err == nil) != (sn != "other.hub.test") {
+				t.Fatalf("TLS to %s as %q: %v", h.Addr(), sn, err)
+			}
+		}
+		h.Close()
+	}
 }

@@ -39,6 +39,7 @@ type Config struct {
 	AMQPWSAddr  string        // optional AMQP over WebSocket (AMQPWSB10); WSAddr's value serves both there; "" = off
 	ControlAddr string        // HTTP control API; "" = off
 	HostName    string        // HostName of connection strings; "" = localhost, with the MQTT port unless 8883
+	CertNames   []string      // more DNS names the server certificate covers (names a test maps to the hub)
 	ClockSkew   time.Duration // tolerated SAS expiry skew
 	TokenGrace  time.Duration // a live connection is dropped this long after its token expired
 	Log         io.Writer     // one line per connect/disconnect/reject/fault; nil = discard
@@ -152,7 +153,7 @@ func Start(cfg Config) (*Hub, error) {
 			return nil, fmt.Errorf("hubsim: CA from %s: %w", cfg.CADir, err)
 		}
 	}
-	tlsConf, err := loadOrCreateTLS(dir, listenIPs(cfg.MQTTAddr, cfg.WSAddr)...)
+	tlsConf, err := loadOrCreateTLS(dir, cfg.CertNames, listenIPs(cfg.MQTTAddr, cfg.WSAddr)...)
 	if err != nil {
 		return nil, fmt.Errorf("hubsim: certificates: %w", err)
 	}

@@ -1,12 +1,15 @@
 // Command memory measures what an idle connected device costs a process: it connects N devices (iotconn's
 // core.Client, each with its own dispatcher or all on one shared core.Dispatcher, or raw paho as IoT Hub's wire
-// needs it), waits until all are connected, collects garbage, and
+// needs it; or iotconn over AMQP, a connection per device or all pooled on shared connections), waits until all
+// are connected, collects garbage, and
 // prints the growth per device of the resident set, Go's heap and goroutine stacks, and the goroutines each
 // device keeps. bench/memory/run.sh runs it against hubsim for both and writes bench/results/memory.txt.
 //
-//	memory -mode iotconn|iotconn-shared|paho -devices FILE -ca CA_FILE [-heapprofile FILE] [-goroutines FILE]
+//	memory -mode iotconn|iotconn-shared|paho|amqp|amqp-pool -devices FILE -ca CA_FILE [-heapprofile FILE]
+//	       [-goroutines FILE]
 //
-// FILE holds one connection string a line; every line is one device.
+// FILE holds one connection string a line; every line is one device (for the AMQP modes with GatewayHostName
+// naming the hub's AMQP port). amqp-pool puts up to core.MaxAMQPPool devices on each connection.
 package main
 
 import (
@@ -32,7 +35,8 @@ import (
 const connectWorkers = 16
 
 func main() {
-	mode := flag.String("mode", "iotconn", "iotconn, iotconn-shared (one Dispatcher for all) or paho")
+	mode := flag.String("mode", "iotconn", "iotconn, iotconn-shared (one Dispatcher for all), paho, amqp (a "+
+		"connection per device) or amqp-pool (devices sharing connections)")
 	devicesFile := flag.String("devices", "", "file of connection strings, one a line")
 	caFile := flag.String("ca", "", "PEM file of the hub's CA")
 	heapProfile := flag.String("heapprofile", "", "write a heap profile here once all are connected")
@@ -63,6 +67,12 @@ func run(mode, devicesFile, caFile, heapProfile, goroutines string) error {
 		connect = func(cs string) (func(), error) {
 			return connectIotconn(cs, core.Options{CAFile: caFile, Dispatcher: d})
 		}
+	case "amqp", "amqp-pool":
+		opts := core.Options{CAFile: caFile, Transport: core.TransportAMQP}
+		if mode == "amqp-pool" {
+			opts.AMQPPool = core.MaxAMQPPool
+		}
+		connect = func(cs string) (func(), error) { return connectIotconn(cs, opts) }
 	case "paho":
 		connect = func(cs string) (func(), error) {
 			client, _, err := pahodevice.Connect(cs, caFile)

@@ -591,8 +591,9 @@ static void report_seq(iotconn_client_t *client, long long seq)
 }
 
 /* probe_limits sends one message per limit one byte past it, or with a name reserved to the hub; iotconn_send must
- * refuse each (the matrix checks the code). They use seq 0, which the stream never does. */
-static void probe_limits(iotconn_client_t *client, near_limits_t *nl, const char *prefix)
+ * refuse each (the matrix checks the code). They use seq 0, which the stream never does. Over AMQP no topic
+ * carries the properties, so the MQTT topic's limit is none and its probe is left out. */
+static void probe_limits(iotconn_client_t *client, near_limits_t *nl, const char *prefix, int amqp)
 {
 	static const struct {
 		const char *name;
@@ -606,6 +607,8 @@ static void probe_limits(iotconn_client_t *client, near_limits_t *nl, const char
 		{"reserved-key", NL_BYTE_CLASSES, 0, "IoTHub-Ack"},
 	};
 	for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+		if (amqp && probes[i].kase == NL_TOPIC)
+			continue;
 		near_limit_message(nl, prefix, probes[i].kase, 0, probes[i].over);
 		if (probes[i].extra_key)
 			nl->props[nl->msg.property_count++] = (iotconn_property_t){probes[i].extra_key, "full"};
@@ -741,7 +744,8 @@ int main(int argc, char **argv)
 	rc = iotconn_connect(client, (uint32_t)c.connect_timeout);
 	emit("\"ev\":\"connect\",\"rc\":%d,\"error\":%s", rc, json_quote(rc ? iotconn_last_error() : "", q, sizeof q));
 	if (rc == 0 && nl)
-		probe_limits(client, nl, c.prefix);
+		probe_limits(client, nl, c.prefix,
+		             opts.transport == IOTCONN_TRANSPORT_AMQP || opts.transport == IOTCONN_TRANSPORT_AMQP_WS);
 	if (rc == 0)
 		stream(client, &c, nl);
 

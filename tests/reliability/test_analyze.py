@@ -209,6 +209,19 @@ class NearLimitsTest(unittest.TestCase):
         got = compare_records(events, sent, records)
         self.assertTrue(any("probe size+1" in p for p in got["problems"]), got["problems"])
 
+    def test_over_amqp_order_is_free_but_values_and_the_topic_probe_are_checked(self):
+        events, sent, records = near_limit_run()
+        events = [e for e in events if e.get("case") != "topic+1"]  # no MQTT topic over AMQP
+        records[1]["propertyList"].reverse()
+        got = compare_records(events, sent, records, amqp=True)
+        self.assertEqual((got["problems"], got["identical"]), ([], 5))
+        records[1]["propertyList"][0] = ["classes", "changed"]
+        got = compare_records(events, sent, records, amqp=True)
+        self.assertTrue(any("propertyList differs" in p for p in got["problems"]), got["problems"])
+        events, sent, records = near_limit_run()  # with a topic+1 probe sent
+        got = compare_records(events, sent, records, amqp=True)
+        self.assertTrue(any("probe topic+1 was sent over AMQP" in p for p in got["problems"]), got["problems"])
+
 
 METHOD = {"after": "hub-down"}
 
