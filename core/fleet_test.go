@@ -21,16 +21,7 @@ func TestFleetHintSpreadsTheFirstRetryOverItsWindow(t *testing.T) {
 	firstLo, firstHi := defaultDelayRange(1)
 	var firsts, laters []time.Duration
 	for range 40 {
-		fake := clock.NewFake(time.Unix(1700000000, 0))
-		d := newFakeDialer()
-		c, r := newTestClient(t, d, Options{Clock: fake, ReconnectSpread: window, OperationTimeout: time.Hour})
-		if err := connect(t, c); err != nil {
-			t.Fatal(err)
-		}
-		r.expectStates(t, connected)
-		nextTimer(t, fake) // the token's renewal
-		d.fallback = &transport.Error{Kind: transport.KindNetwork, Op: "connect"}
-		d.conn(0).kill(transport.KindProtocol)
+		c, fake := loseSpreadLink(t, window, &transport.Error{Kind: transport.KindNetwork, Op: "connect"})
 		first := nextTimer(t, fake)
 		if first < firstLo || first > firstHi+window {
 			t.Fatalf("first retry after a lost link waits %v, want [%v, %v]", first, firstLo, firstHi+window)
@@ -80,16 +71,7 @@ func TestFleetHintLeavesAThrottledRetryToTheThrottlingSchedule(t *testing.T) {
 	const window = 60 * time.Second
 	throttled := &transport.Error{Kind: transport.KindThrottled, Op: "connect"}
 	firstLo, firstHi := defaultDelayRange(1)
-	fake := clock.NewFake(time.Unix(1700000000, 0))
-	d := newFakeDialer()
-	c, r := newTestClient(t, d, Options{Clock: fake, ReconnectSpread: window, OperationTimeout: time.Hour})
-	if err := connect(t, c); err != nil {
-		t.Fatal(err)
-	}
-	r.expectStates(t, connected)
-	nextTimer(t, fake) // the token's renewal
-	d.fallback = throttled
-	d.conn(0).kill(transport.KindProtocol)
+	c, fake := loseSpreadLink(t, window, throttled)
 	first := nextTimer(t, fake)
 	if first < firstLo || first > firstHi+window {
 		t.Fatalf("first retry after a lost link waits %v, want [%v, %v]", first, firstLo, firstHi+window)
@@ -121,6 +103,23 @@ func TestFleetHintLeavesAThrottledRetryToTheThrottlingSchedule(t *testing.T) {
 	if spread < 10 {
 		t.Fatalf("only %d of 20 first throttling refusals were spread over the window", spread)
 	}
+}
+
+// loseSpreadLink connects a client with the fleet hint window on a fake clock, then kills its link; every dial
+// after that fails with next. The client's first retry is the next timer.
+func loseSpreadLink(t *testing.T, window time.Duration, next *transport.Error) (*Client, *clock.Fake) {
+	t.Helper()
+	fake := clock.NewFake(time.Unix(1700000000, 0))
+	d := newFakeDialer()
+	c, r := newTestClient(t, d, Options{Clock: fake, ReconnectSpread: window, OperationTimeout: time.Hour})
+	if err := connect(t, c); err != nil {
+		t.Fatal(err)
+	}
+	r.expectStates(t, connected)
+	nextTimer(t, fake) // the token's renewal
+	d.fallback = next
+	d.conn(0).kill(transport.KindProtocol)
+	return c, fake
 }
 
 // A shared Admission budget paces the connection attempts of every client attached: with 20 per second and a
