@@ -50,7 +50,8 @@ func (h *Hosts) Set(t testing.TB, name, ip string) {
 
 // WithHosts runs body with a private /etc/hosts. The test re-executes itself (only it) under `unshare -m`, which
 // bind-mounts a temporary file over /etc/hosts in a mount namespace of its own; body runs there, and the outer
-// test passes or fails with it. Without root or unshare the test is skipped, saying why.
+// test passes or fails with it. Where that cannot be done (no root, no unshare, no CAP_SYS_ADMIN) the test is
+// skipped, saying why.
 func WithHosts(t *testing.T, body func(t *testing.T, hosts *Hosts)) {
 	t.Helper()
 	if path := os.Getenv(hostsEnv); path != "" {
@@ -63,6 +64,14 @@ func WithHosts(t *testing.T, body func(t *testing.T, hosts *Hosts)) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		t.Skip("needs unshare(1) (util-linux) for a private mount namespace")
+	}
+	// Root in a container may still lack CAP_SYS_ADMIN, which a mount namespace and a bind mount need.
+	probe := t.TempDir() + "/probe"
+	if err := os.WriteFile(probe, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(unshare, "-m", "mount", "--bind", probe, probe).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount in a private mount namespace here (%v: %s)", err, strings.TrimSpace(string(out)))
 	}
 	hostsFile := t.TempDir() + "/hosts"
 	if err := os.WriteFile(hostsFile, []byte("127.0.0.1 localhost\n::1 localhost\n"), 0o644); err != nil {
