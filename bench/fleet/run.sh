@@ -19,7 +19,7 @@
 #                       for FLEET_DROP_S seconds (every live connection first), then keeps them again
 # Policies: the driver's names (default, full, decorrelated, none, custom:MS,MS...), hint: default with the
 # fleet hint (reconnect_spread_ms = 1.1 N/R), and hint+budget: the hint and a process admission budget of 0.95 R. Every client is on one shared dispatcher (driver -D). Defaults:
-# N=2000, R=100, every scenario, policies "default full decorrelated hint hint+budget": about 25 minutes on 2 cores. File descriptors: the front holds two per device, so the
+# N=2000, R=100, every scenario, policies "default full decorrelated hint hint+budget": about 21 minutes on 2 cores. File descriptors: the front holds two per device, so the
 # limit is raised to at least 2N + 256 (hard limit permitting).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
