@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make-sdist.sh OUTDIR: builds the sdist iotconn-VERSION.tar.gz into OUTDIR and prints its path. Besides the Python
 # package it carries the library's sources in native/ (the Go module's non-test code with its dependencies
-# vendored, include/, cmake/iotconn.map, scripts/build-lib.sh, LICENSE), so `pip install iotconn-VERSION.tar.gz`
+# vendored, include/, cmake/iotconn.map, scripts/build-lib.sh, LICENSE; not the tests' helper packages, named
+# *test, which need hubsim), so `pip install iotconn-VERSION.tar.gz`
 # builds libiotconn where Go and a C compiler are present, with no network. PYTHON: the interpreter (its
 # setuptools must be >= 70.1).
 set -euo pipefail
@@ -15,7 +16,7 @@ trap 'rm -rf "$stage"' EXIT
 (cd "$here" && git ls-files -z -- . ':!:*.sh' | xargs -0 cp --parents -t "$stage")
 mkdir "$stage/native"
 (cd "$root" && git ls-files -z -- go.mod go.sum capi core include cmake/iotconn.map scripts/build-lib.sh LICENSE \
-	':!:*_test.go' ':!:**/testdata/**' | xargs -0 cp --parents -t "$stage/native")
+	':!:*_test.go' ':!:**/testdata/**' ':(exclude,glob)core/**/*test/**' | xargs -0 cp --parents -t "$stage/native")
 (cd "$stage/native" && go mod vendor)
 (cd "$stage" && "${PYTHON:-python3}" setup.py -q sdist -d "$out" >/dev/null)
 ls "$out"/iotconn-*.tar.gz
