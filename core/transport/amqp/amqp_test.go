@@ -32,15 +32,6 @@ func startHub(t testing.TB) *hubsim.Hub {
 	return h
 }
 
-func addDevice(t testing.TB, h *hubsim.Hub, id string) string {
-	t.Helper()
-	d, err := h.AddDevice(id, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.PrimaryKey
-}
-
 // params are dial parameters for device id on the hub's AMQP TLS listener, with a token valid for lifetime.
 func params(t testing.TB, h *hubsim.Hub, id, key string, r transport.Handler, lifetime time.Duration) transport.DialParams {
 	t.Helper()
@@ -109,7 +100,7 @@ func TestTelemetryAndC2D(t *testing.T) {
 		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
 			id := fmt.Sprintf("dev-ws-%v", ws)
 			r := transporttest.NewRecorder()
-			p := params(t, h, id, addDevice(t, h, id), r, time.Hour)
+			p := params(t, h, id, transporttest.AddDevice(t, h, id), r, time.Hour)
 			if ws {
 				p = overWebSocket(h, p)
 			}
@@ -160,7 +151,7 @@ func TestTelemetryAndC2D(t *testing.T) {
 func TestUnackedC2DIsRedelivered(t *testing.T) {
 	h := startHub(t)
 	r := transporttest.NewRecorder()
-	p := params(t, h, "dev1", addDevice(t, h, "dev1"), r, time.Hour)
+	p := params(t, h, "dev1", transporttest.AddDevice(t, h, "dev1"), r, time.Hour)
 	c, err := NewDialer().Dial(ctxLimit(t), p)
 	if err != nil {
 		t.Fatal(err)
@@ -180,7 +171,7 @@ func TestUnackedC2DIsRedelivered(t *testing.T) {
 // place, no loss is reported, every message is accepted once, one connection in the hub's count.
 func TestRenewInPlace(t *testing.T) {
 	h := startHub(t)
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	events, stop := h.Events()
 	defer stop()
 	r := transporttest.NewRecorder()
@@ -233,7 +224,7 @@ func TestRenewInPlace(t *testing.T) {
 func TestTwinAndMethods(t *testing.T) {
 	h := startHub(t)
 	r := transporttest.NewRecorder()
-	p := params(t, h, "dev1", addDevice(t, h, "dev1"), r, time.Hour)
+	p := params(t, h, "dev1", transporttest.AddDevice(t, h, "dev1"), r, time.Hour)
 	p.Features = transport.FeatureTwin | transport.FeatureMethods
 	c := mustDial(t, NewDialer(), p)
 	transporttest.CheckTwinAndMethods(t, h, "dev1", c, r)
@@ -243,7 +234,7 @@ func TestTwinAndMethods(t *testing.T) {
 // identity and its twin answers; a module has no C2D link, even when the feature is asked for.
 func TestModule(t *testing.T) {
 	h := startHub(t)
-	addDevice(t, h, "dev1")
+	transporttest.AddDevice(t, h, "dev1")
 	m, err := h.AddModule("dev1", "mod", "")
 	if err != nil {
 		t.Fatal(err)

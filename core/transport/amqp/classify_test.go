@@ -112,7 +112,7 @@ func TestHubFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := startHub(t)
-			key := addDevice(t, h, "dev1")
+			key := transporttest.AddDevice(t, h, "dev1")
 			r := transporttest.NewRecorder()
 			p := params(t, h, "dev1", key, r, time.Hour)
 			c := mustDial(t, NewDialer(), p)
@@ -156,7 +156,7 @@ func TestHubFaults(t *testing.T) {
 func TestDroppedPutTokenReplyTimesOut(t *testing.T) {
 	h := startHub(t)
 	r := transporttest.NewRecorder()
-	p := params(t, h, "dev1", addDevice(t, h, "dev1"), r, time.Hour)
+	p := params(t, h, "dev1", transporttest.AddDevice(t, h, "dev1"), r, time.Hour)
 	if err := h.Fault(hubsim.Fault{Kind: hubsim.FaultAMQPDropCBS, Duration: time.Minute}); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 // benchHub is a fresh hub per run: hubsim keeps every message, and a fuller hub is a slower one.
 func benchHub(b *testing.B) (*hubsim.Hub, string) {
 	h := startHub(b, hubsim.Config{})
-	return h, addDevice(b, h, "dev1")
+	return h, transporttest.AddDevice(b, h, "dev1")
 }
 
 // BenchmarkPipelinedSend compares QoS 1 telemetry through this transport with raw paho publishing the same

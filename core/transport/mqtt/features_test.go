@@ -12,7 +12,7 @@ import (
 // method calls arrive, and a method answer reaches the caller.
 func TestTwinAndMethodFeatures(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	r := transporttest.NewRecorder()
 	p := params(t, h, "dev1", key, r)
 	p.Features = transport.FeatureTwin | transport.FeatureMethods

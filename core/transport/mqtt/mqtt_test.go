@@ -71,15 +71,6 @@ func overWebSocket(h *hubsim.Hub, p transport.DialParams) transport.DialParams {
 	return p
 }
 
-func addDevice(t testing.TB, h *hubsim.Hub, id string) string {
-	t.Helper()
-	d, err := h.AddDevice(id, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.PrimaryKey
-}
-
 func dial(p transport.DialParams) (transport.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -168,7 +159,7 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 	for _, ws := range []bool{false, true} {
 		t.Run(fmt.Sprintf("websocket=%v", ws), func(t *testing.T) {
 			h := startHub(t, hubsim.Config{WSAddr: "127.0.0.1:0"})
-			key := addDevice(t, h, "dev1")
+			key := transporttest.AddDevice(t, h, "dev1")
 			r := transporttest.NewRecorder()
 			p := params(t, h, "dev1", key, r)
 			if ws {
@@ -227,7 +218,7 @@ func TestTelemetryPropertiesAndC2D(t *testing.T) {
 
 func TestPipelinedSendsAreEachAcknowledgedOnce(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	const n = 1000
@@ -247,7 +238,7 @@ func TestPipelinedSendsAreEachAcknowledgedOnce(t *testing.T) {
 
 func TestC2DQueuedWhileAwayArrivesOnReconnect(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	first := mustDial(t, params(t, h, "dev1", key, transporttest.NewRecorder()))
 	first.Close()
 	if err := h.SendC2D("dev1", hubsim.C2DMessage{Payload: []byte("while away")}); err != nil {
@@ -267,8 +258,8 @@ func TestC2DQueuedWhileAwayArrivesOnReconnect(t *testing.T) {
 
 func TestConnectFailuresAreClassified(t *testing.T) {
 	h := startHub(t, hubsim.Config{WSAddr: "127.0.0.1:0"})
-	key := addDevice(t, h, "dev1")
-	disabledKey := addDevice(t, h, "off")
+	key := transporttest.AddDevice(t, h, "dev1")
+	disabledKey := transporttest.AddDevice(t, h, "off")
 	if err := h.SetDeviceEnabled("off", false); err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +446,7 @@ func TestDialEndsWithItsContext(t *testing.T) {
 
 func TestKillTCPReportsOneLossAndFailsPendingSends(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	if errs := sendAll(c, numbered(1, "before")).wait(t); errs[0] != nil {
@@ -485,7 +476,7 @@ func TestKillTCPReportsOneLossAndFailsPendingSends(t *testing.T) {
 
 func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	s := sendAll(c, numbered(2000, "x"))
@@ -508,7 +499,7 @@ func TestCloseCompletesEverySendOnceAndReportsNoLoss(t *testing.T) {
 
 func TestModuleSendsWithoutC2D(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	addDevice(t, h, "dev1")
+	transporttest.AddDevice(t, h, "dev1")
 	m, err := h.AddModule("dev1", "mod1", "")
 	if err != nil {
 		t.Fatal(err)
@@ -542,7 +533,7 @@ func TestBadInputIsAnError(t *testing.T) {
 		}
 	}
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	c := mustDial(t, params(t, h, "dev1", key, transporttest.NewRecorder()))
 	var got error
 	c.Send(nil, func(err error) { got = err })
@@ -568,7 +559,7 @@ func TestKeepAliveDefaultsAndCap(t *testing.T) {
 // thousands of idle devices pays only paho's. Each starts again with the next send.
 func TestIdleLinkKeepsNoTransportGoroutine(t *testing.T) {
 	h := startHub(t, hubsim.Config{})
-	key := addDevice(t, h, "dev1")
+	key := transporttest.AddDevice(t, h, "dev1")
 	r := transporttest.NewRecorder()
 	c := mustDial(t, params(t, h, "dev1", key, r))
 	defer c.Close()

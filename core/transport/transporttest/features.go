@@ -10,6 +10,16 @@ import (
 	"github.com/iotconn/iotconn/hubsim"
 )
 
+// AddDevice registers device id in h and returns its primary key.
+func AddDevice(t testing.TB, h *hubsim.Hub, id string) string {
+	t.Helper()
+	d, err := h.AddDevice(id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.PrimaryKey
+}
+
 // Request makes r on c and fails the test unless it completes without an error within WaitLimit.
 func Request(t *testing.T, c transport.Conn, r *transport.Request) {
 	t.Helper()
