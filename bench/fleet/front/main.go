@@ -30,6 +30,7 @@ import (
 	"bufio"
 	"cmp"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -263,28 +264,23 @@ func (f *front) refuseAfterConnect(c net.Conn) {
 	}
 }
 
-// readMQTTPacket reads one MQTT control packet: the type byte, the remaining length (a base-128 varint of at
-// most four bytes), then that many bytes.
+// maxRemainingLength is the largest remaining length MQTT's four length bytes can carry.
+const maxRemainingLength = 1<<28 - 1
+
+// readMQTTPacket reads one MQTT control packet: the type byte, the remaining length (base-128, least significant
+// group first: the encoding of binary.ReadUvarint), then that many bytes.
 func readMQTTPacket(r *bufio.Reader) error {
 	if _, err := r.ReadByte(); err != nil {
 		return err
 	}
-	length, shift := 0, 0
-	for i := 0; ; i++ {
-		b, err := r.ReadByte()
-		if err != nil {
-			return err
-		}
-		if i == 4 {
-			return errors.New("malformed remaining length")
-		}
-		length |= int(b&0x7f) << shift
-		if b&0x80 == 0 {
-			break
-		}
-		shift += 7
+	length, err := binary.ReadUvarint(r)
+	switch {
+	case err != nil:
+		return err
+	case length > maxRemainingLength:
+		return errors.New("malformed remaining length")
 	}
-	_, err := r.Discard(length)
+	_, err = r.Discard(int(length))
 	return err
 }
 
