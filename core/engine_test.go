@@ -95,6 +95,16 @@ func (r *recorder) expectCompletions(t *testing.T, n int) []completion {
 	return out
 }
 
+// expectDelivered waits for n completions, every one Delivered; of names the sender in a failure.
+func (r *recorder) expectDelivered(t *testing.T, n int, of string) {
+	t.Helper()
+	for _, comp := range r.expectCompletions(t, n) {
+		if comp.result != SendDelivered {
+			t.Fatalf("%s: message %d ended %v (code %v)", of, comp.id, comp.result, comp.code)
+		}
+	}
+}
+
 func (r *recorder) expectNoMoreCompletions(t *testing.T) {
 	t.Helper()
 	select {

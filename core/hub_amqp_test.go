@@ -171,11 +171,7 @@ func TestAMQPTokenRenewedInPlace(t *testing.T) {
 		sent++
 		time.Sleep(20 * time.Millisecond) // a steady flow, not synchronisation
 	}
-	for _, comp := range r.expectCompletions(t, sent) {
-		if comp.result != SendDelivered {
-			t.Fatalf("%+v", comp)
-		}
-	}
+	r.expectDelivered(t, sent, "the device")
 	select {
 	case s := <-r.states:
 		t.Fatalf("status change during renewals: %v/%v", s.status, s.reason)
@@ -395,11 +391,7 @@ func poolFailover(t *testing.T, hub *hubsim.Hub, tr TransportKind, host string, 
 		case <-time.After(fault.Duration + 3*waitLimit): // the default policy's back-off reaches 10 s
 			t.Fatalf("device %d did not come back", i)
 		}
-		for _, comp := range d.r.expectCompletions(t, 2) {
-			if comp.result != SendDelivered {
-				t.Fatalf("device %d: %+v", i, comp)
-			}
-		}
+		d.r.expectDelivered(t, 2, fmt.Sprint("device ", i))
 		ids := map[string]bool{}
 		for _, m := range hub.Messages(fmt.Sprint("pooled", i)) {
 			ids[m.MessageID] = true

@@ -74,16 +74,8 @@ func TestProvisionedClientRidesOutHubDownAndFollowsAMove(t *testing.T) {
 	}
 	// Each fault waits for the acknowledgements of what came before it: a message the hub recorded but whose
 	// acknowledgement the fault cut is sent again, and would reach the hubs twice (at least once, as documented).
-	delivered := func(n int) {
-		t.Helper()
-		for _, comp := range r.expectCompletions(t, n) {
-			if comp.result != SendDelivered {
-				t.Fatalf("message %d ended %v (%v)", comp.id, comp.result, comp.code)
-			}
-		}
-	}
 	sendAll(t, c, 5, "first")
-	delivered(5)
+	r.expectDelivered(t, 5, "dev-p")
 
 	// Hub down: retried on the same hub, no registration.
 	if err := hub0.Fault(hubsim.Fault{Kind: hubsim.FaultHubDown, Duration: 2 * time.Second}); err != nil {
@@ -92,7 +84,7 @@ func TestProvisionedClientRidesOutHubDownAndFollowsAMove(t *testing.T) {
 	r.expectRetrying(t)
 	sendAll(t, c, 5, "outage")
 	r.expectConnected(t)
-	delivered(5)
+	r.expectDelivered(t, 5, "dev-p")
 	if c.Registrations() != 1 || env.DPS.Registrations() != 1 {
 		t.Fatalf("%d registrations (DPS counted %d) across a hub outage, want 1", c.Registrations(),
 			env.DPS.Registrations())
@@ -106,7 +98,7 @@ func TestProvisionedClientRidesOutHubDownAndFollowsAMove(t *testing.T) {
 	r.expectConnected(t)
 	sendAll(t, c, 5, "moved")
 	waitHubMessages(t, hub1, "dev-p", 5)
-	delivered(10)
+	r.expectDelivered(t, 10, "dev-p")
 	r.expectNoMoreCompletions(t)
 	reg, _ := env.DPS.Registration("dev-p")
 	if hub, _ := c.Assignment(); hub != hub1.HostName() || c.Registrations() != 2 || reg.Count != 2 {
